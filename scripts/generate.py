@@ -1,0 +1,45 @@
+"""Draws a grid of samples (or reconstructions) from an exported SavedModel to a PNG.
+
+    python scripts/generate.py --saved_model=saved_models/tf1_tutorial --output=samples.png
+    python scripts/generate.py --saved_model=saved_models/tf1_tutorial --reconstruct --data_dir=PATH/MNIST_data
+"""
+
+import sys
+
+import numpy as np
+from absl import app
+
+from tfvae import config
+
+config.define_generate_flags()
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; every setting is a --flag")
+    from tfvae import data, export, inference, visualization
+
+    cfg = config.generate_config_from_flags()
+    try:
+        saved, metadata = export.load_saved_model(cfg.saved_model)
+        labels, rows = inference.parse_labels(cfg.label, metadata.get("num_classes", 0), cfg.rows, cfg.cols)
+        if cfg.reconstruct:
+            originals, reconstructions = inference.reconstruct_test_images(
+                saved, metadata, cfg.data_dir, cfg.cols, seed=cfg.seed)
+            visualization.save_grid_png(cfg.output, np.concatenate([originals, reconstructions]), 2, cfg.cols,
+                                        f"{metadata['model']}: test images (top) and reconstructions",
+                                        row_labels=["original", "reconstruction"])
+        else:
+            samples = inference.decode_samples(saved, metadata, rows, cfg.cols, cfg.seed, labels)
+            row_labels = [str(label) for label in labels[::cfg.cols]] if cfg.label == "all" else None
+            visualization.save_grid_png(cfg.output, samples, rows, cfg.cols,
+                                        f"{metadata['model']}: samples, z ~ N(0, I), seed {cfg.seed}",
+                                        row_labels=row_labels)
+    except (export.ExportError, data.DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(f"Wrote {cfg.output}")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=config.parse_flags_or_exit)

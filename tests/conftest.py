@@ -1,0 +1,29 @@
+"""Shared fixtures: the real MNIST IDX folder, and helpers to run scripts in a fresh process."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MNIST_DIR = os.environ.get("TFVAE_MNIST_DIR", os.path.join(REPO, "..", "shared", "data", "MNIST_data"))
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    """The TF1 MNIST_data/ folder; missing data fails loudly under CI=true and skips elsewhere."""
+    if not os.path.isfile(os.path.join(MNIST_DIR, "train-images-idx3-ubyte.gz")):
+        message = f"real MNIST IDX files not found in {MNIST_DIR}; set TFVAE_MNIST_DIR"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return os.path.abspath(MNIST_DIR)
+
+
+def run_script(script, *args, env=None, cwd=None, timeout=600):
+    """Runs `scripts/SCRIPT` (or `python -c` code when `script` is None) in a fresh Python process."""
+    command = [sys.executable] + (["-c", args[0]] + list(args[1:]) if script is None
+                                  else [os.path.join(REPO, "scripts", script), *args])
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, env=full_env, cwd=cwd or REPO, timeout=timeout)

@@ -1,0 +1,64 @@
+"""Atomic writes: every file and folder a run produces appears whole or not at all."""
+
+import json
+import os
+import shutil
+import tempfile
+
+
+def write_text(path, text):
+    """Writes `text` to `path` through a temporary file in the same folder and an atomic rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_json(path, obj):
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_bytes_with(path, write_fn, suffix=""):
+    """Calls `write_fn(tmp_path)` to produce a file (e.g. a PNG), then renames it to `path`."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", suffix=suffix, dir=folder)
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def make_temp_dir_beside(path):
+    """A fresh temporary folder next to `path`, so that renaming it onto `path` stays on one filesystem."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    return tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(path))}.tmp-", dir=parent)
+
+
+def replace_dir(tmp_dir, path):
+    """Moves the finished folder `tmp_dir` onto `path`; an older `path` is kept until the new one is in place."""
+    path = os.path.abspath(path)
+    old = None
+    if os.path.exists(path):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=os.path.dirname(path))
+        os.rename(path, os.path.join(old, "previous"))
+    try:
+        os.rename(tmp_dir, path)
+    except BaseException:
+        if old:
+            os.rename(os.path.join(old, "previous"), path)
+        raise
+    finally:
+        if old:
+            shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,230 @@
+"""Image datasets as tf.data pipelines: the TF1 `MNIST_data/` IDX files or TFDS, split, binarized, batched."""
+
+import dataclasses
+import gzip
+import os
+import struct
+import zlib
+
+import numpy as np
+import tensorflow as tf
+
+# The four files of the TF1 `read_data_sets` layout, by split.
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+IDX_IMAGES_MAGIC = 2051
+IDX_LABELS_MAGIC = 2049
+# Datasets whose TF1 IDX layout we read directly when `data_dir` holds it.
+IDX_DATASETS = ("mnist", "fashion_mnist")
+DATASET_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
+NUM_CLASSES = 10
+PREVIEW_SIZE = 8
+
+
+class DataError(ValueError):
+    """A data file or directory is missing, truncated or malformed; the message names it and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageArrays:
+    """In-memory splits of one dataset. Images are uint8 `[n, H, W, C]`, labels int32 `[n]`."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    validation_images: np.ndarray
+    validation_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+
+    def split(self, name):
+        return getattr(self, f"{name}_images"), getattr(self, f"{name}_labels")
+
+
+@dataclasses.dataclass(frozen=True)
+class Datasets:
+    """Batched pipelines of dicts {"input", "target", "label"}, one fixed preview batch, and the source arrays."""
+
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    test: tf.data.Dataset
+    preview: dict
+    arrays: ImageArrays
+    image_shape: tuple
+
+
+def _read_idx(path, expected_magic, item_shape):
+    """Reads one gzipped IDX file into a uint8 array, checking magic number, dimensions and length."""
+    name = os.path.basename(path)
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found; point --data_dir at a folder holding the four MNIST IDX .gz files")
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path}: not a readable gzip file ({e}); download {name} again")
+    ndim = len(item_shape) + 1
+    header_size = 4 + 4 * ndim
+    if len(raw) < header_size:
+        raise DataError(f"{path}: truncated IDX header ({len(raw)} bytes); download {name} again")
+    magic = struct.unpack(">i", raw[:4])[0]
+    if magic != expected_magic:
+        raise DataError(f"{path}: wrong IDX magic number {magic}, expected {expected_magic}; "
+                        f"is {name} the right file?")
+    dims = struct.unpack(f">{ndim}i", raw[4:header_size])
+    if tuple(dims[1:]) != tuple(item_shape):
+        raise DataError(f"{path}: item shape {tuple(dims[1:])}, expected {tuple(item_shape)}; "
+                        f"is {name} the right file?")
+    expected_bytes = header_size + int(np.prod(dims))
+    if len(raw) != expected_bytes:
+        raise DataError(f"{path}: {len(raw)} bytes, header promises {expected_bytes}; "
+                        f"the file is truncated or corrupt, download {name} again")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(dims)
+
+
+def has_idx_files(data_dir):
+    """True when `data_dir` holds at least one file of the TF1 IDX layout (then all four are required)."""
+    return bool(data_dir) and any(
+        os.path.exists(os.path.join(data_dir, f)) for pair in IDX_FILES.values() for f in pair)
+
+
+def load_idx_split(data_dir, split):
+    """Reads the images and labels of `split` ("train" or "test") from a TF1 `MNIST_data/` folder.
+
+    Returns:
+      images uint8 `[n, 28, 28, 1]`, labels int32 `[n]` in [0, 10).
+    """
+    images_file, labels_file = IDX_FILES[split]
+    images = _read_idx(os.path.join(data_dir, images_file), IDX_IMAGES_MAGIC, (28, 28))
+    labels = _read_idx(os.path.join(data_dir, labels_file), IDX_LABELS_MAGIC, ())
+    if len(images) != len(labels):
+        raise DataError(f"{data_dir}: {images_file} has {len(images)} images but {labels_file} has "
+                        f"{len(labels)} labels; download both again")
+    if labels.size and labels.max() >= NUM_CLASSES:
+        raise DataError(f"{os.path.join(data_dir, labels_file)}: label {labels.max()} outside [0, {NUM_CLASSES}); "
+                        f"download {labels_file} again")
+    return images[..., None], labels.astype(np.int32)
+
+
+def _load_tfds_split(dataset, data_dir, split):
+    import tensorflow_datasets as tfds  # Imported lazily: slow, and only the TFDS path needs it.
+
+    try:
+        images, labels = tfds.as_numpy(tfds.load(dataset, split=split, data_dir=data_dir, batch_size=-1,
+                                                 as_supervised=True, download=True))
+    except Exception as e:  # TFDS raises many types; all mean the same thing to the user.
+        raise DataError(f"could not load {dataset} split {split!r} through TFDS from data_dir={data_dir!r} "
+                        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); offline, pass "
+                        f"--data_dir=PATH/MNIST_data holding the four IDX files") from None
+    return images.astype(np.uint8), labels.astype(np.int32)
+
+
+def load_arrays(dataset, data_dir, validation_size=5000):
+    """Loads the train / validation / test splits into memory.
+
+    The validation split is the first `validation_size` training examples, as in TF1's `read_data_sets`.
+    When `data_dir` holds the TF1 IDX files they are read directly; otherwise TFDS loads `dataset`.
+    """
+    if data_dir and not os.path.isdir(data_dir):
+        raise DataError(f"--data_dir={data_dir}: no such directory; pass a folder holding MNIST_data "
+                        f"IDX files or a TFDS data directory")
+    if dataset in IDX_DATASETS and has_idx_files(data_dir):
+        train_images, train_labels = load_idx_split(data_dir, "train")
+        test_images, test_labels = load_idx_split(data_dir, "test")
+    else:
+        train_images, train_labels = _load_tfds_split(dataset, data_dir, "train")
+        test_images, test_labels = _load_tfds_split(dataset, data_dir, "test")
+    if not 0 <= validation_size < len(train_images):
+        raise DataError(f"--validation_size={validation_size} must be in [0, {len(train_images)}) for {dataset}")
+    return ImageArrays(
+        train_images=train_images[validation_size:], train_labels=train_labels[validation_size:],
+        validation_images=train_images[:validation_size], validation_labels=train_labels[:validation_size],
+        test_images=test_images, test_labels=test_labels)
+
+
+def to_unit_float(images):
+    """uint8 images -> float32 in [0, 1]."""
+    return tf.cast(images, tf.float32) / 255.0
+
+
+def binarize_static(images, seed):
+    """One fixed Bernoulli sample per pixel (the 'statically binarized' protocol), uint8 in {0, 255}."""
+    rng = np.random.default_rng(seed)
+    return (rng.random(images.shape, dtype=np.float32) < images / 255.0).astype(np.uint8) * 255
+
+
+def _private_threads(dataset, threads):
+    # On few cores tf.data's autotuned pool competes with the training threads; a small private pool does not.
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = threads
+    options.deterministic = True
+    return dataset.with_options(options)
+
+
+def make_pipeline(images, labels, batch_size, *, shuffle, seed, binarize="none", flatten=False,
+                  drop_remainder=False, corrupt_fn=None, threads=1):
+    """Builds a tf.data pipeline of dicts {"input", "target", "label"}.
+
+    Args:
+      images: uint8 `[n, H, W, C]`.
+      labels: int32 `[n]`.
+      batch_size: examples per batch.
+      shuffle: reshuffle each epoch with `seed`.
+      seed: seeds shuffling, dynamic binarization and corruption, so a run is reproducible.
+      binarize: "none", "dynamic" (a fresh Bernoulli sample each time) or "static" (images already sampled).
+      flatten: yield `[batch, H*W*C]` instead of `[batch, H, W, C]`.
+      drop_remainder: static batch shapes (training).
+      corrupt_fn: optional `(target, seed[2]) -> input` applied per batch (denoising models).
+      threads: size of the pipeline's private thread pool.
+
+    Returns:
+      A dataset of dicts: "input" and "target" float32 in [0, 1], "label" int32 `[batch]`.
+    """
+    n = len(images)
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).cache()
+    if shuffle:
+        dataset = dataset.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    # One stateless seed pair per batch, so random ops are reproducible without Python in the loop.
+    seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True).repeat()
+    dataset = tf.data.Dataset.zip(dataset, seeds)
+
+    def to_example(batch, batch_seed):
+        image, label = batch
+        x = to_unit_float(image)
+        if binarize == "dynamic":
+            x = tf.cast(tf.random.stateless_uniform(tf.shape(x), batch_seed) < x, tf.float32)
+        if flatten:
+            x = tf.reshape(x, [-1, int(np.prod(images.shape[1:]))])
+        inputs = corrupt_fn(x, batch_seed + 1) if corrupt_fn else x
+        return {"input": inputs, "target": x, "label": label}
+
+    dataset = dataset.map(to_example, num_parallel_calls=threads, deterministic=True)
+    return _private_threads(dataset.prefetch(2), threads)
+
+
+def make_datasets(cfg, corrupt_fn=None):
+    """Loads `cfg.dataset` and returns train / validation / test pipelines.
+
+    Validation and test are batched without dropping, and with dynamic binarization they draw from a fixed seed,
+    so every evaluation sees the same binary images.
+    """
+    arrays = load_arrays(cfg.dataset, cfg.data_dir, cfg.validation_size)
+    if cfg.binarize == "static":
+        arrays = ImageArrays(**{
+            field.name: binarize_static(getattr(arrays, field.name), cfg.seed + i)
+            if field.name.endswith("_images") else getattr(arrays, field.name)
+            for i, field in enumerate(dataclasses.fields(arrays))})
+    common = dict(binarize=cfg.binarize, flatten=cfg.flatten_inputs, corrupt_fn=corrupt_fn,
+                  threads=cfg.data_threads)
+    train = make_pipeline(*arrays.split("train"), cfg.batch_size, shuffle=True, seed=cfg.seed,
+                          drop_remainder=True, **common)
+    validation = make_pipeline(*arrays.split("validation"), cfg.batch_size, shuffle=False,
+                               seed=cfg.seed + 1, **common)
+    test = make_pipeline(*arrays.split("test"), cfg.batch_size, shuffle=False, seed=cfg.seed + 2, **common)
+    # A fixed handful of validation examples for pictures, built apart so no pipeline's cache is left half-read.
+    preview_arrays = [a[:PREVIEW_SIZE] for a in arrays.split("validation" if cfg.validation_size else "test")]
+    preview = next(iter(make_pipeline(*preview_arrays, PREVIEW_SIZE, shuffle=False, seed=cfg.seed + 1, **common)))
+    return Datasets(train=train, validation=validation, test=test, preview=preview, arrays=arrays,
+                    image_shape=tuple(arrays.train_images.shape[1:]))

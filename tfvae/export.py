@@ -1,0 +1,132 @@
+"""SavedModel export with the TF1 tutorial's interface (`input` -> `z_mean`, `z_logvar`, `x_hat`), and loading."""
+
+import json
+import os
+import shutil
+
+import tensorflow as tf
+
+from tfvae import artifacts
+
+METADATA_FILE = "tfvae.json"
+FORMAT_VERSION = 1
+
+
+class ExportError(ValueError):
+    """An export path is unusable or a SavedModel is not a tfvae export; the message names the fix."""
+
+
+class _ServingModule(tf.Module):
+    """Holds the model's variables and its signatures; nothing of tfvae is needed to load it."""
+
+    def __init__(self, model, input_shape):
+        super().__init__()
+        self.model = model
+        conditional = getattr(model, "num_classes", 0) > 0
+        x_spec = tf.TensorSpec([None, *input_shape], tf.float32, name="input")
+        z_spec = tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")
+        label_spec = tf.TensorSpec([None], tf.int32, name="label")
+
+        def checked_label(label):
+            # A label outside [0, num_classes) must fail loudly, never wrap into another class.
+            tf.debugging.assert_non_negative(label, message="label must be >= 0")
+            tf.debugging.assert_less(label, model.num_classes,
+                                     message=f"label must be < num_classes={model.num_classes}")
+            return label
+
+        def encode(input, label=None):
+            z_mean, z_logvar = model.encode(input, label)
+            return {"z_mean": z_mean, "z_logvar": z_logvar}
+
+        def decode(z, label=None):
+            logits = model.decode(z, label)
+            return {"x_hat": model.likelihood(logits), "logits": logits}
+
+        def reconstruct(input, label=None):
+            z_mean, _ = model.encode(input, label)
+            return {"x_hat": model.likelihood(model.decode(z_mean, label))}
+
+        def log_likelihood(input, z, label=None):
+            logits = model.decode(z, label)
+            return {"log_px_z": model.likelihood.log_prob(input, logits)}
+
+        if conditional:
+            self.encode = tf.function(lambda input, label: encode(input, checked_label(label)),
+                                      input_signature=[x_spec, label_spec])
+            self.decode = tf.function(lambda z, label: decode(z, checked_label(label)),
+                                      input_signature=[z_spec, label_spec])
+            self.reconstruct = tf.function(lambda input, label: reconstruct(input, checked_label(label)),
+                                           input_signature=[x_spec, label_spec])
+            self.log_likelihood = tf.function(
+                lambda input, z, label: log_likelihood(input, z, checked_label(label)),
+                input_signature=[x_spec, z_spec, label_spec])
+        else:
+            self.encode = tf.function(encode, input_signature=[x_spec])
+            self.decode = tf.function(decode, input_signature=[z_spec])
+            self.reconstruct = tf.function(reconstruct, input_signature=[x_spec])
+            self.log_likelihood = tf.function(log_likelihood, input_signature=[x_spec, z_spec])
+
+    def signatures(self):
+        return {
+            "serving_default": self.reconstruct,
+            "encode": self.encode,
+            "decode": self.decode,
+            "reconstruct": self.reconstruct,
+            "log_likelihood": self.log_likelihood,
+        }
+
+
+def is_tfvae_export(path):
+    return os.path.isfile(os.path.join(path, METADATA_FILE))
+
+
+def export_saved_model(model, export_dir, metadata, extra_json=None):
+    """Writes `model` as a SavedModel to `export_dir`, atomically, with `metadata` in `tfvae.json` beside it.
+
+    Args:
+      model: a built VAE.
+      export_dir: destination; an existing tfvae export there is replaced, any other non-empty folder refused.
+      metadata: JSON-able dict; must hold "input_shape" (without batch) and "image_shape" (H, W, C).
+      extra_json: optional {file name: JSON-able object} written into the export too (e.g. metrics.json).
+
+    Returns:
+      The absolute export path.
+    """
+    if os.path.exists(export_dir) and not is_tfvae_export(export_dir) and (
+            not os.path.isdir(export_dir) or os.listdir(export_dir)):
+        raise ExportError(f"--export_dir={export_dir} exists and is not a tfvae export; "
+                          f"remove it or choose another --export_dir")
+    module = _ServingModule(model, metadata["input_shape"])
+    tmp_dir = artifacts.make_temp_dir_beside(export_dir)
+    try:
+        tf.saved_model.save(module, tmp_dir, signatures=module.signatures())
+        artifacts.write_json(os.path.join(tmp_dir, METADATA_FILE),
+                             {"format": "tfvae", "format_version": FORMAT_VERSION, **metadata})
+        for name, obj in (extra_json or {}).items():
+            artifacts.write_json(os.path.join(tmp_dir, name), obj)
+        artifacts.replace_dir(tmp_dir, export_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    return os.path.abspath(export_dir)
+
+
+def load_metadata(path):
+    """Reads `tfvae.json` of an export, with a clear error when `path` is missing or not a tfvae export."""
+    if not os.path.isdir(path):
+        raise ExportError(f"--saved_model={path}: no such folder; pass the folder train.py exported "
+                          f"(e.g. saved_models/tf1_tutorial)")
+    if not is_tfvae_export(path):
+        raise ExportError(f"--saved_model={path}: not a tfvae export (no {METADATA_FILE}); pass a folder "
+                          f"written by train.py or import_tf1.py")
+    with open(os.path.join(path, METADATA_FILE)) as f:
+        return json.load(f)
+
+
+def load_saved_model(path):
+    """Loads a tfvae SavedModel. Returns (loaded object with `.signatures`, metadata dict).
+
+    A SavedModel is code: load only exports from sources you trust.
+    """
+    metadata = load_metadata(path)
+    return tf.saved_model.load(path), metadata

@@ -1,0 +1,58 @@
+"""Using an exported SavedModel alone: sample grids and reconstructions, as image arrays."""
+
+import numpy as np
+import tensorflow as tf
+
+from tfvae import data, visualization
+
+
+def parse_labels(label, num_classes, rows, cols):
+    """The label of every grid cell from `--label`: None, a class number, or "all" (one row per class).
+
+    Returns:
+      (labels int32 `[rows*cols]` or None, rows): "all" sets rows to num_classes.
+    """
+    if label is None:
+        if num_classes:
+            raise ValueError(f"this model is conditional; pass --label=0..{num_classes - 1} or --label=all")
+        return None, rows
+    if not num_classes:
+        raise ValueError("--label is only for conditional models (cvae); drop it")
+    if label == "all":
+        return np.repeat(np.arange(num_classes, dtype=np.int32), cols), num_classes
+    if not label.isdigit() or not 0 <= int(label) < num_classes:
+        raise ValueError(f"--label={label} must be 'all' or an integer in [0, {num_classes})")
+    return np.full(rows * cols, int(label), np.int32), rows
+
+
+def decode_samples(saved, metadata, rows, cols, seed=0, labels=None):
+    """Decodes z ~ N(0, I) (seeded) through the `decode` signature. Returns `[rows*cols, H, W, C]` in [0, 1]."""
+    z = np.random.default_rng(seed).standard_normal((rows * cols, metadata["latent_dim"])).astype(np.float32)
+    inputs = {"z": tf.constant(z)}
+    if labels is not None:
+        inputs["label"] = tf.constant(labels)
+    x_hat = saved.signatures["decode"](**inputs)["x_hat"]
+    return visualization.as_images(x_hat.numpy(), metadata["image_shape"])
+
+
+def reconstruct_test_images(saved, metadata, data_dir, count, seed=0):
+    """The first `count` test images, prepared as in training, and their reconstructions.
+
+    Returns:
+      (originals, reconstructions), each `[count, H, W, C]` in [0, 1].
+    """
+    arrays = data.load_arrays(metadata["dataset"], data_dir, validation_size=0)
+    images, labels = arrays.test_images[:count], arrays.test_labels[:count]
+    binarize = metadata.get("binarize", "none")
+    if binarize == "static":
+        images = data.binarize_static(images, seed)
+    flat = len(metadata["input_shape"]) == 1
+    batch = next(iter(data.make_pipeline(images, labels, count, shuffle=False, seed=seed,
+                                         binarize=binarize, flatten=flat)))
+    inputs = {"input": batch["input"]}
+    if metadata.get("num_classes"):
+        inputs["label"] = batch["label"]
+    x_hat = saved.signatures["reconstruct"](**inputs)["x_hat"]
+    image_shape = metadata["image_shape"]
+    return visualization.as_images(batch["target"].numpy(), image_shape), visualization.as_images(
+        x_hat.numpy(), image_shape)

@@ -1,0 +1,47 @@
+"""Log-densities and KL terms of a VAE, per example and in nats (the tutorial's squared error excepted)."""
+
+import math
+
+import tensorflow as tf
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def sum_per_example(values):
+    """Sums every axis but the first: `[batch, ...]` -> `[batch]`."""
+    return tf.reduce_sum(tf.reshape(values, [tf.shape(values)[0], -1]), axis=1)
+
+
+def bernoulli_log_prob(x, logits):
+    """log p(x|z) of independent Bernoulli pixels, from logits (fused, stable). x in [0, 1]; returns `[batch]`."""
+    return -sum_per_example(tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=logits))
+
+
+def gaussian_log_prob(x, mean, logvar):
+    """log N(x; mean, exp(logvar)) summed over pixels; returns `[batch]` nats."""
+    return -0.5 * sum_per_example(LOG_2PI + logvar + tf.square(x - mean) * tf.exp(-logvar))
+
+
+def squared_error(x, x_hat):
+    """The TF1 tutorial's reconstruction term: sum of squared error per example (not a density)."""
+    return sum_per_example(tf.square(x - x_hat))
+
+
+def kl_per_dimension(z_mean, z_logvar):
+    """KL(N(mean, exp(logvar)) || N(0, 1)) per latent dimension: 0.5 (mu^2 + e^lv - lv - 1), `[batch, latent]`."""
+    return 0.5 * (tf.square(z_mean) + tf.exp(z_logvar) - z_logvar - 1.0)
+
+
+def kl_standard_normal(z_mean, z_logvar):
+    """KL(q(z|x) || N(0, I)) in nats, `[batch]`."""
+    return tf.reduce_sum(kl_per_dimension(z_mean, z_logvar), axis=-1)
+
+
+def log_normal(z, mean, logvar):
+    """log N(z; mean, diag(exp(logvar))) summed over the last axis."""
+    return -0.5 * tf.reduce_sum(LOG_2PI + logvar + tf.square(z - mean) * tf.exp(-logvar), axis=-1)
+
+
+def log_standard_normal(z):
+    """log N(z; 0, I) summed over the last axis."""
+    return -0.5 * tf.reduce_sum(LOG_2PI + tf.square(z), axis=-1)

@@ -1,0 +1,108 @@
+"""The VAE: encoder, decoder and likelihood composed into one Keras model with custom train and test steps."""
+
+import keras
+import tensorflow as tf
+
+from tfvae import losses
+
+
+@keras.saving.register_keras_serializable("tfvae")
+class VAE(keras.Model):
+    """A VAE with a diagonal Gaussian q(z|x) and a N(0, I) prior.
+
+    Batches are dicts {"input": x seen by the encoder, "target": x to reconstruct, "label": int32 [batch]}.
+    Variants override one hook: `encode`/`decode` (conditioning) or `objective` (the training bound).
+    `train_step` and `test_step` report per-example means of `loss`, `reconstruction` (-log p(x|z)) and `kl`.
+    """
+
+    def __init__(self, encoder, decoder, likelihood, latent_dim, beta=1.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.decoder = decoder
+        self.likelihood = likelihood
+        self.latent_dim = latent_dim
+        self.beta = beta
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
+        self.kl_tracker = keras.metrics.Mean(name="kl")
+
+    @property
+    def metrics(self):
+        # Listed here so Keras resets them each epoch and reports them under these names.
+        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker]
+
+    def encode(self, x, label=None, training=False):
+        """x `[batch, ...]` in [0, 1] -> (z_mean, z_logvar), each `[batch, latent_dim]`."""
+        params = self.encoder(x, training=training)
+        z_mean, z_logvar = tf.split(params, 2, axis=-1)
+        return z_mean, z_logvar
+
+    def decode(self, z, label=None, training=False):
+        """z `[batch, latent_dim]` -> logits of p(x|z), `[batch, ...]` shaped like x."""
+        return self.decoder(z, training=training)
+
+    def sample_z(self, z_mean, z_logvar):
+        """Reparameterised sample z = mean + sigma * eps, eps from the model's seeded RNG."""
+        eps = keras.random.normal(tf.shape(z_mean), seed=self.seed_generator, dtype=z_mean.dtype)
+        return z_mean + tf.exp(0.5 * z_logvar) * eps
+
+    def call(self, inputs, training=False):
+        """Deterministic reconstruction x_hat = mean of p(x | z_mean); `inputs` is x or a batch dict."""
+        x, label = (inputs["input"], inputs.get("label")) if isinstance(inputs, dict) else (inputs, None)
+        z_mean, _ = self.encode(x, label, training=training)
+        return self.likelihood(self.decode(z_mean, label, training=training))
+
+    def compute_terms(self, batch, training=False):
+        """Per-example ELBO terms of a batch, each `[batch]`: reconstruction = -log p(x|z), kl (nats)."""
+        label = batch.get("label")
+        z_mean, z_logvar = self.encode(batch["input"], label, training=training)
+        z = self.sample_z(z_mean, z_logvar)
+        logits = self.decode(z, label, training=training)
+        log_px_z = self.likelihood.log_prob(tf.cast(batch["target"], logits.dtype), logits)
+        return {"reconstruction": tf.cast(-log_px_z, tf.float32),
+                "kl": tf.cast(losses.kl_standard_normal(z_mean, z_logvar), tf.float32)}
+
+    def objective(self, terms):
+        """Per-example loss to minimise from `compute_terms`; the hook for KL weights and other bounds."""
+        return terms["reconstruction"] + self.beta * terms["kl"]
+
+    def _update_trackers(self, terms, loss):
+        self.loss_tracker.update_state(loss)
+        self.reconstruction_tracker.update_state(terms["reconstruction"])
+        self.kl_tracker.update_state(terms["kl"])
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, batch):
+        with tf.GradientTape() as tape:
+            terms = self.compute_terms(batch, training=True)
+            loss = self.objective(terms)
+            # Gradients are summed over replicas, so each replica contributes its share of the global mean.
+            replica_loss = tf.reduce_mean(loss) / tf.distribute.get_strategy().num_replicas_in_sync
+            scaled_loss = self.optimizer.scale_loss(replica_loss)
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
+        self.optimizer.apply(gradients, self.trainable_variables)
+        return self._update_trackers(terms, loss)
+
+    def test_step(self, batch):
+        terms = self.compute_terms(batch, training=False)
+        return self._update_trackers(terms, self.objective(terms))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "decoder": keras.saving.serialize_keras_object(self.decoder),
+            "likelihood": keras.saving.serialize_keras_object(self.likelihood),
+            "latent_dim": self.latent_dim,
+            "beta": self.beta,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("encoder", "decoder", "likelihood"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)

@@ -1,0 +1,181 @@
+"""One training run: run folder, Keras fit with callbacks, checkpoints, TensorBoard, metrics and export."""
+
+import dataclasses
+import os
+import shutil
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfvae import artifacts, config, export, visualization
+
+GRID_ROWS = GRID_COLS = 4
+
+
+def prepare_model_dir(cfg):
+    """Creates or clears `cfg.model_dir` as the flags ask, and writes the run's resolved flagfile into it."""
+    if cfg.overwrite and os.path.exists(cfg.model_dir):
+        shutil.rmtree(cfg.model_dir)
+    os.makedirs(cfg.model_dir, exist_ok=True)
+    artifacts.write_text(os.path.join(cfg.model_dir, "flags.txt"), config.to_flagfile(cfg))
+
+
+def make_optimizer(cfg):
+    # TF1's AdamOptimizer and Keras' Adam share the update rule; only the default epsilon differs (1e-8 vs 1e-7).
+    return keras.optimizers.Adam(learning_rate=cfg.learning_rate, epsilon=cfg.adam_epsilon)
+
+
+class EpochLine(keras.callbacks.Callback):
+    """Prints the TF1 tutorial's per-epoch line, plus validation loss and speed."""
+
+    def __init__(self, examples_per_epoch):
+        super().__init__()
+        self.examples_per_epoch = examples_per_epoch
+        self.epoch_seconds = {}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._start
+        self.epoch_seconds[epoch + 1] = seconds
+        logs = logs or {}
+        logs["examples_per_second"] = self.examples_per_epoch / seconds
+        line = f"Epoch: {epoch + 1} Total Loss: {logs['loss']:.4f}"
+        if "val_loss" in logs:
+            line += f" Validation Loss: {logs['val_loss']:.4f}"
+        print(f"{line} ({seconds:.1f} s, {logs['examples_per_second']:.0f} examples/s)", flush=True)
+
+
+class ImageSummaries(keras.callbacks.Callback):
+    """Each epoch: a 4x4 grid decoded from a fixed z, and fixed originals above their reconstructions."""
+
+    def __init__(self, log_dir, image_shape, originals, seed):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(log_dir)
+        self.image_shape = image_shape
+        self.originals = originals
+        self.seed = seed
+
+    def on_epoch_end(self, epoch, logs=None):
+        model = self.model
+        z = np.random.default_rng(self.seed).standard_normal((GRID_ROWS * GRID_COLS, model.latent_dim))
+        labels = np.arange(GRID_ROWS * GRID_COLS, dtype=np.int32) % max(getattr(model, "num_classes", 1), 1)
+        samples = model.likelihood(model.decode(tf.constant(z, tf.float32), tf.constant(labels)))
+        reconstructions = model({"input": self.originals["input"], "label": self.originals["label"]})
+        as_images = lambda x: visualization.as_images(x, self.image_shape)  # noqa: E731
+        pairs = np.concatenate([as_images(self.originals["target"]), as_images(reconstructions)])
+        with self.writer.as_default(step=epoch + 1):
+            tf.summary.image("samples", visualization.tile_images(as_images(samples), GRID_ROWS, GRID_COLS)[None])
+            tf.summary.image("originals_over_reconstructions",
+                             visualization.tile_images(pairs, 2, len(pairs) // 2)[None])
+        self.writer.flush()
+
+
+class CheckpointEachEpoch(keras.callbacks.Callback):
+    """Saves model, optimizer and the next epoch to start from through a tf.train.CheckpointManager."""
+
+    def __init__(self, manager, epoch_variable):
+        super().__init__()
+        self.manager = manager
+        self.epoch_variable = epoch_variable
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_variable.assign(epoch + 1)
+        self.manager.save(checkpoint_number=epoch + 1)
+
+
+def make_checkpoint_manager(model, cfg):
+    """Returns (manager, epoch variable) tracking model, optimizer and epoch under `model_dir/checkpoints`."""
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch)
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(cfg.model_dir, "checkpoints"),
+                                         max_to_keep=cfg.keep_checkpoints)
+    return manager, epoch
+
+
+def export_metadata(cfg, image_shape, model):
+    """What an export needs to be used alone: shapes, latent size, likelihood, and the run's config."""
+    input_shape = [int(np.prod(image_shape))] if cfg.flatten_inputs else list(image_shape)
+    return {
+        "model": cfg.model,
+        "input_shape": input_shape,
+        "image_shape": list(image_shape),
+        "latent_dim": cfg.latent_dim,
+        "likelihood": cfg.likelihood,
+        "likelihood_is_density": model.likelihood.is_density,
+        "binarize": cfg.binarize,
+        "dataset": cfg.dataset,
+        "num_classes": getattr(model, "num_classes", 0),
+        "config": dataclasses.asdict(cfg),
+    }
+
+
+def train(model, datasets, cfg):
+    """Trains `model` on `datasets` as `cfg` says, writing everything under `cfg.model_dir`.
+
+    Returns:
+      The metrics dict also written to `model_dir/metrics.json`: per-epoch history, final test metrics (nats
+      per example for densities), seconds and examples per second.
+    """
+    model.compile(optimizer=make_optimizer(cfg), jit_compile=cfg.jit_compile,
+                  steps_per_execution=cfg.steps_per_execution)
+    model.optimizer.build(model.trainable_variables)
+    manager, epoch_variable = make_checkpoint_manager(model, cfg)
+    if cfg.resume and manager.latest_checkpoint:
+        manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        print(f"Resuming from {manager.latest_checkpoint} at epoch {int(epoch_variable) + 1}", flush=True)
+    initial_epoch = int(epoch_variable)
+
+    examples_per_epoch = (len(datasets.arrays.train_images) // cfg.batch_size) * cfg.batch_size
+    epoch_line = EpochLine(examples_per_epoch)
+    callbacks = [
+        epoch_line,  # First, so the speed it adds to the logs reaches TensorBoard.
+        keras.callbacks.TensorBoard(log_dir=cfg.model_dir, write_graph=False, profile_batch=0),
+        CheckpointEachEpoch(manager, epoch_variable),
+    ]
+    if cfg.image_summaries:
+        callbacks.append(ImageSummaries(os.path.join(cfg.model_dir, "images"), datasets.image_shape,
+                                        datasets.preview, cfg.seed))
+    start = time.perf_counter()
+    history = model.fit(
+        datasets.train,
+        validation_data=datasets.validation if cfg.validation_size else None,
+        epochs=cfg.epochs,
+        initial_epoch=initial_epoch,
+        callbacks=callbacks,
+        shuffle=False,  # The pipeline shuffles, seeded.
+        verbose=1 if sys.stdout.isatty() else 0,
+    )
+    train_seconds = time.perf_counter() - start
+    test_metrics = model.evaluate(datasets.test, verbose=0, return_dict=True)
+    print("Test " + " ".join(f"{k}: {v:.4f}" for k, v in test_metrics.items()), flush=True)
+    metrics = {
+        "history": {k: [float(v) for v in values] for k, values in history.history.items()},
+        "epochs_run": list(range(initial_epoch + 1, cfg.epochs + 1)),
+        "epoch_seconds": epoch_line.epoch_seconds,
+        "test": {k: float(v) for k, v in test_metrics.items()},
+        "train_seconds": train_seconds,
+        "units": "nats per example" if model.likelihood.is_density else "sum of squared error + KL nats",
+    }
+    artifacts.write_json(os.path.join(cfg.model_dir, "metrics.json"), metrics)
+    return metrics
+
+
+def run(cfg):
+    """The whole job of `scripts/train.py`: data, model, training, export. Returns the metrics."""
+    from tfvae import data  # Local import keeps `--help` fast.
+    from tfvae.models import build_model
+
+    keras.utils.set_random_seed(cfg.seed)
+    datasets = data.make_datasets(cfg)
+    prepare_model_dir(cfg)
+    model = build_model(cfg, datasets.image_shape)
+    metrics = train(model, datasets, cfg)
+    path = export.export_saved_model(model, cfg.export_dir, export_metadata(cfg, datasets.image_shape, model),
+                                     extra_json={"metrics.json": metrics})
+    print(f"Exported SavedModel to {path}", flush=True)
+    return metrics
