@@ -6,7 +6,7 @@ import shutil
 import sys
 import time
 
-import keras
+from tfvae.compat import keras
 import numpy as np
 import tensorflow as tf
 

@@ -1,6 +1,6 @@
 """The VAE: encoder, decoder and likelihood composed into one Keras model with custom train and test steps."""
 
-import keras
+from tfvae.compat import keras
 import tensorflow as tf
 
 from tfvae import losses

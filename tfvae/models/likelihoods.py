@@ -2,7 +2,7 @@
 
 import math
 
-import keras
+from tfvae.compat import keras
 import tensorflow as tf
 
 from tfvae import losses

@@ -1,6 +1,6 @@
 """Fully connected encoders and decoders: the TF1 tutorial's network and MLPs of any width."""
 
-import keras
+from tfvae.compat import keras
 import numpy as np
 
 
