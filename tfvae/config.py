@@ -223,7 +223,7 @@ class PlotConfig:
 
 def plot_config_from_flags():
     values = {field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(PlotConfig)}
-    values["kinds"] = PLOT_KINDS if "all" in values["kinds"] else tuple(values["kinds"])
+    values["kinds"] = tuple(values["kinds"])
     return PlotConfig(**values)
 
 
