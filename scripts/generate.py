@@ -15,8 +15,7 @@ config.define_generate_flags()
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; every setting is a --flag")
+    del argv  # parse_flags_or_exit refuses stray arguments.
     from tfvae import data, export, inference, visualization
 
     cfg = config.generate_config_from_flags()

@@ -273,13 +273,18 @@ def _model_dir_is_usable(f):
 
 
 def parse_flags_or_exit(argv):
-    """absl `flags_parser` that turns any flag error into one line on stderr and exit code 2."""
+    """absl `flags_parser`: any flag error or stray argument becomes one line on stderr and exit code 2."""
     try:
-        return FLAGS(argv)
+        remaining = FLAGS(argv)
     except flags.Error as e:
         message = " ".join(str(e).split())
         print(f"error: {message}; see --helpfull", file=sys.stderr)
         sys.exit(2)
+    if len(remaining) > 1:
+        print(f"error: unexpected arguments {remaining[1:]}; every setting is a --flag (see --helpfull)",
+              file=sys.stderr)
+        sys.exit(2)
+    return remaining
 
 
 def config_from_flags():

@@ -111,8 +111,11 @@ def _load_tfds_split(dataset, data_dir, split):
     import tensorflow_datasets as tfds  # Imported lazily: slow, and only the TFDS path needs it.
 
     try:
-        images, labels = tfds.as_numpy(tfds.load(dataset, split=split, data_dir=data_dir, batch_size=-1,
-                                                 as_supervised=True, download=True))
+        # Batches of 10k rather than batch_size=-1, which aborts the process on tfds.testing.mock_data.
+        batches = list(tfds.as_numpy(tfds.load(dataset, split=split, data_dir=data_dir or None,
+                                               as_supervised=True, download=True).batch(10000)))
+        images = np.concatenate([b[0] for b in batches])
+        labels = np.concatenate([b[1] for b in batches])
     except Exception as e:  # TFDS raises many types; all mean the same thing to the user.
         raise DataError(f"could not load {dataset} split {split!r} through TFDS from data_dir={data_dir!r} "
                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); offline, pass "

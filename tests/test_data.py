@@ -1,0 +1,156 @@
+"""The IDX reader on the real files and on broken ones, the TFDS path on mock data, and the tf.data pipelines."""
+
+import gzip
+import os
+import shutil
+import struct
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from tfvae import config, data
+
+
+def test_real_mnist_splits(mnist_dir):
+    arrays = data.load_arrays("mnist", mnist_dir, validation_size=5000)
+    assert arrays.train_images.shape == (55000, 28, 28, 1)
+    assert arrays.validation_images.shape == (5000, 28, 28, 1)
+    assert arrays.test_images.shape == (10000, 28, 28, 1)
+    assert arrays.train_images.dtype == np.uint8 and arrays.train_labels.dtype == np.int32
+    assert set(np.unique(arrays.test_labels)) == set(range(10))
+    # The first test digit of MNIST is a 7, as every tutorial shows.
+    assert arrays.test_labels[0] == 7
+
+
+def _write_idx(path, magic, array, truncate=0):
+    header = struct.pack(">i", magic) + struct.pack(f">{array.ndim}i", *array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    with gzip.open(path, "wb") as f:
+        f.write(payload[:len(payload) - truncate])
+
+
+def _fake_mnist_dir(tmp_path, *, n_train=20, n_test=10, images_magic=2051, train_labels=None, truncate=0):
+    rng = np.random.default_rng(0)
+    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", images_magic, rng.integers(0, 256, (n_train, 28, 28)),
+               truncate=truncate)
+    labels = rng.integers(0, 10, n_train) if train_labels is None else train_labels
+    _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", 2049, labels)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", 2051, rng.integers(0, 256, (n_test, 28, 28)))
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", 2049, rng.integers(0, 10, n_test))
+    return str(tmp_path)
+
+
+def test_fake_idx_round_trip(tmp_path):
+    arrays = data.load_arrays("mnist", _fake_mnist_dir(tmp_path), validation_size=5)
+    assert arrays.train_images.shape == (15, 28, 28, 1) and arrays.validation_labels.shape == (5,)
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (dict(truncate=100), "truncated or corrupt"),
+    (dict(images_magic=2049), "wrong IDX magic number 2049"),
+    (dict(train_labels=np.zeros(19)), "has 20 images but train-labels-idx1-ubyte.gz has 19 labels"),
+    (dict(train_labels=np.full(20, 12)), "label 12 outside [0, 10)"),
+])
+def test_broken_idx_files_name_the_file(tmp_path, breakage, message):
+    with pytest.raises(data.DataError) as error:
+        data.load_arrays("mnist", _fake_mnist_dir(tmp_path, **breakage), validation_size=5)
+    assert message in str(error.value)
+    assert "-ubyte.gz" in str(error.value)
+
+
+def test_not_gzip_and_missing_files(tmp_path):
+    folder = _fake_mnist_dir(tmp_path)
+    with open(os.path.join(folder, "t10k-images-idx3-ubyte.gz"), "wb") as f:
+        f.write(b"this is not gzip")
+    with pytest.raises(data.DataError, match="t10k-images-idx3-ubyte.gz: not a readable gzip file"):
+        data.load_arrays("mnist", folder, validation_size=5)
+    os.remove(os.path.join(folder, "t10k-images-idx3-ubyte.gz"))
+    with pytest.raises(data.DataError, match="t10k-images-idx3-ubyte.gz: file not found"):
+        data.load_arrays("mnist", folder, validation_size=5)
+
+
+def test_truncated_copy_of_real_file(tmp_path, mnist_dir):
+    for name in os.listdir(mnist_dir):
+        shutil.copy(os.path.join(mnist_dir, name), tmp_path / name)
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    raw = path.read_bytes()
+    path.write_bytes(raw[:len(raw) // 2])
+    with pytest.raises(data.DataError, match="t10k-labels-idx1-ubyte.gz"):
+        data.load_arrays("mnist", str(tmp_path))
+
+
+def test_missing_data_dir():
+    with pytest.raises(data.DataError, match="no such directory"):
+        data.load_arrays("mnist", "/nonexistent/MNIST_data")
+
+
+@pytest.mark.parametrize("dataset, shape", [("mnist", (28, 28, 1)), ("fashion_mnist", (28, 28, 1))])
+def test_tfds_path_on_mock_data(dataset, shape):
+    with tfds.testing.mock_data(num_examples=30):
+        arrays = data.load_arrays(dataset, None, validation_size=10)
+    assert arrays.train_images.shape == (20, *shape) and arrays.validation_images.shape == (10, *shape)
+    assert arrays.train_images.dtype == np.uint8 and arrays.test_labels.dtype == np.int32
+
+
+def _pipeline(images, labels, **kwargs):
+    return data.make_pipeline(images, labels, 4, shuffle=True, seed=3, **kwargs)
+
+
+def test_pipeline_batches_flat_and_image(tmp_path):
+    arrays = data.load_arrays("mnist", _fake_mnist_dir(tmp_path), validation_size=5)
+    images, labels = arrays.split("train")
+    batch = next(iter(_pipeline(images, labels, flatten=True, drop_remainder=True)))
+    assert batch["input"].shape == (4, 784) and batch["label"].shape == (4,)
+    np.testing.assert_allclose(batch["input"].numpy().max() <= 1.0, True)
+    image_batches = _pipeline(images, labels, drop_remainder=True)
+    assert image_batches.element_spec["input"].shape == (4, 28, 28, 1)  # Static batch shapes for training.
+
+
+def test_pipeline_is_seeded_and_reshuffles(tmp_path):
+    arrays = data.load_arrays("mnist", _fake_mnist_dir(tmp_path), validation_size=0)
+    images, labels = arrays.split("train")
+    first = [b["label"].numpy() for b in _pipeline(images, labels)]
+    again = [b["label"].numpy() for b in _pipeline(images, labels)]
+    np.testing.assert_array_equal(np.concatenate(first), np.concatenate(again))
+    dataset = _pipeline(images, labels)
+    epoch_1 = np.concatenate([b["label"].numpy() for b in dataset])
+    epoch_2 = np.concatenate([b["label"].numpy() for b in dataset])
+    assert sorted(epoch_1) == sorted(epoch_2) and not np.array_equal(epoch_1, epoch_2)
+
+
+def test_dynamic_binarization_is_binary_with_the_right_mean(mnist_dir):
+    arrays = data.load_arrays("mnist", mnist_dir)
+    images, labels = arrays.test_images[:2000], arrays.test_labels[:2000]
+    batch = next(iter(data.make_pipeline(images, labels, 2000, shuffle=False, seed=0, binarize="dynamic")))
+    x = batch["input"].numpy()
+    assert set(np.unique(x)) == {0.0, 1.0}
+    # A Bernoulli sample keeps the mean gray level.
+    assert abs(x.mean() - images.mean() / 255.0) < 0.005
+    again = next(iter(data.make_pipeline(images, labels, 2000, shuffle=False, seed=0, binarize="dynamic")))
+    np.testing.assert_array_equal(x, again["input"].numpy())
+
+
+def test_static_binarization_eagerly_and_fixed():
+    images = np.full((2, 28, 28, 1), 128, np.uint8)
+    a, b = data.binarize_static(images, 1), data.binarize_static(images, 1)
+    np.testing.assert_array_equal(a, b)
+    assert set(np.unique(a)) == {0, 255}
+
+
+def test_to_unit_float_eagerly_and_in_tf_data():
+    images = np.array([[0, 255, 51]], np.uint8)
+    eager = data.to_unit_float(images).numpy()
+    in_pipeline = next(iter(tf.data.Dataset.from_tensors(images).map(data.to_unit_float))).numpy()
+    np.testing.assert_allclose(eager, [[0.0, 1.0, 0.2]], atol=1e-7)
+    np.testing.assert_array_equal(eager, in_pipeline)
+
+
+def test_make_datasets_from_config(mnist_dir):
+    cfg = config.RunConfig(data_dir=mnist_dir, batch_size=100)
+    datasets = data.make_datasets(cfg)
+    assert datasets.image_shape == (28, 28, 1)
+    assert datasets.train.element_spec["input"].shape == (100, 784)
+    assert datasets.preview["input"].shape == (data.PREVIEW_SIZE, 784)
+    assert sum(1 for _ in datasets.validation) == 50

@@ -1,0 +1,51 @@
+"""Closed-form values of the log-densities and KL terms."""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from tfvae import losses
+
+
+def test_kl_of_standard_normal_is_zero():
+    zeros = tf.zeros([3, 5])
+    np.testing.assert_allclose(losses.kl_standard_normal(zeros, zeros).numpy(), np.zeros(3), atol=1e-7)
+
+
+def test_kl_matches_closed_form():
+    mean, logvar = np.array([[1.0, -2.0]]), np.array([[0.5, -1.0]])
+    expected = 0.5 * np.sum(mean ** 2 + np.exp(logvar) - logvar - 1)
+    np.testing.assert_allclose(losses.kl_standard_normal(tf.constant(mean), tf.constant(logvar)).numpy(),
+                               [expected], rtol=1e-6)
+
+
+def test_bernoulli_log_prob_equals_numpy():
+    rng = np.random.default_rng(0)
+    x = (rng.random((4, 10)) > 0.5).astype(np.float32)
+    logits = rng.normal(size=(4, 10)).astype(np.float32) * 3
+    p = 1 / (1 + np.exp(-logits))
+    expected = np.sum(x * np.log(p) + (1 - x) * np.log(1 - p), axis=1)
+    np.testing.assert_allclose(losses.bernoulli_log_prob(x, logits).numpy(), expected, rtol=1e-5)
+
+
+def test_bernoulli_log_prob_is_stable_for_extreme_logits():
+    value = losses.bernoulli_log_prob(tf.constant([[1.0, 0.0]]), tf.constant([[-200.0, 200.0]])).numpy()
+    np.testing.assert_allclose(value, [-400.0], rtol=1e-6)
+
+
+def test_gaussian_log_prob_equals_numpy():
+    x, mean, logvar = np.array([[0.2, 0.9]]), np.array([[0.0, 1.0]]), np.array([[math.log(0.01), 0.0]])
+    expected = np.sum(-0.5 * (np.log(2 * np.pi) + logvar + (x - mean) ** 2 / np.exp(logvar)))
+    np.testing.assert_allclose(losses.gaussian_log_prob(x, mean, logvar).numpy(), [expected], rtol=1e-6)
+
+
+def test_squared_error_and_images_sum_over_all_pixels():
+    x = tf.ones([2, 3, 3, 1])
+    np.testing.assert_allclose(losses.squared_error(x, tf.zeros_like(x)).numpy(), [9.0, 9.0])
+
+
+def test_log_normal_of_standard_equals_log_standard_normal():
+    z = tf.constant([[0.3, -1.2, 2.0]])
+    np.testing.assert_allclose(losses.log_normal(z, tf.zeros_like(z), tf.zeros_like(z)).numpy(),
+                               losses.log_standard_normal(z).numpy(), rtol=1e-6)
