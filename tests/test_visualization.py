@@ -10,7 +10,7 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import run_script
-from tfvae import export, summaries, visualization
+from tfvae import export, plots, restore, summaries, visualization
 from tfvae.compat import keras
 from tfvae.models import likelihoods, mlp
 from tfvae.models.base import VAE
@@ -80,10 +80,11 @@ def test_class_grid_and_pca_scatter_of_a_conditional_export(conditional_export, 
 
 
 def test_inapplicable_kinds_are_refused_before_any_file_is_written(conditional_export, tmp_path):
-    result = run_script("plot.py", f"--saved_model={conditional_export}", "--kinds=samples,manifold",
-                        f"--output_dir={tmp_path / 'out'}")
-    assert result.returncode == 1 and "2-D latent" in result.stderr
+    loaded = restore.load_saved_model(conditional_export)
+    with pytest.raises(ValueError, match="2-D latent"):
+        plots.run(loaded, ["samples", "manifold"], str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+    assert "manifold" not in plots.applicable_kinds(loaded, ["all"], conditional_export)
     result = run_script("plot.py", f"--saved_model={conditional_export}", "--kinds=histogram")
     assert result.returncode == 2 and "--kinds must be" in result.stderr
 

@@ -227,6 +227,14 @@ def plot_config_from_flags():
     return PlotConfig(**values)
 
 
+def define_export_flags():
+    """Defines the flags of `scripts/export.py`."""
+    flags.DEFINE_string("model_dir", None, "A run folder of train.py; its latest checkpoint is exported.",
+                        required=True)
+    flags.DEFINE_string("export_dir", None, "Where the SavedModel goes. Default: the run's --export_dir.")
+    _quiet_absl_logging()
+
+
 def run_config_from_flagfile(path):
     """Reads the `flags.txt` a run wrote (see `to_flagfile`) back into its RunConfig, without touching FLAGS.
 

@@ -27,11 +27,13 @@ class VAE(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
+        # Training only: the global L2 norm of the gradients, to watch for explosions and plateaus.
+        self.grad_norm_tracker = keras.metrics.Mean(name="grad_norm")
 
     @property
     def metrics(self):
         # Listed here so Keras resets them each epoch and reports them under these names.
-        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker]
+        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker, self.grad_norm_tracker]
 
     def encode(self, x, label=None, training=False):
         """x `[batch, ...]` in [0, 1] -> (z_mean, z_logvar), each `[batch, latent_dim]`."""
@@ -72,7 +74,7 @@ class VAE(keras.Model):
         self.loss_tracker.update_state(loss)
         self.reconstruction_tracker.update_state(terms["reconstruction"])
         self.kl_tracker.update_state(terms["kl"])
-        return {m.name: m.result() for m in self.metrics}
+        return {m.name: m.result() for m in (self.loss_tracker, self.reconstruction_tracker, self.kl_tracker)}
 
     def train_step(self, batch):
         with tf.GradientTape() as tape:
@@ -83,7 +85,8 @@ class VAE(keras.Model):
             scaled_loss = self.optimizer.scale_loss(replica_loss)
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
-        return self._update_trackers(terms, loss)
+        self.grad_norm_tracker.update_state(tf.linalg.global_norm(gradients))
+        return {**self._update_trackers(terms, loss), "grad_norm": self.grad_norm_tracker.result()}
 
     def test_step(self, batch):
         terms = self.compute_terms(batch, training=False)
