@@ -194,3 +194,12 @@ def test_export_of_a_checkpoint_matches_the_trained_export_without_optimizer_slo
     assert weights_bytes(path) < 0.5 * weights_bytes(export_dir)  # Adam's two slots per weight left out
     history = json.load(open(os.path.join(path, "metrics.json")))["history"]
     assert len(history["loss"]) == 1 and "val_loss" in history
+
+
+def test_a_run_flagfile_reads_back_into_the_same_config(tmp_path):
+    from tfvae import config
+
+    cfg = config.RunConfig(name="x", model="mlp", hidden_sizes=(512, 256), latent_dim=32, binarize="dynamic",
+                           likelihood="bernoulli", learning_rate=3e-4, jit_compile=True, image_summaries=False)
+    (tmp_path / "flags.txt").write_text(config.to_flagfile(cfg))
+    assert config.run_config_from_flagfile(str(tmp_path / "flags.txt")) == cfg

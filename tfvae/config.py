@@ -262,8 +262,10 @@ def run_config_from_flagfile(path):
                     value = tuple(int(v) for v in text.split(",") if v)
                 elif isinstance(default, bool):
                     value = text.lower() in ("1", "true")
-                else:
+                elif isinstance(default, (int, float)):
                     value = type(default)(text)
+                else:
+                    value = text
             values[name] = value
     return RunConfig(**values)
 

@@ -60,7 +60,7 @@ def hparams_of(cfg):
     """The run's flags as HParams values (bool, int, float or str; tuples joined by commas), paths left out."""
     values = {}
     for name, value in dataclasses.asdict(cfg).items():
-        if name in HPARAMS_EXCLUDED:
+        if name in HPARAMS_EXCLUDED or value is None:
             continue
         values[name] = ",".join(str(v) for v in value) if isinstance(value, (tuple, list)) else value
     return values
