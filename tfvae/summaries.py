@@ -31,7 +31,7 @@ def read_history(folder):
             return history
     from tensorboard.backend.event_processing import event_accumulator  # Only this path needs it.
 
-    history = {}
+    by_step = {}
     for subdir, prefix in (("train", ""), ("validation", "val_")):
         path = os.path.join(folder, subdir)
         if not os.path.isdir(path):
@@ -40,8 +40,12 @@ def read_history(folder):
         accumulator.Reload()
         for tag in accumulator.Tags()["tensors"]:
             if tag.startswith("epoch_"):
-                events = sorted(accumulator.Tensors(tag), key=lambda e: e.step)
-                history[prefix + tag[len("epoch_"):]] = [float(tf.make_ndarray(e.tensor_proto)) for e in events]
+                by_step[prefix + tag[len("epoch_"):]] = {
+                    e.step: float(tf.make_ndarray(e.tensor_proto)) for e in accumulator.Tensors(tag)}
+    # Keras logs epoch e at step e - 1; a quantity logged only in some epochs (a resumed run with a newer
+    # metric) gets None elsewhere, so every list is indexed by epoch.
+    epochs = 1 + max((step for values in by_step.values() for step in values), default=-1)
+    history = {name: [values.get(step) for step in range(epochs)] for name, values in by_step.items()}
     if not history:
         raise ValueError(f"{folder}: no {METRICS_FILE} with a history and no TensorBoard epoch scalars in "
                          f"train/ or validation/; pass a run folder of train.py or an export")

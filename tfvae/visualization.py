@@ -141,7 +141,7 @@ def save_interpolation_png(path, rows, title):
 
 
 def save_loss_curves_png(path, history, title, units="nats per example"):
-    """Plots per-epoch curves of `history` ({"loss": [...], "val_loss": [...], "kl": [...], ...}).
+    """Plots per-epoch curves of `history` ({"loss": [...], "val_loss": [...], "kl": [...], ...}; None = not logged).
 
     One panel per quantity (loss, reconstruction, kl, then any other), training solid and validation dashed.
     """
@@ -150,11 +150,16 @@ def save_loss_curves_png(path, history, title, units="nats per example"):
                     and k in ("grad_norm", "learning_rate", "examples_per_second"))
     if not names:
         raise ValueError("the run's history has no loss values to plot")
-    fig, axes = plt.subplots(1, len(names), figsize=(4.0 * len(names), 3.4), dpi=100, squeeze=False)
-    for ax, name in zip(axes[0], names):
+    cols = min(3, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.4 * rows), dpi=100, squeeze=False)
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    for ax, name in zip(axes.ravel(), names):
         for key, style, label in ((name, "-", "train"), (f"val_{name}", "--", "validation")):
             values = history.get(key)
             if values:
+                values = np.array([np.nan if v is None else v for v in values], np.float64)
                 epochs = np.arange(1, len(values) + 1)
                 ax.plot(epochs, values, style, marker="o" if len(values) < 20 else None, markersize=3, label=label)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
