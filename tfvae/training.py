@@ -10,7 +10,7 @@ from tfvae.compat import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvae import artifacts, config, export, visualization
+from tfvae import artifacts, config, export, optimizers, visualization
 
 GRID_ROWS = GRID_COLS = 4
 
@@ -25,7 +25,7 @@ def prepare_model_dir(cfg):
 
 def make_optimizer(cfg):
     # TF1's AdamOptimizer and Keras' Adam share the update rule; only the default epsilon differs (1e-8 vs 1e-7).
-    return keras.optimizers.Adam(learning_rate=cfg.learning_rate, epsilon=cfg.adam_epsilon)
+    return optimizers.make_adam(cfg.learning_rate, cfg.adam_epsilon)
 
 
 class EpochLine(keras.callbacks.Callback):
