@@ -10,3 +10,13 @@ if LEGACY_KERAS:
     keras = tf.keras  # Resolves to tf_keras when TF_USE_LEGACY_KERAS is set.
 else:
     import keras  # noqa: F401
+
+KERAS_3 = not LEGACY_KERAS
+
+
+def variable_path(variable):
+    """A model variable's path without the model's name, e.g. "encoder/hidden_0/kernel"."""
+    if KERAS_3:
+        return variable.path
+    # tf-keras names are "encoder/hidden_0/kernel:0", scoped under the outer model only in some versions.
+    return variable.name.split(":")[0]
