@@ -233,3 +233,66 @@ def test_init_from_tf1_loads_weights(tf1_run):
     assert int(model.optimizer.iterations) == 0  # Weights only: a fresh Adam.
     with pytest.raises(legacy.TF1ImportError, match="not a tfvae export or checkpoint"):
         legacy.initialize_model(model, init_from=tf1_run["checkpoint"])
+
+
+@pytest.fixture(scope="module")
+def tfvae_export(tf1_run, tmp_path_factory):
+    """A tfvae export of the tutorial model holding the TF1 run's weights."""
+    path, _ = legacy.import_tf1(tf1_run["checkpoint"], str(tmp_path_factory.mktemp("exports") / "tf1_tutorial"))
+    return path
+
+
+TF1_CONSUMER = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+tf.compat.v1.disable_eager_execution()
+path, x_file = sys.argv[1:]
+x = np.load(x_file)
+out = {}
+with tf.compat.v1.Session(graph=tf.Graph()) as sess:
+    meta_graph = tf.compat.v1.saved_model.loader.load(sess, ["serve"], path)
+    for name in ("encode", "reconstruct"):
+        signature = meta_graph.signature_def[name]
+        fetches = {k: v.name for k, v in signature.outputs.items()}
+        values = sess.run(fetches, {signature.inputs["input"].name: x})
+        out.update({k: v.tolist() for k, v in values.items()})
+        out[name + "_tensors"] = [signature.inputs["input"].name, *sorted(fetches.values())]
+print(json.dumps(out))
+"""
+
+
+def test_tf1_session_code_serves_tfvae_export(tfvae_export, tf1_run, tmp_path):
+    x = np.random.default_rng(0).random((16, 784), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    result = run_script(None, TF1_CONSUMER, tfvae_export, str(tmp_path / "x.npy"))
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    reference = tf1_reference.run_outputs(tf1_run["weights"], x)
+    for key in ("x_hat", "z_mean", "z_logvar"):
+        assert np.max(np.abs(np.array(out[key]) - reference[key])) <= IMPORT_TOL, key
+    assert out["encode_tensors"][0].startswith("encode_input:")  # Names come from the signature def.
+
+
+def test_keras_native_format_round_trip_continues_fit(mnist, tmp_path):
+    cfg = preset_config()
+    model = build_model(cfg, (28, 28, 1))
+    model.compile(optimizer=training.make_optimizer(cfg))
+    x = flat(mnist.train_images[:400])
+    dataset = tf.data.Dataset.from_tensor_slices({"input": x, "target": x}).batch(BATCH)
+    model.fit(dataset, epochs=1, verbose=0)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert type(loaded).__name__ == "VAE" and type(loaded.likelihood).__name__ == "SquaredError"
+    assert type(loaded.optimizer).__name__ == type(model.optimizer).__name__
+    assert loaded.get_config()["latent_dim"] == cfg.latent_dim
+    assert max_diff([v.numpy() for v in loaded.variables], [v.numpy() for v in model.variables]) == 0
+    assert max_diff([v.numpy() for v in loaded.optimizer.variables],
+                    [v.numpy() for v in model.optimizer.variables]) == 0
+    # Same weights, Adam state and RNG state: the next epoch gives the same losses and weights.
+    original = model.fit(dataset, epochs=1, verbose=0).history["loss"]
+    continued = loaded.fit(dataset, epochs=1, verbose=0).history["loss"]
+    assert continued == pytest.approx(original, abs=1e-5)
+    assert max_diff([v.numpy() for v in loaded.trainable_variables],
+                    [v.numpy() for v in model.trainable_variables]) <= TOL

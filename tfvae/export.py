@@ -6,7 +6,7 @@ import shutil
 
 import tensorflow as tf
 
-from tfvae import artifacts
+from tfvae import artifacts, compat
 
 METADATA_FILE = "tfvae.json"
 FORMAT_VERSION = 1
@@ -22,6 +22,10 @@ class _ServingModule(tf.Module):
     def __init__(self, model, input_shape, optimizer=None):
         super().__init__()
         self.model = model
+        # Keras 3 exports each weight twice: the functions read its tf.Variable, while the TF1 Saver in the
+        # MetaGraph restores only a copy. Tracking the tf.Variables too makes the Saver restore what the functions
+        # read, so TF1's `saved_model.loader.load(sess, ...)` serves this export.
+        self.tf1_variables = compat.backing_tf_variables(model)
         if optimizer is not None:
             # Tracked beside `model`, so tf.train.Checkpoint(model=, optimizer=) reads both from variables/.
             self.optimizer = optimizer
