@@ -296,3 +296,58 @@ def test_keras_native_format_round_trip_continues_fit(mnist, tmp_path):
     assert continued == pytest.approx(original, abs=1e-5)
     assert max_diff([v.numpy() for v in loaded.trainable_variables],
                     [v.numpy() for v in model.trainable_variables]) <= TOL
+
+
+KERAS2_LOAD = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+from tfvae import compat, export
+saved, metadata = export.load_saved_model(sys.argv[1])
+x = np.random.default_rng(0).random((8, 784), dtype=np.float32)
+x_hat = saved.signatures["reconstruct"](input=tf.constant(x))["x_hat"].numpy()
+decoded = saved.signatures["encode"](input=tf.constant(x))["z_mean"].numpy()
+print(json.dumps({"keras": compat.keras.__name__, "legacy": compat.LEGACY_KERAS, "model": metadata["model"],
+                  "x_hat_shape": list(x_hat.shape), "z_shape": list(decoded.shape),
+                  "finite": bool(np.isfinite(x_hat).all())}))
+"""
+
+
+def test_keras2_trains_exports_and_loads(mnist_dir, tmp_path):
+    env = {"TF_USE_LEGACY_KERAS": "1"}
+    result = run_script("train.py", f"--flagfile={PRESET}", f"--data_dir={mnist_dir}", "--validation_size=59000",
+                        "--epochs=2", f"--model_dir={tmp_path / 'run'}", f"--export_dir={tmp_path / 'export'}",
+                        "--noimage_summaries", env=env)
+    assert result.returncode == 0, result.stderr
+    epoch_losses = [float(v) for v in re.findall(r"Epoch: \d+ Total Loss: ([\d.]+)", result.stdout)]
+    assert len(epoch_losses) == 2 and epoch_losses[1] < epoch_losses[0]
+    result = run_script(None, KERAS2_LOAD, str(tmp_path / "export"), env=env)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out.pop("keras").startswith("tf_keras")
+    assert out == {"legacy": True, "model": "tf1_tutorial",
+                   "x_hat_shape": [8, 784], "z_shape": [8, 20], "finite": True}
+
+
+def test_export_tflite_matches_saved_model(tfvae_export, tmp_path):
+    output = tmp_path / "model.tflite"
+    result = run_script("export_tflite.py", f"--saved_model={tfvae_export}", f"--output={output}")
+    assert result.returncode == 0, result.stderr
+    diffs = {k: float(v) for k, v in re.findall(r"^(\S+): max \|LiteRT - SavedModel\| = (\S+)", result.stdout, re.M)}
+    assert set(diffs) == {"encode/z_mean", "encode/z_logvar", "decode/x_hat", "decode/logits"}
+    size = int(re.search(r"\((\d+) bytes", result.stdout).group(1))
+    print(f"LiteRT float32: max diff {max(diffs.values()):.3g}, {size} bytes")
+    assert max(diffs.values()) <= 1e-5 and size == os.path.getsize(output)
+
+    quantized = tmp_path / "model_q.tflite"
+    result = run_script("export_tflite.py", f"--saved_model={tfvae_export}", f"--output={quantized}",
+                        "--quantize=dynamic")
+    assert result.returncode == 0, result.stderr
+    q_size = os.path.getsize(quantized)
+    q_diff = max(float(v) for v in re.findall(r"x_hat: max \|LiteRT - SavedModel\| = (\S+)", result.stdout))
+    print(f"LiteRT dynamic int8: decode x_hat max diff {q_diff:.3g}, {q_size} bytes")
+    assert q_size < 0.4 * size and q_diff < 0.1
+
+    result = run_script("export_tflite.py", f"--saved_model={tmp_path}", f"--output={tmp_path / 'bad.tflite'}")
+    assert result.returncode == 1 and "not a tfvae export" in result.stderr
+    assert not (tmp_path / "bad.tflite").exists()
