@@ -24,8 +24,9 @@ def prepare_model_dir(cfg):
 
 
 def make_optimizer(cfg):
-    # TF1's AdamOptimizer and Keras' Adam share the update rule; only the default epsilon differs (1e-8 vs 1e-7).
-    return optimizers.make_adam(cfg.learning_rate, cfg.adam_epsilon)
+    # TF1's AdamOptimizer and Keras' Adam share the update rule; the default epsilon differs (1e-8 vs 1e-7), and
+    # so does the rounding, which cfg.adam="tf1" matches (tfvae.optimizers.TF1Adam).
+    return optimizers.make_adam(cfg.learning_rate, cfg.adam_epsilon, cfg.adam)
 
 
 class EpochLine(keras.callbacks.Callback):
@@ -128,6 +129,10 @@ def train(model, datasets, cfg):
     if cfg.resume and manager.latest_checkpoint:
         manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         print(f"Resuming from {manager.latest_checkpoint} at epoch {int(epoch_variable) + 1}", flush=True)
+    elif cfg.init_from or cfg.init_from_tf1:
+        from tfvae import legacy
+
+        print(legacy.initialize_model(model, init_from=cfg.init_from, init_from_tf1=cfg.init_from_tf1), flush=True)
     initial_epoch = int(epoch_variable)
 
     examples_per_epoch = (len(datasets.arrays.train_images) // cfg.batch_size) * cfg.batch_size
