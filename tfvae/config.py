@@ -6,6 +6,8 @@ import sys
 
 from absl import flags, logging
 
+STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
+MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 MODELS = ("tf1_tutorial", "mlp", "conv", "cvae")
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
 LIKELIHOODS = ("bernoulli", "gaussian", "sse")
@@ -49,6 +51,10 @@ class RunConfig:
     image_summaries: bool = True
     init_from: str = ""
     init_from_tf1: str = ""
+    strategy: str = "default"
+    tpu: str = ""
+    cpu_devices: int = 1
+    mixed_precision: str = "none"
 
     @property
     def flatten_inputs(self):
@@ -90,6 +96,13 @@ def define_train_flags():
     flags.DEFINE_bool("overwrite", False, "Delete an existing --model_dir and start afresh.")
     flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
     flags.DEFINE_integer("steps_per_execution", 1, "Train steps per tf.function call.")
+    flags.DEFINE_enum("strategy", "default", STRATEGIES, "tf.distribute strategy: default (one device, the GPU if "
+                      "any), mirrored (all local GPUs), multi_worker_mirrored (hosts from TF_CONFIG), tpu.")
+    flags.DEFINE_string("tpu", "", "TPU address for --strategy=tpu (e.g. grpc://10.0.0.2:8470, or a TPU name).")
+    flags.DEFINE_integer("cpu_devices", 1, "Split the host CPU into this many logical devices (to run --strategy="
+                         "mirrored without GPUs, e.g. in tests).")
+    flags.DEFINE_enum("mixed_precision", "none", MIXED_PRECISION, "Keras mixed precision policy; outputs, loss and "
+                      "exported signatures stay float32 (float16 uses dynamic loss scaling).")
     flags.DEFINE_integer("data_threads", 1, "Private tf.data thread pool size (few cores: keep it small).")
     flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in --model_dir/checkpoints.")
     flags.DEFINE_bool("image_summaries", True, "Write sample and reconstruction images to TensorBoard each epoch.")
@@ -99,7 +112,10 @@ def define_train_flags():
     flags.DEFINE_string("init_from_tf1", "", "Start from the weights of a TF1 tutorial graph: a tf.train.Saver "
                         "checkpoint prefix or a TF1 SavedModel folder (see scripts/import_tf1.py).")
 
-    for name in ("latent_dim", "epochs", "batch_size", "learning_rate", "adam_epsilon", "steps_per_execution",
+    flags.register_multi_flags_validator(
+        ["strategy", "tpu"], lambda f: (f["strategy"] == "tpu") == bool(f["tpu"]),
+        message="--tpu is needed with --strategy=tpu and only then; pass both or neither")
+    for name in ("cpu_devices", "latent_dim", "epochs", "batch_size", "learning_rate", "adam_epsilon", "steps_per_execution",
                  "data_threads", "keep_checkpoints"):
         flags.register_validator(name, _positive(name), message=f"--{name} must be > 0")
     flags.register_validator(

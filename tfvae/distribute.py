@@ -5,7 +5,7 @@ import os
 
 import tensorflow as tf
 
-STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
+from tfvae.config import STRATEGIES
 
 
 def make_strategy(name, tpu_address=""):

@@ -37,13 +37,14 @@ class VAE(keras.Model):
 
     def encode(self, x, label=None, training=False):
         """x `[batch, ...]` in [0, 1] -> (z_mean, z_logvar), each `[batch, latent_dim]`."""
-        params = self.encoder(x, training=training)
+        # float32 whatever the layers compute in (mixed precision): the loss and the signatures are float32.
+        params = tf.cast(self.encoder(x, training=training), tf.float32)
         z_mean, z_logvar = tf.split(params, 2, axis=-1)
         return z_mean, z_logvar
 
     def decode(self, z, label=None, training=False):
         """z `[batch, latent_dim]` -> logits of p(x|z), `[batch, ...]` shaped like x."""
-        return self.decoder(z, training=training)
+        return tf.cast(self.decoder(z, training=training), tf.float32)
 
     def sample_z(self, z_mean, z_logvar):
         """Reparameterised sample z = mean + sigma * eps, eps from the model's seeded RNG."""
