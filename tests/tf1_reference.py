@@ -56,7 +56,7 @@ def variable_shapes(hidden_sizes=(100,), latent_dim=20, num_pixels=784):
 
 
 def build_graph(initial_weights=None, hidden_sizes=(100,), latent_dim=20, learning_rate=1e-3, epsilon=1e-8,
-                seed=0):
+                seed=0, likelihood="sse"):
     """Builds the tutorial graph in a new tf.Graph.
 
     Args:
@@ -65,6 +65,8 @@ def build_graph(initial_weights=None, hidden_sizes=(100,), latent_dim=20, learni
       hidden_sizes, latent_dim: the MLP's widths (tutorial: (100,), 20).
       learning_rate, epsilon: of `tf.compat.v1.train.AdamOptimizer` (tutorial: 1e-3 and its default 1e-8).
       seed: graph-level seed (initialisation and the unfed eps).
+      likelihood: "sse" (the tutorial: tanh latent layer, squared error of the sigmoid output) or "bernoulli"
+        (pytorch/examples' VAE: linear latent layer, summed binary cross-entropy on logits), for benchmarks.
 
     Returns:
       A TutorialGraph.
@@ -97,7 +99,8 @@ def build_graph(initial_weights=None, hidden_sizes=(100,), latent_dim=20, learni
             return head_activation(tf.nn.bias_add(tf.matmul(h, kernel), bias))
 
         x = v1.placeholder(tf.float32, [None, shapes[0][0]], name="input")
-        z_mean, z_logvar = tf.split(mlp(x, encoder_layers, tf.nn.tanh), 2, axis=1)
+        tutorial = likelihood == "sse"
+        z_mean, z_logvar = tf.split(mlp(x, encoder_layers, tf.nn.tanh if tutorial else tf.identity), 2, axis=1)
         z_mean = tf.identity(z_mean, name="z_mean")
         z_logvar = tf.identity(z_logvar, name="z_logvar")
         eps = v1.placeholder_with_default(v1.random_normal(tf.shape(z_mean)), [None, latent_dim], name="eps")
@@ -105,7 +108,11 @@ def build_graph(initial_weights=None, hidden_sizes=(100,), latent_dim=20, learni
         decoder = lambda z: mlp(z, decoder_layers, tf.nn.sigmoid)  # noqa: E731
         x_hat = tf.identity(decoder(z), name="x_hat")
         x_hat_mean = tf.identity(decoder(z_mean), name="x_hat_mean")
-        reconstruction = tf.reduce_sum(tf.square(x - x_hat), axis=1)
+        if tutorial:
+            reconstruction = tf.reduce_sum(tf.square(x - x_hat), axis=1)
+        else:
+            logits = mlp(z, decoder_layers, tf.identity)
+            reconstruction = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=logits), axis=1)
         kl = 0.5 * tf.reduce_sum(tf.square(z_mean) + tf.exp(z_logvar) - z_logvar - 1.0, axis=1)
         loss = tf.reduce_mean(reconstruction + kl, name="loss")
         train_op = v1.train.AdamOptimizer(learning_rate, epsilon=epsilon).minimize(loss)
