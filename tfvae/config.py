@@ -6,6 +6,8 @@ import sys
 
 from absl import flags, logging
 
+STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
+MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 MODELS = ("tf1_tutorial", "mlp", "conv", "cvae")
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
 LIKELIHOODS = ("bernoulli", "gaussian", "sse")
@@ -13,6 +15,8 @@ BINARIZE = ("none", "dynamic", "static")
 # Models whose encoder takes flat vectors; their SavedModel `input` is [None, H*W*C] like the TF1 tutorial.
 FLAT_MODELS = ("tf1_tutorial", "mlp", "cvae")
 DEFAULT_LIKELIHOOD = {"tf1_tutorial": "sse"}
+ADAM_VARIANTS = ("tf1", "keras")
+DEFAULT_ADAM = {"tf1_tutorial": "tf1"}
 
 FLAGS = flags.FLAGS
 
@@ -34,6 +38,7 @@ class RunConfig:
     batch_size: int = 100
     learning_rate: float = 1e-3
     adam_epsilon: float = 1e-8
+    adam: str = "tf1"
     seed: int = 0
     model_dir: str = "runs/tf1_tutorial"
     export_dir: str = "saved_models/tf1_tutorial"
@@ -44,6 +49,12 @@ class RunConfig:
     data_threads: int = 1
     keep_checkpoints: int = 3
     image_summaries: bool = True
+    init_from: str = ""
+    init_from_tf1: str = ""
+    strategy: str = "default"
+    tpu: str = ""
+    cpu_devices: int = 1
+    mixed_precision: str = "none"
 
     @property
     def flatten_inputs(self):
@@ -74,6 +85,9 @@ def define_train_flags():
     flags.DEFINE_integer("batch_size", 100, "Global batch size.")
     flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
     flags.DEFINE_float("adam_epsilon", 1e-8, "Adam epsilon (1e-8 as TF1's AdamOptimizer; Keras' default is 1e-7).")
+    flags.DEFINE_enum("adam", None, ADAM_VARIANTS, "tf1: Adam with TF1 AdamOptimizer's arithmetic (the "
+                      "tutorial bit for bit; tfvae.optimizers.TF1Adam); keras: keras.optimizers.Adam. Default: tf1 "
+                      "for tf1_tutorial, keras otherwise.")
     flags.DEFINE_integer("seed", 0, "Seeds initialisation, data order, binarization and sampling.")
     flags.DEFINE_string("model_dir", None, "Run folder: TensorBoard logs, checkpoints, flags, metrics. "
                         "Default: runs/NAME.")
@@ -82,11 +96,26 @@ def define_train_flags():
     flags.DEFINE_bool("overwrite", False, "Delete an existing --model_dir and start afresh.")
     flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
     flags.DEFINE_integer("steps_per_execution", 1, "Train steps per tf.function call.")
+    flags.DEFINE_enum("strategy", "default", STRATEGIES, "tf.distribute strategy: default (one device, the GPU if "
+                      "any), mirrored (all local GPUs), multi_worker_mirrored (hosts from TF_CONFIG), tpu.")
+    flags.DEFINE_string("tpu", "", "TPU address for --strategy=tpu (e.g. grpc://10.0.0.2:8470, or a TPU name).")
+    flags.DEFINE_integer("cpu_devices", 1, "Split the host CPU into this many logical devices (to run --strategy="
+                         "mirrored without GPUs, e.g. in tests).")
+    flags.DEFINE_enum("mixed_precision", "none", MIXED_PRECISION, "Keras mixed precision policy; outputs, loss and "
+                      "exported signatures stay float32 (float16 uses dynamic loss scaling).")
     flags.DEFINE_integer("data_threads", 1, "Private tf.data thread pool size (few cores: keep it small).")
     flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in --model_dir/checkpoints.")
     flags.DEFINE_bool("image_summaries", True, "Write sample and reconstruction images to TensorBoard each epoch.")
+    flags.DEFINE_string("init_from", "", "Start from a tfvae export (its weights, and its Adam state if it has one, "
+                        "e.g. from import_tf1.py --with_optimizer) or a tfvae checkpoint prefix (runs/NAME/"
+                        "checkpoints/ckpt-N): continues that run in a new --model_dir.")
+    flags.DEFINE_string("init_from_tf1", "", "Start from the weights of a TF1 tutorial graph: a tf.train.Saver "
+                        "checkpoint prefix or a TF1 SavedModel folder (see scripts/import_tf1.py).")
 
-    for name in ("latent_dim", "epochs", "batch_size", "learning_rate", "adam_epsilon", "steps_per_execution",
+    flags.register_multi_flags_validator(
+        ["strategy", "tpu"], lambda f: (f["strategy"] == "tpu") == bool(f["tpu"]),
+        message="--tpu is needed with --strategy=tpu and only then; pass both or neither")
+    for name in ("cpu_devices", "latent_dim", "epochs", "batch_size", "learning_rate", "adam_epsilon", "steps_per_execution",
                  "data_threads", "keep_checkpoints"):
         flags.register_validator(name, _positive(name), message=f"--{name} must be > 0")
     flags.register_validator(
@@ -102,7 +131,80 @@ def define_train_flags():
         ["model_dir", "name", "model", "resume", "overwrite"], _model_dir_is_usable,
         message="--model_dir exists and is not empty; pass --resume to continue it, --overwrite to replace it, "
                 "or another --model_dir")
+    flags.register_multi_flags_validator(
+        ["init_from", "init_from_tf1"], lambda f: not (f["init_from"] and f["init_from_tf1"]),
+        message="--init_from and --init_from_tf1 conflict; pass one of them")
+    for name in ("init_from", "init_from_tf1"):
+        flags.register_validator(
+            name, lambda path: not path or _is_checkpoint_or_dir(path),
+            message=f"--{name} must be an existing folder or a checkpoint prefix (PREFIX.index exists)")
     _quiet_absl_logging()
+
+
+def _is_checkpoint_or_dir(path):
+    return os.path.isdir(path) or os.path.isfile(path + ".index")
+
+
+def define_import_tf1_flags():
+    """Defines the flags of `scripts/import_tf1.py`."""
+    flags.DEFINE_string("source", None, "A TF1 tf.train.Saver checkpoint prefix (e.g. model.ckpt, beside "
+                        "model.ckpt.index) or a TF1 SavedModel folder of the tutorial graph.", required=True)
+    flags.DEFINE_string("export_dir", None, "Where the tfvae SavedModel goes, e.g. saved_models/NAME.",
+                        required=True)
+    flags.DEFINE_string("variable_map", None, "JSON file {tfvae variable path: TF1 variable name}, for graphs "
+                        "whose variables are not the tutorial's Variable ... Variable_7; run once without it to "
+                        "see both lists.")
+    flags.DEFINE_bool("with_optimizer", False, "Also carry Adam's slots and step, so train.py --init_from="
+                      "EXPORT continues the TF1 run.")
+    flags.DEFINE_enum("dataset", "mnist", DATASETS, "The data the TF1 model was trained on (sets image shape "
+                      "and the export's metadata).")
+    flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of the continued run (with --with_optimizer).")
+    flags.DEFINE_float("adam_epsilon", 1e-8, "Adam epsilon of the TF1 run (AdamOptimizer's default 1e-8).")
+    flags.register_validator("source", _is_checkpoint_or_dir,
+                             message="--source must be a TF1 checkpoint prefix (PREFIX.index exists) or a "
+                                     "SavedModel folder")
+    flags.register_validator("variable_map", lambda path: path is None or os.path.isfile(path),
+                             message="--variable_map must be an existing JSON file")
+    _quiet_absl_logging()
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportConfig:
+    source: str
+    export_dir: str
+    variable_map: str
+    with_optimizer: bool
+    dataset: str
+    learning_rate: float
+    adam_epsilon: float
+
+
+def import_config_from_flags():
+    return ImportConfig(**{field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(ImportConfig)})
+
+
+def define_export_tflite_flags():
+    """Defines the flags of `scripts/export_tflite.py`."""
+    flags.DEFINE_string("saved_model", None, "A tfvae SavedModel folder.", required=True)
+    flags.DEFINE_string("output", "model.tflite", "The .tflite file to write.")
+    flags.DEFINE_enum("quantize", "none", ("none", "dynamic"), "none: float32; dynamic: int8 weights, float "
+                      "activations (about 4x smaller, less exact).")
+    flags.DEFINE_integer("check_examples", 256, "Random inputs compared between LiteRT and the SavedModel.",
+                         lower_bound=1)
+    _quiet_absl_logging()
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportTfliteConfig:
+    saved_model: str
+    output: str
+    quantize: str
+    check_examples: int
+
+
+def export_tflite_config_from_flags():
+    return ExportTfliteConfig(**{field.name: getattr(FLAGS, field.name)
+                                 for field in dataclasses.fields(ExportTfliteConfig)})
 
 
 def define_generate_flags():
@@ -305,6 +407,7 @@ def config_from_flags():
         name=name,
         hidden_sizes=tuple(int(s) for s in FLAGS.hidden_sizes),
         likelihood=FLAGS.likelihood or DEFAULT_LIKELIHOOD.get(FLAGS.model, "bernoulli"),
+        adam=FLAGS.adam or DEFAULT_ADAM.get(FLAGS.model, "keras"),
         model_dir=FLAGS.model_dir or os.path.join("runs", name),
         export_dir=FLAGS.export_dir or os.path.join("saved_models", name))
     return RunConfig(**values)
@@ -315,7 +418,7 @@ def to_flagfile(cfg):
     lines = []
     for field in dataclasses.fields(cfg):
         value = getattr(cfg, field.name)
-        if field.name in ("resume", "overwrite"):
+        if field.name in ("resume", "overwrite", "init_from", "init_from_tf1"):
             continue  # How a run was started, not what it is.
         if isinstance(value, bool):
             lines.append(f"--{'' if value else 'no'}{field.name}")

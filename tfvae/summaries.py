@@ -93,6 +93,8 @@ class LatentSummaries(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         z_mean, z_logvar = self.model.encode(tf.constant(self.examples["input"]),
                                              tf.constant(self.examples["label"]))
+        # float32 even under a mixed-precision policy, whose float16 would round small KLs away.
+        z_mean, z_logvar = tf.cast(z_mean, tf.float32), tf.cast(z_logvar, tf.float32)
         kl_per_dimension = tf.reduce_mean(losses.kl_per_dimension(z_mean, z_logvar), axis=0)
         active = tf.reduce_sum(tf.cast(tf.math.reduce_variance(z_mean, axis=0) > ACTIVE_UNIT_THRESHOLD, tf.int32))
         with self.writer.as_default(step=epoch + 1):
@@ -153,7 +155,7 @@ def write_projector(log_dir, model, dataset, images, labels, count=PROJECTOR_EXA
     examples = take_examples(dataset, min(count, len(images)))
     n = len(examples["input"])
     z_mean = np.concatenate([model.encode(tf.constant(examples["input"][i:i + 1000]),
-                                          tf.constant(examples["label"][i:i + 1000]))[0].numpy()
+                                          tf.constant(examples["label"][i:i + 1000]))[0].numpy().astype(np.float32)
                              for i in range(0, n, 1000)])
     os.makedirs(log_dir, exist_ok=True)
     # One column: the projector wants no header row then (it counts every line as a point).

@@ -4,13 +4,14 @@ import dataclasses
 import os
 import shutil
 import sys
+import tempfile
 import time
 
 from tfvae.compat import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvae import artifacts, config, export, summaries, visualization
+from tfvae import artifacts, config, distribute, export, optimizers, summaries, visualization
 
 GRID_ROWS = GRID_COLS = 4
 
@@ -24,8 +25,13 @@ def prepare_model_dir(cfg):
 
 
 def make_optimizer(cfg):
-    # TF1's AdamOptimizer and Keras' Adam share the update rule; only the default epsilon differs (1e-8 vs 1e-7).
-    return keras.optimizers.Adam(learning_rate=cfg.learning_rate, epsilon=cfg.adam_epsilon)
+    # TF1's AdamOptimizer and Keras' Adam share the update rule; the default epsilon differs (1e-8 vs 1e-7), and
+    # so does the rounding, which cfg.adam="tf1" matches (tfvae.optimizers.TF1Adam).
+    optimizer = optimizers.make_adam(cfg.learning_rate, cfg.adam_epsilon, cfg.adam)
+    if cfg.mixed_precision == "mixed_float16":
+        # float16 gradients underflow without loss scaling; bfloat16 has float32's range and needs none.
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
 
 
 class EpochLine(keras.callbacks.Callback):
@@ -127,8 +133,12 @@ def train(model, datasets, cfg):
     manager, epoch_variable = make_checkpoint_manager(model, cfg)
     if cfg.resume and manager.latest_checkpoint:
         manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        print(f"Resuming from {manager.latest_checkpoint} at epoch {int(epoch_variable) + 1}", flush=True)
-    initial_epoch = int(epoch_variable)
+        print(f"Resuming from {manager.latest_checkpoint} at epoch {int(epoch_variable.numpy()) + 1}", flush=True)
+    elif cfg.init_from or cfg.init_from_tf1:
+        from tfvae import legacy
+
+        print(legacy.initialize_model(model, init_from=cfg.init_from, init_from_tf1=cfg.init_from_tf1), flush=True)
+    initial_epoch = int(epoch_variable.numpy())
 
     examples_per_epoch = (len(datasets.arrays.train_images) // cfg.batch_size) * cfg.batch_size
     epoch_line = EpochLine(examples_per_epoch)
@@ -175,12 +185,27 @@ def run(cfg):
     from tfvae import data  # Local import keeps `--help` fast.
     from tfvae.models import build_model
 
+    if cfg.cpu_devices > 1:
+        distribute.split_cpu(cfg.cpu_devices)
+    if cfg.mixed_precision != "none":
+        keras.mixed_precision.set_global_policy(cfg.mixed_precision)
+    strategy = distribute.make_strategy(cfg.strategy, cfg.tpu)
+    chief = distribute.is_chief(strategy)
     keras.utils.set_random_seed(cfg.seed)
     datasets = data.make_datasets(cfg)
-    prepare_model_dir(cfg)
-    model = build_model(cfg, datasets.image_shape)
-    metrics = train(model, datasets, cfg)
-    path = export.export_saved_model(model, cfg.export_dir, export_metadata(cfg, datasets.image_shape, model),
-                                     extra_json={"metrics.json": metrics})
-    print(f"Exported SavedModel to {path}", flush=True)
+    # Every worker takes part in saving (it can involve collectives); only the chief's files are kept.
+    run_cfg = cfg if chief else dataclasses.replace(cfg, model_dir=tempfile.mkdtemp(prefix="tfvae-worker-"))
+    try:
+        prepare_model_dir(run_cfg)
+        with strategy.scope():
+            model = build_model(cfg, datasets.image_shape)
+            metrics = train(model, datasets, run_cfg)
+        export_dir = cfg.export_dir if chief else os.path.join(run_cfg.model_dir, "export")
+        path = export.export_saved_model(model, export_dir, export_metadata(cfg, datasets.image_shape, model),
+                                         extra_json={"metrics.json": metrics})
+    finally:
+        if not chief:
+            shutil.rmtree(run_cfg.model_dir, ignore_errors=True)
+    if chief:
+        print(f"Exported SavedModel to {path}", flush=True)
     return metrics

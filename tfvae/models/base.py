@@ -3,7 +3,9 @@
 from tfvae.compat import keras
 import tensorflow as tf
 
-from tfvae import losses
+from tfvae import compat, losses
+
+RNG_STATE_KEY = "seed_generator_state"
 
 
 @keras.saving.register_keras_serializable("tfvae")
@@ -23,7 +25,7 @@ class VAE(keras.Model):
         self.latent_dim = latent_dim
         self.beta = beta
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = compat.SeedGenerator(seed)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
@@ -37,17 +39,18 @@ class VAE(keras.Model):
 
     def encode(self, x, label=None, training=False):
         """x `[batch, ...]` in [0, 1] -> (z_mean, z_logvar), each `[batch, latent_dim]`."""
-        params = self.encoder(x, training=training)
+        # float32 whatever the layers compute in (mixed precision): the loss and the signatures are float32.
+        params = tf.cast(self.encoder(x, training=training), tf.float32)
         z_mean, z_logvar = tf.split(params, 2, axis=-1)
         return z_mean, z_logvar
 
     def decode(self, z, label=None, training=False):
         """z `[batch, latent_dim]` -> logits of p(x|z), `[batch, ...]` shaped like x."""
-        return self.decoder(z, training=training)
+        return tf.cast(self.decoder(z, training=training), tf.float32)
 
     def sample_z(self, z_mean, z_logvar):
         """Reparameterised sample z = mean + sigma * eps, eps from the model's seeded RNG."""
-        eps = keras.random.normal(tf.shape(z_mean), seed=self.seed_generator, dtype=z_mean.dtype)
+        eps = compat.random_normal(tf.shape(z_mean), self.seed_generator, dtype=z_mean.dtype)
         return z_mean + tf.exp(0.5 * z_logvar) * eps
 
     def call(self, inputs, training=False):
@@ -82,15 +85,27 @@ class VAE(keras.Model):
             loss = self.objective(terms)
             # Gradients are summed over replicas, so each replica contributes its share of the global mean.
             replica_loss = tf.reduce_mean(loss) / tf.distribute.get_strategy().num_replicas_in_sync
-            scaled_loss = self.optimizer.scale_loss(replica_loss)
+            scaled_loss = compat.scale_loss(self.optimizer, replica_loss)
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
-        self.grad_norm_tracker.update_state(tf.linalg.global_norm(gradients))
+        compat.apply_gradients(self.optimizer, gradients, self.trainable_variables)
+        # Unscaled by the loss scale (mixed precision), so the norm is that of d(loss)/d(weights).
+        loss_scale = tf.math.divide_no_nan(tf.cast(scaled_loss, tf.float32), tf.cast(replica_loss, tf.float32))
+        self.grad_norm_tracker.update_state(tf.math.divide_no_nan(tf.linalg.global_norm(gradients), loss_scale))
         return {**self._update_trackers(terms, loss), "grad_norm": self.grad_norm_tracker.result()}
 
     def test_step(self, batch):
         terms = self.compute_terms(batch, training=False)
         return self._update_trackers(terms, self.objective(terms))
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        # The .keras format leaves out the sampling RNG; saved, a reloaded model draws the eps the original would.
+        store[RNG_STATE_KEY] = self.seed_generator.state.numpy()
+
+    def load_own_variables(self, store):
+        if RNG_STATE_KEY in store.keys():
+            self.seed_generator.state.assign(store[RNG_STATE_KEY])
+        super().load_own_variables({key: store[key] for key in store.keys() if key != RNG_STATE_KEY})
 
     def get_config(self):
         return {
