@@ -108,6 +108,8 @@ def export_metadata(cfg, image_shape, model):
         "likelihood": cfg.likelihood,
         "likelihood_is_density": model.likelihood.is_density,
         "binarize": cfg.binarize,
+        "corruption": cfg.corruption,
+        "corruption_strength": cfg.corruption_strength,
         "dataset": cfg.dataset,
         "num_classes": getattr(model, "num_classes", 0),
         "config": dataclasses.asdict(cfg),
@@ -167,11 +169,12 @@ def train(model, datasets, cfg):
 
 def run(cfg):
     """The whole job of `scripts/train.py`: data, model, training, export. Returns the metrics."""
-    from tfvae import data  # Local import keeps `--help` fast.
+    from tfvae import corruption, data  # Local import keeps `--help` fast.
     from tfvae.models import build_model
 
     keras.utils.set_random_seed(cfg.seed)
-    datasets = data.make_datasets(cfg)
+    corrupt_fn = corruption.make_corrupt_fn(cfg.corruption, cfg.corruption_strength, data.DATASET_SHAPES[cfg.dataset])
+    datasets = data.make_datasets(cfg, corrupt_fn=corrupt_fn)
     prepare_model_dir(cfg)
     model = build_model(cfg, datasets.image_shape)
     metrics = train(model, datasets, cfg)
