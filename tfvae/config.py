@@ -183,6 +183,64 @@ def generate_config_from_flags():
     return GenerateConfig(**{field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(GenerateConfig)})
 
 
+def _quiet_absl_logging():
+    # TensorFlow logs every saved function at INFO through absl; warnings and errors are what users need.
+    FLAGS.set_default("verbosity", logging.WARNING)
+
+
+def _model_dir_is_usable(f):
+    model_dir = f["model_dir"] or os.path.join("runs", f["name"] or f["model"])
+    if f["resume"] or f["overwrite"] or not os.path.isdir(model_dir):
+        return True
+    return not os.listdir(model_dir)
+
+
+def parse_flags_or_exit(argv):
+    """absl `flags_parser`: any flag error or stray argument becomes one line on stderr and exit code 2."""
+    try:
+        remaining = FLAGS(argv)
+    except flags.Error as e:
+        message = " ".join(str(e).split())
+        print(f"error: {message}; see --helpfull", file=sys.stderr)
+        sys.exit(2)
+    if len(remaining) > 1:
+        print(f"error: unexpected arguments {remaining[1:]}; every setting is a --flag (see --helpfull)",
+              file=sys.stderr)
+        sys.exit(2)
+    return remaining
+
+
+def config_from_flags():
+    """Builds the RunConfig of this process's training flags, filling the defaults that derive from others."""
+    name = FLAGS.name or FLAGS.model
+    values = {field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(RunConfig)}
+    values.update(
+        name=name,
+        hidden_sizes=tuple(int(s) for s in FLAGS.hidden_sizes),
+        likelihood=FLAGS.likelihood or DEFAULT_LIKELIHOOD.get(FLAGS.model, "bernoulli"),
+        corruption_strength=(FLAGS.corruption_strength if FLAGS.corruption_strength is not None
+                             else DEFAULT_CORRUPTION_STRENGTH.get(FLAGS.corruption, 0.0)),
+        model_dir=FLAGS.model_dir or os.path.join("runs", name),
+        export_dir=FLAGS.export_dir or os.path.join("saved_models", name))
+    return RunConfig(**values)
+
+
+def to_flagfile(cfg):
+    """Renders a RunConfig as flagfile text that `--flagfile` reads back into the same RunConfig."""
+    lines = []
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        if field.name in ("resume", "overwrite"):
+            continue  # How a run was started, not what it is.
+        if isinstance(value, bool):
+            lines.append(f"--{'' if value else 'no'}{field.name}")
+        elif isinstance(value, tuple):
+            lines.append(f"--{field.name}={','.join(str(v) for v in value)}")
+        else:
+            lines.append(f"--{field.name}={value}")
+    return "\n".join(lines) + "\n"
+
+
 def define_enhance_flags():
     """Defines the flags of `scripts/enhance.py`."""
     flags.DEFINE_string("saved_model", None, "A tfvae SavedModel folder, e.g. saved_models/denoise_mnist.",
@@ -242,61 +300,3 @@ class RestorationConfig:
 def restoration_config_from_flags():
     values = {field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(RestorationConfig)}
     return RestorationConfig(**{**values, "corruptions": tuple(values["corruptions"])})
-
-
-def _quiet_absl_logging():
-    # TensorFlow logs every saved function at INFO through absl; warnings and errors are what users need.
-    FLAGS.set_default("verbosity", logging.WARNING)
-
-
-def _model_dir_is_usable(f):
-    model_dir = f["model_dir"] or os.path.join("runs", f["name"] or f["model"])
-    if f["resume"] or f["overwrite"] or not os.path.isdir(model_dir):
-        return True
-    return not os.listdir(model_dir)
-
-
-def parse_flags_or_exit(argv):
-    """absl `flags_parser`: any flag error or stray argument becomes one line on stderr and exit code 2."""
-    try:
-        remaining = FLAGS(argv)
-    except flags.Error as e:
-        message = " ".join(str(e).split())
-        print(f"error: {message}; see --helpfull", file=sys.stderr)
-        sys.exit(2)
-    if len(remaining) > 1:
-        print(f"error: unexpected arguments {remaining[1:]}; every setting is a --flag (see --helpfull)",
-              file=sys.stderr)
-        sys.exit(2)
-    return remaining
-
-
-def config_from_flags():
-    """Builds the RunConfig of this process's training flags, filling the defaults that derive from others."""
-    name = FLAGS.name or FLAGS.model
-    values = {field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(RunConfig)}
-    values.update(
-        name=name,
-        hidden_sizes=tuple(int(s) for s in FLAGS.hidden_sizes),
-        likelihood=FLAGS.likelihood or DEFAULT_LIKELIHOOD.get(FLAGS.model, "bernoulli"),
-        corruption_strength=(FLAGS.corruption_strength if FLAGS.corruption_strength is not None
-                             else DEFAULT_CORRUPTION_STRENGTH.get(FLAGS.corruption, 0.0)),
-        model_dir=FLAGS.model_dir or os.path.join("runs", name),
-        export_dir=FLAGS.export_dir or os.path.join("saved_models", name))
-    return RunConfig(**values)
-
-
-def to_flagfile(cfg):
-    """Renders a RunConfig as flagfile text that `--flagfile` reads back into the same RunConfig."""
-    lines = []
-    for field in dataclasses.fields(cfg):
-        value = getattr(cfg, field.name)
-        if field.name in ("resume", "overwrite"):
-            continue  # How a run was started, not what it is.
-        if isinstance(value, bool):
-            lines.append(f"--{'' if value else 'no'}{field.name}")
-        elif isinstance(value, tuple):
-            lines.append(f"--{field.name}={','.join(str(v) for v in value)}")
-        else:
-            lines.append(f"--{field.name}={value}")
-    return "\n".join(lines) + "\n"
