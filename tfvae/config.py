@@ -91,6 +91,7 @@ def define_train_flags():
     flags.DEFINE_float("corruption_strength", None, "Strength of --corruption: " + "; ".join(
         f"{kind}: {CORRUPTION_UNITS[kind]}, in ({low:g}, {high:g}], default {DEFAULT_CORRUPTION_STRENGTH[kind]:g}"
         for kind, (low, high) in CORRUPTION_RANGE.items()) + ".")
+    flags.register_multi_flags_validator(["corruption", "corruption_strength"], _check_corruption_strength)
     flags.DEFINE_integer("validation_size", 5000, "Training examples held out for validation (the first ones, "
                          "as TF1's read_data_sets).", lower_bound=0)
     flags.DEFINE_list("hidden_sizes", ["100"], "Hidden layer widths of MLP encoders; decoders mirror them.")
@@ -129,28 +130,7 @@ def define_train_flags():
         ["model_dir", "name", "model", "resume", "overwrite"], _model_dir_is_usable,
         message="--model_dir exists and is not empty; pass --resume to continue it, --overwrite to replace it, "
                 "or another --model_dir")
-    flags.register_multi_flags_validator(["corruption", "corruption_strength"], _check_corruption_strength)
     _quiet_absl_logging()
-
-
-def corruption_strength_error(kind, strength):
-    """None when `strength` (None: the default) suits corruption `kind`, else a one-line message with the range."""
-    if strength is None:
-        return None
-    if kind == "none":
-        return None if strength == 0 else "--corruption_strength needs --corruption=" + "|".join(CORRUPTIONS[1:])
-    low, high = CORRUPTION_RANGE[kind]
-    if low < strength <= high:
-        return None
-    return (f"--corruption_strength={strength:g} is outside ({low:g}, {high:g}] for --corruption={kind} "
-            f"({CORRUPTION_UNITS[kind]}; default {DEFAULT_CORRUPTION_STRENGTH[kind]:g})")
-
-
-def _check_corruption_strength(f):
-    message = corruption_strength_error(f["corruption"], f["corruption_strength"])
-    if message:
-        raise flags.ValidationError(message)  # Its message replaces the validator's generic one.
-    return True
 
 
 def define_generate_flags():
@@ -300,3 +280,23 @@ class RestorationConfig:
 def restoration_config_from_flags():
     values = {field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(RestorationConfig)}
     return RestorationConfig(**{**values, "corruptions": tuple(values["corruptions"])})
+
+
+def corruption_strength_error(kind, strength):
+    """None when `strength` (None: the default) suits corruption `kind`, else a one-line message with the range."""
+    if strength is None:
+        return None
+    if kind == "none":
+        return None if strength == 0 else "--corruption_strength needs --corruption=" + "|".join(CORRUPTIONS[1:])
+    low, high = CORRUPTION_RANGE[kind]
+    if low < strength <= high:
+        return None
+    return (f"--corruption_strength={strength:g} is outside ({low:g}, {high:g}] for --corruption={kind} "
+            f"({CORRUPTION_UNITS[kind]}; default {DEFAULT_CORRUPTION_STRENGTH[kind]:g})")
+
+
+def _check_corruption_strength(f):
+    message = corruption_strength_error(f["corruption"], f["corruption_strength"])
+    if message:
+        raise flags.ValidationError(message)  # Its message replaces the validator's generic one.
+    return True
