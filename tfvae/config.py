@@ -198,10 +198,10 @@ def config_from_flags():
         name=name,
         hidden_sizes=tuple(int(s) for s in FLAGS.hidden_sizes),
         likelihood=FLAGS.likelihood or DEFAULT_LIKELIHOOD.get(FLAGS.model, "bernoulli"),
-        corruption_strength=(FLAGS.corruption_strength if FLAGS.corruption_strength is not None
-                             else DEFAULT_CORRUPTION_STRENGTH.get(FLAGS.corruption, 0.0)),
         model_dir=FLAGS.model_dir or os.path.join("runs", name),
         export_dir=FLAGS.export_dir or os.path.join("saved_models", name))
+    if FLAGS.corruption_strength is None:  # The kind's default, written out so the run's flagfile shows it.
+        values["corruption_strength"] = DEFAULT_CORRUPTION_STRENGTH.get(FLAGS.corruption, 0.0)
     return RunConfig(**values)
 
 
