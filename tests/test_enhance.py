@@ -149,14 +149,16 @@ def test_read_image_converts_channels_and_16_bit(tmp_path):
 
 
 def test_pretrained_model_restores_clearly(mnist_dir, tmp_path):
-    """The shipped model: measured on 500 test digits in a fresh process, every kind gains PSNR and SSIM."""
+    """The shipped model, measured on 300 test digits in a fresh process: every kind gains > 3 dB and > 0.15 SSIM
+    (on all 10000: +4.2 to +7.9 dB, +0.25 to +0.42), and clean digits stay close to themselves."""
     assert os.path.isfile(os.path.join(PRETRAINED, "restoration.json")), "saved_models/denoise_mnist is missing"
     output = tmp_path / "restoration.json"
     result = run_script("evaluate_restoration.py", f"--saved_model={PRETRAINED}", f"--data_dir={mnist_dir}",
-                        "--num_examples=500", f"--output={output}", f"--grid={tmp_path / 'grid.png'}")
+                        "--num_examples=300", f"--output={output}", f"--grid={tmp_path / 'grid.png'}")
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(output.read_text())
     assert set(results["corruptions"]) == {"gaussian_noise", "gaussian_blur", "mask", "downsample"}
     for kind, row in results["corruptions"].items():
-        assert row["psnr_gain_db"] > 1.5 and row["ssim_gain"] > 0.1, (kind, row)
+        assert row["psnr_gain_db"] > 3.0 and row["ssim_gain"] > 0.15, (kind, row)
+    assert results["clean_input"]["restored"]["psnr_db"] > 17.0
     assert Image.open(tmp_path / "grid.png").size[1] > 300

@@ -87,7 +87,7 @@ def define_train_flags():
                       "sample of each image each epoch; static: one fixed sample.")
     flags.DEFINE_enum("corruption", "none", CORRUPTIONS, "Denoising / deblurring / enhancement: the model sees "
                       "images corrupted this way (seeded, inside tf.data) and learns to reconstruct the clean ones. "
-                      "mixed: each image gets one of the four kinds, drawn uniformly.")
+                      "mixed: each image is left clean or gets one of the four kinds, drawn uniformly.")
     flags.DEFINE_float("corruption_strength", None, "Strength of --corruption: " + "; ".join(
         f"{kind}: {CORRUPTION_UNITS[kind]}, in ({low:g}, {high:g}], default {DEFAULT_CORRUPTION_STRENGTH[kind]:g}"
         for kind, (low, high) in CORRUPTION_RANGE.items()) + ".")

@@ -93,14 +93,15 @@ def _apply_kind(images, kind, strength, seed):
 
 
 def _mixed(images, strength, seed):
-    # Each example gets one kind, drawn uniformly; all kinds are computed and one is selected, which is cheap at
-    # these image sizes and keeps the graph free of data-dependent control flow.
+    # Each example is left clean or gets one kind, drawn uniformly. Clean examples teach the model to keep a
+    # clean image as it is; without them a clean input is out of distribution and restored worse than a noisy one.
+    # All versions are computed and one is selected: cheap at these sizes, no data-dependent control flow.
     kind_seed, *op_seeds = tf.unstack(tf.random.experimental.stateless_split(seed, num=len(KINDS) + 1))
-    versions = tf.stack([_apply_kind(images, kind, value, op_seed) for (kind, value), op_seed
-                         in zip(kind_strengths("mixed", strength).items(), op_seeds)])
-    choice = tf.random.stateless_uniform(tf.shape(images)[:1], kind_seed, 0, len(KINDS), dtype=tf.int32)
-    one_hot = tf.reshape(tf.transpose(tf.one_hot(choice, len(KINDS), dtype=images.dtype)),
-                         [len(KINDS), -1, 1, 1, 1])
+    versions = tf.stack([images] + [_apply_kind(images, kind, value, op_seed) for (kind, value), op_seed
+                                    in zip(kind_strengths("mixed", strength).items(), op_seeds)])
+    count = len(KINDS) + 1
+    choice = tf.random.stateless_uniform(tf.shape(images)[:1], kind_seed, 0, count, dtype=tf.int32)
+    one_hot = tf.reshape(tf.transpose(tf.one_hot(choice, count, dtype=images.dtype)), [count, -1, 1, 1, 1])
     return tf.reduce_sum(one_hot * versions, axis=0)
 
 
