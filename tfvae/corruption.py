@@ -15,7 +15,8 @@ from tfvae.config import CORRUPTIONS, DEFAULT_CORRUPTION_STRENGTH, corruption_st
 
 
 def kind_strengths(kind, strength):
-    """The single corruptions a setting applies: {kind: strength}; "mixed" scales each kind's default."""
+    """The single corruptions a setting applies, {kind: strength}; "mixed" scales each kind's default (and also
+    leaves a fifth of the images clean)."""
     if kind == "none":
         return {}
     if kind == "mixed":
