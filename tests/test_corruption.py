@@ -1,18 +1,15 @@
 """Corruption ops: eagerly and inside tf.data, seeded, in [0, 1], on image and flat batches; their flags."""
 
+import json
 import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
 
 from conftest import REPO, run_script
 from tfvae import config, corruption, data
 
-FLAGS = flags.FLAGS
-if "corruption" not in FLAGS:  # test_config.py may have defined them in this process already.
-    config.define_train_flags()
 
 SEED = tf.constant([3, 4], tf.int64)
 IMAGE_SHAPE = (28, 28, 1)
@@ -131,21 +128,33 @@ def test_bad_strength_is_refused_in_python():
         corruption.corrupt(np.zeros((2, 784), np.float32), "gaussian_noise", 0.1, SEED)
 
 
-def _parse(*args):
-    FLAGS.unparse_flags()
-    FLAGS(["train.py", *args])
-    return config.config_from_flags()
+PARSE_FLAGS = """
+import dataclasses, json, sys
+from absl import flags
+from tfvae import config
+config.define_train_flags()
+flags.FLAGS(["train.py", *sys.argv[1:]])
+print(json.dumps(dataclasses.asdict(config.config_from_flags())))
+"""
+
+
+def _parse(*args, cwd):
+    # A fresh process: the train flags live in absl's global registry, which other test modules also fill.
+    result = run_script(None, PARSE_FLAGS, *args, cwd=cwd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_flags_default_strength_and_flagfile_round_trip(tmp_path):
-    cfg = _parse("--model=mlp", "--corruption=gaussian_blur", f"--model_dir={tmp_path}/a")
-    assert (cfg.corruption, cfg.corruption_strength) == ("gaussian_blur", 2.0)
-    assert _parse(f"--model_dir={tmp_path}/a").corruption_strength == 0.0
+    cfg = _parse("--model=mlp", "--corruption=gaussian_blur", cwd=tmp_path)
+    assert (cfg["corruption"], cfg["corruption_strength"]) == ("gaussian_blur", 2.0)
+    assert _parse(cwd=tmp_path)["corruption_strength"] == 0.0
     flagfile = tmp_path / "flags.txt"
-    flagfile.write_text(config.to_flagfile(cfg))
-    assert _parse(f"--flagfile={flagfile}") == cfg
-    shipped = _parse(f"--flagfile={REPO}/configs/denoise_mnist.flags", f"--model_dir={tmp_path}/b")
-    assert (shipped.corruption, shipped.corruption_strength, shipped.model) == ("mixed", 1.0, "mlp")
+    as_tuples = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}  # JSON turned tuples to lists.
+    flagfile.write_text(config.to_flagfile(config.RunConfig(**as_tuples)))
+    assert _parse(f"--flagfile={flagfile}", cwd=tmp_path) == cfg
+    shipped = _parse(f"--flagfile={REPO}/configs/denoise_mnist.flags", f"--model_dir={tmp_path}/b", cwd=tmp_path)
+    assert (shipped["corruption"], shipped["corruption_strength"], shipped["model"]) == ("mixed", 1.0, "mlp")
 
 
 BAD_FLAGS = {
