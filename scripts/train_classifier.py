@@ -1,4 +1,6 @@
-"""Trains the small classifier that judges conditional samples: `python scripts/train_classifier.py --data_dir=PATH/MNIST_data`.
+"""Trains the small classifier that judges conditional samples (scripts/evaluate_cvae.py).
+
+    python scripts/train_classifier.py --data_dir=PATH/MNIST_data --export_dir=saved_models/mnist_classifier
 
 Writes a SavedModel with a `classify` signature and classifier.json (test accuracy) to --export_dir.
 """

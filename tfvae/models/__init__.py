@@ -1,6 +1,7 @@
 """Model construction from a RunConfig."""
 
 import numpy as np
+import tensorflow as tf
 
 from tfvae.models import conditional, conv, likelihoods, mlp, objectives
 from tfvae.models.base import VAE
@@ -44,5 +45,6 @@ def build_model(cfg, image_shape):
                         cfg.latent_dim, beta=cfg.beta, seed=cfg.seed, free_bits=cfg.free_bits, name=cfg.model,
                         **options)
     input_shape = (int(np.prod(image_shape)),) if cfg.flatten_inputs else tuple(image_shape)
-    model({"input": np.zeros((1, *input_shape), np.float32), "label": np.zeros((1,), np.int32)})
+    # Tensors, not numpy arrays: Keras would record a float label in the model's saved input spec.
+    model({"input": tf.zeros((1, *input_shape)), "label": tf.zeros((1,), tf.int32)})
     return model

@@ -58,8 +58,11 @@ class VAE(keras.Model):
         return self.likelihood(self.decode(z_mean, label, training=training))
 
     def compute_terms(self, batch, training=False):
-        """Per-example ELBO terms of a batch: reconstruction = -log p(x|z) and kl, `[batch]` nats; kl_per_dimension
-        `[batch, latent_dim]`."""
+        """Per-example ELBO terms of a batch, in nats.
+
+        Returns:
+          {"reconstruction": -log p(x|z) `[batch]`, "kl": `[batch]`, "kl_per_dimension": `[batch, latent_dim]`}.
+        """
         label = batch.get("label")
         z_mean, z_logvar = self.encode(batch["input"], label, training=training)
         z = self.sample_z(z_mean, z_logvar)
@@ -70,8 +73,11 @@ class VAE(keras.Model):
                 "kl_per_dimension": kl_per_dimension}
 
     def objective(self, terms):
-        """Per-example loss to minimise from `compute_terms`: reconstruction + beta * warm-up weight * KL, the KL
-        with free bits when `free_bits` > 0; the hook for other bounds."""
+        """Per-example loss `[batch]` from `compute_terms`; the hook for other bounds.
+
+        reconstruction + beta * kl_weight * KL, where kl_weight is the warm-up factor (1 without warm-up) and the KL
+        counts at least `free_bits` nats per dimension when `free_bits` > 0.
+        """
         kl = losses.free_bits_kl(terms["kl_per_dimension"], self.free_bits) if self.free_bits else terms["kl"]
         return terms["reconstruction"] + self.beta * tf.cast(self.kl_weight, kl.dtype) * kl
 

@@ -35,9 +35,10 @@ class ConditionalVAE(VAE):
         if label is None:
             raise ValueError(f"{self.name} is label-conditioned: pass a label in [0, {self.num_classes}) "
                              f"with every input")
-        label = tf.convert_to_tensor(label)
+        # Keras turns numpy labels given to `model(...)` into floats; the classes are integers.
+        label = tf.cast(label, tf.int32)
         tf.debugging.assert_non_negative(label, message="label must be >= 0")
-        tf.debugging.assert_less(label, tf.cast(self.num_classes, label.dtype),
+        tf.debugging.assert_less(label, self.num_classes,
                                  message=f"label must be < num_classes={self.num_classes}")
         return tf.one_hot(label, self.num_classes, dtype=dtype)
 
