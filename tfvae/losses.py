@@ -38,7 +38,7 @@ def kl_standard_normal(z_mean, z_logvar):
 
 
 def free_bits_kl(kl_per_dimension, free_bits):
-    """Per-example KL with free bits (Kingma et al. 2016, IAF, eq. 15): dimensions whose batch-mean KL is below
+    """Per-example KL with free bits (Kingma et al. 2016, the IAF paper): dimensions whose batch-mean KL is below
     `free_bits` nats count as `free_bits` and get no gradient.
 
     Args:
