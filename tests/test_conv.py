@@ -43,11 +43,6 @@ def test_shapes_of_conv_model(image_shape, filters):
     assert not config.RunConfig(model="conv").flatten_inputs
 
 
-def test_conv_flagfile_gives_the_recipe():
-    text = open(os.path.join(REPO, "configs", "conv_mnist.flags")).read()
-    assert "--model=conv" in text and "--conv_filters=32,64" in text and "# Expect:" in text
-
-
 # cifar10 also runs the other training flags end to end: learned Gaussian variance, IWAE, beta and KL warm-up.
 MOCK_RUNS = {
     "mnist": ([28, 28, 1], []),
@@ -98,6 +93,8 @@ def test_saved_model_input_is_an_image_batch(mock_run):
     assert loaded.signatures["reconstruct"](input=tf.constant(x))["x_hat"].shape == (2, *mock_run["image_shape"])
 
 
+# 28x28x1 samples from a SavedModel alone: test_shipped_conv_mnist_generates_digits_alone.
+@pytest.mark.parametrize("mock_run", ["cifar10"], indirect=True)
 def test_generate_from_the_saved_model_alone(mock_run):
     output = mock_run["root"] / "samples.png"
     result = run_script("generate.py", f"--saved_model={mock_run['export_dir']}", f"--output={output}",

@@ -1,4 +1,5 @@
-"""configs/pytorch_tutorial.flags: the PyTorch tutorial's network, one real epoch, export and samples alone."""
+"""Flagfile headers, and configs/pytorch_tutorial.flags: the PyTorch tutorial's network, one real epoch, export
+and samples alone."""
 
 import json
 import os
@@ -10,6 +11,15 @@ from PIL import Image
 from conftest import REPO, run_script
 from tfvae import config
 from tfvae.models import build_model
+
+
+@pytest.mark.parametrize("name", ["pytorch_tutorial", "conv_mnist", "cvae_mnist"])
+def test_flagfile_header_states_command_and_measured_result(name):
+    lines = open(os.path.join(REPO, "configs", f"{name}.flags")).read().splitlines()
+    header = [line for line in lines if line.startswith("#")]
+    assert any(f"python scripts/train.py --flagfile=configs/{name}.flags" in line for line in header)
+    assert any(line.startswith("# Expect (measured") for line in header)
+    assert f"--name={name}" in lines and f"--export_dir=saved_models/{name}" in lines
 
 
 @pytest.fixture(scope="module")
