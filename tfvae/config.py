@@ -11,6 +11,7 @@ MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 MODELS = ("tf1_tutorial", "mlp", "conv", "cvae")
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
 LIKELIHOODS = ("bernoulli", "gaussian", "sse")
+OBJECTIVES = ("elbo", "iwae")
 BINARIZE = ("none", "dynamic", "static")
 # Models whose encoder takes flat vectors; their SavedModel `input` is [None, H*W*C] like the TF1 tutorial.
 FLAT_MODELS = ("tf1_tutorial", "mlp", "cvae")
@@ -34,6 +35,14 @@ class RunConfig:
     hidden_sizes: tuple = (100,)
     latent_dim: int = 20
     likelihood: str = "sse"
+    gaussian_stddev: float = 0.1
+    learn_variance: bool = False
+    conv_filters: tuple = (32, 64)
+    objective: str = "elbo"
+    num_importance_samples: int = 1
+    beta: float = 1.0
+    kl_warmup_epochs: float = 0.0
+    free_bits: float = 0.0
     epochs: int = 10
     batch_size: int = 100
     learning_rate: float = 1e-3
@@ -81,6 +90,19 @@ def define_train_flags():
     flags.DEFINE_integer("latent_dim", 20, "Size of z.")
     flags.DEFINE_enum("likelihood", None, LIKELIHOODS, "p(x|z): bernoulli on logits, gaussian, or sse (the TF1 "
                       "tutorial's sum of squared error). Default: sse for tf1_tutorial, bernoulli otherwise.")
+    flags.DEFINE_float("gaussian_stddev", 0.1, "--likelihood=gaussian: the fixed pixel stddev, or the initial one "
+                       "with --learn_variance.")
+    flags.DEFINE_bool("learn_variance", False, "--likelihood=gaussian: learn one variance per pixel.")
+    flags.DEFINE_list("conv_filters", ["32", "64"], "--model=conv: filters of the stride-2 Conv2D blocks of the "
+                      "encoder; the decoder mirrors them with Conv2DTranspose.")
+    flags.DEFINE_enum("objective", "elbo", OBJECTIVES, "Training bound: elbo, or iwae (the importance-weighted "
+                      "bound of --num_importance_samples samples; Burda et al. 2016).")
+    flags.DEFINE_integer("num_importance_samples", 1, "K, samples of q(z|x) per example for --objective=iwae.")
+    flags.DEFINE_float("beta", 1.0, "Weight of the KL term (beta-VAE); 1 is the ELBO.")
+    flags.DEFINE_float("kl_warmup_epochs", 0.0, "Raise the KL weight linearly from 0 to --beta over this many "
+                       "epochs (step by step); 0: no warm-up.")
+    flags.DEFINE_float("free_bits", 0.0, "Nats per latent dimension below which the batch-mean KL is not "
+                       "penalised (Kingma et al. 2016); 0: off.")
     flags.DEFINE_integer("epochs", 10, "Training epochs.")
     flags.DEFINE_integer("batch_size", 100, "Global batch size.")
     flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
@@ -115,12 +137,28 @@ def define_train_flags():
     flags.register_multi_flags_validator(
         ["strategy", "tpu"], lambda f: (f["strategy"] == "tpu") == bool(f["tpu"]),
         message="--tpu is needed with --strategy=tpu and only then; pass both or neither")
-    for name in ("cpu_devices", "latent_dim", "epochs", "batch_size", "learning_rate", "adam_epsilon", "steps_per_execution",
-                 "data_threads", "keep_checkpoints"):
+    for name in ("cpu_devices", "latent_dim", "epochs", "batch_size", "learning_rate", "adam_epsilon",
+                 "steps_per_execution", "data_threads", "keep_checkpoints", "gaussian_stddev",
+                 "num_importance_samples"):
         flags.register_validator(name, _positive(name), message=f"--{name} must be > 0")
     flags.register_validator(
         "hidden_sizes", lambda sizes: all(s.isdigit() and int(s) > 0 for s in sizes),
         message="--hidden_sizes must be a comma-separated list of positive integers, e.g. --hidden_sizes=400,200")
+    flags.register_validator(
+        "conv_filters", lambda sizes: bool(sizes) and all(s.isdigit() and int(s) > 0 for s in sizes),
+        message="--conv_filters must be a comma-separated list of positive integers, e.g. --conv_filters=32,64")
+    for name in ("beta", "kl_warmup_epochs", "free_bits"):
+        flags.register_validator(name, lambda value: value >= 0, message=f"--{name} must be >= 0")
+    flags.register_multi_flags_validator(
+        ["likelihood", "learn_variance"], lambda f: not f["learn_variance"] or f["likelihood"] == "gaussian",
+        message="--learn_variance needs --likelihood=gaussian")
+    flags.register_multi_flags_validator(
+        ["objective", "free_bits"], lambda f: not (f["objective"] == "iwae" and f["free_bits"]),
+        message="--free_bits clamps the KL term of --objective=elbo; the iwae bound has none, drop one of them")
+    flags.register_multi_flags_validator(
+        ["objective", "num_importance_samples"],
+        lambda f: f["objective"] == "iwae" or f["num_importance_samples"] == 1,
+        message="--num_importance_samples is K of --objective=iwae; add --objective=iwae or drop it")
     flags.register_validator(
         "data_dir", lambda d: not d or os.path.isdir(d),
         message="--data_dir must be an existing folder (e.g. PATH/MNIST_data), or empty for TFDS's default")
@@ -237,6 +275,61 @@ def generate_config_from_flags():
     return GenerateConfig(**{field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(GenerateConfig)})
 
 
+def define_classifier_flags():
+    """Defines the flags of `scripts/train_classifier.py`."""
+    flags.DEFINE_enum("dataset", "mnist", DATASETS, "Dataset whose labels the classifier learns.")
+    flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder or TFDS data dir.")
+    flags.DEFINE_integer("validation_size", 5000, "Training examples held out for validation.", lower_bound=0)
+    flags.DEFINE_integer("epochs", 3, "Training epochs.", lower_bound=1)
+    flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
+    flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.", lower_bound=0)
+    flags.DEFINE_integer("seed", 0, "Seeds initialisation and data order.")
+    flags.DEFINE_string("export_dir", "saved_models/mnist_classifier", "Where the classifier SavedModel goes.")
+    _quiet_absl_logging()
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierConfig:
+    dataset: str
+    data_dir: str
+    validation_size: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    seed: int
+    export_dir: str
+
+
+def classifier_config_from_flags():
+    return ClassifierConfig(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(ClassifierConfig)})
+
+
+def define_evaluate_cvae_flags():
+    """Defines the flags of `scripts/evaluate_cvae.py`."""
+    flags.DEFINE_string("saved_model", None, "A label-conditioned tfvae SavedModel (e.g. saved_models/cvae_mnist).",
+                        required=True)
+    flags.DEFINE_string("classifier", "saved_models/mnist_classifier", "The classifier export of "
+                        "scripts/train_classifier.py that judges the samples.")
+    flags.DEFINE_integer("samples_per_class", 100, "Samples z ~ N(0, I) decoded per class.", lower_bound=1)
+    flags.DEFINE_integer("seed", 0, "Seeds z.")
+    flags.DEFINE_string("output", "cvae_accuracy.json", "JSON file to write: overall and per-class accuracy, "
+                        "confusion matrix.")
+    _quiet_absl_logging()
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateCVAEConfig:
+    saved_model: str
+    classifier: str
+    samples_per_class: int
+    seed: int
+    output: str
+
+
+def evaluate_cvae_config_from_flags():
+    return EvaluateCVAEConfig(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(EvaluateCVAEConfig)})
+
+
 def _quiet_absl_logging():
     # TensorFlow logs every saved function at INFO through absl; warnings and errors are what users need.
     FLAGS.set_default("verbosity", logging.WARNING)
@@ -271,6 +364,7 @@ def config_from_flags():
     values.update(
         name=name,
         hidden_sizes=tuple(int(s) for s in FLAGS.hidden_sizes),
+        conv_filters=tuple(int(s) for s in FLAGS.conv_filters),
         likelihood=FLAGS.likelihood or DEFAULT_LIKELIHOOD.get(FLAGS.model, "bernoulli"),
         adam=FLAGS.adam or DEFAULT_ADAM.get(FLAGS.model, "keras"),
         model_dir=FLAGS.model_dir or os.path.join("runs", name),
