@@ -330,6 +330,141 @@ def evaluate_cvae_config_from_flags():
     return EvaluateCVAEConfig(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(EvaluateCVAEConfig)})
 
 
+EVAL_BINARIZE = ("auto",) + BINARIZE
+PLOT_KINDS = ("samples", "reconstructions", "manifold", "latent_scatter", "interpolation", "loss_curves",
+              "class_grid")
+
+
+def _define_model_source_flags():
+    flags.DEFINE_string("saved_model", None, "A tfvae SavedModel folder (e.g. saved_models/tf1_tutorial).")
+    flags.DEFINE_string("model_dir", None, "Instead of --saved_model: a run folder; the model is rebuilt from its "
+                        "flags.txt and its latest checkpoint restored.")
+    flags.register_multi_flags_validator(
+        ["saved_model", "model_dir"], lambda f: bool(f["saved_model"]) != bool(f["model_dir"]),
+        message="pass exactly one of --saved_model=EXPORT_DIR and --model_dir=RUN_DIR")
+
+
+def define_evaluate_flags():
+    """Defines the flags of `scripts/evaluate.py`."""
+    _define_model_source_flags()
+    flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder or TFDS data dir.")
+    flags.DEFINE_enum("split", "test", ("test", "validation"), "Split to evaluate; validation is the first "
+                      "--validation_size training examples of the run.")
+    flags.DEFINE_integer("num_importance_samples", 1000, "K, samples of q(z|x) per example for the "
+                         "importance-sampled log-likelihood.", lower_bound=1)
+    flags.DEFINE_integer("num_examples", 0, "Evaluate only the first N examples of the split; 0: all.",
+                         lower_bound=0)
+    flags.DEFINE_integer("batch_size", 100, "Examples per batch.", lower_bound=1)
+    flags.DEFINE_integer("samples_per_batch", 100, "Importance samples per decoder call; memory grows with "
+                         "batch_size * samples_per_batch.", lower_bound=1)
+    flags.DEFINE_enum("binarize", "auto", EVAL_BINARIZE, "Test-data protocol. auto: dynamic (a fresh Bernoulli "
+                      "sample with --seed, the standard protocol) for Bernoulli models, gray levels otherwise.")
+    flags.DEFINE_integer("seed", 0, "Seeds binarization and the samples of q(z|x).")
+    flags.DEFINE_string("output", None, "JSON file to write. Default: evaluation_SPLIT.json in the "
+                        "--saved_model or --model_dir folder.")
+    _quiet_absl_logging()
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    saved_model: str
+    model_dir: str
+    data_dir: str
+    split: str
+    num_importance_samples: int
+    num_examples: int
+    batch_size: int
+    samples_per_batch: int
+    binarize: str
+    seed: int
+    output: str
+
+
+def evaluate_config_from_flags():
+    values = {field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(EvaluateConfig)}
+    if not values["output"]:
+        values["output"] = os.path.join(values["saved_model"] or values["model_dir"],
+                                        f"evaluation_{values['split']}.json")
+    return EvaluateConfig(**values)
+
+
+def define_plot_flags():
+    """Defines the flags of `scripts/plot.py`."""
+    _define_model_source_flags()
+    flags.DEFINE_list("kinds", ["all"], f"Plots to draw: all, or some of {', '.join(PLOT_KINDS)}.")
+    flags.DEFINE_string("output_dir", "plots", "Folder for the PNG files (KIND.png).")
+    flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder or TFDS data dir (test images).")
+    flags.DEFINE_integer("seed", 0, "Seeds z ~ N(0, I), binarization and the choice of test images.")
+    flags.DEFINE_integer("grid_size", 8, "Rows and columns of sample and manifold grids.", lower_bound=2,
+                         upper_bound=32)
+    flags.DEFINE_integer("scatter_examples", 5000, "Test examples in the latent scatter.", lower_bound=10)
+    flags.register_validator(
+        "kinds", lambda kinds: all(k in PLOT_KINDS + ("all",) for k in kinds),
+        message=f"--kinds must be 'all' or a comma-separated subset of {','.join(PLOT_KINDS)}")
+    _quiet_absl_logging()
+
+
+@dataclasses.dataclass(frozen=True)
+class PlotConfig:
+    saved_model: str
+    model_dir: str
+    kinds: tuple
+    output_dir: str
+    data_dir: str
+    seed: int
+    grid_size: int
+    scatter_examples: int
+
+
+def plot_config_from_flags():
+    values = {field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(PlotConfig)}
+    values["kinds"] = tuple(values["kinds"])
+    return PlotConfig(**values)
+
+
+def define_export_flags():
+    """Defines the flags of `scripts/export.py`."""
+    flags.DEFINE_string("model_dir", None, "A run folder of train.py; its latest checkpoint is exported.",
+                        required=True)
+    flags.DEFINE_string("export_dir", None, "Where the SavedModel goes. Default: the run's --export_dir.")
+    _quiet_absl_logging()
+
+
+def run_config_from_flagfile(path):
+    """Reads the `flags.txt` a run wrote (see `to_flagfile`) back into its RunConfig, without touching FLAGS.
+
+    Raises:
+      ValueError: the file is missing or holds a flag RunConfig does not know.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file; --model_dir must be a run folder written by train.py")
+    fields = {field.name: field for field in dataclasses.fields(RunConfig)}
+    values = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line.startswith("--"):
+                continue
+            name, has_value, text = line[2:].partition("=")
+            if not has_value:
+                value = not name.startswith("no") or name in fields
+                name = name if name in fields else name[2:]
+            if name not in fields:
+                raise ValueError(f"{path}: unknown flag --{name}; was it written by another tfvae version?")
+            if has_value:
+                default = fields[name].default
+                if isinstance(default, tuple):
+                    value = tuple(int(v) for v in text.split(",") if v)
+                elif isinstance(default, bool):
+                    value = text.lower() in ("1", "true")
+                elif isinstance(default, (int, float)):
+                    value = type(default)(text)
+                else:
+                    value = text
+            values[name] = value
+    return RunConfig(**values)
+
+
 def _quiet_absl_logging():
     # TensorFlow logs every saved function at INFO through absl; warnings and errors are what users need.
     FLAGS.set_default("verbosity", logging.WARNING)

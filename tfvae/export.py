@@ -83,6 +83,14 @@ class _ServingModule(tf.Module):
         }
 
 
+def make_serving_functions(model, input_shape):
+    """The export's signatures as live tf.functions of `model` ({"encode": ..., ...}), without saving anything.
+
+    Evaluating a checkpoint through these gives exactly what its SavedModel would.
+    """
+    return _ServingModule(model, input_shape).signatures()
+
+
 def is_tfvae_export(path):
     return os.path.isfile(os.path.join(path, METADATA_FILE))
 

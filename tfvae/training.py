@@ -11,7 +11,7 @@ from tfvae.compat import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvae import artifacts, config, distribute, export, optimizers, visualization
+from tfvae import artifacts, config, distribute, export, optimizers, summaries, visualization
 
 GRID_ROWS = GRID_COLS = 4
 
@@ -192,6 +192,7 @@ def train(model, datasets, cfg):
     if cfg.image_summaries:
         callbacks.append(ImageSummaries(os.path.join(cfg.model_dir, "images"), datasets.image_shape,
                                         datasets.preview, cfg.seed))
+    callbacks += summaries.make_callbacks(cfg, datasets)  # KL histograms, active units, HParams.
     start = time.perf_counter()
     history = model.fit(
         datasets.train,
@@ -205,6 +206,10 @@ def train(model, datasets, cfg):
     train_seconds = time.perf_counter() - start
     test_metrics = model.evaluate(datasets.test, verbose=0, return_dict=True)
     print("Test " + " ".join(f"{k}: {v:.4f}" for k, v in test_metrics.items()), flush=True)
+    summaries.write_test_metrics(cfg.model_dir, test_metrics, step=cfg.epochs)
+    if cfg.image_summaries:
+        summaries.write_projector(os.path.join(cfg.model_dir, summaries.PROJECTOR_DIR), model, datasets.test,
+                                  *datasets.arrays.split("test"))
     metrics = {
         "history": {k: [float(v) for v in values] for k, values in history.history.items()},
         "epochs_run": list(range(initial_epoch + 1, cfg.epochs + 1)),

@@ -32,11 +32,13 @@ class VAE(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
+        # Training only: the global L2 norm of the gradients, to watch for explosions and plateaus.
+        self.grad_norm_tracker = keras.metrics.Mean(name="grad_norm")
 
     @property
     def metrics(self):
         # Listed here so Keras resets them each epoch and reports them under these names.
-        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker]
+        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker, self.grad_norm_tracker]
 
     def encode(self, x, label=None, training=False):
         """x `[batch, ...]` in [0, 1] -> (z_mean, z_logvar), each `[batch, latent_dim]`."""
@@ -88,7 +90,7 @@ class VAE(keras.Model):
         self.loss_tracker.update_state(loss)
         self.reconstruction_tracker.update_state(terms["reconstruction"])
         self.kl_tracker.update_state(terms["kl"])
-        return {m.name: m.result() for m in self.metrics}
+        return {m.name: m.result() for m in (self.loss_tracker, self.reconstruction_tracker, self.kl_tracker)}
 
     def train_step(self, batch):
         with tf.GradientTape() as tape:
@@ -99,7 +101,10 @@ class VAE(keras.Model):
             scaled_loss = compat.scale_loss(self.optimizer, replica_loss)
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
         compat.apply_gradients(self.optimizer, gradients, self.trainable_variables)
-        return self._update_trackers(terms, loss)
+        # Unscaled by the loss scale (mixed precision), so the norm is that of d(loss)/d(weights).
+        loss_scale = tf.math.divide_no_nan(tf.cast(scaled_loss, tf.float32), tf.cast(replica_loss, tf.float32))
+        self.grad_norm_tracker.update_state(tf.math.divide_no_nan(tf.linalg.global_norm(gradients), loss_scale))
+        return {**self._update_trackers(terms, loss), "grad_norm": self.grad_norm_tracker.result()}
 
     def test_step(self, batch):
         terms = self.compute_terms(batch, training=False)
