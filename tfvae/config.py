@@ -19,6 +19,25 @@ DEFAULT_LIKELIHOOD = {"tf1_tutorial": "sse"}
 ADAM_VARIANTS = ("tf1", "keras")
 DEFAULT_ADAM = {"tf1_tutorial": "tf1"}
 
+# Corruptions of denoising / deblurring / enhancement runs (ops in tfvae/corruption.py): what
+# --corruption_strength means for each, its default and its range (low exclusive, high inclusive).
+CORRUPTION_KINDS = ("gaussian_noise", "gaussian_blur", "mask", "downsample")
+CORRUPTIONS = ("none",) + CORRUPTION_KINDS + ("mixed",)
+CORRUPTION_UNITS = {
+    "gaussian_noise": "stddev of the added noise, pixels in [0, 1]",
+    "gaussian_blur": "sigma of the Gaussian kernel, in pixels",
+    "mask": "fraction of pixels set to 0",
+    "downsample": "shrink factor before scaling back up",
+    "mixed": "multiplier of every kind's default strength",
+}
+DEFAULT_CORRUPTION_STRENGTH = {"gaussian_noise": 0.5, "gaussian_blur": 2.0, "mask": 0.5, "downsample": 4.0,
+                               "mixed": 1.0}
+CORRUPTION_RANGE = {"gaussian_noise": (0.0, 1.0), "gaussian_blur": (0.0, 4.0), "mask": (0.0, 0.95),
+                    "downsample": (1.0, 8.0)}
+# "mixed" scales every kind's default, so its range keeps each of them inside its own.
+CORRUPTION_RANGE["mixed"] = (0.0, min(high / DEFAULT_CORRUPTION_STRENGTH[kind]
+                                      for kind, (_, high) in CORRUPTION_RANGE.items()))
+
 FLAGS = flags.FLAGS
 
 
@@ -31,6 +50,8 @@ class RunConfig:
     dataset: str = "mnist"
     data_dir: str = ""
     binarize: str = "none"
+    corruption: str = "none"
+    corruption_strength: float = 0.0
     validation_size: int = 5000
     hidden_sizes: tuple = (100,)
     latent_dim: int = 20
@@ -84,6 +105,13 @@ def define_train_flags():
                         "a TFDS data directory. Empty: TFDS's default.")
     flags.DEFINE_enum("binarize", "none", BINARIZE, "none: gray levels in [0, 1]; dynamic: a fresh Bernoulli "
                       "sample of each image each epoch; static: one fixed sample.")
+    flags.DEFINE_enum("corruption", "none", CORRUPTIONS, "Denoising / deblurring / enhancement: the model sees "
+                      "images corrupted this way (seeded, inside tf.data) and learns to reconstruct the clean ones. "
+                      "mixed: each image is left clean or gets one of the four kinds, drawn uniformly.")
+    flags.DEFINE_float("corruption_strength", None, "Strength of --corruption: " + "; ".join(
+        f"{kind}: {CORRUPTION_UNITS[kind]}, in ({low:g}, {high:g}], default {DEFAULT_CORRUPTION_STRENGTH[kind]:g}"
+        for kind, (low, high) in CORRUPTION_RANGE.items()) + ".")
+    flags.register_multi_flags_validator(["corruption", "corruption_strength"], _check_corruption_strength)
     flags.DEFINE_integer("validation_size", 5000, "Training examples held out for validation (the first ones, "
                          "as TF1's read_data_sets).", lower_bound=0)
     flags.DEFINE_list("hidden_sizes", ["100"], "Hidden layer widths of MLP encoders; decoders mirror them.")
@@ -504,6 +532,8 @@ def config_from_flags():
         adam=FLAGS.adam or DEFAULT_ADAM.get(FLAGS.model, "keras"),
         model_dir=FLAGS.model_dir or os.path.join("runs", name),
         export_dir=FLAGS.export_dir or os.path.join("saved_models", name))
+    if FLAGS.corruption_strength is None:  # The kind's default, written out so the run's flagfile shows it.
+        values["corruption_strength"] = DEFAULT_CORRUPTION_STRENGTH.get(FLAGS.corruption, 0.0)
     return RunConfig(**values)
 
 
@@ -521,3 +551,84 @@ def to_flagfile(cfg):
         else:
             lines.append(f"--{field.name}={value}")
     return "\n".join(lines) + "\n"
+
+
+def define_enhance_flags():
+    """Defines the flags of `scripts/enhance.py`."""
+    flags.DEFINE_string("saved_model", None, "A tfvae SavedModel folder, e.g. saved_models/denoise_mnist.",
+                        required=True)
+    flags.DEFINE_string("input", None, "An image file (PNG or JPEG, gray or RGB) or a folder of them.", required=True)
+    flags.DEFINE_string("output", None, "For one input file: the file to write (.png, .jpg or .jpeg) or a folder; "
+                        "for an input folder: the folder to write NAME.png files into.", required=True)
+    flags.DEFINE_bool("resize", False, "Scale images whose height and width differ from the model's to fit; "
+                      "without it such images are refused. Outputs have the model's size.")
+    flags.DEFINE_bool("invert", False, "Invert gray levels before and after restoring: for dark digits on a light "
+                      "background, when the model learned light on dark (MNIST).")
+    _quiet_absl_logging()
+
+
+@dataclasses.dataclass(frozen=True)
+class EnhanceConfig:
+    saved_model: str
+    input: str
+    output: str
+    resize: bool
+    invert: bool
+
+
+def enhance_config_from_flags():
+    return EnhanceConfig(**{field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(EnhanceConfig)})
+
+
+def define_restoration_flags():
+    """Defines the flags of `scripts/evaluate_restoration.py`."""
+    flags.DEFINE_string("saved_model", None, "A tfvae SavedModel folder, e.g. saved_models/denoise_mnist.",
+                        required=True)
+    flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder or TFDS data dir holding the model's dataset.")
+    flags.DEFINE_string("output", "restoration.json", "JSON file to write the PSNR / SSIM table to.")
+    flags.DEFINE_list("corruptions", [], "Corruption kinds to measure (" + ", ".join(CORRUPTION_KINDS) + "), each "
+                      "at the strength the model was trained with, else its default. Empty: the model's own kinds "
+                      "(all four for mixed).")
+    flags.DEFINE_integer("num_examples", 10000, "Test images to measure on (the first ones).", lower_bound=1)
+    flags.DEFINE_integer("seed", 0, "Seeds the corruptions.")
+    flags.DEFINE_string("grid", "", "Optional PNG: a few test images, clean, then corrupted and restored per kind.")
+    flags.register_validator(
+        "corruptions", lambda kinds: all(kind in CORRUPTION_KINDS for kind in kinds),
+        message="--corruptions must be a comma-separated list of " + ", ".join(CORRUPTION_KINDS))
+    _quiet_absl_logging()
+
+
+@dataclasses.dataclass(frozen=True)
+class RestorationConfig:
+    saved_model: str
+    data_dir: str
+    output: str
+    corruptions: tuple
+    num_examples: int
+    seed: int
+    grid: str
+
+
+def restoration_config_from_flags():
+    values = {field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(RestorationConfig)}
+    return RestorationConfig(**{**values, "corruptions": tuple(values["corruptions"])})
+
+
+def corruption_strength_error(kind, strength):
+    """None when `strength` (None: the default) suits corruption `kind`, else a one-line message with the range."""
+    if strength is None:
+        return None
+    if kind == "none":
+        return None if strength == 0 else "--corruption_strength needs --corruption=" + "|".join(CORRUPTIONS[1:])
+    low, high = CORRUPTION_RANGE[kind]
+    if low < strength <= high:
+        return None
+    return (f"--corruption_strength={strength:g} is outside ({low:g}, {high:g}] for --corruption={kind} "
+            f"({CORRUPTION_UNITS[kind]}; default {DEFAULT_CORRUPTION_STRENGTH[kind]:g})")
+
+
+def _check_corruption_strength(f):
+    message = corruption_strength_error(f["corruption"], f["corruption_strength"])
+    if message:
+        raise flags.ValidationError(message)  # Its message replaces the validator's generic one.
+    return True

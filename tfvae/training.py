@@ -154,6 +154,8 @@ def export_metadata(cfg, image_shape, model):
         "likelihood": cfg.likelihood,
         "likelihood_is_density": model.likelihood.is_density,
         "binarize": cfg.binarize,
+        "corruption": cfg.corruption,
+        "corruption_strength": cfg.corruption_strength,
         "dataset": cfg.dataset,
         "num_classes": getattr(model, "num_classes", 0),
         "config": dataclasses.asdict(cfg),
@@ -224,7 +226,7 @@ def train(model, datasets, cfg):
 
 def run(cfg):
     """The whole job of `scripts/train.py`: data, model, training, export. Returns the metrics."""
-    from tfvae import data  # Local import keeps `--help` fast.
+    from tfvae import corruption, data  # Local import keeps `--help` fast.
     from tfvae.models import build_model
 
     if cfg.cpu_devices > 1:
@@ -234,7 +236,9 @@ def run(cfg):
     strategy = distribute.make_strategy(cfg.strategy, cfg.tpu)
     chief = distribute.is_chief(strategy)
     keras.utils.set_random_seed(cfg.seed)
-    datasets = data.make_datasets(cfg)
+    corrupt_fn = corruption.make_corrupt_fn(cfg.corruption, cfg.corruption_strength,
+                                            data.DATASET_SHAPES[cfg.dataset])
+    datasets = data.make_datasets(cfg, corrupt_fn=corrupt_fn)
     # Every worker takes part in saving (it can involve collectives); only the chief's files are kept.
     run_cfg = cfg if chief else dataclasses.replace(cfg, model_dir=tempfile.mkdtemp(prefix="tfvae-worker-"))
     try:
