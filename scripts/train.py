@@ -1,5 +1,7 @@
 """Trains a VAE: `python scripts/train.py --flagfile=configs/tf1_tutorial.flags [--data_dir=PATH/MNIST_data]`."""
 
+import sys
+
 from absl import app
 
 from tfvae import config
@@ -9,9 +11,13 @@ config.define_train_flags()
 
 def main(argv):
     del argv  # parse_flags_or_exit refuses stray arguments.
-    from tfvae import training
+    from tfvae import legacy, training
 
-    training.run(config.config_from_flags())
+    try:
+        training.run(config.config_from_flags())
+    except legacy.TF1ImportError as e:  # A --init_from[_tf1] that does not fit the model.
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

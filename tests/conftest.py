@@ -27,3 +27,16 @@ def run_script(script, *args, env=None, cwd=None, timeout=600):
                                   else [os.path.join(REPO, "scripts", script), *args])
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     return subprocess.run(command, capture_output=True, text=True, env=full_env, cwd=cwd or REPO, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, mnist_dir):
+    """One short real training run shared by evaluation and plot tests: a Bernoulli MLP VAE with a 2-D latent,
+    one epoch on 10,000 dynamically binarized MNIST digits. Returns (model_dir, export_dir) as strings."""
+    root = tmp_path_factory.mktemp("tiny_run")
+    model_dir, export_dir = str(root / "run"), str(root / "export")
+    result = run_script("train.py", "--model=mlp", "--hidden_sizes=32", "--latent_dim=2", "--binarize=dynamic",
+                        "--epochs=1", "--validation_size=50000", f"--data_dir={mnist_dir}",
+                        f"--model_dir={model_dir}", f"--export_dir={export_dir}")
+    assert result.returncode == 0, result.stderr
+    return model_dir, export_dir

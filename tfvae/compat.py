@@ -1,12 +1,72 @@
-"""The one place that knows whether Keras 3 or Keras 2 (`tf-keras`, TF_USE_LEGACY_KERAS=1) is in use."""
+"""The one place that knows whether Keras 3 or Keras 2 (`tf-keras`, TF_USE_LEGACY_KERAS=1) is in use.
+
+Everything whose API differs between the two lives here: the seeded sampling RNG, the optimizer's loss scaling
+and update call, and variable paths.
+"""
 
 import os
 
+import numpy as np
 import tensorflow as tf
 
 LEGACY_KERAS = os.environ.get("TF_USE_LEGACY_KERAS", "").lower() in ("1", "true", "yes")
+KERAS_3 = not LEGACY_KERAS
 
 if LEGACY_KERAS:
     keras = tf.keras  # Resolves to tf_keras when TF_USE_LEGACY_KERAS is set.
 else:
     import keras  # noqa: F401
+
+
+if KERAS_3:
+    SeedGenerator = keras.random.SeedGenerator
+else:
+    class SeedGenerator(tf.Module):
+        """Keras 3's SeedGenerator for tf-keras: a [seed, counter] int64 state feeding stateless ops."""
+
+        def __init__(self, seed=None):
+            super().__init__(name="seed_generator")
+            seed = int(np.random.randint(2**31)) if seed is None else seed
+            self.state = tf.Variable([seed, 0], dtype=tf.int64, trainable=False, name="seed_generator_state")
+
+        def next(self):
+            seed = tf.identity(self.state.read_value())
+            self.state.assign_add(tf.constant([0, 1], tf.int64))
+            return seed
+
+
+def random_normal(shape, seed_generator, dtype="float32"):
+    """N(0, 1) samples of `shape` drawn from a `SeedGenerator` (advances it)."""
+    if KERAS_3:
+        return keras.random.normal(shape, seed=seed_generator, dtype=dtype)
+    return tf.random.stateless_normal(shape, seed=seed_generator.next(), dtype=dtype)
+
+
+def scale_loss(optimizer, loss):
+    """The loss to differentiate: scaled when the optimizer does loss scaling (mixed precision)."""
+    if KERAS_3:
+        return optimizer.scale_loss(loss)
+    return optimizer.get_scaled_loss(loss) if hasattr(optimizer, "get_scaled_loss") else loss
+
+
+def apply_gradients(optimizer, gradients, variables):
+    """One optimizer update from gradients of `scale_loss(...)` (unscaled here when needed)."""
+    if KERAS_3:
+        return optimizer.apply(gradients, variables)
+    if hasattr(optimizer, "get_unscaled_gradients"):
+        gradients = optimizer.get_unscaled_gradients(gradients)
+    return optimizer.apply_gradients(zip(gradients, variables))
+
+
+def variable_path(variable):
+    """A model variable's path without the model's name, e.g. "encoder/hidden_0/kernel"."""
+    if KERAS_3:
+        return variable.path
+    return variable.name.split(":")[0]
+
+
+def backing_tf_variables(model):
+    """The tf.Variables behind a model's weights (Keras 3 wraps each in a keras.Variable; tf-keras does not)."""
+    if KERAS_3:
+        return [variable.value for variable in model.variables]
+    return []

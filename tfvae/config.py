@@ -6,13 +6,18 @@ import sys
 
 from absl import flags, logging
 
+STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
+MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 MODELS = ("tf1_tutorial", "mlp", "conv", "cvae")
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
 LIKELIHOODS = ("bernoulli", "gaussian", "sse")
+OBJECTIVES = ("elbo", "iwae")
 BINARIZE = ("none", "dynamic", "static")
 # Models whose encoder takes flat vectors; their SavedModel `input` is [None, H*W*C] like the TF1 tutorial.
 FLAT_MODELS = ("tf1_tutorial", "mlp", "cvae")
 DEFAULT_LIKELIHOOD = {"tf1_tutorial": "sse"}
+ADAM_VARIANTS = ("tf1", "keras")
+DEFAULT_ADAM = {"tf1_tutorial": "tf1"}
 
 # Corruptions of denoising / deblurring / enhancement runs (ops in tfvae/corruption.py): what
 # --corruption_strength means for each, its default and its range (low exclusive, high inclusive).
@@ -51,10 +56,19 @@ class RunConfig:
     hidden_sizes: tuple = (100,)
     latent_dim: int = 20
     likelihood: str = "sse"
+    gaussian_stddev: float = 0.1
+    learn_variance: bool = False
+    conv_filters: tuple = (32, 64)
+    objective: str = "elbo"
+    num_importance_samples: int = 1
+    beta: float = 1.0
+    kl_warmup_epochs: float = 0.0
+    free_bits: float = 0.0
     epochs: int = 10
     batch_size: int = 100
     learning_rate: float = 1e-3
     adam_epsilon: float = 1e-8
+    adam: str = "tf1"
     seed: int = 0
     model_dir: str = "runs/tf1_tutorial"
     export_dir: str = "saved_models/tf1_tutorial"
@@ -65,6 +79,12 @@ class RunConfig:
     data_threads: int = 1
     keep_checkpoints: int = 3
     image_summaries: bool = True
+    init_from: str = ""
+    init_from_tf1: str = ""
+    strategy: str = "default"
+    tpu: str = ""
+    cpu_devices: int = 1
+    mixed_precision: str = "none"
 
     @property
     def flatten_inputs(self):
@@ -98,10 +118,26 @@ def define_train_flags():
     flags.DEFINE_integer("latent_dim", 20, "Size of z.")
     flags.DEFINE_enum("likelihood", None, LIKELIHOODS, "p(x|z): bernoulli on logits, gaussian, or sse (the TF1 "
                       "tutorial's sum of squared error). Default: sse for tf1_tutorial, bernoulli otherwise.")
+    flags.DEFINE_float("gaussian_stddev", 0.1, "--likelihood=gaussian: the fixed pixel stddev, or the initial one "
+                       "with --learn_variance.")
+    flags.DEFINE_bool("learn_variance", False, "--likelihood=gaussian: learn one variance per pixel.")
+    flags.DEFINE_list("conv_filters", ["32", "64"], "--model=conv: filters of the stride-2 Conv2D blocks of the "
+                      "encoder; the decoder mirrors them with Conv2DTranspose.")
+    flags.DEFINE_enum("objective", "elbo", OBJECTIVES, "Training bound: elbo, or iwae (the importance-weighted "
+                      "bound of --num_importance_samples samples; Burda et al. 2016).")
+    flags.DEFINE_integer("num_importance_samples", 1, "K, samples of q(z|x) per example for --objective=iwae.")
+    flags.DEFINE_float("beta", 1.0, "Weight of the KL term (beta-VAE); 1 is the ELBO.")
+    flags.DEFINE_float("kl_warmup_epochs", 0.0, "Raise the KL weight linearly from 0 to --beta over this many "
+                       "epochs (step by step); 0: no warm-up.")
+    flags.DEFINE_float("free_bits", 0.0, "Nats per latent dimension below which the batch-mean KL is not "
+                       "penalised (Kingma et al. 2016); 0: off.")
     flags.DEFINE_integer("epochs", 10, "Training epochs.")
     flags.DEFINE_integer("batch_size", 100, "Global batch size.")
     flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
     flags.DEFINE_float("adam_epsilon", 1e-8, "Adam epsilon (1e-8 as TF1's AdamOptimizer; Keras' default is 1e-7).")
+    flags.DEFINE_enum("adam", None, ADAM_VARIANTS, "tf1: Adam with TF1 AdamOptimizer's arithmetic (the "
+                      "tutorial bit for bit; tfvae.optimizers.TF1Adam); keras: keras.optimizers.Adam. Default: tf1 "
+                      "for tf1_tutorial, keras otherwise.")
     flags.DEFINE_integer("seed", 0, "Seeds initialisation, data order, binarization and sampling.")
     flags.DEFINE_string("model_dir", None, "Run folder: TensorBoard logs, checkpoints, flags, metrics. "
                         "Default: runs/NAME.")
@@ -110,16 +146,47 @@ def define_train_flags():
     flags.DEFINE_bool("overwrite", False, "Delete an existing --model_dir and start afresh.")
     flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
     flags.DEFINE_integer("steps_per_execution", 1, "Train steps per tf.function call.")
+    flags.DEFINE_enum("strategy", "default", STRATEGIES, "tf.distribute strategy: default (one device, the GPU if "
+                      "any), mirrored (all local GPUs), multi_worker_mirrored (hosts from TF_CONFIG), tpu.")
+    flags.DEFINE_string("tpu", "", "TPU address for --strategy=tpu (e.g. grpc://10.0.0.2:8470, or a TPU name).")
+    flags.DEFINE_integer("cpu_devices", 1, "Split the host CPU into this many logical devices (to run --strategy="
+                         "mirrored without GPUs, e.g. in tests).")
+    flags.DEFINE_enum("mixed_precision", "none", MIXED_PRECISION, "Keras mixed precision policy; outputs, loss and "
+                      "exported signatures stay float32 (float16 uses dynamic loss scaling).")
     flags.DEFINE_integer("data_threads", 1, "Private tf.data thread pool size (few cores: keep it small).")
     flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in --model_dir/checkpoints.")
     flags.DEFINE_bool("image_summaries", True, "Write sample and reconstruction images to TensorBoard each epoch.")
+    flags.DEFINE_string("init_from", "", "Start from a tfvae export (its weights, and its Adam state if it has one, "
+                        "e.g. from import_tf1.py --with_optimizer) or a tfvae checkpoint prefix (runs/NAME/"
+                        "checkpoints/ckpt-N): continues that run in a new --model_dir.")
+    flags.DEFINE_string("init_from_tf1", "", "Start from the weights of a TF1 tutorial graph: a tf.train.Saver "
+                        "checkpoint prefix or a TF1 SavedModel folder (see scripts/import_tf1.py).")
 
-    for name in ("latent_dim", "epochs", "batch_size", "learning_rate", "adam_epsilon", "steps_per_execution",
-                 "data_threads", "keep_checkpoints"):
+    flags.register_multi_flags_validator(
+        ["strategy", "tpu"], lambda f: (f["strategy"] == "tpu") == bool(f["tpu"]),
+        message="--tpu is needed with --strategy=tpu and only then; pass both or neither")
+    for name in ("cpu_devices", "latent_dim", "epochs", "batch_size", "learning_rate", "adam_epsilon",
+                 "steps_per_execution", "data_threads", "keep_checkpoints", "gaussian_stddev",
+                 "num_importance_samples"):
         flags.register_validator(name, _positive(name), message=f"--{name} must be > 0")
     flags.register_validator(
         "hidden_sizes", lambda sizes: all(s.isdigit() and int(s) > 0 for s in sizes),
         message="--hidden_sizes must be a comma-separated list of positive integers, e.g. --hidden_sizes=400,200")
+    flags.register_validator(
+        "conv_filters", lambda sizes: bool(sizes) and all(s.isdigit() and int(s) > 0 for s in sizes),
+        message="--conv_filters must be a comma-separated list of positive integers, e.g. --conv_filters=32,64")
+    for name in ("beta", "kl_warmup_epochs", "free_bits"):
+        flags.register_validator(name, lambda value: value >= 0, message=f"--{name} must be >= 0")
+    flags.register_multi_flags_validator(
+        ["likelihood", "learn_variance"], lambda f: not f["learn_variance"] or f["likelihood"] == "gaussian",
+        message="--learn_variance needs --likelihood=gaussian")
+    flags.register_multi_flags_validator(
+        ["objective", "free_bits"], lambda f: not (f["objective"] == "iwae" and f["free_bits"]),
+        message="--free_bits clamps the KL term of --objective=elbo; the iwae bound has none, drop one of them")
+    flags.register_multi_flags_validator(
+        ["objective", "num_importance_samples"],
+        lambda f: f["objective"] == "iwae" or f["num_importance_samples"] == 1,
+        message="--num_importance_samples is K of --objective=iwae; add --objective=iwae or drop it")
     flags.register_validator(
         "data_dir", lambda d: not d or os.path.isdir(d),
         message="--data_dir must be an existing folder (e.g. PATH/MNIST_data), or empty for TFDS's default")
@@ -130,7 +197,80 @@ def define_train_flags():
         ["model_dir", "name", "model", "resume", "overwrite"], _model_dir_is_usable,
         message="--model_dir exists and is not empty; pass --resume to continue it, --overwrite to replace it, "
                 "or another --model_dir")
+    flags.register_multi_flags_validator(
+        ["init_from", "init_from_tf1"], lambda f: not (f["init_from"] and f["init_from_tf1"]),
+        message="--init_from and --init_from_tf1 conflict; pass one of them")
+    for name in ("init_from", "init_from_tf1"):
+        flags.register_validator(
+            name, lambda path: not path or _is_checkpoint_or_dir(path),
+            message=f"--{name} must be an existing folder or a checkpoint prefix (PREFIX.index exists)")
     _quiet_absl_logging()
+
+
+def _is_checkpoint_or_dir(path):
+    return os.path.isdir(path) or os.path.isfile(path + ".index")
+
+
+def define_import_tf1_flags():
+    """Defines the flags of `scripts/import_tf1.py`."""
+    flags.DEFINE_string("source", None, "A TF1 tf.train.Saver checkpoint prefix (e.g. model.ckpt, beside "
+                        "model.ckpt.index) or a TF1 SavedModel folder of the tutorial graph.", required=True)
+    flags.DEFINE_string("export_dir", None, "Where the tfvae SavedModel goes, e.g. saved_models/NAME.",
+                        required=True)
+    flags.DEFINE_string("variable_map", None, "JSON file {tfvae variable path: TF1 variable name}, for graphs "
+                        "whose variables are not the tutorial's Variable ... Variable_7; run once without it to "
+                        "see both lists.")
+    flags.DEFINE_bool("with_optimizer", False, "Also carry Adam's slots and step, so train.py --init_from="
+                      "EXPORT continues the TF1 run.")
+    flags.DEFINE_enum("dataset", "mnist", DATASETS, "The data the TF1 model was trained on (sets image shape "
+                      "and the export's metadata).")
+    flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of the continued run (with --with_optimizer).")
+    flags.DEFINE_float("adam_epsilon", 1e-8, "Adam epsilon of the TF1 run (AdamOptimizer's default 1e-8).")
+    flags.register_validator("source", _is_checkpoint_or_dir,
+                             message="--source must be a TF1 checkpoint prefix (PREFIX.index exists) or a "
+                                     "SavedModel folder")
+    flags.register_validator("variable_map", lambda path: path is None or os.path.isfile(path),
+                             message="--variable_map must be an existing JSON file")
+    _quiet_absl_logging()
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportConfig:
+    source: str
+    export_dir: str
+    variable_map: str
+    with_optimizer: bool
+    dataset: str
+    learning_rate: float
+    adam_epsilon: float
+
+
+def import_config_from_flags():
+    return ImportConfig(**{field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(ImportConfig)})
+
+
+def define_export_tflite_flags():
+    """Defines the flags of `scripts/export_tflite.py`."""
+    flags.DEFINE_string("saved_model", None, "A tfvae SavedModel folder.", required=True)
+    flags.DEFINE_string("output", "model.tflite", "The .tflite file to write.")
+    flags.DEFINE_enum("quantize", "none", ("none", "dynamic"), "none: float32; dynamic: int8 weights, float "
+                      "activations (about 4x smaller, less exact).")
+    flags.DEFINE_integer("check_examples", 256, "Random inputs compared between LiteRT and the SavedModel.",
+                         lower_bound=1)
+    _quiet_absl_logging()
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportTfliteConfig:
+    saved_model: str
+    output: str
+    quantize: str
+    check_examples: int
+
+
+def export_tflite_config_from_flags():
+    return ExportTfliteConfig(**{field.name: getattr(FLAGS, field.name)
+                                 for field in dataclasses.fields(ExportTfliteConfig)})
 
 
 def define_generate_flags():
@@ -161,6 +301,196 @@ class GenerateConfig:
 
 def generate_config_from_flags():
     return GenerateConfig(**{field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(GenerateConfig)})
+
+
+def define_classifier_flags():
+    """Defines the flags of `scripts/train_classifier.py`."""
+    flags.DEFINE_enum("dataset", "mnist", DATASETS, "Dataset whose labels the classifier learns.")
+    flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder or TFDS data dir.")
+    flags.DEFINE_integer("validation_size", 5000, "Training examples held out for validation.", lower_bound=0)
+    flags.DEFINE_integer("epochs", 3, "Training epochs.", lower_bound=1)
+    flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
+    flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.", lower_bound=0)
+    flags.DEFINE_integer("seed", 0, "Seeds initialisation and data order.")
+    flags.DEFINE_string("export_dir", "saved_models/mnist_classifier", "Where the classifier SavedModel goes.")
+    _quiet_absl_logging()
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierConfig:
+    dataset: str
+    data_dir: str
+    validation_size: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    seed: int
+    export_dir: str
+
+
+def classifier_config_from_flags():
+    return ClassifierConfig(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(ClassifierConfig)})
+
+
+def define_evaluate_cvae_flags():
+    """Defines the flags of `scripts/evaluate_cvae.py`."""
+    flags.DEFINE_string("saved_model", None, "A label-conditioned tfvae SavedModel (e.g. saved_models/cvae_mnist).",
+                        required=True)
+    flags.DEFINE_string("classifier", "saved_models/mnist_classifier", "The classifier export of "
+                        "scripts/train_classifier.py that judges the samples.")
+    flags.DEFINE_integer("samples_per_class", 100, "Samples z ~ N(0, I) decoded per class.", lower_bound=1)
+    flags.DEFINE_integer("seed", 0, "Seeds z.")
+    flags.DEFINE_string("output", "cvae_accuracy.json", "JSON file to write: overall and per-class accuracy, "
+                        "confusion matrix.")
+    _quiet_absl_logging()
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateCVAEConfig:
+    saved_model: str
+    classifier: str
+    samples_per_class: int
+    seed: int
+    output: str
+
+
+def evaluate_cvae_config_from_flags():
+    return EvaluateCVAEConfig(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(EvaluateCVAEConfig)})
+
+
+EVAL_BINARIZE = ("auto",) + BINARIZE
+PLOT_KINDS = ("samples", "reconstructions", "manifold", "latent_scatter", "interpolation", "loss_curves",
+              "class_grid")
+
+
+def _define_model_source_flags():
+    flags.DEFINE_string("saved_model", None, "A tfvae SavedModel folder (e.g. saved_models/tf1_tutorial).")
+    flags.DEFINE_string("model_dir", None, "Instead of --saved_model: a run folder; the model is rebuilt from its "
+                        "flags.txt and its latest checkpoint restored.")
+    flags.register_multi_flags_validator(
+        ["saved_model", "model_dir"], lambda f: bool(f["saved_model"]) != bool(f["model_dir"]),
+        message="pass exactly one of --saved_model=EXPORT_DIR and --model_dir=RUN_DIR")
+
+
+def define_evaluate_flags():
+    """Defines the flags of `scripts/evaluate.py`."""
+    _define_model_source_flags()
+    flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder or TFDS data dir.")
+    flags.DEFINE_enum("split", "test", ("test", "validation"), "Split to evaluate; validation is the first "
+                      "--validation_size training examples of the run.")
+    flags.DEFINE_integer("num_importance_samples", 1000, "K, samples of q(z|x) per example for the "
+                         "importance-sampled log-likelihood.", lower_bound=1)
+    flags.DEFINE_integer("num_examples", 0, "Evaluate only the first N examples of the split; 0: all.",
+                         lower_bound=0)
+    flags.DEFINE_integer("batch_size", 100, "Examples per batch.", lower_bound=1)
+    flags.DEFINE_integer("samples_per_batch", 100, "Importance samples per decoder call; memory grows with "
+                         "batch_size * samples_per_batch.", lower_bound=1)
+    flags.DEFINE_enum("binarize", "auto", EVAL_BINARIZE, "Test-data protocol. auto: dynamic (a fresh Bernoulli "
+                      "sample with --seed, the standard protocol) for Bernoulli models, gray levels otherwise.")
+    flags.DEFINE_integer("seed", 0, "Seeds binarization and the samples of q(z|x).")
+    flags.DEFINE_string("output", None, "JSON file to write. Default: evaluation_SPLIT.json in the "
+                        "--saved_model or --model_dir folder.")
+    _quiet_absl_logging()
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    saved_model: str
+    model_dir: str
+    data_dir: str
+    split: str
+    num_importance_samples: int
+    num_examples: int
+    batch_size: int
+    samples_per_batch: int
+    binarize: str
+    seed: int
+    output: str
+
+
+def evaluate_config_from_flags():
+    values = {field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(EvaluateConfig)}
+    if not values["output"]:
+        values["output"] = os.path.join(values["saved_model"] or values["model_dir"],
+                                        f"evaluation_{values['split']}.json")
+    return EvaluateConfig(**values)
+
+
+def define_plot_flags():
+    """Defines the flags of `scripts/plot.py`."""
+    _define_model_source_flags()
+    flags.DEFINE_list("kinds", ["all"], f"Plots to draw: all, or some of {', '.join(PLOT_KINDS)}.")
+    flags.DEFINE_string("output_dir", "plots", "Folder for the PNG files (KIND.png).")
+    flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder or TFDS data dir (test images).")
+    flags.DEFINE_integer("seed", 0, "Seeds z ~ N(0, I), binarization and the choice of test images.")
+    flags.DEFINE_integer("grid_size", 8, "Rows and columns of sample and manifold grids.", lower_bound=2,
+                         upper_bound=32)
+    flags.DEFINE_integer("scatter_examples", 5000, "Test examples in the latent scatter.", lower_bound=10)
+    flags.register_validator(
+        "kinds", lambda kinds: all(k in PLOT_KINDS + ("all",) for k in kinds),
+        message=f"--kinds must be 'all' or a comma-separated subset of {','.join(PLOT_KINDS)}")
+    _quiet_absl_logging()
+
+
+@dataclasses.dataclass(frozen=True)
+class PlotConfig:
+    saved_model: str
+    model_dir: str
+    kinds: tuple
+    output_dir: str
+    data_dir: str
+    seed: int
+    grid_size: int
+    scatter_examples: int
+
+
+def plot_config_from_flags():
+    values = {field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(PlotConfig)}
+    values["kinds"] = tuple(values["kinds"])
+    return PlotConfig(**values)
+
+
+def define_export_flags():
+    """Defines the flags of `scripts/export.py`."""
+    flags.DEFINE_string("model_dir", None, "A run folder of train.py; its latest checkpoint is exported.",
+                        required=True)
+    flags.DEFINE_string("export_dir", None, "Where the SavedModel goes. Default: the run's --export_dir.")
+    _quiet_absl_logging()
+
+
+def run_config_from_flagfile(path):
+    """Reads the `flags.txt` a run wrote (see `to_flagfile`) back into its RunConfig, without touching FLAGS.
+
+    Raises:
+      ValueError: the file is missing or holds a flag RunConfig does not know.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file; --model_dir must be a run folder written by train.py")
+    fields = {field.name: field for field in dataclasses.fields(RunConfig)}
+    values = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line.startswith("--"):
+                continue
+            name, has_value, text = line[2:].partition("=")
+            if not has_value:
+                value = not name.startswith("no") or name in fields
+                name = name if name in fields else name[2:]
+            if name not in fields:
+                raise ValueError(f"{path}: unknown flag --{name}; was it written by another tfvae version?")
+            if has_value:
+                default = fields[name].default
+                if isinstance(default, tuple):
+                    value = tuple(int(v) for v in text.split(",") if v)
+                elif isinstance(default, bool):
+                    value = text.lower() in ("1", "true")
+                elif isinstance(default, (int, float)):
+                    value = type(default)(text)
+                else:
+                    value = text
+            values[name] = value
+    return RunConfig(**values)
 
 
 def _quiet_absl_logging():
@@ -197,7 +527,9 @@ def config_from_flags():
     values.update(
         name=name,
         hidden_sizes=tuple(int(s) for s in FLAGS.hidden_sizes),
+        conv_filters=tuple(int(s) for s in FLAGS.conv_filters),
         likelihood=FLAGS.likelihood or DEFAULT_LIKELIHOOD.get(FLAGS.model, "bernoulli"),
+        adam=FLAGS.adam or DEFAULT_ADAM.get(FLAGS.model, "keras"),
         model_dir=FLAGS.model_dir or os.path.join("runs", name),
         export_dir=FLAGS.export_dir or os.path.join("saved_models", name))
     if FLAGS.corruption_strength is None:  # The kind's default, written out so the run's flagfile shows it.
@@ -210,7 +542,7 @@ def to_flagfile(cfg):
     lines = []
     for field in dataclasses.fields(cfg):
         value = getattr(cfg, field.name)
-        if field.name in ("resume", "overwrite"):
+        if field.name in ("resume", "overwrite", "init_from", "init_from_tf1"):
             continue  # How a run was started, not what it is.
         if isinstance(value, bool):
             lines.append(f"--{'' if value else 'no'}{field.name}")

@@ -6,7 +6,7 @@ import shutil
 
 import tensorflow as tf
 
-from tfvae import artifacts
+from tfvae import artifacts, compat
 
 METADATA_FILE = "tfvae.json"
 FORMAT_VERSION = 1
@@ -19,9 +19,16 @@ class ExportError(ValueError):
 class _ServingModule(tf.Module):
     """Holds the model's variables and its signatures; nothing of tfvae is needed to load it."""
 
-    def __init__(self, model, input_shape):
+    def __init__(self, model, input_shape, optimizer=None):
         super().__init__()
         self.model = model
+        # Keras 3 exports each weight twice: the functions read its tf.Variable, while the TF1 Saver in the
+        # MetaGraph restores only a copy. Tracking the tf.Variables too makes the Saver restore what the functions
+        # read, so TF1's `saved_model.loader.load(sess, ...)` serves this export.
+        self.tf1_variables = compat.backing_tf_variables(model)
+        if optimizer is not None:
+            # Tracked beside `model`, so tf.train.Checkpoint(model=, optimizer=) reads both from variables/.
+            self.optimizer = optimizer
         conditional = getattr(model, "num_classes", 0) > 0
         x_spec = tf.TensorSpec([None, *input_shape], tf.float32, name="input")
         z_spec = tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")
@@ -76,11 +83,19 @@ class _ServingModule(tf.Module):
         }
 
 
+def make_serving_functions(model, input_shape):
+    """The export's signatures as live tf.functions of `model` ({"encode": ..., ...}), without saving anything.
+
+    Evaluating a checkpoint through these gives exactly what its SavedModel would.
+    """
+    return _ServingModule(model, input_shape).signatures()
+
+
 def is_tfvae_export(path):
     return os.path.isfile(os.path.join(path, METADATA_FILE))
 
 
-def export_saved_model(model, export_dir, metadata, extra_json=None):
+def export_saved_model(model, export_dir, metadata, extra_json=None, optimizer=None):
     """Writes `model` as a SavedModel to `export_dir`, atomically, with `metadata` in `tfvae.json` beside it.
 
     Args:
@@ -88,6 +103,7 @@ def export_saved_model(model, export_dir, metadata, extra_json=None):
       export_dir: destination; an existing tfvae export there is replaced, any other non-empty folder refused.
       metadata: JSON-able dict; must hold "input_shape" (without batch) and "image_shape" (H, W, C).
       extra_json: optional {file name: JSON-able object} written into the export too (e.g. metrics.json).
+      optimizer: optional optimizer whose state is saved too, so `train.py --init_from=EXPORT` continues it.
 
     Returns:
       The absolute export path.
@@ -96,7 +112,7 @@ def export_saved_model(model, export_dir, metadata, extra_json=None):
             not os.path.isdir(export_dir) or os.listdir(export_dir)):
         raise ExportError(f"--export_dir={export_dir} exists and is not a tfvae export; "
                           f"remove it or choose another --export_dir")
-    module = _ServingModule(model, metadata["input_shape"])
+    module = _ServingModule(model, metadata["input_shape"], optimizer)
     tmp_dir = artifacts.make_temp_dir_beside(export_dir)
     try:
         tf.saved_model.save(module, tmp_dir, signatures=module.signatures())

@@ -4,13 +4,14 @@ import dataclasses
 import os
 import shutil
 import sys
+import tempfile
 import time
 
 from tfvae.compat import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvae import artifacts, config, export, visualization
+from tfvae import artifacts, config, distribute, export, optimizers, summaries, visualization
 
 GRID_ROWS = GRID_COLS = 4
 
@@ -24,8 +25,13 @@ def prepare_model_dir(cfg):
 
 
 def make_optimizer(cfg):
-    # TF1's AdamOptimizer and Keras' Adam share the update rule; only the default epsilon differs (1e-8 vs 1e-7).
-    return keras.optimizers.Adam(learning_rate=cfg.learning_rate, epsilon=cfg.adam_epsilon)
+    # TF1's AdamOptimizer and Keras' Adam share the update rule; the default epsilon differs (1e-8 vs 1e-7), and
+    # so does the rounding, which cfg.adam="tf1" matches (tfvae.optimizers.TF1Adam).
+    optimizer = optimizers.make_adam(cfg.learning_rate, cfg.adam_epsilon, cfg.adam)
+    if cfg.mixed_precision == "mixed_float16":
+        # float16 gradients underflow without loss scaling; bfloat16 has float32's range and needs none.
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
 
 
 class EpochLine(keras.callbacks.Callback):
@@ -88,6 +94,46 @@ class CheckpointEachEpoch(keras.callbacks.Callback):
         self.manager.save(checkpoint_number=epoch + 1)
 
 
+def kl_warmup_weight(epoch, warmup_epochs):
+    """The KL weight (times beta) after `epoch` epochs (fractional) of a linear warm-up over `warmup_epochs`."""
+    return min(1.0, epoch / warmup_epochs) if warmup_epochs > 0 else 1.0
+
+
+class KLWarmup(keras.callbacks.Callback):
+    """Sets `model.kl_weight` before each train step from the linear schedule; validation and test use weight 1.
+
+    Driven by the epoch and step Keras reports, so a resumed run continues the schedule where it stopped.
+    """
+
+    def __init__(self, warmup_epochs):
+        super().__init__()
+        self.warmup_epochs = warmup_epochs
+        self._epoch = 0
+        self._train_weight = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        steps = self.params.get("steps") or 1
+        self._train_weight = kl_warmup_weight(self._epoch + batch / steps, self.warmup_epochs)
+        self.model.kl_weight.assign(self._train_weight)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["kl_weight"] = self._train_weight
+
+    # Validation inside fit reports the objective the run is heading for, comparable across epochs.
+    def on_test_begin(self, logs=None):
+        self.model.kl_weight.assign(1.0)
+
+    def on_test_end(self, logs=None):
+        self.model.kl_weight.assign(self._train_weight)
+
+    def on_train_end(self, logs=None):
+        self.model.kl_weight.assign(1.0)
+
+
 def make_checkpoint_manager(model, cfg):
     """Returns (manager, epoch variable) tracking model, optimizer and epoch under `model_dir/checkpoints`."""
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -129,8 +175,12 @@ def train(model, datasets, cfg):
     manager, epoch_variable = make_checkpoint_manager(model, cfg)
     if cfg.resume and manager.latest_checkpoint:
         manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        print(f"Resuming from {manager.latest_checkpoint} at epoch {int(epoch_variable) + 1}", flush=True)
-    initial_epoch = int(epoch_variable)
+        print(f"Resuming from {manager.latest_checkpoint} at epoch {int(epoch_variable.numpy()) + 1}", flush=True)
+    elif cfg.init_from or cfg.init_from_tf1:
+        from tfvae import legacy
+
+        print(legacy.initialize_model(model, init_from=cfg.init_from, init_from_tf1=cfg.init_from_tf1), flush=True)
+    initial_epoch = int(epoch_variable.numpy())
 
     examples_per_epoch = (len(datasets.arrays.train_images) // cfg.batch_size) * cfg.batch_size
     epoch_line = EpochLine(examples_per_epoch)
@@ -139,9 +189,12 @@ def train(model, datasets, cfg):
         keras.callbacks.TensorBoard(log_dir=cfg.model_dir, write_graph=False, profile_batch=0),
         CheckpointEachEpoch(manager, epoch_variable),
     ]
+    if cfg.kl_warmup_epochs:
+        callbacks.insert(0, KLWarmup(cfg.kl_warmup_epochs))
     if cfg.image_summaries:
         callbacks.append(ImageSummaries(os.path.join(cfg.model_dir, "images"), datasets.image_shape,
                                         datasets.preview, cfg.seed))
+    callbacks += summaries.make_callbacks(cfg, datasets)  # KL histograms, active units, HParams.
     start = time.perf_counter()
     history = model.fit(
         datasets.train,
@@ -155,6 +208,10 @@ def train(model, datasets, cfg):
     train_seconds = time.perf_counter() - start
     test_metrics = model.evaluate(datasets.test, verbose=0, return_dict=True)
     print("Test " + " ".join(f"{k}: {v:.4f}" for k, v in test_metrics.items()), flush=True)
+    summaries.write_test_metrics(cfg.model_dir, test_metrics, step=cfg.epochs)
+    if cfg.image_summaries:
+        summaries.write_projector(os.path.join(cfg.model_dir, summaries.PROJECTOR_DIR), model, datasets.test,
+                                  *datasets.arrays.split("test"))
     metrics = {
         "history": {k: [float(v) for v in values] for k, values in history.history.items()},
         "epochs_run": list(range(initial_epoch + 1, cfg.epochs + 1)),
@@ -172,13 +229,29 @@ def run(cfg):
     from tfvae import corruption, data  # Local import keeps `--help` fast.
     from tfvae.models import build_model
 
+    if cfg.cpu_devices > 1:
+        distribute.split_cpu(cfg.cpu_devices)
+    if cfg.mixed_precision != "none":
+        keras.mixed_precision.set_global_policy(cfg.mixed_precision)
+    strategy = distribute.make_strategy(cfg.strategy, cfg.tpu)
+    chief = distribute.is_chief(strategy)
     keras.utils.set_random_seed(cfg.seed)
-    corrupt_fn = corruption.make_corrupt_fn(cfg.corruption, cfg.corruption_strength, data.DATASET_SHAPES[cfg.dataset])
+    corrupt_fn = corruption.make_corrupt_fn(cfg.corruption, cfg.corruption_strength,
+                                            data.DATASET_SHAPES[cfg.dataset])
     datasets = data.make_datasets(cfg, corrupt_fn=corrupt_fn)
-    prepare_model_dir(cfg)
-    model = build_model(cfg, datasets.image_shape)
-    metrics = train(model, datasets, cfg)
-    path = export.export_saved_model(model, cfg.export_dir, export_metadata(cfg, datasets.image_shape, model),
-                                     extra_json={"metrics.json": metrics})
-    print(f"Exported SavedModel to {path}", flush=True)
+    # Every worker takes part in saving (it can involve collectives); only the chief's files are kept.
+    run_cfg = cfg if chief else dataclasses.replace(cfg, model_dir=tempfile.mkdtemp(prefix="tfvae-worker-"))
+    try:
+        prepare_model_dir(run_cfg)
+        with strategy.scope():
+            model = build_model(cfg, datasets.image_shape)
+            metrics = train(model, datasets, run_cfg)
+        export_dir = cfg.export_dir if chief else os.path.join(run_cfg.model_dir, "export")
+        path = export.export_saved_model(model, export_dir, export_metadata(cfg, datasets.image_shape, model),
+                                         extra_json={"metrics.json": metrics})
+    finally:
+        if not chief:
+            shutil.rmtree(run_cfg.model_dir, ignore_errors=True)
+    if chief:
+        print(f"Exported SavedModel to {path}", flush=True)
     return metrics

@@ -1,9 +1,13 @@
-"""Pictures of a VAE: sample grids and originals above reconstructions, as arrays and titled PNG files."""
+"""Pictures of a VAE: sample grids, reconstructions, latent manifold and scatter, interpolations and loss curves,
+as arrays and titled PNG files."""
+
+from statistics import NormalDist
 
 import matplotlib
 
 matplotlib.use("Agg")  # Files only; no display is needed or assumed.
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tfvae import artifacts  # noqa: E402
@@ -42,3 +46,128 @@ def save_grid_png(path, images, rows, cols, title, row_labels=None):
     fig.tight_layout()
     artifacts.write_bytes_with(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"), suffix=".png")
     plt.close(fig)
+
+
+def _save_figure(fig, path):
+    artifacts.write_bytes_with(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"), suffix=".png")
+    plt.close(fig)
+
+
+def _show_grid(ax, grid):
+    ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0.0, vmax=1.0,
+              interpolation="nearest")
+
+
+def gaussian_quantile_grid(grid_size, low=0.05, high=0.95):
+    """Grid of 2-D latent points at equally spaced quantiles of N(0, 1) on each axis, as Kingma & Welling's Fig. 4.
+
+    Returns:
+      (z float32 `[grid_size**2, 2]` in row-major order, top row = largest z[1]; values `[grid_size]` per axis).
+    """
+    quantiles = np.linspace(low, high, grid_size)
+    values = np.array([NormalDist().inv_cdf(q) for q in quantiles], np.float32)
+    z1, z0 = np.meshgrid(values[::-1], values, indexing="ij")
+    return np.stack([z0.ravel(), z1.ravel()], axis=1), values
+
+
+def save_manifold_png(path, images, values, title):
+    """Saves images decoded over `gaussian_quantile_grid` with the z values on the axes.
+
+    Args:
+      images: `[G*G, H, W, C]` in [0, 1], row-major, top row = largest z[1].
+      values: `[G]` z values of the grid columns (and, reversed, rows).
+    """
+    grid_size = len(values)
+    height, width = images.shape[1:3]
+    grid = tile_images(images, grid_size, grid_size)
+    fig, ax = plt.subplots(figsize=(max(4.0, grid_size * 0.6), max(4.0, grid_size * 0.6 + 0.4)), dpi=100)
+    _show_grid(ax, grid)
+    ticks = np.arange(grid_size)
+    names = [f"{round(float(v), 2) + 0.0:.2f}" for v in values]  # + 0.0 turns -0.00 into 0.00
+    ax.set_xticks(ticks * (width + 1) + width / 2, names, fontsize=7, rotation=90)
+    ax.set_yticks(ticks * (height + 1) + height / 2, names[::-1], fontsize=7)
+    ax.set_xlabel("z[0] (Gaussian quantiles)")
+    ax.set_ylabel("z[1] (Gaussian quantiles)")
+    ax.set_title(title, fontsize=10)
+    _save_figure(fig, path)
+
+
+def project_2d(z):
+    """`[n, L]` -> (`[n, 2]`, axis names): z itself when L <= 2, else its first two principal components (PCA)."""
+    z = np.asarray(z, np.float64)
+    if z.shape[1] == 1:
+        return np.concatenate([z, np.zeros_like(z)], axis=1), ["z[0]", "(none)"]
+    if z.shape[1] == 2:
+        return z, ["z[0]", "z[1]"]
+    centered = z - z.mean(axis=0)
+    _, singular_values, components = np.linalg.svd(centered, full_matrices=False)
+    explained = np.square(singular_values) / np.square(singular_values).sum()
+    return centered @ components[:2].T, [f"PC{i + 1} of z_mean ({100 * explained[i]:.0f}% of variance)"
+                                         for i in range(2)]
+
+
+def save_latent_scatter_png(path, z_mean, labels, title):
+    """Scatter of `z_mean` `[n, L]` coloured by integer `labels` `[n]` (PCA to 2-D when L > 2), with a legend."""
+    points, axis_names = project_2d(z_mean)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=100)
+    cmap = plt.get_cmap("tab10")
+    for label in np.unique(labels):
+        mask = labels == label
+        ax.scatter(points[mask, 0], points[mask, 1], s=4, alpha=0.6, color=cmap(int(label) % 10), label=str(label))
+    ax.legend(title="label", markerscale=3, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.set_xlabel(axis_names[0])
+    ax.set_ylabel(axis_names[1])
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    _save_figure(fig, path)
+
+
+def save_interpolation_png(path, rows, title):
+    """Saves interpolation rows: each `[steps + 2, H, W, C]` is original A, decoded steps, original B."""
+    steps = len(rows[0])
+    images = np.concatenate(rows)
+    grid = tile_images(images, len(rows), steps)
+    height, width = images.shape[1:3]
+    fig, ax = plt.subplots(figsize=(max(5.0, steps * 0.7), max(2.0, len(rows) * 0.8 + 0.6)), dpi=100)
+    _show_grid(ax, grid)
+    fractions = np.linspace(0.0, 1.0, steps - 2)
+    ax.set_xticks(np.arange(steps) * (width + 1) + width / 2,
+                  ["A"] + [f"{t:.2f}" for t in fractions] + ["B"], fontsize=7)
+    ax.set_xlabel("original A | decoded (1 - t) z_A + t z_B, t = | original B")
+    ax.set_yticks([r * (height + 1) + height / 2 for r in range(len(rows))], [f"pair {r + 1}" for r in
+                                                                               range(len(rows))], fontsize=7)
+    ax.set_title(title, fontsize=10)
+    _save_figure(fig, path)
+
+
+def save_loss_curves_png(path, history, title, units="nats per example"):
+    """Plots per-epoch curves of `history` ({"loss": [...], "val_loss": [...], "kl": [...], ...}; None = not logged).
+
+    One panel per quantity (loss, reconstruction, kl, then any other), training solid and validation dashed.
+    """
+    names = [k for k in ("loss", "reconstruction", "kl") if k in history]
+    names += sorted(k for k in history if not k.startswith("val_") and k not in names
+                    and k in ("grad_norm", "learning_rate", "examples_per_second"))
+    if not names:
+        raise ValueError("the run's history has no loss values to plot")
+    cols = min(3, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.4 * rows), dpi=100, squeeze=False)
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    for ax, name in zip(axes.ravel(), names):
+        for key, style, label in ((name, "-", "train"), (f"val_{name}", "--", "validation")):
+            values = history.get(key)
+            if values:
+                values = np.array([np.nan if v is None else v for v in values], np.float64)
+                epochs = np.arange(1, len(values) + 1)
+                ax.plot(epochs, values, style, marker="o" if len(values) < 20 else None, markersize=3, label=label)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(units if name in ("loss", "reconstruction", "kl") else name)
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save_figure(fig, path)

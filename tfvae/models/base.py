@@ -3,7 +3,9 @@
 from tfvae.compat import keras
 import tensorflow as tf
 
-from tfvae import losses
+from tfvae import compat, losses
+
+RNG_STATE_KEY = "seed_generator_state"
 
 
 @keras.saving.register_keras_serializable("tfvae")
@@ -15,7 +17,7 @@ class VAE(keras.Model):
     `train_step` and `test_step` report per-example means of `loss`, `reconstruction` (-log p(x|z)) and `kl`.
     """
 
-    def __init__(self, encoder, decoder, likelihood, latent_dim, beta=1.0, seed=None, **kwargs):
+    def __init__(self, encoder, decoder, likelihood, latent_dim, beta=1.0, seed=None, free_bits=0.0, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
@@ -23,29 +25,35 @@ class VAE(keras.Model):
         self.latent_dim = latent_dim
         self.beta = beta
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.free_bits = free_bits
+        # Multiplies beta; the KL warm-up callback (training.KLWarmup) moves it from 0 to 1, otherwise it stays 1.
+        self.kl_weight = self.add_weight(name="kl_weight", shape=(), initializer="ones", trainable=False)
+        self.seed_generator = compat.SeedGenerator(seed)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
+        # Training only: the global L2 norm of the gradients, to watch for explosions and plateaus.
+        self.grad_norm_tracker = keras.metrics.Mean(name="grad_norm")
 
     @property
     def metrics(self):
         # Listed here so Keras resets them each epoch and reports them under these names.
-        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker]
+        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker, self.grad_norm_tracker]
 
     def encode(self, x, label=None, training=False):
         """x `[batch, ...]` in [0, 1] -> (z_mean, z_logvar), each `[batch, latent_dim]`."""
-        params = self.encoder(x, training=training)
+        # float32 whatever the layers compute in (mixed precision): the loss and the signatures are float32.
+        params = tf.cast(self.encoder(x, training=training), tf.float32)
         z_mean, z_logvar = tf.split(params, 2, axis=-1)
         return z_mean, z_logvar
 
     def decode(self, z, label=None, training=False):
         """z `[batch, latent_dim]` -> logits of p(x|z), `[batch, ...]` shaped like x."""
-        return self.decoder(z, training=training)
+        return tf.cast(self.decoder(z, training=training), tf.float32)
 
     def sample_z(self, z_mean, z_logvar):
         """Reparameterised sample z = mean + sigma * eps, eps from the model's seeded RNG."""
-        eps = keras.random.normal(tf.shape(z_mean), seed=self.seed_generator, dtype=z_mean.dtype)
+        eps = compat.random_normal(tf.shape(z_mean), self.seed_generator, dtype=z_mean.dtype)
         return z_mean + tf.exp(0.5 * z_logvar) * eps
 
     def call(self, inputs, training=False):
@@ -55,24 +63,34 @@ class VAE(keras.Model):
         return self.likelihood(self.decode(z_mean, label, training=training))
 
     def compute_terms(self, batch, training=False):
-        """Per-example ELBO terms of a batch, each `[batch]`: reconstruction = -log p(x|z), kl (nats)."""
+        """Per-example ELBO terms of a batch, in nats.
+
+        Returns:
+          {"reconstruction": -log p(x|z) `[batch]`, "kl": `[batch]`, "kl_per_dimension": `[batch, latent_dim]`}.
+        """
         label = batch.get("label")
         z_mean, z_logvar = self.encode(batch["input"], label, training=training)
         z = self.sample_z(z_mean, z_logvar)
         logits = self.decode(z, label, training=training)
         log_px_z = self.likelihood.log_prob(tf.cast(batch["target"], logits.dtype), logits)
-        return {"reconstruction": tf.cast(-log_px_z, tf.float32),
-                "kl": tf.cast(losses.kl_standard_normal(z_mean, z_logvar), tf.float32)}
+        kl_per_dimension = tf.cast(losses.kl_per_dimension(z_mean, z_logvar), tf.float32)
+        return {"reconstruction": tf.cast(-log_px_z, tf.float32), "kl": tf.reduce_sum(kl_per_dimension, axis=-1),
+                "kl_per_dimension": kl_per_dimension}
 
     def objective(self, terms):
-        """Per-example loss to minimise from `compute_terms`; the hook for KL weights and other bounds."""
-        return terms["reconstruction"] + self.beta * terms["kl"]
+        """Per-example loss `[batch]` from `compute_terms`; the hook for other bounds.
+
+        reconstruction + beta * kl_weight * KL, where kl_weight is the warm-up factor (1 without warm-up) and the KL
+        counts at least `free_bits` nats per dimension when `free_bits` > 0.
+        """
+        kl = losses.free_bits_kl(terms["kl_per_dimension"], self.free_bits) if self.free_bits else terms["kl"]
+        return terms["reconstruction"] + self.beta * tf.cast(self.kl_weight, kl.dtype) * kl
 
     def _update_trackers(self, terms, loss):
         self.loss_tracker.update_state(loss)
         self.reconstruction_tracker.update_state(terms["reconstruction"])
         self.kl_tracker.update_state(terms["kl"])
-        return {m.name: m.result() for m in self.metrics}
+        return {m.name: m.result() for m in (self.loss_tracker, self.reconstruction_tracker, self.kl_tracker)}
 
     def train_step(self, batch):
         with tf.GradientTape() as tape:
@@ -80,14 +98,27 @@ class VAE(keras.Model):
             loss = self.objective(terms)
             # Gradients are summed over replicas, so each replica contributes its share of the global mean.
             replica_loss = tf.reduce_mean(loss) / tf.distribute.get_strategy().num_replicas_in_sync
-            scaled_loss = self.optimizer.scale_loss(replica_loss)
+            scaled_loss = compat.scale_loss(self.optimizer, replica_loss)
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
-        return self._update_trackers(terms, loss)
+        compat.apply_gradients(self.optimizer, gradients, self.trainable_variables)
+        # Unscaled by the loss scale (mixed precision), so the norm is that of d(loss)/d(weights).
+        loss_scale = tf.math.divide_no_nan(tf.cast(scaled_loss, tf.float32), tf.cast(replica_loss, tf.float32))
+        self.grad_norm_tracker.update_state(tf.math.divide_no_nan(tf.linalg.global_norm(gradients), loss_scale))
+        return {**self._update_trackers(terms, loss), "grad_norm": self.grad_norm_tracker.result()}
 
     def test_step(self, batch):
         terms = self.compute_terms(batch, training=False)
         return self._update_trackers(terms, self.objective(terms))
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        # The .keras format leaves out the sampling RNG; saved, a reloaded model draws the eps the original would.
+        store[RNG_STATE_KEY] = self.seed_generator.state.numpy()
+
+    def load_own_variables(self, store):
+        if RNG_STATE_KEY in store.keys():
+            self.seed_generator.state.assign(store[RNG_STATE_KEY])
+        super().load_own_variables({key: store[key] for key in store.keys() if key != RNG_STATE_KEY})
 
     def get_config(self):
         return {
@@ -98,6 +129,7 @@ class VAE(keras.Model):
             "latent_dim": self.latent_dim,
             "beta": self.beta,
             "seed": self.seed,
+            "free_bits": self.free_bits,
         }
 
     @classmethod

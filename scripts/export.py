@@ -1,0 +1,29 @@
+"""Exports the latest checkpoint of a run as a SavedModel (weights only), e.g. after stopping a long training.
+
+    python scripts/export.py --model_dir=runs/mnist_best --export_dir=saved_models/mnist_best
+"""
+
+import sys
+
+from absl import app
+
+from tfvae import config
+
+config.define_export_flags()
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; every setting is a --flag")
+    from tfvae import export, restore
+
+    try:
+        path = restore.export_checkpoint(config.FLAGS.model_dir, config.FLAGS.export_dir)
+    except (export.ExportError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(f"Exported SavedModel to {path}")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=config.parse_flags_or_exit)

@@ -1,0 +1,33 @@
+"""Converts a tfvae SavedModel's encode and decode signatures to LiteRT (TFLite) and checks them against it.
+
+    python scripts/export_tflite.py --saved_model=saved_models/tf1_tutorial --output=model.tflite [--quantize=dynamic]
+"""
+
+import sys
+
+from absl import app
+
+from tfvae import config
+
+config.define_export_tflite_flags()
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; every setting is a --flag")
+    from tfvae import export, lite
+
+    cfg = config.export_tflite_config_from_flags()
+    try:
+        differences, size = lite.export_tflite(cfg.saved_model, cfg.output, cfg.quantize, cfg.check_examples)
+    except export.ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    for name, outputs in differences.items():
+        for key, diff in outputs.items():
+            print(f"{name}/{key}: max |LiteRT - SavedModel| = {diff:.3g} on {cfg.check_examples} inputs")
+    print(f"Wrote {cfg.output} ({size} bytes, {cfg.quantize} quantization)")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=config.parse_flags_or_exit)

@@ -1,0 +1,38 @@
+"""Imports a TF1 tutorial VAE (Saver checkpoint or SavedModel) as a tfvae SavedModel.
+
+    python scripts/import_tf1.py --source=PATH/model.ckpt --export_dir=saved_models/NAME [--with_optimizer]
+    python scripts/import_tf1.py --source=PATH/tf1_saved_model --export_dir=saved_models/NAME \
+        --variable_map=map.json
+"""
+
+import sys
+
+from absl import app
+
+from tfvae import config
+
+config.define_import_tf1_flags()
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; every setting is a --flag")
+    from tfvae import export, legacy
+
+    cfg = config.import_config_from_flags()
+    try:
+        source = legacy.open_source(cfg.source)
+        print(f"{cfg.source}: {len(source.variables)} variables\n{legacy.format_variables(source)}")
+        path, report = legacy.import_tf1(cfg.source, cfg.export_dir, cfg.variable_map, cfg.with_optimizer,
+                                         cfg.dataset, cfg.learning_rate, cfg.adam_epsilon)
+    except (legacy.TF1ImportError, export.ExportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    print("Mapped:\n" + "\n".join(f"  {name} -> {path}" for path, name in report["variable_map"].items()))
+    if cfg.with_optimizer:
+        print(f"Adam state carried over at step {report['adam_step']}")
+    print(f"Exported SavedModel to {path}")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=config.parse_flags_or_exit)

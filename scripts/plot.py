@@ -1,0 +1,35 @@
+"""Draws a trained VAE: samples, reconstructions, 2-D manifold, latent scatter, interpolations, loss curves, class
+grid (conditional models), one PNG per kind.
+
+    python scripts/plot.py --saved_model=saved_models/mnist_best --data_dir=PATH/MNIST_data --output_dir=plots
+    python scripts/plot.py --model_dir=runs/mnist_best --kinds=loss_curves,latent_scatter
+"""
+
+import sys
+
+from absl import app
+
+from tfvae import config
+
+config.define_plot_flags()
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; every setting is a --flag")
+    from tfvae import data, export, plots, restore
+
+    cfg = config.plot_config_from_flags()
+    try:
+        loaded = restore.load(cfg.saved_model, cfg.model_dir)
+        written = plots.run(loaded, cfg.kinds, cfg.output_dir, cfg.data_dir, cfg.seed, cfg.grid_size,
+                            cfg.scatter_examples)
+    except (export.ExportError, data.DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    for kind, path in written.items():
+        print(f"Wrote {path} ({kind})")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=config.parse_flags_or_exit)

@@ -1,0 +1,205 @@
+"""evaluate.py against closed forms (a linear-Gaussian model's exact log-likelihood), checkpoint vs export, errors."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import run_script
+from tfvae import data, evaluation, export, losses, restore
+from tfvae.compat import keras
+from tfvae.models import likelihoods
+from tfvae.models.base import VAE
+
+LATENT_DIM = 3
+NUM_EXAMPLES = 200
+
+
+@keras.saving.register_keras_serializable("tfvae_test")
+class IdentityMeanGaussian(likelihoods.Likelihood):
+    """N(x; decoder output, s^2 I): with a linear decoder, p(x) = N(b, W W^T + s^2 I) in closed form."""
+
+    def __init__(self, stddev, **kwargs):
+        super().__init__(**kwargs)
+        self.stddev = stddev
+
+    def call(self, logits):
+        return logits
+
+    def log_prob(self, x, logits):
+        return losses.gaussian_log_prob(x, logits, tf.fill(tf.shape(logits), 2.0 * math.log(self.stddev)))
+
+
+def _dense(units, kernel, bias):
+    layer = keras.layers.Dense(units)
+    layer.build((None, kernel.shape[0]))
+    layer.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
+    return layer
+
+
+@pytest.fixture(scope="module")
+def linear_gaussian(tmp_path_factory, mnist_dir):
+    """Probabilistic PCA of MNIST as a tfvae export, with a deliberately imperfect (too wide, shrunk) encoder.
+
+    Returns (export dir, exact log p(x) `[NUM_EXAMPLES]` of the first test images, closed-form E_q log p(x|z)).
+    """
+    train = data.load_idx_split(mnist_dir, "train")[0][:3000].reshape(3000, -1) / 255.0
+    test = data.load_idx_split(mnist_dir, "test")[0][:NUM_EXAMPLES].reshape(NUM_EXAMPLES, -1) / 255.0
+    b = train.mean(axis=0)
+    eigenvalues, eigenvectors = np.linalg.eigh(np.cov(train, rowvar=False))
+    order = np.argsort(eigenvalues)[::-1]
+    stddev = 0.25
+    u = eigenvectors[:, order[:LATENT_DIM]]  # [784, L], orthonormal columns: the posterior is diagonal.
+    c = np.sqrt(np.maximum(eigenvalues[order[:LATENT_DIM]] - stddev ** 2, 1e-3))
+    w = u * c  # x = W z + b + N(0, s^2 I)
+    posterior_var = 1.0 / (1.0 + c ** 2 / stddev ** 2)
+    # q(z|x): 0.9 x the posterior mean and twice its variance, so the ELBO is strictly below log p(x).
+    encoder_kernel = np.concatenate([0.9 * (w * posterior_var / stddev ** 2), np.zeros_like(w)], axis=1)
+    encoder_bias = np.concatenate([-(0.9 * (w * posterior_var / stddev ** 2)).T @ b,
+                                   np.log(2.0 * posterior_var)])
+    encoder = keras.Sequential([keras.Input((784,)), _dense(2 * LATENT_DIM, encoder_kernel, encoder_bias)])
+    decoder = keras.Sequential([keras.Input((LATENT_DIM,)), _dense(784, w.T, b)])
+    model = VAE(encoder, decoder, IdentityMeanGaussian(stddev), LATENT_DIM, seed=0)
+    model(np.zeros((1, 784), np.float32))
+    path = str(tmp_path_factory.mktemp("linear") / "export")
+    metadata = {"model": "linear_gaussian", "input_shape": [784], "image_shape": [28, 28, 1],
+                "latent_dim": LATENT_DIM, "likelihood": "gaussian", "likelihood_is_density": True,
+                "binarize": "none", "dataset": "mnist", "num_classes": 0, "config": {"validation_size": 0}}
+    export.export_saved_model(model, path, metadata)
+
+    covariance = w @ w.T + stddev ** 2 * np.eye(784)
+    _, logdet = np.linalg.slogdet(covariance)
+    centered = test - b
+    mahalanobis = np.einsum("nd,nd->n", centered, np.linalg.solve(covariance, centered.T).T)
+    exact_log_px = -0.5 * (784 * math.log(2 * math.pi) + logdet + mahalanobis)
+    # E_q log N(x; W z + b, s^2 I) = log N(x; W m + b, s^2 I) - sum_j c_j^2 v_j / (2 s^2).
+    m = (centered @ (0.9 * w * posterior_var / stddev ** 2))
+    residual = test - (m @ w.T + b)
+    expected_log_px_z = (-0.5 * (784 * math.log(2 * math.pi * stddev ** 2) + (residual ** 2).sum(1) / stddev ** 2)
+                         - (c ** 2 * 2 * posterior_var).sum() / (2 * stddev ** 2))
+    return path, exact_log_px, expected_log_px_z
+
+
+def test_importance_sampled_nll_matches_the_exact_linear_gaussian_likelihood(linear_gaussian, mnist_dir, tmp_path):
+    path, exact_log_px, expected_log_px_z = linear_gaussian
+    output = tmp_path / "evaluation.json"
+    result = run_script("evaluate.py", f"--saved_model={path}", f"--data_dir={mnist_dir}",
+                        f"--num_examples={NUM_EXAMPLES}", "--num_importance_samples=1000", "--batch_size=50",
+                        "--samples_per_batch=250", f"--output={output}")
+    assert result.returncode == 0, result.stderr
+    assert "NLL (K=1000)" in result.stdout
+    results = json.loads(output.read_text())
+    exact_nll = -exact_log_px.mean()
+    assert abs(results["nll"] - exact_nll) < 0.1, (results["nll"], exact_nll)
+    assert abs(results["reconstruction"] + expected_log_px_z.mean()) < 0.1
+    # The encoder is off on purpose: the bound is loose by more than the sampling error, yet K samples close it.
+    assert results["negative_elbo"] > exact_nll + 0.3
+    assert results["nll"] <= results["negative_elbo"]
+    assert results["num_examples"] == NUM_EXAMPLES and results["binarize"] == "none"
+    assert "gray levels" in results["protocol"]["data"] and "continuous density" in results["protocol"]["nll"]
+    assert results["bits_per_dim"] == pytest.approx(results["nll"] / (784 * math.log(2)))
+    assert results["active_units"] == LATENT_DIM and len(results["kl_per_dimension"]) == LATENT_DIM
+    assert sum(results["kl_per_dimension"]) == pytest.approx(results["kl"])
+
+
+def test_a_checkpoint_and_its_export_give_the_same_numbers(tiny_run, mnist_dir, tmp_path):
+    run_dir, export_dir = tiny_run
+    outputs = {}
+    for flag in (f"--saved_model={export_dir}", f"--model_dir={run_dir}"):
+        output = tmp_path / f"{flag.split('=')[0][2:]}.json"
+        result = run_script("evaluate.py", flag, f"--data_dir={mnist_dir}", "--num_examples=300",
+                            "--num_importance_samples=64", "--samples_per_batch=16", "--split=validation",
+                            f"--output={output}")
+        assert result.returncode == 0, result.stderr
+        outputs[flag] = json.loads(output.read_text())
+    from_export, from_checkpoint = outputs.values()
+    for key in ("negative_elbo", "reconstruction", "kl", "nll", "bits_per_dim", "active_units"):
+        assert from_checkpoint[key] == pytest.approx(from_export[key], rel=1e-5), key
+    assert from_export["nll"] <= from_export["negative_elbo"]
+    assert 60 < from_export["nll"] < 400  # nats per binarized MNIST digit after one short epoch
+    assert from_export["binarize"] == "dynamic" and "dynamically binarized" in from_export["protocol"]["data"]
+
+
+def test_protocol_says_when_the_likelihood_is_not_a_density():
+    metadata = {"dataset": "mnist", "likelihood": "sse", "likelihood_is_density": False, "input_shape": [784]}
+    protocol = evaluation.describe_protocol(metadata, "test", 10, evaluation.resolve_binarize(metadata), 0, 5)
+    assert "NOT A DENSITY" in protocol["nll"] and "gray levels" in protocol["data"]
+    assert evaluation.resolve_binarize({"likelihood": "bernoulli"}) == "dynamic"
+
+
+def test_log_mean_exp_is_stable_for_very_small_weights():
+    # Weights around exp(-5000) underflow any float; the chunked log-sum-exp must still give their log-mean.
+    log_w = np.array([[-5000.0], [-5001.0], [-5002.0]])
+    peak = log_w.max(axis=0)
+    total = np.full(1, -np.inf)
+    for chunk in (log_w[:2], log_w[2:]):
+        chunk_peak = chunk.max(axis=0)
+        total = np.logaddexp(total, chunk_peak + np.log(np.exp(chunk - chunk_peak).sum(axis=0)))
+    assert total[0] - math.log(3) == pytest.approx(peak[0] + math.log(np.exp(log_w - peak).mean()))
+
+
+def test_a_missing_saved_model_fails_in_one_line_and_writes_nothing(tmp_path, mnist_dir):
+    output = tmp_path / "out.json"
+    result = run_script("evaluate.py", "--saved_model=/nonexistent/export", f"--data_dir={mnist_dir}",
+                        f"--output={output}")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1 and len(errors) == 1 and "no such folder" in errors[0]
+    assert not output.exists()
+
+
+def test_unusable_run_folders_are_named_in_the_error(tmp_path):
+    with pytest.raises(ValueError, match="no such folder"):
+        restore.load_checkpoint(str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="flags.txt: no such file"):
+        restore.load_checkpoint(str(tmp_path))
+    (tmp_path / "flags.txt").write_text("--model=mlp\n--latent_dim=4\n")
+    with pytest.raises(ValueError, match="no checkpoint"):
+        restore.load_checkpoint(str(tmp_path))
+    (tmp_path / "flags.txt").write_text("--model=mlp\n--not_a_flag=4\n")
+    with pytest.raises(ValueError, match="unknown flag --not_a_flag"):
+        restore.load_checkpoint(str(tmp_path))
+
+
+def test_evaluate_needs_exactly_one_model_source():
+    result = run_script("evaluate.py", "--saved_model=a", "--model_dir=b")
+    assert result.returncode == 2 and "exactly one of" in result.stderr
+
+
+def test_validation_split_of_a_run_without_one_is_refused(mnist_dir):
+    metadata = {"dataset": "mnist", "input_shape": [784], "config": {"validation_size": 0}}
+    with pytest.raises(ValueError, match="--split=test"):
+        evaluation.load_split(metadata, mnist_dir, "validation", "none", 0)
+    x, labels = evaluation.load_split({**metadata, "config": {"validation_size": 100}}, mnist_dir, "validation",
+                                      "dynamic", 3, num_examples=50)
+    assert x.shape == (50, 784) and set(np.unique(x)) <= {0.0, 1.0} and labels.shape == (50,)
+    again, _ = evaluation.load_split({**metadata, "config": {"validation_size": 100}}, mnist_dir, "validation",
+                                     "dynamic", 3, num_examples=50)
+    np.testing.assert_array_equal(x, again)  # the fixed-seed protocol: the same binary digits every time
+
+
+def test_export_of_a_checkpoint_matches_the_trained_export_without_optimizer_slots(tiny_run, tmp_path):
+    model_dir, export_dir = tiny_run
+    path = restore.export_checkpoint(model_dir, str(tmp_path / "re_export"))
+    fresh, trained = restore.load_saved_model(path), restore.load_saved_model(export_dir)
+    x = np.random.default_rng(0).random((5, 784)).astype(np.float32)
+    np.testing.assert_allclose(fresh.encode(x)[0], trained.encode(x)[0], rtol=1e-6)
+    assert fresh.metadata["latent_dim"] == 2 and "checkpoint" not in fresh.metadata
+
+    def weights_bytes(folder):
+        return os.path.getsize(os.path.join(folder, "variables", "variables.data-00000-of-00001"))
+
+    assert weights_bytes(path) < 0.5 * weights_bytes(export_dir)  # Adam's two slots per weight left out
+    history = json.load(open(os.path.join(path, "metrics.json")))["history"]
+    assert len(history["loss"]) == 1 and "val_loss" in history
+
+
+def test_a_run_flagfile_reads_back_into_the_same_config(tmp_path):
+    from tfvae import config
+
+    cfg = config.RunConfig(name="x", model="mlp", hidden_sizes=(512, 256), latent_dim=32, binarize="dynamic",
+                           likelihood="bernoulli", learning_rate=3e-4, jit_compile=True, image_summaries=False)
+    (tmp_path / "flags.txt").write_text(config.to_flagfile(cfg))
+    assert config.run_config_from_flagfile(str(tmp_path / "flags.txt")) == cfg

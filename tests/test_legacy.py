@@ -1,0 +1,353 @@
+"""Legacy compatibility: the TF1 tutorial reproduced step for step, TF1 checkpoints imported and continued,
+tfvae exports served to TF1 code, the Keras native format, Keras 2 (tf-keras) and LiteRT."""
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf1_reference
+from conftest import REPO, run_script
+from tfvae import config, data, export, legacy, training
+from tfvae.compat import keras
+from tfvae.models import build_model
+
+PRESET = os.path.join(REPO, "configs", "tf1_tutorial.flags")
+BATCH = 100
+TOL = 1e-5
+IMPORT_TOL = 1e-6
+TF1_STEPS = 20
+
+
+def preset_config(**overrides):
+    """The RunConfig of configs/tf1_tutorial.flags (its model, sizes, seed and Adam settings)."""
+    values = dict(re.findall(r"^--(\w+)=(.*)$", open(PRESET).read(), re.M))
+    cfg = config.RunConfig(
+        model=values["model"], likelihood=values["likelihood"], latent_dim=int(values["latent_dim"]),
+        hidden_sizes=tuple(int(s) for s in values["hidden_sizes"].split(",")), seed=int(values["seed"]),
+        batch_size=int(values["batch_size"]), learning_rate=float(values["learning_rate"]),
+        adam_epsilon=float(values["adam_epsilon"]), adam=values["adam"])
+    return config.RunConfig(**{**cfg.__dict__, **overrides})
+
+
+@pytest.fixture(scope="module")
+def mnist(mnist_dir):
+    return data.load_arrays("mnist", mnist_dir, validation_size=5000)
+
+
+def flat(images):
+    return images.reshape(len(images), -1).astype(np.float32) / 255.0
+
+
+def train_batches(arrays, steps):
+    return flat(arrays.train_images[:steps * BATCH]).reshape(steps, BATCH, -1)
+
+
+@pytest.fixture(scope="module")
+def tf1_run(mnist, tmp_path_factory):
+    """The TF1 tutorial trained TF1_STEPS steps from its own initialisation, saved by Saver and as SavedModel."""
+    root = tmp_path_factory.mktemp("tf1")
+    paths = {"checkpoint": str(root / "ckpt" / "model.ckpt"), "saved_model": str(root / "saved_model")}
+
+    def save(g, sess):
+        tf1_reference.save_checkpoint(g, sess, paths["checkpoint"])
+        tf1_reference.save_saved_model(g, sess, paths["saved_model"])
+
+    losses, weights = tf1_reference.train(None, train_batches(mnist, TF1_STEPS), session_hook=save)
+    assert losses[-1] < losses[0]
+    return {"weights": weights, "root": root, **paths}
+
+
+def max_diff(a, b):
+    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(a, b))
+
+
+def test_preset_train_step_reproduces_tf1_graph(mnist):
+    steps = 100
+    cfg = preset_config()
+    model = build_model(cfg, (28, 28, 1))
+    model.compile(optimizer=training.make_optimizer(cfg))
+    initial = [v.numpy() for v in model.trainable_variables]
+    # The VAE draws eps from SeedGenerator(seed); a twin generator replays the same draws for the TF1 feed.
+    twin = keras.random.SeedGenerator(cfg.seed)
+    eps = [keras.random.normal((BATCH, cfg.latent_dim), seed=twin).numpy() for _ in range(steps)]
+    batches = train_batches(mnist, steps)
+
+    step = tf.function(model.train_step)
+    losses = []
+    for x in batches:
+        for metric in model.metrics:
+            metric.reset_state()  # So each step reports its own batch's loss, as TF1's sess.run(loss).
+        losses.append(float(step({"input": x, "target": x, "label": np.zeros(BATCH, np.int32)})["loss"]))
+    tf1_losses, tf1_weights = tf1_reference.train(initial, batches, eps, learning_rate=cfg.learning_rate,
+                                                  epsilon=cfg.adam_epsilon)
+
+    loss_diff = float(np.max(np.abs(np.array(losses) - tf1_losses)))
+    weight_diff = max_diff([v.numpy() for v in model.trainable_variables], tf1_weights)
+    print(f"equivalence over {steps} steps: max loss diff {loss_diff:.3g}, max weight diff {weight_diff:.3g}")
+    assert loss_diff <= TOL and weight_diff <= TOL
+    assert losses[-1] < 0.5 * losses[0]  # It trained: 188 -> ~58.
+    assert max_diff(initial, tf1_weights) > 0.05  # ... and the weights moved far more than the tolerance.
+
+
+def test_keras_adam_alone_drifts_from_tf1(mnist):
+    """Why the preset says --adam=tf1: keras.optimizers.Adam rounds differently, visibly within 100 steps."""
+    steps = 100
+    cfg = preset_config(adam="keras")
+    model = build_model(cfg, (28, 28, 1))
+    model.compile(optimizer=training.make_optimizer(cfg))
+    initial = [v.numpy() for v in model.trainable_variables]
+    twin = keras.random.SeedGenerator(cfg.seed)
+    eps = [keras.random.normal((BATCH, cfg.latent_dim), seed=twin).numpy() for _ in range(steps)]
+    batches = train_batches(mnist, steps)
+    step = tf.function(model.train_step)
+    for x in batches:
+        step({"input": x, "target": x, "label": np.zeros(BATCH, np.int32)})
+    _, tf1_weights = tf1_reference.train(initial, batches, eps)
+    weight_diff = max_diff([v.numpy() for v in model.trainable_variables], tf1_weights)
+    print(f"keras.optimizers.Adam vs TF1 over {steps} steps: max weight diff {weight_diff:.3g}")
+    assert 0 < weight_diff < 1e-3
+
+
+def test_import_tf1_matches_graph_outputs(tf1_run, mnist, tmp_path):
+    x = flat(mnist.test_images)
+    reference = tf1_reference.run_outputs(tf1_run["weights"], x)
+    for kind in ("checkpoint", "saved_model"):
+        export_dir = str(tmp_path / kind)
+        result = run_script("import_tf1.py", f"--source={tf1_run[kind]}", f"--export_dir={export_dir}")
+        assert result.returncode == 0, result.stderr
+        assert re.search(r"Variable_7\s+\[784\]\s+float32", result.stdout)  # The listing.
+        assert "Variable_4 -> decoder/hidden_0/kernel" in result.stdout
+        saved, metadata = export.load_saved_model(export_dir)
+        assert metadata["model"] == "tf1_tutorial" and metadata["latent_dim"] == 20
+        encoded = saved.signatures["encode"](input=tf.constant(x))
+        x_hat = saved.signatures["reconstruct"](input=tf.constant(x))["x_hat"]
+        diff = max(float(np.max(np.abs(encoded["z_mean"].numpy() - reference["z_mean"]))),
+                   float(np.max(np.abs(encoded["z_logvar"].numpy() - reference["z_logvar"]))),
+                   float(np.max(np.abs(x_hat.numpy() - reference["x_hat"]))))
+        print(f"import from {kind}: max output diff on {len(x)} test images {diff:.3g}")
+        assert diff <= IMPORT_TOL
+
+
+def test_import_tf1_variable_map_and_shape_errors(tf1_run, tmp_path):
+    # A map that swaps two decoder kernels: the error names the TF1 variable, the expected and the found shape.
+    mapping = legacy.default_variable_map(1)
+    mapping["decoder/hidden_0/kernel"], mapping["decoder/logits/kernel"] = "Variable_6", "Variable_4"
+    map_file = tmp_path / "map.json"
+    map_file.write_text(json.dumps(mapping))
+    export_dir = tmp_path / "export"
+    result = run_script("import_tf1.py", f"--source={tf1_run['checkpoint']}", f"--export_dir={export_dir}",
+                        f"--variable_map={map_file}")
+    assert result.returncode == 1
+    assert "Variable_6 (decoder/hidden_0/kernel): expected shape [20, 100], found [100, 784]" in result.stderr
+    assert not export_dir.exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".")]
+
+    # A map naming a variable the source does not have.
+    mapping = legacy.default_variable_map(1)
+    mapping["encoder/hidden_0/bias"] = "enc/b"
+    map_file.write_text(json.dumps(mapping))
+    result = run_script("import_tf1.py", f"--source={tf1_run['checkpoint']}", f"--export_dir={export_dir}",
+                        f"--variable_map={map_file}")
+    assert result.returncode == 1 and "'enc/b' (for encoder/hidden_0/bias) not in" in result.stderr
+
+    result = run_script("import_tf1.py", f"--source={tmp_path / 'nothing'}", f"--export_dir={export_dir}")
+    assert result.returncode == 2 and "--source must be a TF1 checkpoint prefix" in result.stderr
+    assert not export_dir.exists()
+
+
+def test_variable_map_for_renamed_graph(tf1_run, tmp_path):
+    """A graph whose variables have other names imports through --variable_map (here: renamed copies)."""
+    renamed = {path: f"vae/{path.replace('/', '_')}" for path in legacy.tutorial_paths(1)}
+    reader = tf.train.load_checkpoint(tf1_run["checkpoint"])
+    values = {new: reader.get_tensor(legacy.default_variable_map(1)[path]) for path, new in renamed.items()}
+    graph = tf.Graph()
+    with graph.as_default():
+        variables = [tf.compat.v1.Variable(value, name=name) for name, value in values.items()]
+        saver = tf.compat.v1.train.Saver(variables)
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            prefix = saver.save(sess, str(tmp_path / "renamed" / "model.ckpt"))
+    map_file = tmp_path / "map.json"
+    map_file.write_text(json.dumps(renamed))
+    path, report = legacy.import_tf1(prefix, str(tmp_path / "export"), str(map_file))
+    saved, _ = export.load_saved_model(path)
+    x = np.random.default_rng(0).random((64, 784), dtype=np.float32)
+    reference = tf1_reference.run_outputs(tf1_run["weights"], x)
+    assert max_diff([saved.signatures["reconstruct"](input=tf.constant(x))["x_hat"]], [reference["x_hat"]]) <= 1e-6
+
+
+def test_init_from_import_continues_tf1_run(tf1_run, mnist_dir, tmp_path):
+    """import_tf1 --with_optimizer, then train.py --init_from: the next steps are TF1's next steps."""
+    export_dir = tmp_path / "imported"
+    result = run_script("import_tf1.py", f"--source={tf1_run['checkpoint']}", f"--export_dir={export_dir}",
+                        "--with_optimizer")
+    assert result.returncode == 0, result.stderr
+    assert f"Adam state carried over at step {TF1_STEPS}" in result.stdout
+
+    # 1000 training examples: one epoch of 10 steps, in the order train.py's pipeline gives them.
+    cfg = preset_config(validation_size=59000, data_dir=mnist_dir, epochs=1)
+    keras.utils.set_random_seed(cfg.seed)  # As training.run does: the global seed enters tf.data's shuffle.
+    batches = [b["input"].numpy() for b in data.make_datasets(cfg).train]
+    twin = keras.random.SeedGenerator(cfg.seed)
+    eps = [keras.random.normal((BATCH, cfg.latent_dim), seed=twin).numpy() for _ in batches]
+
+    def continue_tf1(g, sess):
+        g.saver.restore(sess, tf1_run["checkpoint"])
+        for x, e in zip(batches, eps):
+            sess.run(g.train_op, {g.input: x, g.eps: e})
+        continued.extend(sess.run(g.variables))
+
+    continued = []
+    tf1_reference.train(None, [], session_hook=continue_tf1)
+
+    result = run_script("train.py", f"--flagfile={PRESET}", f"--data_dir={mnist_dir}", "--validation_size=59000",
+                        "--epochs=1", f"--init_from={export_dir}", f"--model_dir={tmp_path / 'run'}",
+                        f"--export_dir={tmp_path / 'continued'}", "--noimage_summaries")
+    assert result.returncode == 0, result.stderr
+    assert f"Initialised weights and Adam state at step {TF1_STEPS} from {export_dir}" in result.stdout
+    saved, _ = export.load_saved_model(str(tmp_path / "continued"))
+    x = flat(mnist_test_subset(mnist_dir))
+    reference = tf1_reference.run_outputs(continued, x)
+    diff = max_diff([saved.signatures["reconstruct"](input=tf.constant(x))["x_hat"],
+                     saved.signatures["encode"](input=tf.constant(x))["z_mean"]],
+                    [reference["x_hat"], reference["z_mean"]])
+    print(f"TF1 run continued by train.py --init_from for {len(batches)} steps: max output diff {diff:.3g}")
+    assert diff <= IMPORT_TOL
+
+
+def mnist_test_subset(mnist_dir, count=1000):
+    return data.load_idx_split(mnist_dir, "test")[0][:count]
+
+
+def test_init_from_tf1_loads_weights(tf1_run):
+    cfg = preset_config()
+    model = build_model(cfg, (28, 28, 1))
+    model.compile(optimizer=training.make_optimizer(cfg))
+    model.optimizer.build(model.trainable_variables)
+    line = legacy.initialize_model(model, init_from_tf1=tf1_run["saved_model"])
+    assert line.startswith("Initialised from TF1 weights")
+    assert max_diff([v.numpy() for v in model.trainable_variables], tf1_run["weights"]) == 0
+    assert int(model.optimizer.iterations) == 0  # Weights only: a fresh Adam.
+    with pytest.raises(legacy.TF1ImportError, match="not a tfvae export or checkpoint"):
+        legacy.initialize_model(model, init_from=tf1_run["checkpoint"])
+
+
+@pytest.fixture(scope="module")
+def tfvae_export(tf1_run, tmp_path_factory):
+    """A tfvae export of the tutorial model holding the TF1 run's weights."""
+    path, _ = legacy.import_tf1(tf1_run["checkpoint"], str(tmp_path_factory.mktemp("exports") / "tf1_tutorial"))
+    return path
+
+
+TF1_CONSUMER = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+tf.compat.v1.disable_eager_execution()
+path, x_file = sys.argv[1:]
+x = np.load(x_file)
+out = {}
+with tf.compat.v1.Session(graph=tf.Graph()) as sess:
+    meta_graph = tf.compat.v1.saved_model.loader.load(sess, ["serve"], path)
+    for name in ("encode", "reconstruct"):
+        signature = meta_graph.signature_def[name]
+        fetches = {k: v.name for k, v in signature.outputs.items()}
+        values = sess.run(fetches, {signature.inputs["input"].name: x})
+        out.update({k: v.tolist() for k, v in values.items()})
+        out[name + "_tensors"] = [signature.inputs["input"].name, *sorted(fetches.values())]
+print(json.dumps(out))
+"""
+
+
+def test_tf1_session_code_serves_tfvae_export(tfvae_export, tf1_run, tmp_path):
+    x = np.random.default_rng(0).random((16, 784), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    result = run_script(None, TF1_CONSUMER, tfvae_export, str(tmp_path / "x.npy"))
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    reference = tf1_reference.run_outputs(tf1_run["weights"], x)
+    for key in ("x_hat", "z_mean", "z_logvar"):
+        assert np.max(np.abs(np.array(out[key]) - reference[key])) <= IMPORT_TOL, key
+    assert out["encode_tensors"][0].startswith("encode_input:")  # Names come from the signature def.
+
+
+def test_keras_native_format_round_trip_continues_fit(mnist, tmp_path):
+    cfg = preset_config()
+    model = build_model(cfg, (28, 28, 1))
+    model.compile(optimizer=training.make_optimizer(cfg))
+    x = flat(mnist.train_images[:400])
+    dataset = tf.data.Dataset.from_tensor_slices({"input": x, "target": x}).batch(BATCH)
+    model.fit(dataset, epochs=1, verbose=0)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert type(loaded).__name__ == "VAE" and type(loaded.likelihood).__name__ == "SquaredError"
+    assert type(loaded.optimizer).__name__ == type(model.optimizer).__name__
+    assert loaded.get_config()["latent_dim"] == cfg.latent_dim
+    assert max_diff([v.numpy() for v in loaded.variables], [v.numpy() for v in model.variables]) == 0
+    assert max_diff([v.numpy() for v in loaded.optimizer.variables],
+                    [v.numpy() for v in model.optimizer.variables]) == 0
+    # Same weights, Adam state and RNG state: the next epoch gives the same losses and weights.
+    original = model.fit(dataset, epochs=1, verbose=0).history["loss"]
+    continued = loaded.fit(dataset, epochs=1, verbose=0).history["loss"]
+    assert continued == pytest.approx(original, abs=1e-5)
+    assert max_diff([v.numpy() for v in loaded.trainable_variables],
+                    [v.numpy() for v in model.trainable_variables]) <= TOL
+
+
+KERAS2_LOAD = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+from tfvae import compat, export
+saved, metadata = export.load_saved_model(sys.argv[1])
+x = np.random.default_rng(0).random((8, 784), dtype=np.float32)
+x_hat = saved.signatures["reconstruct"](input=tf.constant(x))["x_hat"].numpy()
+decoded = saved.signatures["encode"](input=tf.constant(x))["z_mean"].numpy()
+print(json.dumps({"keras": compat.keras.__name__, "legacy": compat.LEGACY_KERAS, "model": metadata["model"],
+                  "x_hat_shape": list(x_hat.shape), "z_shape": list(decoded.shape),
+                  "finite": bool(np.isfinite(x_hat).all())}))
+"""
+
+
+def test_keras2_trains_exports_and_loads(mnist_dir, tmp_path):
+    env = {"TF_USE_LEGACY_KERAS": "1"}
+    result = run_script("train.py", f"--flagfile={PRESET}", f"--data_dir={mnist_dir}", "--validation_size=59000",
+                        "--epochs=2", f"--model_dir={tmp_path / 'run'}", f"--export_dir={tmp_path / 'export'}",
+                        "--noimage_summaries", env=env)
+    assert result.returncode == 0, result.stderr
+    epoch_losses = [float(v) for v in re.findall(r"Epoch: \d+ Total Loss: ([\d.]+)", result.stdout)]
+    assert len(epoch_losses) == 2 and epoch_losses[1] < epoch_losses[0]
+    result = run_script(None, KERAS2_LOAD, str(tmp_path / "export"), env=env)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out.pop("keras").startswith("tf_keras")
+    assert out == {"legacy": True, "model": "tf1_tutorial",
+                   "x_hat_shape": [8, 784], "z_shape": [8, 20], "finite": True}
+
+
+def test_export_tflite_matches_saved_model(tfvae_export, tmp_path):
+    output = tmp_path / "model.tflite"
+    result = run_script("export_tflite.py", f"--saved_model={tfvae_export}", f"--output={output}")
+    assert result.returncode == 0, result.stderr
+    diffs = {k: float(v) for k, v in re.findall(r"^(\S+): max \|LiteRT - SavedModel\| = (\S+)", result.stdout, re.M)}
+    assert set(diffs) == {"encode/z_mean", "encode/z_logvar", "decode/x_hat", "decode/logits"}
+    size = int(re.search(r"\((\d+) bytes", result.stdout).group(1))
+    print(f"LiteRT float32: max diff {max(diffs.values()):.3g}, {size} bytes")
+    assert max(diffs.values()) <= 1e-5 and size == os.path.getsize(output)
+
+    quantized = tmp_path / "model_q.tflite"
+    result = run_script("export_tflite.py", f"--saved_model={tfvae_export}", f"--output={quantized}",
+                        "--quantize=dynamic")
+    assert result.returncode == 0, result.stderr
+    q_size = os.path.getsize(quantized)
+    q_diff = max(float(v) for v in re.findall(r"x_hat: max \|LiteRT - SavedModel\| = (\S+)", result.stdout))
+    print(f"LiteRT dynamic int8: decode x_hat max diff {q_diff:.3g}, {q_size} bytes")
+    assert q_size < 0.4 * size and q_diff < 0.1
+
+    result = run_script("export_tflite.py", f"--saved_model={tmp_path}", f"--output={tmp_path / 'bad.tflite'}")
+    assert result.returncode == 1 and "not a tfvae export" in result.stderr
+    assert not (tmp_path / "bad.tflite").exists()

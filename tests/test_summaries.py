@@ -1,0 +1,70 @@
+"""TensorBoard beyond scalars, read back the way TensorBoard reads it: KL histograms, active units, gradient norm,
+HParams, test metrics and the Embedding Projector files of a real short run."""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+from tensorboard.plugins.projector import projector_config_pb2
+from google.protobuf import text_format
+
+from tfvae import summaries
+
+LATENT_DIM = 2  # of the shared tiny_run
+
+
+def _accumulator(path):
+    accumulator = event_accumulator.EventAccumulator(path, size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def test_latent_histograms_active_units_and_gradient_norm(tiny_run):
+    model_dir, _ = tiny_run
+    latent = _accumulator(os.path.join(model_dir, "latent"))
+    (histogram,) = latent.Tensors("kl_per_dimension")
+    buckets = tf.make_ndarray(histogram.tensor_proto)  # [buckets, 3]: left edge, right edge, count
+    assert histogram.step == 1 and buckets[:, 2].sum() == LATENT_DIM
+    assert buckets[:, 0].min() >= 0.0  # KL is never negative
+    (active,) = latent.Tensors("active_units")
+    assert 0 <= int(tf.make_ndarray(active.tensor_proto)) <= LATENT_DIM
+    history = json.load(open(os.path.join(model_dir, "metrics.json")))["history"]
+    assert history["grad_norm"][0] > 0 and "val_grad_norm" not in history
+    train_tags = _accumulator(os.path.join(model_dir, "train")).Tags()["tensors"]
+    assert {"epoch_grad_norm", "epoch_learning_rate", "epoch_examples_per_second"} <= set(train_tags)
+
+
+def test_hparams_hold_the_flags_and_test_metrics_sit_beside_them(tiny_run):
+    model_dir, _ = tiny_run
+    root = _accumulator(model_dir)
+    content = root.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    start = hparams_metadata.parse_session_start_info_plugin_data(content[hparams_metadata.SESSION_START_INFO_TAG])
+    assert start.hparams["latent_dim"].number_value == LATENT_DIM
+    assert start.hparams["hidden_sizes"].string_value == "32"
+    assert start.hparams["binarize"].string_value == "dynamic" and "model_dir" not in start.hparams
+    assert start.group_name == "run"  # the run folder's name
+    test_loss = root.Tensors("test/loss")
+    assert test_loss and 60 < float(tf.make_ndarray(test_loss[0].tensor_proto)) < 400
+
+
+def test_projector_has_test_z_mean_labels_and_sprite(tiny_run, mnist_dir):
+    model_dir, _ = tiny_run
+    folder = os.path.join(model_dir, summaries.PROJECTOR_DIR)
+    config = text_format.Parse(open(os.path.join(folder, "projector_config.pbtxt")).read(),
+                               projector_config_pb2.ProjectorConfig())
+    (embedding,) = config.embeddings
+    reader = tf.train.load_checkpoint(folder)
+    z_mean = reader.get_tensor(embedding.tensor_name)
+    assert z_mean.shape == (10000, LATENT_DIM) and np.isfinite(z_mean).all() and z_mean.std() > 0.05
+    labels = open(os.path.join(folder, embedding.metadata_path)).read().split()
+    from tfvae import data
+    assert labels[:20] == [str(v) for v in data.load_idx_split(mnist_dir, "test")[1][:20]]  # no header row
+    assert len(labels) == 10000
+    with Image.open(os.path.join(folder, embedding.sprite.image_path)) as sprite:
+        assert sprite.size == (100 * 28, 100 * 28)
+    assert list(embedding.sprite.single_image_dim) == [28, 28]
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(folder))  # so TensorBoard lists it as a run

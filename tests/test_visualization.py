@@ -1,0 +1,113 @@
+"""Every plot kind of scripts/plot.py drawn from tiny real models (a trained 2-D latent run and a conditional
+export) and opened as a valid, non-blank PNG."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from conftest import run_script
+from tfvae import export, plots, restore, summaries, visualization
+from tfvae.compat import keras
+from tfvae.models import likelihoods, mlp
+from tfvae.models.base import VAE
+
+NUM_CLASSES = 10
+
+
+class TinyConditionalVAE(VAE):
+    """A cvae stand-in: the one-hot label is concatenated to the encoder input and to z."""
+
+    num_classes = NUM_CLASSES
+
+    def encode(self, x, label=None, training=False):
+        return super().encode(tf.concat([x, tf.one_hot(tf.cast(label, tf.int32), NUM_CLASSES)], -1), training=training)
+
+    def decode(self, z, label=None, training=False):
+        return super().decode(tf.concat([z, tf.one_hot(tf.cast(label, tf.int32), NUM_CLASSES)], -1), training=training)
+
+
+def assert_valid_png(path, min_size=(150, 100)):
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert image.size[0] >= min_size[0] and image.size[1] >= min_size[1], image.size
+        pixels = np.asarray(image.convert("L"), np.float32)
+    assert pixels.std() > 10.0, f"{path} looks blank"
+
+
+@pytest.fixture(scope="module")
+def conditional_export(tmp_path_factory):
+    latent_dim = 3
+    encoder = keras.Sequential([keras.Input((784 + NUM_CLASSES,)), keras.layers.Dense(2 * latent_dim)])
+    decoder = keras.Sequential([keras.Input((latent_dim + NUM_CLASSES,)), keras.layers.Dense(16, "relu"),
+                                keras.layers.Dense(784)])
+    model = TinyConditionalVAE(encoder, decoder, likelihoods.make_likelihood("bernoulli"), latent_dim, seed=0,
+                               name="tiny_cvae")
+    model({"input": np.zeros((1, 784), np.float32), "label": np.zeros(1, np.int32)})
+    path = str(tmp_path_factory.mktemp("cvae") / "export")
+    export.export_saved_model(model, path, {
+        "model": "cvae", "input_shape": [784], "image_shape": [28, 28, 1], "latent_dim": latent_dim,
+        "likelihood": "bernoulli", "likelihood_is_density": True, "binarize": "dynamic", "dataset": "mnist",
+        "num_classes": NUM_CLASSES, "config": {"name": "tiny_cvae", "validation_size": 5000}})
+    return path
+
+
+def test_every_plot_kind_of_a_trained_2d_run(tiny_run, mnist_dir, tmp_path):
+    model_dir, _ = tiny_run
+    result = run_script("plot.py", f"--model_dir={model_dir}", f"--data_dir={mnist_dir}", "--grid_size=5",
+                        "--scatter_examples=500", f"--output_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    kinds = {"samples", "reconstructions", "manifold", "latent_scatter", "interpolation", "loss_curves"}
+    assert {f[:-4] for f in os.listdir(tmp_path)} == kinds  # No class grid: not conditional; no temp files left.
+    for kind in kinds:
+        assert_valid_png(tmp_path / f"{kind}.png")
+
+
+def test_class_grid_and_pca_scatter_of_a_conditional_export(conditional_export, mnist_dir, tmp_path):
+    result = run_script("plot.py", f"--saved_model={conditional_export}", f"--data_dir={mnist_dir}",
+                        "--kinds=class_grid,latent_scatter,samples,interpolation", "--scatter_examples=300",
+                        f"--output_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    with Image.open(tmp_path / "class_grid.png") as image:
+        assert image.size[1] > image.size[0] * 0.8  # ten rows of eight: taller than wide-ish
+    for kind in ("class_grid", "latent_scatter", "samples", "interpolation"):
+        assert_valid_png(tmp_path / f"{kind}.png")
+
+
+def test_inapplicable_kinds_are_refused_before_any_file_is_written(conditional_export, tmp_path):
+    loaded = restore.load_saved_model(conditional_export)
+    with pytest.raises(ValueError, match="2-D latent"):
+        plots.run(loaded, ["samples", "manifold"], str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+    assert "manifold" not in plots.applicable_kinds(loaded, ["all"], conditional_export)
+    result = run_script("plot.py", f"--saved_model={conditional_export}", "--kinds=histogram")
+    assert result.returncode == 2 and "--kinds must be" in result.stderr
+
+
+def test_history_is_read_from_event_files_when_metrics_json_is_missing(tiny_run, tmp_path):
+    model_dir, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns("metrics.json", "checkpoints"))
+    from_events = summaries.read_history(str(copy))
+    from_json = summaries.read_history(model_dir)
+    for key in ("loss", "val_loss", "kl", "reconstruction"):
+        assert from_events[key] == pytest.approx(from_json[key], rel=1e-6), key
+    with pytest.raises(ValueError, match="no metrics.json"):
+        summaries.read_history(str(tmp_path))
+
+
+def test_gaussian_quantile_grid_and_pca_projection():
+    z, values = visualization.gaussian_quantile_grid(5)
+    assert z.shape == (25, 2) and values[2] == pytest.approx(0.0, abs=1e-6)
+    assert values[0] == pytest.approx(-1.6449, abs=1e-3)  # the 5% quantile of N(0, 1)
+    assert z[0].tolist() == pytest.approx([values[0], values[-1]])  # top-left: smallest z[0], largest z[1]
+    rng = np.random.default_rng(0)
+    points = rng.standard_normal((500, 1)) * [[3.0, 0.0, 0.0, 0.0]] + rng.standard_normal((500, 4)) * 0.1
+    projected, names = visualization.project_2d(points)
+    assert projected.shape == (500, 2) and names[0].startswith("PC1")
+    assert abs(np.corrcoef(projected[:, 0], points[:, 0])[0, 1]) > 0.99

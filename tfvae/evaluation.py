@@ -1,0 +1,253 @@
+"""A trained VAE measured in nats: negative ELBO, its terms, importance-sampled NLL, bits/dim, active units."""
+
+import math
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from tfvae import data, losses
+from tfvae.restore import input_size
+
+# Burda et al. 2015, sec. 5.2: a latent unit is active when Cov_x(E_q(z|x)[z_u]) exceeds this.
+ACTIVE_UNIT_THRESHOLD = 0.01
+# The TF1 read_data_sets default, for exports that do not record their run's --validation_size.
+DEFAULT_VALIDATION_SIZE = 5000
+
+
+def resolve_binarize(metadata, binarize="auto"):
+    """The test-data protocol: "auto" is dynamic binarization for Bernoulli models, gray levels otherwise."""
+    if binarize != "auto":
+        return binarize
+    return "dynamic" if metadata.get("likelihood") == "bernoulli" else "none"
+
+
+def load_split(metadata, data_dir, split, binarize, seed, num_examples=0):
+    """The images of `split` prepared for `metadata`'s model, as arrays.
+
+    Dynamic and static binarization both draw one Bernoulli sample of every gray level with numpy's seeded
+    generator, so the binary images depend on `seed` only (not on batch size): the usual "dynamically
+    binarized MNIST" test protocol.
+
+    Returns:
+      (x float32 `[n, *input_shape]` in [0, 1], labels int32 `[n]`).
+    """
+    validation_size = int(metadata.get("config", {}).get("validation_size", DEFAULT_VALIDATION_SIZE))
+    if split == "validation" and validation_size == 0:
+        raise ValueError("this model was trained with --validation_size=0, so it has no validation split; "
+                         "pass --split=test")
+    arrays = data.load_arrays(metadata["dataset"], data_dir, validation_size)
+    images, labels = arrays.split(split)
+    if num_examples:
+        images, labels = images[:num_examples], labels[:num_examples]
+    if binarize in ("dynamic", "static"):
+        images = data.binarize_static(images, seed)
+    x = images.astype(np.float32) / 255.0
+    return x.reshape((len(x), *metadata["input_shape"])), labels
+
+
+def describe_protocol(metadata, split, num_examples, binarize, seed, num_importance_samples):
+    """One sentence per number family saying how it was measured and what it may be compared with."""
+    data_text = {
+        "dynamic": f"{metadata['dataset']} {split}, {num_examples} examples, binarized by one Bernoulli sample of "
+                   f"each gray level with seed {seed} (dynamically binarized protocol)",
+        "static": f"{metadata['dataset']} {split}, {num_examples} examples, binarized by one Bernoulli sample with "
+                  f"seed {seed}",
+        "none": f"{metadata['dataset']} {split}, {num_examples} examples, gray levels scaled to [0, 1]",
+    }[binarize]
+    nll_text = (f"-log p(x) by importance sampling, log-mean-exp over K={num_importance_samples} samples of "
+                f"q(z|x) (Burda et al. 2015), nats per example")
+    if not metadata.get("likelihood_is_density", True):
+        nll_text = (f"NOT A DENSITY: the {metadata.get('likelihood')} term is not a normalised log-likelihood, "
+                    f"so 'nll' and 'bits_per_dim' are the same K={num_importance_samples} estimator applied to "
+                    f"exp(-{metadata.get('likelihood')}); compare them only between runs of that likelihood")
+    elif binarize == "none":
+        nll_text += ("; a continuous density of [0, 1]-scaled gray levels, not comparable with binarized-MNIST "
+                     "numbers nor with discrete bits/dim")
+    elif metadata.get("binarize") == "none":
+        nll_text += "; the model was trained on gray levels, evaluated on binary images"
+    return {
+        "data": data_text,
+        "elbo": "negative ELBO = reconstruction + KL per example; reconstruction = -log p(x|z) averaged over the "
+                "K samples of q(z|x), KL(q(z|x) || N(0, I)) in closed form",
+        "nll": nll_text,
+        "bits_per_dim": f"nll / (D ln 2), D = {input_size(metadata)} numbers per example",
+        "active_units": f"latent dimensions u with Var_x(E_q[z_u]) > {ACTIVE_UNIT_THRESHOLD} (Burda et al. 2015)",
+    }
+
+
+class Progress:
+    """A one-line progress bar on a terminal; in logs (not a TTY), a plain line every `log_seconds`."""
+
+    def __init__(self, total, unit, log_seconds=30.0, stream=None):
+        self.total, self.unit, self.log_seconds = total, unit, log_seconds
+        self.stream = stream or sys.stdout
+        self.interactive = self.stream.isatty()
+        self.start = self.last = time.perf_counter()
+
+    def update(self, done):
+        now = time.perf_counter()
+        finished = done >= self.total
+        if not (self.interactive or finished or now - self.last >= self.log_seconds):
+            return
+        self.last = now
+        elapsed = now - self.start
+        eta = elapsed / done * (self.total - done) if done else 0.0
+        filled = int(30 * done / self.total)
+        line = (f"[{'=' * filled}{'.' * (30 - filled)}] {done}/{self.total} {self.unit}, "
+                f"{elapsed:.0f} s elapsed, {eta:.0f} s left")
+        end = "\n" if finished or not self.interactive else ""
+        print(("\r" if self.interactive else "") + line, end=end, file=self.stream, flush=True)
+
+
+def make_log_weights_fn(loaded):
+    """A tf.function giving, for a batch and S samples z_s ~ q(z|x), log p(x|z_s) and the importance log-weights.
+
+    The returned function maps (x `[B, ...]`, label `[B]`, z_mean `[B, L]`, z_logvar `[B, L]`, num_samples S,
+    seed int32 `[2]`) to (log_px_z `[S, B]`, log_w `[S, B]`) with log_w = log p(x|z) + log p(z) - log q(z|x).
+    """
+
+    @tf.function(reduce_retracing=True)
+    def log_weights(x, label, z_mean, z_logvar, num_samples, seed):
+        batch = tf.shape(z_mean)[0]
+        eps = tf.random.stateless_normal(tf.concat([[num_samples], tf.shape(z_mean)], 0), seed)
+        z = z_mean + tf.exp(0.5 * z_logvar) * eps  # [S, B, L]
+        log_q = losses.log_normal(z, z_mean, z_logvar)
+        log_prior = losses.log_standard_normal(z)
+        # Examples repeated S times as one [S*B, ...] batch, so each decoder call sees many rows.
+        x_tiled = tf.reshape(tf.tile(x[None], tf.concat([[num_samples], tf.ones([tf.rank(x)], tf.int32)], 0)),
+                             tf.concat([[-1], tf.shape(x)[1:]], 0))
+        label_tiled = tf.reshape(tf.tile(label[None], [num_samples, 1]), [-1])
+        log_px_z = loaded.log_likelihood(x_tiled, tf.reshape(z, [-1, tf.shape(z)[-1]]), label_tiled)
+        log_px_z = tf.reshape(tf.cast(log_px_z, tf.float32), [num_samples, batch])
+        return log_px_z, log_px_z + log_prior - log_q
+
+    return log_weights
+
+
+def evaluate(loaded, x, labels, num_importance_samples=1000, batch_size=100, samples_per_batch=100, seed=0,
+             progress=True):
+    """Measures `loaded` on examples `x`.
+
+    Memory is bounded by batch_size * samples_per_batch decoded examples at a time: the log-sum-exp over the K
+    samples is accumulated chunk by chunk (np.logaddexp, in float64), never holding all K weights.
+
+    Args:
+      loaded: a `restore.LoadedModel`.
+      x: float32 `[n, *input_shape]` in [0, 1], prepared as the protocol says (see `load_split`).
+      labels: int32 `[n]` (used by conditional models only).
+      num_importance_samples: K.
+      batch_size: examples per batch.
+      samples_per_batch: samples of q(z|x) per decoder call.
+      seed: seeds the samples of q(z|x).
+      progress: show a progress bar (on stdout).
+
+    Returns:
+      Dict of per-example means in nats (for densities): "negative_elbo", "reconstruction", "kl", "nll",
+      "nll_standard_error", "bits_per_dim", "active_units", "kl_per_dimension" `[L]`, "z_mean_variance" `[L]`,
+      "num_examples", "num_importance_samples", "seconds".
+    """
+    n = len(x)
+    latent_dim = loaded.latent_dim
+    log_weights = make_log_weights_fn(loaded)
+    totals = {"nll": 0.0, "nll_squared": 0.0, "reconstruction": 0.0}
+    kl_per_dim_sum = np.zeros(latent_dim)
+    z_mean_sum = np.zeros(latent_dim)
+    z_mean_sq_sum = np.zeros(latent_dim)
+    bar = Progress(n, "examples") if progress else None
+    start = time.perf_counter()
+    for batch_index, begin in enumerate(range(0, n, batch_size)):
+        x_batch = tf.constant(x[begin:begin + batch_size])
+        label_batch = tf.constant(labels[begin:begin + batch_size], tf.int32)
+        z_mean, z_logvar = loaded.encode(x_batch, label_batch)
+        z_mean, z_logvar = tf.cast(z_mean, tf.float32), tf.cast(z_logvar, tf.float32)
+        log_sum_w = np.full(len(x_batch), -np.inf)
+        sum_log_px_z = np.zeros(len(x_batch))
+        for chunk_index, k in enumerate(range(0, num_importance_samples, samples_per_batch)):
+            num_samples = min(samples_per_batch, num_importance_samples - k)
+            chunk_seed = tf.constant([seed, batch_index * 1_000_003 + chunk_index], tf.int32)
+            log_px_z, log_w = log_weights(x_batch, label_batch, z_mean, z_logvar, tf.constant(num_samples),
+                                          chunk_seed)
+            log_w = log_w.numpy().astype(np.float64)
+            # log-sum-exp with the max subtracted: weights of a 784-pixel image are ~exp(-100), far below float range.
+            peak = log_w.max(axis=0)
+            log_sum_w = np.logaddexp(log_sum_w, peak + np.log(np.exp(log_w - peak).sum(axis=0)))
+            sum_log_px_z += log_px_z.numpy().astype(np.float64).sum(axis=0)
+        nll = -(log_sum_w - math.log(num_importance_samples))
+        totals["nll"] += nll.sum()
+        totals["nll_squared"] += np.square(nll).sum()
+        totals["reconstruction"] += (-sum_log_px_z / num_importance_samples).sum()
+        kl_per_dim_sum += losses.kl_per_dimension(z_mean, z_logvar).numpy().astype(np.float64).sum(axis=0)
+        z_mean_np = z_mean.numpy().astype(np.float64)
+        z_mean_sum += z_mean_np.sum(axis=0)
+        z_mean_sq_sum += np.square(z_mean_np).sum(axis=0)
+        if bar:
+            bar.update(min(begin + batch_size, n))
+    seconds = time.perf_counter() - start
+
+    nll = totals["nll"] / n
+    nll_std = math.sqrt(max(totals["nll_squared"] / n - nll ** 2, 0.0))
+    reconstruction = totals["reconstruction"] / n
+    kl_per_dimension = kl_per_dim_sum / n
+    z_mean_variance = np.maximum(z_mean_sq_sum / n - np.square(z_mean_sum / n), 0.0)
+    kl = float(kl_per_dimension.sum())
+    return {
+        "negative_elbo": reconstruction + kl,
+        "reconstruction": reconstruction,
+        "kl": kl,
+        "nll": nll,
+        "nll_standard_error": nll_std / math.sqrt(n),
+        "bits_per_dim": nll / (input_size(loaded.metadata) * math.log(2.0)),
+        "active_units": int((z_mean_variance > ACTIVE_UNIT_THRESHOLD).sum()),
+        "latent_dim": latent_dim,
+        "kl_per_dimension": kl_per_dimension.tolist(),
+        "z_mean_variance": z_mean_variance.tolist(),
+        "num_examples": n,
+        "num_importance_samples": num_importance_samples,
+        "seconds": seconds,
+    }
+
+
+def format_table(results, protocol):
+    """The main numbers as an aligned text table, each with the protocol it was measured under."""
+    units = "nats" if results.get("likelihood_is_density", True) else "not nats"
+    rows = [
+        ("negative ELBO", f"{results['negative_elbo']:.3f}", units, "elbo"),
+        ("  reconstruction", f"{results['reconstruction']:.3f}", units, "elbo"),
+        ("  KL", f"{results['kl']:.3f}", "nats", "elbo"),
+        (f"NLL (K={results['num_importance_samples']})",
+         f"{results['nll']:.3f} ± {results['nll_standard_error']:.3f}", units, "nll"),
+        ("bits/dim", f"{results['bits_per_dim']:.4f}", "bits", "bits_per_dim"),
+        ("active units", f"{results['active_units']} / {results['latent_dim']}", "", "active_units"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    value_width = max(len(r[1]) for r in rows)
+    lines = [f"{results.get('source', '')}", f"data: {protocol['data']}"]
+    lines += [f"{name:<{width}}  {value:>{value_width}}  {unit:<8}" for name, value, unit, _ in rows]
+    top = np.argsort(results["kl_per_dimension"])[::-1][:8]
+    lines.append("KL per dimension (largest): " + ", ".join(
+        f"z{i}={results['kl_per_dimension'][i]:.2f}" for i in top))
+    lines.append(f"NLL: {protocol['nll']}")
+    return "\n".join(lines)
+
+
+def run(loaded, data_dir, split="test", num_importance_samples=1000, num_examples=0, batch_size=100,
+        samples_per_batch=100, binarize="auto", seed=0, progress=True):
+    """The whole job of `scripts/evaluate.py` but writing: data by protocol, evaluation, protocol notes.
+
+    Returns:
+      The results dict of `evaluate`, plus "protocol" (texts), "split", "binarize", "seed", "source", "model",
+      "likelihood", "likelihood_is_density", "units".
+    """
+    binarize = resolve_binarize(loaded.metadata, binarize)
+    x, labels = load_split(loaded.metadata, data_dir, split, binarize, seed, num_examples)
+    results = evaluate(loaded, x, labels, num_importance_samples, batch_size, samples_per_batch, seed, progress)
+    is_density = bool(loaded.metadata.get("likelihood_is_density", True))
+    results.update(
+        protocol=describe_protocol(loaded.metadata, split, len(x), binarize, seed, num_importance_samples),
+        split=split, binarize=binarize, seed=seed, source=loaded.source, model=loaded.metadata.get("model"),
+        likelihood=loaded.metadata.get("likelihood"), likelihood_is_density=is_density,
+        units="nats per example" if is_density else "not a density: -log of exp(-loss) per example",
+        elbo_gap=results["negative_elbo"] - results["nll"])
+    return results

@@ -1,0 +1,286 @@
+"""TF1 checkpoint import: a TF1 tutorial graph's variables mapped by name onto a tfvae VAE, every shape checked.
+
+The TF1 tutorial creates unnamed `tf.Variable`s, so TF1 called them `Variable`, `Variable_1`, ... in creation order:
+encoder hidden kernel/bias, latent kernel/bias (tanh, split into z_mean, z_logvar), decoder hidden kernel/bias,
+output kernel/bias. `AdamOptimizer` added slots `<name>/Adam` (m), `<name>/Adam_1` (v) and the float32
+`beta1_power`, `beta2_power`. Other graphs are mapped with a JSON file {tfvae variable path: TF1 name}.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import re
+
+import tensorflow as tf
+
+from tfvae import compat
+
+TF1_SLOTS = ("Adam", "Adam_1")  # m and v, as TF1's AdamOptimizer names them.
+TF1_POWERS = ("beta1_power", "beta2_power")
+IMAGE_SHAPES = {784: (28, 28, 1), 3072: (32, 32, 3)}
+
+
+class TF1ImportError(ValueError):
+    """A TF1 source cannot be mapped onto the tfvae model; the message names the variable and the fix."""
+
+
+def tutorial_paths(num_hidden):
+    """tfvae variable paths of the tutorial model in TF1 creation order (`Variable`, `Variable_1`, ...)."""
+    layers = ([f"encoder/hidden_{i}" for i in range(num_hidden)] + ["encoder/latent_params"]
+              + [f"decoder/hidden_{i}" for i in range(num_hidden)] + ["decoder/logits"])
+    return [f"{layer}/{weight}" for layer in layers for weight in ("kernel", "bias")]
+
+
+def default_variable_map(num_hidden):
+    """{tfvae path: TF1 name} of the tutorial: `Variable`, `Variable_1`, ... in creation order."""
+    return {path: "Variable" if i == 0 else f"Variable_{i}" for i, path in enumerate(tutorial_paths(num_hidden))}
+
+
+def checkpoint_prefix(source):
+    """The checkpoint prefix of `source`: a Saver prefix as is, or a SavedModel folder's `variables/variables`."""
+    if os.path.isfile(source + ".index"):
+        return source
+    if os.path.isdir(source):
+        if os.path.isfile(os.path.join(source, "saved_model.pb")):
+            prefix = os.path.join(source, "variables", "variables")
+            if os.path.isfile(prefix + ".index"):
+                return prefix
+            raise TF1ImportError(f"{source}: SavedModel without variables/variables.index; export it again")
+        latest = tf.train.latest_checkpoint(source)
+        if latest:
+            return latest
+    raise TF1ImportError(f"{source}: neither a checkpoint prefix (no {source}.index) nor a SavedModel folder "
+                         f"(no saved_model.pb) nor a folder with a 'checkpoint' file; pass e.g. "
+                         f"--source=PATH/model.ckpt")
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A TF1 checkpoint opened for reading: its prefix, and {name: (shape tuple, dtype)} of its variables."""
+
+    path: str
+    prefix: str
+    variables: dict
+
+    def read(self, name):
+        return tf.train.load_checkpoint(self.prefix).get_tensor(name)
+
+
+def open_source(path):
+    """Opens a TF1 checkpoint prefix or SavedModel folder. Returns a Source."""
+    prefix = checkpoint_prefix(path)
+    reader = tf.train.load_checkpoint(prefix)
+    shapes = reader.get_variable_to_shape_map()
+    dtypes = reader.get_variable_to_dtype_map()
+    return Source(path=path, prefix=prefix,
+                  variables={name: (tuple(shapes[name]), dtypes[name].name) for name in sorted(shapes)})
+
+
+def format_variables(source):
+    """The listing import_tf1.py prints: one `name shape dtype` line per variable."""
+    width = max((len(name) for name in source.variables), default=0)
+    return "\n".join(f"  {name:<{width}}  {list(shape)}  {dtype}"
+                     for name, (shape, dtype) in source.variables.items())
+
+
+def load_variable_map(path):
+    """Reads a --variable_map JSON file: {tfvae variable path: TF1 variable name}."""
+    try:
+        with open(path) as f:
+            variable_map = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise TF1ImportError(f"--variable_map={path}: not a readable JSON file ({e}); write "
+                             f'{{"encoder/hidden_0/kernel": "TF1 name", ...}}') from None
+    if not isinstance(variable_map, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in variable_map.items()):
+        raise TF1ImportError(f"--variable_map={path}: must be a JSON object of strings "
+                             f'{{"encoder/hidden_0/kernel": "TF1 name", ...}}')
+    return variable_map
+
+
+def resolve_variable_map(source, variable_map=None):
+    """Checks a variable map against `source` (default: the tutorial's names). Returns (map, num_hidden)."""
+    if variable_map is None:
+        num_tutorial = sum(1 for name in source.variables if re.fullmatch(r"Variable(_\d+)?", name))
+        if num_tutorial < 8 or num_tutorial % 4:
+            raise TF1ImportError(
+                f"{source.path}: found {num_tutorial} tutorial variables (Variable, Variable_1, ...), expected "
+                f"8, 12, ...; name the TF1 variables with --variable_map=FILE.json. Its variables:\n"
+                f"{format_variables(source)}")
+        num_hidden = num_tutorial // 4 - 1
+        variable_map = default_variable_map(num_hidden)
+    else:
+        num_hidden = sum(1 for path in variable_map if re.fullmatch(r"encoder/hidden_\d+/kernel", path))
+        expected = set(tutorial_paths(num_hidden))
+        missing, unknown = sorted(expected - set(variable_map)), sorted(set(variable_map) - expected)
+        if missing or unknown:
+            raise TF1ImportError(f"--variable_map: missing tfvae paths {missing}, unknown paths {unknown}; the "
+                                 f"keys must be exactly {tutorial_paths(num_hidden)}")
+    for path, name in variable_map.items():
+        if name not in source.variables:
+            raise TF1ImportError(f"TF1 variable {name!r} (for {path}) not in {source.path}; its variables:\n"
+                                 f"{format_variables(source)}")
+    return variable_map, num_hidden
+
+
+def infer_architecture(source, variable_map, num_hidden):
+    """(hidden_sizes, latent_dim, image_shape) of the TF1 graph, read off its encoder kernels."""
+    def kernel_shape(path):
+        shape = source.variables[variable_map[path]][0]
+        if len(shape) != 2:
+            raise TF1ImportError(f"{variable_map[path]} ({path}): expected a 2-D kernel, found shape "
+                                 f"{list(shape)}")
+        return shape
+
+    hidden_sizes = tuple(kernel_shape(f"encoder/hidden_{i}/kernel")[1] for i in range(num_hidden))
+    num_pixels = kernel_shape("encoder/hidden_0/kernel")[0]
+    latent_outputs = kernel_shape("encoder/latent_params/kernel")[1]
+    if latent_outputs % 2:
+        raise TF1ImportError(f"{variable_map['encoder/latent_params/kernel']} (encoder/latent_params/kernel): "
+                             f"{latent_outputs} outputs cannot split into z_mean and z_logvar; expected 2 x latent")
+    if num_pixels not in IMAGE_SHAPES:
+        raise TF1ImportError(f"{variable_map['encoder/hidden_0/kernel']}: input size {num_pixels}, expected one "
+                             f"of {sorted(IMAGE_SHAPES)} (MNIST 28x28, CIFAR 32x32x3)")
+    return hidden_sizes, latent_outputs // 2, IMAGE_SHAPES[num_pixels]
+
+
+def _checked_value(source, name, path, expected_shape):
+    shape, dtype = source.variables[name]
+    if tuple(shape) != tuple(expected_shape):
+        raise TF1ImportError(f"{name} ({path}): expected shape {list(expected_shape)}, found {list(shape)} in "
+                             f"{source.path}; fix --variable_map or the model's sizes")
+    if dtype != "float32":
+        raise TF1ImportError(f"{name} ({path}): expected dtype float32, found {dtype} in {source.path}")
+    return source.read(name)
+
+
+def assign_weights(model, source, variable_map):
+    """Copies the mapped TF1 variables into `model`'s trainable variables, checking shape and dtype of each."""
+    for variable in model.trainable_variables:
+        path = compat.variable_path(variable)
+        if path not in variable_map:
+            raise TF1ImportError(f"model variable {path} has no TF1 variable in the map; map it in "
+                                 f"--variable_map")
+        variable.assign(_checked_value(source, variable_map[path], path, variable.shape))
+
+
+def tf1_step(beta1_power, beta2_power, beta_1, beta_2):
+    """The number of Adam steps TF1 took, from its beta powers (which are beta^(step + 1)).
+
+    beta1_power underflows to 0 in float32 after ~900 steps; beta2_power then gives the step within a few
+    steps, which only moves Keras' bias correction (already ~1) by less than float32 resolution.
+    """
+    if beta1_power > 1e-30:
+        return max(round(math.log(beta1_power) / math.log(beta_1)) - 1, 0)
+    return max(round(math.log(beta2_power) / math.log(beta_2)) - 1, 0)
+
+
+def assign_optimizer_state(optimizer, model, source, variable_map):
+    """Copies TF1 Adam's slots and beta powers into a built Keras Adam (`TF1Adam` takes the powers exactly)."""
+    for path in TF1_POWERS:
+        if path not in source.variables:
+            raise TF1ImportError(f"{source.path} has no {path}: it holds no AdamOptimizer state; drop "
+                                 f"--with_optimizer")
+    for variable in model.trainable_variables:
+        path = compat.variable_path(variable)
+        index = optimizer._get_variable_index(variable)
+        for slot_name, slots in zip(TF1_SLOTS, (optimizer._momentums, optimizer._velocities)):
+            name = f"{variable_map[path]}/{slot_name}"
+            if name not in source.variables:
+                raise TF1ImportError(f"{source.path} has no Adam slot {name} for {path}; drop --with_optimizer")
+            slots[index].assign(_checked_value(source, name, f"Adam slot of {path}", variable.shape))
+    beta1_power, beta2_power = (float(source.read(name)) for name in TF1_POWERS)
+    step = tf1_step(beta1_power, beta2_power, optimizer.beta_1, optimizer.beta_2)
+    optimizer.iterations.assign(step)
+    if hasattr(optimizer, "beta_1_power"):
+        optimizer.beta_1_power.assign(beta1_power)
+        optimizer.beta_2_power.assign(beta2_power)
+    return step
+
+
+def build_tf1_model(source, variable_map=None, dataset="mnist", learning_rate=1e-3, adam_epsilon=1e-8,
+                    with_optimizer=False, name="tf1_import"):
+    """A tfvae `tf1_tutorial` VAE holding the weights (and optionally Adam state) of a TF1 source.
+
+    Returns:
+      (model, cfg, image_shape, report): the VAE (compiled with Adam when `with_optimizer`), the RunConfig
+      describing it, the images' (H, W, C), and a JSON-able report of the mapping.
+    """
+    from tfvae import config, training
+    from tfvae.models import build_model
+
+    variable_map, num_hidden = resolve_variable_map(source, variable_map)
+    hidden_sizes, latent_dim, image_shape = infer_architecture(source, variable_map, num_hidden)
+    cfg = config.RunConfig(name=name, model="tf1_tutorial", dataset=dataset, hidden_sizes=hidden_sizes,
+                           latent_dim=latent_dim, likelihood="sse", learning_rate=learning_rate,
+                           adam_epsilon=adam_epsilon, adam="tf1", model_dir="", export_dir="")
+    model = build_model(cfg, image_shape)
+    paths = [compat.variable_path(v) for v in model.trainable_variables]
+    if paths != tutorial_paths(num_hidden):  # The model's layout is what the map's keys promise.
+        raise TF1ImportError(f"tfvae's tf1_tutorial variables {paths} differ from {tutorial_paths(num_hidden)}")
+    assign_weights(model, source, variable_map)
+    report = {"source": os.path.abspath(source.path), "variable_map": variable_map,
+              "hidden_sizes": list(hidden_sizes), "latent_dim": latent_dim}
+    if with_optimizer:
+        model.compile(optimizer=training.make_optimizer(cfg))
+        model.optimizer.build(model.trainable_variables)
+        report["adam_step"] = assign_optimizer_state(model.optimizer, model, source, variable_map)
+    return model, cfg, image_shape, report
+
+
+def import_tf1(source_path, export_dir, variable_map_file=None, with_optimizer=False, dataset="mnist",
+               learning_rate=1e-3, adam_epsilon=1e-8):
+    """The job of `scripts/import_tf1.py`: TF1 source -> tfvae SavedModel. Returns (export path, report)."""
+    from tfvae import export, training
+
+    source = open_source(source_path)
+    variable_map = load_variable_map(variable_map_file) if variable_map_file else None
+    model, cfg, image_shape, report = build_tf1_model(
+        source, variable_map, dataset=dataset, learning_rate=learning_rate, adam_epsilon=adam_epsilon,
+        with_optimizer=with_optimizer, name=os.path.basename(os.path.normpath(export_dir)))
+    cfg = dataclasses.replace(cfg, export_dir=export_dir)
+    metadata = training.export_metadata(cfg, image_shape, model)
+    path = export.export_saved_model(model, export_dir, {**metadata, "tf1_import": report},
+                                     optimizer=model.optimizer if with_optimizer else None)
+    return path, report
+
+
+def initialize_model(model, init_from="", init_from_tf1=""):
+    """Loads starting weights into a compiled, built `model` for `train.py --init_from[_tf1]`. Returns a log line.
+
+    init_from: a tfvae export (weights, plus Adam state when exported with it) or a tfvae checkpoint prefix.
+    init_from_tf1: a TF1 tutorial checkpoint prefix or SavedModel folder (weights only, tutorial names).
+    """
+    if init_from_tf1:
+        source = open_source(init_from_tf1)
+        variable_map, _ = resolve_variable_map(source)
+        assign_weights(model, source, variable_map)
+        return f"Initialised from TF1 weights {init_from_tf1}"
+    prefix = checkpoint_prefix(init_from)
+    children = _root_children(prefix)
+    if "model" not in children:
+        raise TF1ImportError(f"--init_from={init_from}: not a tfvae export or checkpoint (no model in it); "
+                             f"for TF1 checkpoints pass --init_from_tf1")
+    has_optimizer = "optimizer" in children
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer) if has_optimizer else \
+        tf.train.Checkpoint(model=model)
+    try:
+        checkpoint.read(prefix).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+        raise TF1ImportError(f"--init_from={init_from} does not fit this model ({' '.join(str(e).split())[:300]}); "
+                             f"pass the flags of the run that wrote it") from None
+    state = f"weights and Adam state at step {int(model.optimizer.iterations)}" if has_optimizer else "weights"
+    return f"Initialised {state} from {init_from}"
+
+
+def _root_children(prefix):
+    """Names of the root objects of a TF2 object-based checkpoint (e.g. {"model", "optimizer"}); TF1: empty."""
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+    reader = tf.train.load_checkpoint(prefix)
+    if not reader.has_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"):
+        return set()
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    return {child.local_name for child in graph.nodes[0].children}

@@ -1,0 +1,73 @@
+"""LiteRT (TFLite) conversion of a tfvae SavedModel's `encode` and `decode` signatures, checked against it."""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tfvae import artifacts, export
+
+SIGNATURES = ("encode", "decode")
+
+
+def convert(saved_model, quantize="none"):
+    """Converts the encode and decode signatures of a tfvae export to a .tflite flatbuffer.
+
+    Args:
+      saved_model: a tfvae export folder.
+      quantize: "none" (float32) or "dynamic" (int8 weights, float activations).
+
+    Returns:
+      The flatbuffer bytes.
+    """
+    export.load_metadata(saved_model)  # A clear error for a folder that is not a tfvae export.
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=list(SIGNATURES))
+    if quantize == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return converter.convert()
+
+
+def _inputs(name, metadata, count, rng):
+    if name == "encode":
+        inputs = {"input": rng.random((count, *metadata["input_shape"]), dtype=np.float32)}
+    else:
+        inputs = {"z": rng.standard_normal((count, metadata["latent_dim"])).astype(np.float32)}
+    if metadata.get("num_classes"):
+        inputs["label"] = (np.arange(count) % metadata["num_classes"]).astype(np.int32)
+    return inputs
+
+
+def compare(tflite_model, saved_model, count=256, seed=0):
+    """Runs both signatures in the LiteRT interpreter and in TensorFlow on the same seeded inputs.
+
+    Inputs are x ~ U[0, 1) for encode and z ~ N(0, I) for decode.
+
+    Returns:
+      {signature: {output: max abs difference}}.
+    """
+    from ai_edge_litert.interpreter import Interpreter  # Imported lazily: the [lite] extra.
+
+    saved, metadata = export.load_saved_model(saved_model)
+    interpreter = Interpreter(model_content=tflite_model)
+    rng = np.random.default_rng(seed)
+    differences = {}
+    for name in SIGNATURES:
+        inputs = _inputs(name, metadata, count, rng)
+        lite_outputs = interpreter.get_signature_runner(name)(**inputs)
+        tf_outputs = saved.signatures[name](**{k: tf.constant(v) for k, v in inputs.items()})
+        differences[name] = {key: float(np.max(np.abs(lite_outputs[key] - tf_outputs[key].numpy())))
+                             for key in tf_outputs}
+    return differences
+
+
+def export_tflite(saved_model, output, quantize="none", count=256):
+    """The job of `scripts/export_tflite.py`. Returns (differences as `compare`, file size in bytes)."""
+    tflite_model = convert(saved_model, quantize)
+    differences = compare(tflite_model, saved_model, count)
+
+    def write(path):
+        with open(path, "wb") as f:
+            f.write(tflite_model)
+
+    artifacts.write_bytes_with(output, write, suffix=".tflite")
+    return differences, os.path.getsize(output)

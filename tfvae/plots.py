@@ -1,0 +1,155 @@
+"""Every picture of `scripts/plot.py`: what each plot needs from a loaded model and the test set, drawn by
+`tfvae.visualization` into one PNG per kind."""
+
+import os
+
+import numpy as np
+
+from tfvae import config, evaluation, summaries, visualization
+
+INTERPOLATION_PAIRS = 3
+INTERPOLATION_STEPS = 8
+
+
+def applicable_kinds(loaded, requested, history_folder):
+    """The plot kinds to draw: `requested` ("all" = every kind this model supports), checked before any work.
+
+    Raises:
+      ValueError: a requested kind does not apply to this model, naming why.
+    """
+    reasons = {}
+    if loaded.latent_dim != 2:
+        reasons["manifold"] = f"the manifold needs a 2-D latent; this model has latent_dim={loaded.latent_dim}"
+    if not loaded.num_classes:
+        reasons["class_grid"] = "the class grid needs a conditional model (num_classes > 0 in tfvae.json)"
+    try:
+        summaries.read_history(history_folder)
+    except ValueError as e:
+        reasons["loss_curves"] = str(e)
+    if "all" in requested:
+        return [kind for kind in config.PLOT_KINDS if kind not in reasons]
+    for kind in requested:
+        if kind in reasons:
+            raise ValueError(f"--kinds={kind}: {reasons[kind]}; drop it from --kinds")
+    return list(requested)
+
+
+def _name(loaded):
+    return loaded.metadata.get("config", {}).get("name") or loaded.metadata.get("model", "model")
+
+
+def _images(loaded, x):
+    return visualization.as_images(np.asarray(x), loaded.metadata["image_shape"])
+
+
+def _cycle_labels(loaded, count):
+    return np.arange(count, dtype=np.int32) % loaded.num_classes if loaded.num_classes else None
+
+
+def plot_samples(loaded, path, grid_size, seed, **_):
+    z = np.random.default_rng(seed).standard_normal((grid_size * grid_size, loaded.latent_dim)).astype(np.float32)
+    labels = _cycle_labels(loaded, len(z))
+    note = ", labels cycling 0..%d" % (loaded.num_classes - 1) if loaded.num_classes else ""
+    visualization.save_grid_png(path, _images(loaded, loaded.decode(z, labels)), grid_size, grid_size,
+                                f"{_name(loaded)}: mean of p(x|z), z ~ N(0, I), seed {seed}{note}")
+
+
+def plot_reconstructions(loaded, path, grid_size, x, labels, **_):
+    count = min(grid_size, len(x))
+    z_mean, _ = loaded.encode(x[:count], labels[:count])
+    reconstructions = loaded.decode(z_mean, labels[:count])
+    images = np.concatenate([_images(loaded, x[:count]), _images(loaded, reconstructions)])
+    visualization.save_grid_png(path, images, 2, count, f"{_name(loaded)}: test images and reconstructions "
+                                f"(mean of p(x|z_mean))", row_labels=["original", "reconstruction"])
+
+
+def plot_manifold(loaded, path, grid_size, **_):
+    z, values = visualization.gaussian_quantile_grid(grid_size)
+    labels = np.zeros(len(z), np.int32) if loaded.num_classes else None
+    note = ", class 0" if loaded.num_classes else ""
+    visualization.save_manifold_png(path, _images(loaded, loaded.decode(z, labels)), values,
+                                    f"{_name(loaded)}: decoded 2-D latent manifold{note}")
+
+
+def encode_all(loaded, x, labels, batch_size=500):
+    """z_mean of every example, `[n, latent_dim]`."""
+    return np.concatenate([loaded.encode(x[i:i + batch_size], labels[i:i + batch_size])[0].numpy()
+                           for i in range(0, len(x), batch_size)])
+
+
+def plot_latent_scatter(loaded, path, x, labels, scatter_examples, **_):
+    n = min(scatter_examples, len(x))
+    z_mean = encode_all(loaded, x[:n], labels[:n])
+    how = "" if loaded.latent_dim <= 2 else f", PCA of {loaded.latent_dim}-D"
+    visualization.save_latent_scatter_png(path, z_mean, labels[:n],
+                                          f"{_name(loaded)}: z_mean of {n} test images by label{how}")
+
+
+def plot_interpolation(loaded, path, x, labels, seed, **_):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(INTERPOLATION_PAIRS):
+        a = int(rng.integers(len(x)))
+        others = np.flatnonzero(labels != labels[a])
+        b = int(rng.choice(others)) if len(others) else int(rng.integers(len(x)))
+        z_mean, _ = loaded.encode(x[[a, b]], labels[[a, b]])
+        z_mean = z_mean.numpy()
+        t = np.linspace(0.0, 1.0, INTERPOLATION_STEPS, dtype=np.float32)[:, None]
+        z = (1.0 - t) * z_mean[0] + t * z_mean[1]
+        steps = loaded.decode(z, np.full(len(z), labels[a], np.int32))
+        rows.append(np.concatenate([_images(loaded, x[[a]]), _images(loaded, steps), _images(loaded, x[[b]])]))
+    note = " (decoded with the label of A)" if loaded.num_classes else ""
+    visualization.save_interpolation_png(path, rows, f"{_name(loaded)}: linear interpolation between the "
+                                         f"z_mean of two test images{note}")
+
+
+def plot_loss_curves(loaded, path, history_folder, **_):
+    history = summaries.read_history(history_folder)
+    units = "nats per example" if loaded.metadata.get("likelihood_is_density", True) else "loss per example"
+    visualization.save_loss_curves_png(path, history, f"{_name(loaded)}: training curves", units)
+
+
+def plot_class_grid(loaded, path, grid_size, seed, **_):
+    classes = loaded.num_classes
+    # The same z in every row, so rows differ only by the class (style held fixed across classes).
+    z = np.random.default_rng(seed).standard_normal((grid_size, loaded.latent_dim)).astype(np.float32)
+    z = np.tile(z, (classes, 1))
+    labels = np.repeat(np.arange(classes, dtype=np.int32), grid_size)
+    visualization.save_grid_png(path, _images(loaded, loaded.decode(z, labels)), classes, grid_size,
+                                f"{_name(loaded)}: one row per class, same z per column",
+                                row_labels=[f"class {c}" for c in range(classes)])
+
+
+PLOTTERS = {
+    "samples": plot_samples,
+    "reconstructions": plot_reconstructions,
+    "manifold": plot_manifold,
+    "latent_scatter": plot_latent_scatter,
+    "interpolation": plot_interpolation,
+    "loss_curves": plot_loss_curves,
+    "class_grid": plot_class_grid,
+}
+NEEDS_DATA = ("reconstructions", "latent_scatter", "interpolation")
+
+
+def run(loaded, kinds, output_dir, data_dir="", seed=0, grid_size=8, scatter_examples=5000):
+    """Draws `kinds` ("all" or names of PLOTTERS) of `loaded` into `output_dir/KIND.png`.
+
+    Test images are prepared as `evaluate.py` does (binary for Bernoulli models, seeded).
+
+    Returns:
+      {kind: path} of the files written.
+    """
+    history_folder = loaded.source
+    kinds = applicable_kinds(loaded, kinds, history_folder)
+    inputs = dict(grid_size=grid_size, seed=seed, scatter_examples=scatter_examples, history_folder=history_folder)
+    if any(kind in NEEDS_DATA for kind in kinds):
+        binarize = evaluation.resolve_binarize(loaded.metadata)
+        inputs["x"], inputs["labels"] = evaluation.load_split(loaded.metadata, data_dir, "test", binarize, seed,
+                                                              max(scatter_examples, grid_size))
+    written = {}
+    for kind in kinds:
+        path = os.path.join(output_dir, f"{kind}.png")
+        PLOTTERS[kind](loaded, path, **inputs)
+        written[kind] = path
+    return written

@@ -1,0 +1,123 @@
+"""A trained model as its serving functions (encode, decode, log_likelihood) plus metadata, from a SavedModel
+or from the latest checkpoint of a run folder."""
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tfvae import config, export
+
+FLAGS_FILE = "flags.txt"
+CHECKPOINTS_DIR = "checkpoints"
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """The signatures of a tfvae export (or the same functions of a live model) and its `tfvae.json` metadata.
+
+    `signatures` maps "encode", "decode", "reconstruct", "log_likelihood" to callables taking keyword tensors
+    (`input`, `z`, and `label` for conditional models) and returning dicts of tensors, as in `tfvae/export.py`.
+    """
+
+    signatures: dict
+    metadata: dict
+    source: str
+    # Keeps a loaded SavedModel (and so its variables) alive as long as its signatures are used.
+    owner: object = None
+
+    @property
+    def num_classes(self):
+        return int(self.metadata.get("num_classes") or 0)
+
+    @property
+    def latent_dim(self):
+        return int(self.metadata["latent_dim"])
+
+    def _with_label(self, inputs, label):
+        if self.num_classes:
+            if label is None:
+                raise ValueError("this model is conditional; pass the class labels")
+            inputs["label"] = tf.cast(label, tf.int32)
+        return inputs
+
+    def encode(self, x, label=None):
+        """x `[batch, *input_shape]` in [0, 1] -> (z_mean, z_logvar), each `[batch, latent_dim]`."""
+        out = self.signatures["encode"](**self._with_label({"input": tf.cast(x, tf.float32)}, label))
+        return out["z_mean"], out["z_logvar"]
+
+    def decode(self, z, label=None):
+        """z `[batch, latent_dim]` -> x_hat `[batch, *input_shape]` in [0, 1] (mean of p(x|z))."""
+        return self.signatures["decode"](**self._with_label({"z": tf.cast(z, tf.float32)}, label))["x_hat"]
+
+    def log_likelihood(self, x, z, label=None):
+        """log p(x|z) per example, `[batch]` (nats when metadata says the likelihood is a density)."""
+        inputs = {"input": tf.cast(x, tf.float32), "z": tf.cast(z, tf.float32)}
+        return self.signatures["log_likelihood"](**self._with_label(inputs, label))["log_px_z"]
+
+
+def load_saved_model(path):
+    """Loads a tfvae SavedModel folder. Raises export.ExportError when it is not one."""
+    saved, metadata = export.load_saved_model(path)
+    return LoadedModel(signatures=dict(saved.signatures), metadata=metadata, source=os.path.abspath(path),
+                       owner=saved)
+
+
+def load_checkpoint(model_dir):
+    """Rebuilds the model of a run from `model_dir/flags.txt` and restores its latest checkpoint.
+
+    Raises:
+      ValueError: no flags file or no checkpoint, naming the folder and the fix.
+    """
+    from tfvae import data, training  # Local: heavy, and only this path needs them.
+    from tfvae.models import build_model
+
+    if not os.path.isdir(model_dir):
+        raise ValueError(f"--model_dir={model_dir}: no such folder; pass a run folder written by train.py")
+    cfg = config.run_config_from_flagfile(os.path.join(model_dir, FLAGS_FILE))
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINTS_DIR))
+    if latest is None:
+        raise ValueError(f"--model_dir={model_dir}: no checkpoint in {CHECKPOINTS_DIR}/; train at least one "
+                         f"epoch, or pass --saved_model")
+    image_shape = data.DATASET_SHAPES[cfg.dataset]
+    model = build_model(cfg, image_shape)
+    # Only the model: the optimizer and epoch counter in the checkpoint are not needed to evaluate.
+    tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
+    metadata = training.export_metadata(cfg, image_shape, model)
+    metadata["checkpoint"] = os.path.abspath(latest)
+    signatures = export.make_serving_functions(model, metadata["input_shape"])
+    return LoadedModel(signatures=signatures, metadata=metadata, source=os.path.abspath(model_dir), owner=model)
+
+
+def load(saved_model=None, model_dir=None):
+    """Loads from exactly one of a SavedModel folder and a run folder."""
+    if bool(saved_model) == bool(model_dir):
+        raise ValueError("pass exactly one of --saved_model and --model_dir")
+    return load_saved_model(saved_model) if saved_model else load_checkpoint(model_dir)
+
+
+def input_size(metadata):
+    """Numbers per example the model sees, D (784 for MNIST)."""
+    return int(np.prod(metadata["input_shape"]))
+
+
+def export_checkpoint(model_dir, export_dir=None):
+    """Exports the latest checkpoint of a run as a SavedModel: the model's weights only (no optimizer slots,
+    so a third of the size of an export of the compiled model), with the run's history in metrics.json.
+
+    Returns:
+      The absolute export path.
+    """
+    from tfvae import summaries  # Local: reads TensorBoard files.
+
+    loaded = load_checkpoint(model_dir)
+    cfg = config.run_config_from_flagfile(os.path.join(model_dir, FLAGS_FILE))
+    metadata = {k: v for k, v in loaded.metadata.items() if k != "checkpoint"}
+    try:
+        metrics = {"history": summaries.read_history(model_dir), "checkpoint": os.path.basename(
+            loaded.metadata["checkpoint"])}
+    except ValueError:
+        metrics = {}
+    return export.export_saved_model(loaded.owner, export_dir or cfg.export_dir, metadata,
+                                     extra_json={"metrics.json": metrics} if metrics else None)

@@ -1,0 +1,185 @@
+"""TensorBoard beyond scalars: per-dimension KL histograms, gradient norm, HParams, the Embedding Projector;
+and reading a run's per-epoch history back from its metrics.json or event files."""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tfvae import artifacts, losses
+from tfvae.compat import keras
+
+METRICS_FILE = "metrics.json"
+
+
+def read_history(folder):
+    """Per-epoch values of a run, Keras-History style: {"loss": [...], "val_loss": [...], "kl": [...], ...}.
+
+    Reads `folder/metrics.json` (a finished run or an export) when present, otherwise the TensorBoard event
+    files in `folder/train` and `folder/validation` (a run still in progress).
+
+    Raises:
+      ValueError: neither is there.
+    """
+    metrics_path = os.path.join(folder, METRICS_FILE)
+    if os.path.isfile(metrics_path):
+        with open(metrics_path) as f:
+            history = json.load(f).get("history", {})
+        if history:
+            return history
+    from tensorboard.backend.event_processing import event_accumulator  # Only this path needs it.
+
+    by_step = {}
+    for subdir, prefix in (("train", ""), ("validation", "val_")):
+        path = os.path.join(folder, subdir)
+        if not os.path.isdir(path):
+            continue
+        accumulator = event_accumulator.EventAccumulator(path, size_guidance={event_accumulator.TENSORS: 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags()["tensors"]:
+            if tag.startswith("epoch_"):
+                by_step[prefix + tag[len("epoch_"):]] = {
+                    e.step: float(tf.make_ndarray(e.tensor_proto)) for e in accumulator.Tensors(tag)}
+    # Keras logs epoch e at step e - 1; a quantity logged only in some epochs (a resumed run with a newer
+    # metric) gets None elsewhere, so every list is indexed by epoch.
+    epochs = 1 + max((step for values in by_step.values() for step in values), default=-1)
+    history = {name: [values.get(step) for step in range(epochs)] for name, values in by_step.items()}
+    if not history:
+        raise ValueError(f"{folder}: no {METRICS_FILE} with a history and no TensorBoard epoch scalars in "
+                         f"train/ or validation/; pass a run folder of train.py or an export")
+    return history
+
+
+HPARAMS_EXCLUDED = ("model_dir", "export_dir", "data_dir", "resume", "overwrite")
+KL_EXAMPLES = 1000
+PROJECTOR_DIR = "projector"
+PROJECTOR_EXAMPLES = 10000
+# Burda et al. 2015's activity threshold on Var_x(E_q[z_u]), as in tfvae.evaluation.
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+def hparams_of(cfg):
+    """The run's flags as HParams values (bool, int, float or str; tuples joined by commas), paths left out."""
+    values = {}
+    for name, value in dataclasses.asdict(cfg).items():
+        if name in HPARAMS_EXCLUDED or value is None:
+            continue
+        values[name] = ",".join(str(v) for v in value) if isinstance(value, (tuple, list)) else value
+    return values
+
+
+def take_examples(dataset, count):
+    """The first `count` examples of a batched pipeline of dicts, as one dict of numpy arrays."""
+    parts, seen = [], 0
+    for batch in dataset:
+        parts.append({k: v.numpy() for k, v in batch.items()})
+        seen += len(parts[-1]["input"])
+        if seen >= count:
+            break
+    return {k: np.concatenate([p[k] for p in parts])[:count] for k in parts[0]}
+
+
+class LatentSummaries(keras.callbacks.Callback):
+    """Each epoch, on fixed held-out examples: a histogram of the per-dimension KL (nats, one value per latent
+    dimension) and the number of active units, under `log_dir` (TensorBoard's Histograms / Scalars tabs)."""
+
+    def __init__(self, log_dir, examples):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(log_dir)
+        self.examples = examples
+
+    def on_epoch_end(self, epoch, logs=None):
+        z_mean, z_logvar = self.model.encode(tf.constant(self.examples["input"]),
+                                             tf.constant(self.examples["label"]))
+        # float32 even under a mixed-precision policy, whose float16 would round small KLs away.
+        z_mean, z_logvar = tf.cast(z_mean, tf.float32), tf.cast(z_logvar, tf.float32)
+        kl_per_dimension = tf.reduce_mean(losses.kl_per_dimension(z_mean, z_logvar), axis=0)
+        active = tf.reduce_sum(tf.cast(tf.math.reduce_variance(z_mean, axis=0) > ACTIVE_UNIT_THRESHOLD, tf.int32))
+        with self.writer.as_default(step=epoch + 1):
+            tf.summary.histogram("kl_per_dimension", kl_per_dimension,
+                                 description="Mean KL(q(z_u|x) || N(0, 1)) of each latent dimension u, nats, on "
+                                             f"{len(self.examples['input'])} held-out examples")
+            tf.summary.scalar("active_units", active, description="Latent dimensions with Var_x(E_q[z_u]) > "
+                                                                  f"{ACTIVE_UNIT_THRESHOLD} (Burda et al. 2015)")
+        self.writer.flush()
+
+
+class HParamsSummary(keras.callbacks.Callback):
+    """Records the run's flags for TensorBoard's HParams tab at the start of training, so runs under one logdir
+    compare in one table against their validation and test metrics."""
+
+    def __init__(self, log_dir, cfg):
+        super().__init__()
+        self.log_dir = log_dir
+        self.cfg = cfg
+
+    def on_train_begin(self, logs=None):
+        from tensorboard.plugins.hparams import api as hp
+
+        with tf.summary.create_file_writer(self.log_dir).as_default():
+            # The run folder names the trial: unique under one logdir, unlike --name.
+            hp.hparams(hparams_of(self.cfg), trial_id=os.path.basename(os.path.normpath(self.cfg.model_dir)))
+
+
+def make_callbacks(cfg, datasets):
+    """The callbacks of this module for a training run writing under `cfg.model_dir`."""
+    held_out = datasets.validation if cfg.validation_size else datasets.test
+    return [
+        LatentSummaries(os.path.join(cfg.model_dir, "latent"), take_examples(held_out, KL_EXAMPLES)),
+        HParamsSummary(cfg.model_dir, cfg),
+    ]
+
+
+def write_test_metrics(model_dir, test_metrics, step):
+    """Final test metrics as scalars `test/NAME` in `model_dir`, where the HParams tab reads them."""
+    with tf.summary.create_file_writer(model_dir).as_default(step=step):
+        for name, value in test_metrics.items():
+            tf.summary.scalar(f"test/{name}", value)
+
+
+def write_projector(log_dir, model, dataset, images, labels, count=PROJECTOR_EXAMPLES):
+    """Writes the test-set z_mean for TensorBoard's Embedding Projector: checkpoint, label metadata, sprite.
+
+    Args:
+      log_dir: output folder (a run of its own under the run folder).
+      model: the trained VAE.
+      dataset: batched test pipeline of dicts, not shuffled, in the order of `images`.
+      images: uint8 `[n, H, W, C]` test images (gray levels for the sprite).
+      labels: int32 `[n]`.
+      count: examples to embed (at most n).
+    """
+    from tensorboard.plugins import projector
+
+    examples = take_examples(dataset, min(count, len(images)))
+    n = len(examples["input"])
+    z_mean = np.concatenate([model.encode(tf.constant(examples["input"][i:i + 1000]),
+                                          tf.constant(examples["label"][i:i + 1000]))[0].numpy().astype(np.float32)
+                             for i in range(0, n, 1000)])
+    os.makedirs(log_dir, exist_ok=True)
+    # One column: the projector wants no header row then (it counts every line as a point).
+    artifacts.write_text(os.path.join(log_dir, "metadata.tsv"), "".join(f"{int(label)}\n" for label in labels[:n]))
+    side = int(np.ceil(np.sqrt(n)))
+    height, width = images.shape[1:3]
+    thumbnails = np.zeros((side * side, height, width, images.shape[3]), np.uint8)
+    thumbnails[:n] = images[:n]
+    # The projector wants one square image with thumbnails in row-major order and no padding.
+    sprite = thumbnails.reshape(side, side, height, width, -1).transpose(0, 2, 1, 3, 4).reshape(
+        side * height, side * width, -1)
+    artifacts.write_bytes_with(os.path.join(log_dir, "sprite.png"),
+                               lambda tmp: tf.io.write_file(tmp, tf.io.encode_png(sprite)), suffix=".png")
+    checkpoint = tf.train.Checkpoint(embedding=tf.Variable(z_mean, name="z_mean"))
+    checkpoint.save(os.path.join(log_dir, "embedding.ckpt"))
+    embedding_config = projector.ProjectorConfig()
+    embedding = embedding_config.embeddings.add()
+    embedding.tensor_name = "embedding/.ATTRIBUTES/VARIABLE_VALUE"
+    embedding.metadata_path = "metadata.tsv"
+    embedding.sprite.image_path = "sprite.png"
+    embedding.sprite.single_image_dim.extend([width, height])
+    projector.visualize_embeddings(log_dir, embedding_config)
+    # TensorBoard only lists folders holding an event file as runs; the projector looks for its config in runs.
+    with tf.summary.create_file_writer(log_dir).as_default():
+        tf.summary.text("about", f"z_mean of {n} test examples; labels in metadata.tsv, thumbnails in sprite.png",
+                        step=0)
+    return z_mean
