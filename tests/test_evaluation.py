@@ -191,7 +191,9 @@ def test_export_of_a_checkpoint_matches_the_trained_export_without_optimizer_slo
     def weights_bytes(folder):
         return os.path.getsize(os.path.join(folder, "variables", "variables.data-00000-of-00001"))
 
-    assert weights_bytes(path) < 0.5 * weights_bytes(export_dir)  # Adam's two slots per weight left out
+    # The trained export holds each weight twice (Keras' and the TF1 Saver's copy) and Adam's two slots: 4 copies;
+    # without the slots there are 2.
+    assert weights_bytes(path) < 0.6 * weights_bytes(export_dir)
     history = json.load(open(os.path.join(path, "metrics.json")))["history"]
     assert len(history["loss"]) == 1 and "val_loss" in history
 

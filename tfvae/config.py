@@ -11,12 +11,32 @@ MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 MODELS = ("tf1_tutorial", "mlp", "conv", "cvae")
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
 LIKELIHOODS = ("bernoulli", "gaussian", "sse")
+OBJECTIVES = ("elbo", "iwae")
 BINARIZE = ("none", "dynamic", "static")
 # Models whose encoder takes flat vectors; their SavedModel `input` is [None, H*W*C] like the TF1 tutorial.
 FLAT_MODELS = ("tf1_tutorial", "mlp", "cvae")
 DEFAULT_LIKELIHOOD = {"tf1_tutorial": "sse"}
 ADAM_VARIANTS = ("tf1", "keras")
 DEFAULT_ADAM = {"tf1_tutorial": "tf1"}
+
+# Corruptions of denoising / deblurring / enhancement runs (ops in tfvae/corruption.py): what
+# --corruption_strength means for each, its default and its range (low exclusive, high inclusive).
+CORRUPTION_KINDS = ("gaussian_noise", "gaussian_blur", "mask", "downsample")
+CORRUPTIONS = ("none",) + CORRUPTION_KINDS + ("mixed",)
+CORRUPTION_UNITS = {
+    "gaussian_noise": "stddev of the added noise, pixels in [0, 1]",
+    "gaussian_blur": "sigma of the Gaussian kernel, in pixels",
+    "mask": "fraction of pixels set to 0",
+    "downsample": "shrink factor before scaling back up",
+    "mixed": "multiplier of every kind's default strength",
+}
+DEFAULT_CORRUPTION_STRENGTH = {"gaussian_noise": 0.5, "gaussian_blur": 2.0, "mask": 0.5, "downsample": 4.0,
+                               "mixed": 1.0}
+CORRUPTION_RANGE = {"gaussian_noise": (0.0, 1.0), "gaussian_blur": (0.0, 4.0), "mask": (0.0, 0.95),
+                    "downsample": (1.0, 8.0)}
+# "mixed" scales every kind's default, so its range keeps each of them inside its own.
+CORRUPTION_RANGE["mixed"] = (0.0, min(high / DEFAULT_CORRUPTION_STRENGTH[kind]
+                                      for kind, (_, high) in CORRUPTION_RANGE.items()))
 
 FLAGS = flags.FLAGS
 
@@ -30,10 +50,20 @@ class RunConfig:
     dataset: str = "mnist"
     data_dir: str = ""
     binarize: str = "none"
+    corruption: str = "none"
+    corruption_strength: float = 0.0
     validation_size: int = 5000
     hidden_sizes: tuple = (100,)
     latent_dim: int = 20
     likelihood: str = "sse"
+    gaussian_stddev: float = 0.1
+    learn_variance: bool = False
+    conv_filters: tuple = (32, 64)
+    objective: str = "elbo"
+    num_importance_samples: int = 1
+    beta: float = 1.0
+    kl_warmup_epochs: float = 0.0
+    free_bits: float = 0.0
     epochs: int = 10
     batch_size: int = 100
     learning_rate: float = 1e-3
@@ -75,12 +105,32 @@ def define_train_flags():
                         "a TFDS data directory. Empty: TFDS's default.")
     flags.DEFINE_enum("binarize", "none", BINARIZE, "none: gray levels in [0, 1]; dynamic: a fresh Bernoulli "
                       "sample of each image each epoch; static: one fixed sample.")
+    flags.DEFINE_enum("corruption", "none", CORRUPTIONS, "Denoising / deblurring / enhancement: the model sees "
+                      "images corrupted this way (seeded, inside tf.data) and learns to reconstruct the clean ones. "
+                      "mixed: each image is left clean or gets one of the four kinds, drawn uniformly.")
+    flags.DEFINE_float("corruption_strength", None, "Strength of --corruption: " + "; ".join(
+        f"{kind}: {CORRUPTION_UNITS[kind]}, in ({low:g}, {high:g}], default {DEFAULT_CORRUPTION_STRENGTH[kind]:g}"
+        for kind, (low, high) in CORRUPTION_RANGE.items()) + ".")
+    flags.register_multi_flags_validator(["corruption", "corruption_strength"], _check_corruption_strength)
     flags.DEFINE_integer("validation_size", 5000, "Training examples held out for validation (the first ones, "
                          "as TF1's read_data_sets).", lower_bound=0)
     flags.DEFINE_list("hidden_sizes", ["100"], "Hidden layer widths of MLP encoders; decoders mirror them.")
     flags.DEFINE_integer("latent_dim", 20, "Size of z.")
     flags.DEFINE_enum("likelihood", None, LIKELIHOODS, "p(x|z): bernoulli on logits, gaussian, or sse (the TF1 "
                       "tutorial's sum of squared error). Default: sse for tf1_tutorial, bernoulli otherwise.")
+    flags.DEFINE_float("gaussian_stddev", 0.1, "--likelihood=gaussian: the fixed pixel stddev, or the initial one "
+                       "with --learn_variance.")
+    flags.DEFINE_bool("learn_variance", False, "--likelihood=gaussian: learn one variance per pixel.")
+    flags.DEFINE_list("conv_filters", ["32", "64"], "--model=conv: filters of the stride-2 Conv2D blocks of the "
+                      "encoder; the decoder mirrors them with Conv2DTranspose.")
+    flags.DEFINE_enum("objective", "elbo", OBJECTIVES, "Training bound: elbo, or iwae (the importance-weighted "
+                      "bound of --num_importance_samples samples; Burda et al. 2016).")
+    flags.DEFINE_integer("num_importance_samples", 1, "K, samples of q(z|x) per example for --objective=iwae.")
+    flags.DEFINE_float("beta", 1.0, "Weight of the KL term (beta-VAE); 1 is the ELBO.")
+    flags.DEFINE_float("kl_warmup_epochs", 0.0, "Raise the KL weight linearly from 0 to --beta over this many "
+                       "epochs (step by step); 0: no warm-up.")
+    flags.DEFINE_float("free_bits", 0.0, "Nats per latent dimension below which the batch-mean KL is not "
+                       "penalised (Kingma et al. 2016); 0: off.")
     flags.DEFINE_integer("epochs", 10, "Training epochs.")
     flags.DEFINE_integer("batch_size", 100, "Global batch size.")
     flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
@@ -115,12 +165,28 @@ def define_train_flags():
     flags.register_multi_flags_validator(
         ["strategy", "tpu"], lambda f: (f["strategy"] == "tpu") == bool(f["tpu"]),
         message="--tpu is needed with --strategy=tpu and only then; pass both or neither")
-    for name in ("cpu_devices", "latent_dim", "epochs", "batch_size", "learning_rate", "adam_epsilon", "steps_per_execution",
-                 "data_threads", "keep_checkpoints"):
+    for name in ("cpu_devices", "latent_dim", "epochs", "batch_size", "learning_rate", "adam_epsilon",
+                 "steps_per_execution", "data_threads", "keep_checkpoints", "gaussian_stddev",
+                 "num_importance_samples"):
         flags.register_validator(name, _positive(name), message=f"--{name} must be > 0")
     flags.register_validator(
         "hidden_sizes", lambda sizes: all(s.isdigit() and int(s) > 0 for s in sizes),
         message="--hidden_sizes must be a comma-separated list of positive integers, e.g. --hidden_sizes=400,200")
+    flags.register_validator(
+        "conv_filters", lambda sizes: bool(sizes) and all(s.isdigit() and int(s) > 0 for s in sizes),
+        message="--conv_filters must be a comma-separated list of positive integers, e.g. --conv_filters=32,64")
+    for name in ("beta", "kl_warmup_epochs", "free_bits"):
+        flags.register_validator(name, lambda value: value >= 0, message=f"--{name} must be >= 0")
+    flags.register_multi_flags_validator(
+        ["likelihood", "learn_variance"], lambda f: not f["learn_variance"] or f["likelihood"] == "gaussian",
+        message="--learn_variance needs --likelihood=gaussian")
+    flags.register_multi_flags_validator(
+        ["objective", "free_bits"], lambda f: not (f["objective"] == "iwae" and f["free_bits"]),
+        message="--free_bits clamps the KL term of --objective=elbo; the iwae bound has none, drop one of them")
+    flags.register_multi_flags_validator(
+        ["objective", "num_importance_samples"],
+        lambda f: f["objective"] == "iwae" or f["num_importance_samples"] == 1,
+        message="--num_importance_samples is K of --objective=iwae; add --objective=iwae or drop it")
     flags.register_validator(
         "data_dir", lambda d: not d or os.path.isdir(d),
         message="--data_dir must be an existing folder (e.g. PATH/MNIST_data), or empty for TFDS's default")
@@ -235,6 +301,61 @@ class GenerateConfig:
 
 def generate_config_from_flags():
     return GenerateConfig(**{field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(GenerateConfig)})
+
+
+def define_classifier_flags():
+    """Defines the flags of `scripts/train_classifier.py`."""
+    flags.DEFINE_enum("dataset", "mnist", DATASETS, "Dataset whose labels the classifier learns.")
+    flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder or TFDS data dir.")
+    flags.DEFINE_integer("validation_size", 5000, "Training examples held out for validation.", lower_bound=0)
+    flags.DEFINE_integer("epochs", 3, "Training epochs.", lower_bound=1)
+    flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
+    flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.", lower_bound=0)
+    flags.DEFINE_integer("seed", 0, "Seeds initialisation and data order.")
+    flags.DEFINE_string("export_dir", "saved_models/mnist_classifier", "Where the classifier SavedModel goes.")
+    _quiet_absl_logging()
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierConfig:
+    dataset: str
+    data_dir: str
+    validation_size: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    seed: int
+    export_dir: str
+
+
+def classifier_config_from_flags():
+    return ClassifierConfig(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(ClassifierConfig)})
+
+
+def define_evaluate_cvae_flags():
+    """Defines the flags of `scripts/evaluate_cvae.py`."""
+    flags.DEFINE_string("saved_model", None, "A label-conditioned tfvae SavedModel (e.g. saved_models/cvae_mnist).",
+                        required=True)
+    flags.DEFINE_string("classifier", "saved_models/mnist_classifier", "The classifier export of "
+                        "scripts/train_classifier.py that judges the samples.")
+    flags.DEFINE_integer("samples_per_class", 100, "Samples z ~ N(0, I) decoded per class.", lower_bound=1)
+    flags.DEFINE_integer("seed", 0, "Seeds z.")
+    flags.DEFINE_string("output", "cvae_accuracy.json", "JSON file to write: overall and per-class accuracy, "
+                        "confusion matrix.")
+    _quiet_absl_logging()
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateCVAEConfig:
+    saved_model: str
+    classifier: str
+    samples_per_class: int
+    seed: int
+    output: str
+
+
+def evaluate_cvae_config_from_flags():
+    return EvaluateCVAEConfig(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(EvaluateCVAEConfig)})
 
 
 EVAL_BINARIZE = ("auto",) + BINARIZE
@@ -406,10 +527,13 @@ def config_from_flags():
     values.update(
         name=name,
         hidden_sizes=tuple(int(s) for s in FLAGS.hidden_sizes),
+        conv_filters=tuple(int(s) for s in FLAGS.conv_filters),
         likelihood=FLAGS.likelihood or DEFAULT_LIKELIHOOD.get(FLAGS.model, "bernoulli"),
         adam=FLAGS.adam or DEFAULT_ADAM.get(FLAGS.model, "keras"),
         model_dir=FLAGS.model_dir or os.path.join("runs", name),
         export_dir=FLAGS.export_dir or os.path.join("saved_models", name))
+    if FLAGS.corruption_strength is None:  # The kind's default, written out so the run's flagfile shows it.
+        values["corruption_strength"] = DEFAULT_CORRUPTION_STRENGTH.get(FLAGS.corruption, 0.0)
     return RunConfig(**values)
 
 
@@ -427,3 +551,84 @@ def to_flagfile(cfg):
         else:
             lines.append(f"--{field.name}={value}")
     return "\n".join(lines) + "\n"
+
+
+def define_enhance_flags():
+    """Defines the flags of `scripts/enhance.py`."""
+    flags.DEFINE_string("saved_model", None, "A tfvae SavedModel folder, e.g. saved_models/denoise_mnist.",
+                        required=True)
+    flags.DEFINE_string("input", None, "An image file (PNG or JPEG, gray or RGB) or a folder of them.", required=True)
+    flags.DEFINE_string("output", None, "For one input file: the file to write (.png, .jpg or .jpeg) or a folder; "
+                        "for an input folder: the folder to write NAME.png files into.", required=True)
+    flags.DEFINE_bool("resize", False, "Scale images whose height and width differ from the model's to fit; "
+                      "without it such images are refused. Outputs have the model's size.")
+    flags.DEFINE_bool("invert", False, "Invert gray levels before and after restoring: for dark digits on a light "
+                      "background, when the model learned light on dark (MNIST).")
+    _quiet_absl_logging()
+
+
+@dataclasses.dataclass(frozen=True)
+class EnhanceConfig:
+    saved_model: str
+    input: str
+    output: str
+    resize: bool
+    invert: bool
+
+
+def enhance_config_from_flags():
+    return EnhanceConfig(**{field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(EnhanceConfig)})
+
+
+def define_restoration_flags():
+    """Defines the flags of `scripts/evaluate_restoration.py`."""
+    flags.DEFINE_string("saved_model", None, "A tfvae SavedModel folder, e.g. saved_models/denoise_mnist.",
+                        required=True)
+    flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder or TFDS data dir holding the model's dataset.")
+    flags.DEFINE_string("output", "restoration.json", "JSON file to write the PSNR / SSIM table to.")
+    flags.DEFINE_list("corruptions", [], "Corruption kinds to measure (" + ", ".join(CORRUPTION_KINDS) + "), each "
+                      "at the strength the model was trained with, else its default. Empty: the model's own kinds "
+                      "(all four for mixed).")
+    flags.DEFINE_integer("num_examples", 10000, "Test images to measure on (the first ones).", lower_bound=1)
+    flags.DEFINE_integer("seed", 0, "Seeds the corruptions.")
+    flags.DEFINE_string("grid", "", "Optional PNG: a few test images, clean, then corrupted and restored per kind.")
+    flags.register_validator(
+        "corruptions", lambda kinds: all(kind in CORRUPTION_KINDS for kind in kinds),
+        message="--corruptions must be a comma-separated list of " + ", ".join(CORRUPTION_KINDS))
+    _quiet_absl_logging()
+
+
+@dataclasses.dataclass(frozen=True)
+class RestorationConfig:
+    saved_model: str
+    data_dir: str
+    output: str
+    corruptions: tuple
+    num_examples: int
+    seed: int
+    grid: str
+
+
+def restoration_config_from_flags():
+    values = {field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(RestorationConfig)}
+    return RestorationConfig(**{**values, "corruptions": tuple(values["corruptions"])})
+
+
+def corruption_strength_error(kind, strength):
+    """None when `strength` (None: the default) suits corruption `kind`, else a one-line message with the range."""
+    if strength is None:
+        return None
+    if kind == "none":
+        return None if strength == 0 else "--corruption_strength needs --corruption=" + "|".join(CORRUPTIONS[1:])
+    low, high = CORRUPTION_RANGE[kind]
+    if low < strength <= high:
+        return None
+    return (f"--corruption_strength={strength:g} is outside ({low:g}, {high:g}] for --corruption={kind} "
+            f"({CORRUPTION_UNITS[kind]}; default {DEFAULT_CORRUPTION_STRENGTH[kind]:g})")
+
+
+def _check_corruption_strength(f):
+    message = corruption_strength_error(f["corruption"], f["corruption_strength"])
+    if message:
+        raise flags.ValidationError(message)  # Its message replaces the validator's generic one.
+    return True

@@ -37,6 +37,28 @@ def kl_standard_normal(z_mean, z_logvar):
     return tf.reduce_sum(kl_per_dimension(z_mean, z_logvar), axis=-1)
 
 
+def free_bits_kl(kl_per_dimension, free_bits):
+    """Per-example KL with free bits (Kingma et al. 2016, the IAF paper): dimensions whose batch-mean KL is below
+    `free_bits` nats count as `free_bits` and get no gradient.
+
+    Args:
+      kl_per_dimension: `[batch, latent]` nats.
+      free_bits: nats per latent dimension.
+
+    Returns:
+      `[batch]`, whose batch mean is sum_j max(free_bits, mean over the batch of KL_j).
+    """
+    batch_mean = tf.reduce_mean(kl_per_dimension, axis=0)
+    floor = tf.fill(tf.shape(kl_per_dimension), tf.cast(free_bits, kl_per_dimension.dtype))
+    return tf.reduce_sum(tf.where(batch_mean < free_bits, floor, kl_per_dimension), axis=-1)
+
+
+def log_mean_exp(values, axis):
+    """log(mean(exp(values))) along `axis`, stable for values of any magnitude (max subtracted first)."""
+    count = tf.cast(tf.shape(values)[axis], values.dtype)
+    return tf.reduce_logsumexp(values, axis=axis) - tf.math.log(count)
+
+
 def log_normal(z, mean, logvar):
     """log N(z; mean, diag(exp(logvar))) summed over the last axis."""
     return -0.5 * tf.reduce_sum(LOG_2PI + logvar + tf.square(z - mean) * tf.exp(-logvar), axis=-1)

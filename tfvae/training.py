@@ -94,6 +94,46 @@ class CheckpointEachEpoch(keras.callbacks.Callback):
         self.manager.save(checkpoint_number=epoch + 1)
 
 
+def kl_warmup_weight(epoch, warmup_epochs):
+    """The KL weight (times beta) after `epoch` epochs (fractional) of a linear warm-up over `warmup_epochs`."""
+    return min(1.0, epoch / warmup_epochs) if warmup_epochs > 0 else 1.0
+
+
+class KLWarmup(keras.callbacks.Callback):
+    """Sets `model.kl_weight` before each train step from the linear schedule; validation and test use weight 1.
+
+    Driven by the epoch and step Keras reports, so a resumed run continues the schedule where it stopped.
+    """
+
+    def __init__(self, warmup_epochs):
+        super().__init__()
+        self.warmup_epochs = warmup_epochs
+        self._epoch = 0
+        self._train_weight = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        steps = self.params.get("steps") or 1
+        self._train_weight = kl_warmup_weight(self._epoch + batch / steps, self.warmup_epochs)
+        self.model.kl_weight.assign(self._train_weight)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["kl_weight"] = self._train_weight
+
+    # Validation inside fit reports the objective the run is heading for, comparable across epochs.
+    def on_test_begin(self, logs=None):
+        self.model.kl_weight.assign(1.0)
+
+    def on_test_end(self, logs=None):
+        self.model.kl_weight.assign(self._train_weight)
+
+    def on_train_end(self, logs=None):
+        self.model.kl_weight.assign(1.0)
+
+
 def make_checkpoint_manager(model, cfg):
     """Returns (manager, epoch variable) tracking model, optimizer and epoch under `model_dir/checkpoints`."""
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -114,6 +154,8 @@ def export_metadata(cfg, image_shape, model):
         "likelihood": cfg.likelihood,
         "likelihood_is_density": model.likelihood.is_density,
         "binarize": cfg.binarize,
+        "corruption": cfg.corruption,
+        "corruption_strength": cfg.corruption_strength,
         "dataset": cfg.dataset,
         "num_classes": getattr(model, "num_classes", 0),
         "config": dataclasses.asdict(cfg),
@@ -147,6 +189,8 @@ def train(model, datasets, cfg):
         keras.callbacks.TensorBoard(log_dir=cfg.model_dir, write_graph=False, profile_batch=0),
         CheckpointEachEpoch(manager, epoch_variable),
     ]
+    if cfg.kl_warmup_epochs:
+        callbacks.insert(0, KLWarmup(cfg.kl_warmup_epochs))
     if cfg.image_summaries:
         callbacks.append(ImageSummaries(os.path.join(cfg.model_dir, "images"), datasets.image_shape,
                                         datasets.preview, cfg.seed))
@@ -182,7 +226,7 @@ def train(model, datasets, cfg):
 
 def run(cfg):
     """The whole job of `scripts/train.py`: data, model, training, export. Returns the metrics."""
-    from tfvae import data  # Local import keeps `--help` fast.
+    from tfvae import corruption, data  # Local import keeps `--help` fast.
     from tfvae.models import build_model
 
     if cfg.cpu_devices > 1:
@@ -192,7 +236,9 @@ def run(cfg):
     strategy = distribute.make_strategy(cfg.strategy, cfg.tpu)
     chief = distribute.is_chief(strategy)
     keras.utils.set_random_seed(cfg.seed)
-    datasets = data.make_datasets(cfg)
+    corrupt_fn = corruption.make_corrupt_fn(cfg.corruption, cfg.corruption_strength,
+                                            data.DATASET_SHAPES[cfg.dataset])
+    datasets = data.make_datasets(cfg, corrupt_fn=corrupt_fn)
     # Every worker takes part in saving (it can involve collectives); only the chief's files are kept.
     run_cfg = cfg if chief else dataclasses.replace(cfg, model_dir=tempfile.mkdtemp(prefix="tfvae-worker-"))
     try:

@@ -1,14 +1,34 @@
 """Model construction from a RunConfig."""
 
 import numpy as np
+import tensorflow as tf
 
-from tfvae.models import likelihoods, mlp
+from tfvae.models import conditional, conv, likelihoods, mlp, objectives
 from tfvae.models.base import VAE
 
+# Labels of every dataset tfvae reads (mnist, fashion_mnist, cifar10) are in [0, 10).
+NUM_CLASSES = 10
+
+# Each builder maps (image_shape, cfg) to (encoder, decoder).
 BUILDERS = {
-    "tf1_tutorial": mlp.build_tf1_tutorial,
-    "mlp": mlp.build_mlp,
+    "tf1_tutorial": lambda shape, cfg: mlp.build_tf1_tutorial(shape, cfg.latent_dim, cfg.hidden_sizes, seed=cfg.seed),
+    "mlp": lambda shape, cfg: mlp.build_mlp(shape, cfg.latent_dim, cfg.hidden_sizes, seed=cfg.seed),
+    "conv": lambda shape, cfg: conv.build_conv(shape, cfg.latent_dim, cfg.conv_filters, cfg.hidden_sizes,
+                                               seed=cfg.seed),
+    "cvae": lambda shape, cfg: conditional.build_cvae(shape, cfg.latent_dim, cfg.hidden_sizes, NUM_CLASSES,
+                                                      seed=cfg.seed),
 }
+
+
+def _model_class_and_options(cfg):
+    """The VAE class of `cfg` (conditioning x objective) and the constructor options only it takes."""
+    options = {}
+    if cfg.model == "cvae":
+        options["num_classes"] = NUM_CLASSES
+    if cfg.objective == "iwae":
+        options["num_importance_samples"] = cfg.num_importance_samples
+        return (conditional.ConditionalIWAE if cfg.model == "cvae" else objectives.IWAE), options
+    return (conditional.ConditionalVAE if cfg.model == "cvae" else VAE), options
 
 
 def build_model(cfg, image_shape):
@@ -17,9 +37,14 @@ def build_model(cfg, image_shape):
     Returns:
       A VAE whose `input` is `[batch, H*W*C]` for flat models and `[batch, H, W, C]` for image models.
     """
-    encoder, decoder = BUILDERS[cfg.model](image_shape, cfg.latent_dim, cfg.hidden_sizes, seed=cfg.seed)
-    model = VAE(encoder, decoder, likelihoods.make_likelihood(cfg.likelihood), cfg.latent_dim, seed=cfg.seed,
-                name=cfg.model)
+    encoder, decoder = BUILDERS[cfg.model](image_shape, cfg)
+    likelihood_options = ({"stddev": cfg.gaussian_stddev, "learn_variance": cfg.learn_variance}
+                          if cfg.likelihood == "gaussian" else {})
+    model_class, options = _model_class_and_options(cfg)
+    model = model_class(encoder, decoder, likelihoods.make_likelihood(cfg.likelihood, **likelihood_options),
+                        cfg.latent_dim, beta=cfg.beta, seed=cfg.seed, free_bits=cfg.free_bits, name=cfg.model,
+                        **options)
     input_shape = (int(np.prod(image_shape)),) if cfg.flatten_inputs else tuple(image_shape)
-    model(np.zeros((1, *input_shape), np.float32))
+    # Tensors, not numpy arrays: Keras would record a float label in the model's saved input spec.
+    model({"input": tf.zeros((1, *input_shape)), "label": tf.zeros((1,), tf.int32)})
     return model

@@ -17,7 +17,7 @@ class VAE(keras.Model):
     `train_step` and `test_step` report per-example means of `loss`, `reconstruction` (-log p(x|z)) and `kl`.
     """
 
-    def __init__(self, encoder, decoder, likelihood, latent_dim, beta=1.0, seed=None, **kwargs):
+    def __init__(self, encoder, decoder, likelihood, latent_dim, beta=1.0, seed=None, free_bits=0.0, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
@@ -25,6 +25,9 @@ class VAE(keras.Model):
         self.latent_dim = latent_dim
         self.beta = beta
         self.seed = seed
+        self.free_bits = free_bits
+        # Multiplies beta; the KL warm-up callback (training.KLWarmup) moves it from 0 to 1, otherwise it stays 1.
+        self.kl_weight = self.add_weight(name="kl_weight", shape=(), initializer="ones", trainable=False)
         self.seed_generator = compat.SeedGenerator(seed)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
@@ -60,18 +63,28 @@ class VAE(keras.Model):
         return self.likelihood(self.decode(z_mean, label, training=training))
 
     def compute_terms(self, batch, training=False):
-        """Per-example ELBO terms of a batch, each `[batch]`: reconstruction = -log p(x|z), kl (nats)."""
+        """Per-example ELBO terms of a batch, in nats.
+
+        Returns:
+          {"reconstruction": -log p(x|z) `[batch]`, "kl": `[batch]`, "kl_per_dimension": `[batch, latent_dim]`}.
+        """
         label = batch.get("label")
         z_mean, z_logvar = self.encode(batch["input"], label, training=training)
         z = self.sample_z(z_mean, z_logvar)
         logits = self.decode(z, label, training=training)
         log_px_z = self.likelihood.log_prob(tf.cast(batch["target"], logits.dtype), logits)
-        return {"reconstruction": tf.cast(-log_px_z, tf.float32),
-                "kl": tf.cast(losses.kl_standard_normal(z_mean, z_logvar), tf.float32)}
+        kl_per_dimension = tf.cast(losses.kl_per_dimension(z_mean, z_logvar), tf.float32)
+        return {"reconstruction": tf.cast(-log_px_z, tf.float32), "kl": tf.reduce_sum(kl_per_dimension, axis=-1),
+                "kl_per_dimension": kl_per_dimension}
 
     def objective(self, terms):
-        """Per-example loss to minimise from `compute_terms`; the hook for KL weights and other bounds."""
-        return terms["reconstruction"] + self.beta * terms["kl"]
+        """Per-example loss `[batch]` from `compute_terms`; the hook for other bounds.
+
+        reconstruction + beta * kl_weight * KL, where kl_weight is the warm-up factor (1 without warm-up) and the KL
+        counts at least `free_bits` nats per dimension when `free_bits` > 0.
+        """
+        kl = losses.free_bits_kl(terms["kl_per_dimension"], self.free_bits) if self.free_bits else terms["kl"]
+        return terms["reconstruction"] + self.beta * tf.cast(self.kl_weight, kl.dtype) * kl
 
     def _update_trackers(self, terms, loss):
         self.loss_tracker.update_state(loss)
@@ -116,6 +129,7 @@ class VAE(keras.Model):
             "latent_dim": self.latent_dim,
             "beta": self.beta,
             "seed": self.seed,
+            "free_bits": self.free_bits,
         }
 
     @classmethod

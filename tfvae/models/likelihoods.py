@@ -66,4 +66,6 @@ class Gaussian(Likelihood):
 
 
 def make_likelihood(name, **kwargs):
-    return {"bernoulli": Bernoulli, "sse": SquaredError, "gaussian": Gaussian}[name](name="likelihood", **kwargs)
+    # float32 under any mixed precision policy: x_hat and log-likelihoods are outputs, not activations.
+    return {"bernoulli": Bernoulli, "sse": SquaredError, "gaussian": Gaussian}[name](
+        name="likelihood", dtype="float32", **kwargs)

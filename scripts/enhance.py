@@ -1,0 +1,31 @@
+"""Restores image files (denoise / deblur / enhance) through an exported SavedModel's `reconstruct` signature.
+
+    python scripts/enhance.py --saved_model=saved_models/denoise_mnist --input=noisy.png --output=clean.png
+    python scripts/enhance.py --saved_model=saved_models/denoise_mnist --input=scans/ --output=restored/ --resize
+"""
+
+import sys
+
+from absl import app
+
+from tfvae import config
+
+config.define_enhance_flags()
+
+
+def main(argv):
+    del argv  # parse_flags_or_exit refuses stray arguments.
+    from tfvae import enhance, export
+
+    cfg = config.enhance_config_from_flags()
+    try:
+        pairs = enhance.enhance_files(cfg.saved_model, cfg.input, cfg.output, resize=cfg.resize, invert=cfg.invert)
+    except (export.ExportError, enhance.EnhanceError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    for source, destination in pairs:
+        print(f"{source} -> {destination}")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=config.parse_flags_or_exit)

@@ -1,0 +1,139 @@
+"""The label-conditioned VAE: its flagfile trained on real MNIST, the label input of every signature and its range
+check, generate.py --label, and the shipped cvae_mnist judged by the shipped classifier."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from conftest import REPO, run_script
+from tfvae import classifier, config, data
+from tfvae.models import build_model, conditional
+
+SHIPPED_CVAE = os.path.join(REPO, "saved_models", "cvae_mnist")
+SHIPPED_CLASSIFIER = os.path.join(REPO, "saved_models", "mnist_classifier")
+
+
+@pytest.fixture(scope="module")
+def cvae_run(tmp_path_factory, mnist_dir):
+    """One epoch of configs/cvae_mnist.flags on real MNIST with a small network."""
+    root = tmp_path_factory.mktemp("cvae")
+    export_dir = str(root / "export")
+    result = run_script("train.py", f"--flagfile={REPO}/configs/cvae_mnist.flags", f"--data_dir={mnist_dir}",
+                        "--epochs=1", "--validation_size=1000", "--hidden_sizes=64", "--latent_dim=4",
+                        f"--model_dir={root / 'run'}", f"--export_dir={export_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {"export_dir": export_dir, "root": root, "stdout": result.stdout}
+
+
+def test_short_run_learns_and_exports_a_conditional_model(cvae_run):
+    metadata = json.load(open(os.path.join(cvae_run["export_dir"], "tfvae.json")))
+    assert metadata["model"] == "cvae" and metadata["num_classes"] == 10 and metadata["input_shape"] == [784]
+    metrics = json.load(open(os.path.join(cvae_run["export_dir"], "metrics.json")))
+    # Untrained: ~543 nats (log 2 per pixel); one epoch of the small network brings it well under 200.
+    assert metrics["test"]["loss"] < 200 and metrics["history"]["val_loss"][0] < 200
+    assert metrics["test"]["kl"] > 1
+
+
+def test_live_model_refuses_labels_out_of_range():
+    model = build_model(config.RunConfig(model="cvae", hidden_sizes=(16,), latent_dim=2, likelihood="bernoulli"),
+                        (28, 28, 1))
+    assert isinstance(model, conditional.ConditionalVAE)
+    x = np.zeros((2, 784), np.float32)
+    model.encode(x, np.array([0, 9], np.int32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="label must be < num_classes=10"):
+        model.encode(x, np.array([3, 10], np.int32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="label must be >= 0"):
+        model.decode(np.zeros((2, 2), np.float32), np.array([-1, 0], np.int32))
+    with pytest.raises(ValueError, match="label-conditioned"):
+        model.encode(x)
+
+
+SIGNATURES_WITHOUT_TFVAE = """
+import sys, json
+sys.modules["tfvae"] = None  # The SavedModel must work without tfvae.
+import numpy as np, tensorflow as tf
+loaded = tf.saved_model.load(sys.argv[1])
+z = tf.zeros([2, 4])
+x = tf.zeros([2, 784])
+out = {"inputs": {name: sorted(loaded.signatures[name].structured_input_signature[1])
+                  for name in ("encode", "decode", "reconstruct", "log_likelihood")}}
+a = loaded.signatures["decode"](z=z, label=tf.constant([1, 1]))["x_hat"].numpy()
+b = loaded.signatures["decode"](z=z, label=tf.constant([7, 7]))["x_hat"].numpy()
+out["label_changes_image"] = float(np.abs(a - b).mean())
+out["errors"] = {}
+for name, call in [("decode 10", lambda: loaded.signatures["decode"](z=z, label=tf.constant([0, 10]))),
+                   ("encode -1", lambda: loaded.signatures["encode"](input=x, label=tf.constant([-1, 0]))),
+                   ("reconstruct 12", lambda: loaded.signatures["reconstruct"](input=x, label=tf.constant([12, 0])))]:
+    try:
+        call()
+        out["errors"][name] = None
+    except tf.errors.InvalidArgumentError as e:
+        out["errors"][name] = e.message
+print(json.dumps(out))
+"""
+
+
+def test_signatures_take_a_label_and_refuse_one_out_of_range(cvae_run):
+    result = run_script(None, SIGNATURES_WITHOUT_TFVAE, cvae_run["export_dir"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["inputs"] == {"encode": ["input", "label"], "decode": ["label", "z"],
+                             "reconstruct": ["input", "label"], "log_likelihood": ["input", "label", "z"]}
+    assert out["label_changes_image"] > 0.01
+    assert "label must be < num_classes=10" in out["errors"]["decode 10"]
+    assert "label must be >= 0" in out["errors"]["encode -1"]
+    assert "label must be < num_classes=10" in out["errors"]["reconstruct 12"]
+
+
+@pytest.mark.parametrize("label, rows", [("7", 3), ("all", 10)])
+def test_generate_draws_the_requested_classes(cvae_run, label, rows):
+    output = cvae_run["root"] / f"label_{label}.png"
+    result = run_script("generate.py", f"--saved_model={cvae_run['export_dir']}", f"--output={output}",
+                        f"--label={label}", "--rows=3", "--cols=5")
+    assert result.returncode == 0, result.stderr[-2000:]
+    image = np.asarray(Image.open(output).convert("L"), np.float32)
+    assert image.std() > 20
+    # "all" draws one row per class (10 x 5: taller than wide) instead of --rows=3 (3 x 5: wider than tall).
+    assert (image.shape[0] > image.shape[1]) == (rows == 10)
+
+
+def test_generate_refuses_a_label_out_of_range(cvae_run, tmp_path):
+    output = tmp_path / "never.png"
+    result = run_script("generate.py", f"--saved_model={cvae_run['export_dir']}", f"--output={output}",
+                        "--label=10")
+    # TensorFlow's own start-up lines may precede it; tfvae says one line.
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1 and len(errors) == 1
+    assert "--label=10 must be 'all' or an integer in [0, 10)" in errors[0]
+    assert not output.exists()
+
+
+def test_shipped_classifier_is_accurate_on_real_digits(mnist_dir):
+    classify, metadata = classifier.load_classifier(SHIPPED_CLASSIFIER)
+    assert metadata["test_accuracy"] >= 0.98 and metadata["image_shape"] == [28, 28, 1]
+    arrays = data.load_arrays("mnist", mnist_dir, validation_size=0)
+    images = arrays.test_images[:1000].astype(np.float32) / 255
+    assert np.mean(classify(images) == arrays.test_labels[:1000]) >= 0.97
+
+
+def test_classifier_refuses_a_folder_that_is_not_one(tmp_path):
+    with pytest.raises(classifier.ClassifierError, match="not a classifier export"):
+        classifier.load_classifier(str(tmp_path))
+
+
+def test_shipped_cvae_draws_the_requested_digits(tmp_path):
+    output = tmp_path / "accuracy.json"
+    result = run_script("evaluate_cvae.py", f"--saved_model={SHIPPED_CVAE}", f"--classifier={SHIPPED_CLASSIFIER}",
+                        "--samples_per_class=50", f"--output={output}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.load(open(output))
+    assert sorted(report["per_class"], key=int) == [str(c) for c in range(10)]
+    assert report["accuracy"] >= 0.9
+    assert min(report["per_class"].values()) >= 0.7
+    assert np.sum(report["confusion"]) == 500
+    metrics = json.load(open(os.path.join(SHIPPED_CVAE, "metrics.json")))
+    assert metrics["test"]["loss"] < 110

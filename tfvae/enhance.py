@@ -1,0 +1,157 @@
+"""Restoring image files through an exported VAE's `reconstruct` signature: read, fit to the model, restore, write."""
+
+import os
+import re
+
+import numpy as np
+import tensorflow as tf
+
+from tfvae import artifacts, export
+
+# What a folder of inputs is scanned for; a single input file may be any format tf.io.decode_image reads.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+OUTPUT_ENCODERS = {".png": tf.io.encode_png, ".jpg": tf.io.encode_jpeg, ".jpeg": tf.io.encode_jpeg}
+RESTORE_BATCH = 256
+
+
+class EnhanceError(ValueError):
+    """An input image or output path is unusable; the message names the file and the fix."""
+
+
+def plan_outputs(input_path, output_path):
+    """Pairs each input image with the file its restoration goes to, before any work is done.
+
+    Args:
+      input_path: an image file, or a folder whose .png/.jpg/.jpeg files are all restored.
+      output_path: for a file: a .png/.jpg/.jpeg file or an existing folder; for a folder: a folder (created).
+
+    Returns:
+      A list of (input file, output file), sorted by input name.
+    """
+    if os.path.isdir(input_path):
+        names = sorted(n for n in os.listdir(input_path)
+                       if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(input_path, n)))
+        if not names:
+            raise EnhanceError(f"--input={input_path}: no {'/'.join(IMAGE_EXTENSIONS)} files in this folder")
+        if os.path.exists(output_path) and not os.path.isdir(output_path):
+            raise EnhanceError(f"--output={output_path} is a file; with an input folder pass an output folder")
+        pairs = [(os.path.join(input_path, n), os.path.join(output_path, os.path.splitext(n)[0] + ".png"))
+                 for n in names]
+        outputs = [out for _, out in pairs]
+        clash = next((out for out in outputs if outputs.count(out) > 1), None)
+        if clash:
+            raise EnhanceError(f"--input={input_path}: several images share the name of {os.path.basename(clash)} "
+                               f"(e.g. a.png and a.jpg); rename one of them")
+    elif os.path.isfile(input_path):
+        if os.path.isdir(output_path):
+            name = os.path.splitext(os.path.basename(input_path))[0] + ".png"
+            pairs = [(input_path, os.path.join(output_path, name))]
+        elif os.path.splitext(output_path)[1].lower() in OUTPUT_ENCODERS:
+            pairs = [(input_path, output_path)]
+        else:
+            raise EnhanceError(f"--output={output_path}: end it in .png, .jpg or .jpeg, or pass an existing folder")
+    else:
+        raise EnhanceError(f"--input={input_path}: no such file or folder")
+    for source, destination in pairs:
+        if os.path.abspath(source) == os.path.abspath(destination):
+            raise EnhanceError(f"--output would overwrite the input {source}; choose another --output")
+    return pairs
+
+
+def _to_channels(image, channels):
+    if image.shape[-1] in (2, 4):
+        image = image[..., :-1]  # Drop alpha: the model has no notion of transparency.
+    if image.shape[-1] == channels:
+        return image
+    return tf.image.grayscale_to_rgb(image) if channels == 3 else tf.image.rgb_to_grayscale(image)
+
+
+def read_image(path, image_shape, resize=False):
+    """Reads a PNG or JPEG (gray, gray+alpha, RGB or RGBA; 8 or 16 bit) as the model's input image.
+
+    Args:
+      path: image file.
+      image_shape: the model's (H, W, C); channels are converted (RGB <-> gray, alpha dropped).
+      resize: scale to (H, W) when the size differs; otherwise such an image is an error.
+
+    Returns:
+      float32 `[H, W, C]` in [0, 1].
+    """
+    height, width, channels = image_shape
+    try:
+        image = tf.io.decode_image(tf.io.read_file(path), channels=0, dtype=tf.float32, expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.PermissionDeniedError) as e:
+        # TF prefixes the node name and appends the op; the decoder's own words are what helps.
+        first_line = (e.message or "").split("\n")[0]
+        reason = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", first_line).strip() or type(e).__name__
+        raise EnhanceError(f"{path}: not a readable PNG or JPEG image ({reason}); replace or remove it") from None
+    image = _to_channels(image, channels)
+    if tuple(image.shape[:2]) != (height, width):
+        if not resize:
+            raise EnhanceError(f"{path}: image is {image.shape[0]}x{image.shape[1]}, the model expects "
+                               f"{height}x{width}x{channels}; pass --resize to scale it")
+        image = tf.image.resize(image, [height, width], method="bilinear", antialias=True)
+    return tf.clip_by_value(image, 0.0, 1.0).numpy()
+
+
+def restore_images(saved, metadata, images):
+    """Runs images through the SavedModel's `reconstruct` signature (x_hat = mean of p(x | z_mean)).
+
+    Args:
+      saved: a loaded tfvae SavedModel.
+      metadata: its tfvae.json.
+      images: float32 `[n, H, W, C]` in [0, 1], shaped as metadata["image_shape"].
+
+    Returns:
+      float32 `[n, H, W, C]` in [0, 1].
+    """
+    if metadata.get("num_classes"):
+        raise EnhanceError(f"{metadata['model']} is label-conditioned; restoring needs an unconditional model "
+                           f"such as saved_models/denoise_mnist")
+    reconstruct = saved.signatures["reconstruct"]
+    images = np.asarray(images, np.float32)
+    restored = []
+    for start in range(0, len(images), RESTORE_BATCH):
+        batch = images[start:start + RESTORE_BATCH].reshape((-1, *metadata["input_shape"]))
+        restored.append(reconstruct(input=tf.constant(batch))["x_hat"].numpy())
+    return np.clip(np.concatenate(restored).reshape(images.shape), 0.0, 1.0)
+
+
+def write_image(path, image):
+    """Writes float `[H, W, C]` in [0, 1] as PNG or JPEG (by extension), atomically."""
+    encode = OUTPUT_ENCODERS[os.path.splitext(path)[1].lower()]
+    encoded = encode(tf.cast(tf.round(tf.clip_by_value(image, 0.0, 1.0) * 255.0), tf.uint8)).numpy()
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(encoded)
+
+    artifacts.write_bytes_with(path, write, suffix=os.path.splitext(path)[1])
+
+
+def enhance_files(saved_model, input_path, output_path, resize=False, invert=False):
+    """The job of `scripts/enhance.py`: restores every input image; nothing is written unless all are readable.
+
+    Args:
+      saved_model: a tfvae SavedModel folder.
+      input_path: an image file or a folder of them.
+      output_path: see `plan_outputs`.
+      resize: scale images to the model's size instead of refusing them.
+      invert: use 1 - x in and out (dark-on-light images for a light-on-dark model).
+
+    Returns:
+      The list of (input file, output file) written.
+    """
+    metadata = export.load_metadata(saved_model)
+    pairs = plan_outputs(input_path, output_path)
+    image_shape = tuple(metadata["image_shape"])
+    images = np.stack([read_image(source, image_shape, resize) for source, _ in pairs])
+    saved, _ = export.load_saved_model(saved_model)
+    if invert:
+        images = 1.0 - images
+    restored = restore_images(saved, metadata, images)
+    if invert:
+        restored = 1.0 - restored
+    for (_, destination), image in zip(pairs, restored):
+        write_image(destination, image)
+    return pairs
