@@ -218,7 +218,7 @@ def format_table(results, protocol):
         ("  KL", f"{results['kl']:.3f}", "nats", "elbo"),
         (f"NLL (K={results['num_importance_samples']})",
          f"{results['nll']:.3f} ± {results['nll_standard_error']:.3f}", units, "nll"),
-        ("bits/dim", f"{results['bits_per_dim']:.4f}", "bits", "bits_per_dim"),
+        ("bits/dim", f"{results['bits_per_dim']:.4f}", "bits" if units == "nats" else "not bits", "bits_per_dim"),
         ("active units", f"{results['active_units']} / {results['latent_dim']}", "", "active_units"),
     ]
     width = max(len(r[0]) for r in rows)
