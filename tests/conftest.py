@@ -40,3 +40,13 @@ def tiny_run(tmp_path_factory, mnist_dir):
                         f"--model_dir={model_dir}", f"--export_dir={export_dir}")
     assert result.returncode == 0, result.stderr
     return model_dir, export_dir
+
+
+def assert_train_flags_fail_cleanly(args, message, tmp_path):
+    """train.py with bad `args` exits non-zero with one stderr line holding `message`, and writes nothing."""
+    result = run_script("train.py", f"--model_dir={tmp_path}/run", f"--export_dir={tmp_path}/export", *args,
+                        cwd=tmp_path)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert os.listdir(tmp_path) == []

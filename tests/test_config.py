@@ -5,7 +5,7 @@ import os
 import pytest
 from absl import flags
 
-from conftest import REPO, run_script
+from conftest import REPO, assert_train_flags_fail_cleanly, run_script
 from tfvae import config
 
 config.define_train_flags()
@@ -59,14 +59,7 @@ BAD_FLAGS = {
 
 @pytest.mark.parametrize("case", sorted(BAD_FLAGS))
 def test_bad_flags_fail_in_one_line_and_write_nothing(case, tmp_path):
-    args, message = BAD_FLAGS[case]
-    model_dir = tmp_path / "run"
-    result = run_script("train.py", f"--model_dir={model_dir}", f"--export_dir={tmp_path}/export", *args,
-                        cwd=tmp_path)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode != 0
-    assert len(lines) == 1 and message in lines[0], result.stderr
-    assert os.listdir(tmp_path) == []
+    assert_train_flags_fail_cleanly(*BAD_FLAGS[case], tmp_path)
 
 
 def test_existing_model_dir_is_refused(tmp_path):

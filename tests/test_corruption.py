@@ -1,13 +1,12 @@
 """Corruption ops: eagerly and inside tf.data, seeded, in [0, 1], on image and flat batches; their flags."""
 
 import json
-import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, run_script
+from conftest import REPO, assert_train_flags_fail_cleanly, run_script
 from tfvae import config, corruption, data
 
 
@@ -170,10 +169,4 @@ BAD_FLAGS = {
 
 @pytest.mark.parametrize("case", sorted(BAD_FLAGS))
 def test_bad_corruption_flags_fail_in_one_line_and_write_nothing(case, tmp_path):
-    args, message = BAD_FLAGS[case]
-    result = run_script("train.py", f"--model_dir={tmp_path}/run", f"--export_dir={tmp_path}/export", *args,
-                        cwd=tmp_path)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode != 0
-    assert len(lines) == 1 and message in lines[0], result.stderr
-    assert os.listdir(tmp_path) == []
+    assert_train_flags_fail_cleanly(*BAD_FLAGS[case], tmp_path)

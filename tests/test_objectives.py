@@ -2,13 +2,12 @@
 bound against the ELBO, Gaussian likelihood flags in nats, and their bad combinations."""
 
 import math
-import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import run_script
+from conftest import assert_train_flags_fail_cleanly
 from tfvae import config, losses, training
 from tfvae.compat import keras
 from tfvae.models import build_model, conditional, objectives
@@ -147,10 +146,4 @@ BAD_FLAGS = {
 
 @pytest.mark.parametrize("case", sorted(BAD_FLAGS))
 def test_bad_objective_flags_fail_in_one_line_and_write_nothing(case, tmp_path):
-    args, message = BAD_FLAGS[case]
-    result = run_script("train.py", f"--model_dir={tmp_path}/run", f"--export_dir={tmp_path}/export", *args,
-                        cwd=tmp_path)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode != 0
-    assert len(lines) == 1 and message in lines[0], result.stderr
-    assert os.listdir(tmp_path) == []
+    assert_train_flags_fail_cleanly(*BAD_FLAGS[case], tmp_path)
