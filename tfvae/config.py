@@ -10,7 +10,10 @@ STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 MODELS = ("tf1_tutorial", "mlp", "conv", "cvae")
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
-LIKELIHOODS = ("bernoulli", "gaussian", "sse")
+LIKELIHOODS = ("bernoulli", "autoregressive_bernoulli", "gaussian", "sse")
+# Likelihoods of binary pixels: their data are binarized and their losses are discrete nats.
+BINARY_LIKELIHOODS = ("bernoulli", "autoregressive_bernoulli")
+SINGLE_CHANNEL_DATASETS = ("mnist", "fashion_mnist")
 OBJECTIVES = ("elbo", "iwae")
 BINARIZE = ("none", "dynamic", "static")
 # Models whose encoder takes flat vectors; their SavedModel `input` is [None, H*W*C] like the TF1 tutorial.
@@ -58,6 +61,8 @@ class RunConfig:
     likelihood: str = "sse"
     gaussian_stddev: float = 0.1
     learn_variance: bool = False
+    ar_kernel_size: int = 7
+    ar_channels: int = 32
     conv_filters: tuple = (32, 64)
     objective: str = "elbo"
     num_importance_samples: int = 1
@@ -121,6 +126,10 @@ def define_train_flags():
     flags.DEFINE_float("gaussian_stddev", 0.1, "--likelihood=gaussian: the fixed pixel stddev, or the initial one "
                        "with --learn_variance.")
     flags.DEFINE_bool("learn_variance", False, "--likelihood=gaussian: learn one variance per pixel.")
+    flags.DEFINE_integer("ar_kernel_size", 7, "--likelihood=autoregressive_bernoulli: each pixel sees the pixels "
+                         "above and left of it within a square of this odd size.")
+    flags.DEFINE_integer("ar_channels", 32, "--likelihood=autoregressive_bernoulli: hidden units of the network of "
+                         "those pixels.")
     flags.DEFINE_list("conv_filters", ["32", "64"], "--model=conv: filters of the stride-2 Conv2D blocks of the "
                       "encoder; the decoder mirrors them with Conv2DTranspose.")
     flags.DEFINE_enum("objective", "elbo", OBJECTIVES, "Training bound: elbo, or iwae (the importance-weighted "
@@ -180,6 +189,14 @@ def define_train_flags():
     flags.register_multi_flags_validator(
         ["likelihood", "learn_variance"], lambda f: not f["learn_variance"] or f["likelihood"] == "gaussian",
         message="--learn_variance needs --likelihood=gaussian")
+    flags.register_validator("ar_kernel_size", lambda k: k >= 3 and k % 2 == 1,
+                             message="--ar_kernel_size must be an odd number >= 3, e.g. 7")
+    flags.register_validator("ar_channels", _positive("ar_channels"), message="--ar_channels must be > 0")
+    flags.register_multi_flags_validator(
+        ["likelihood", "dataset"],
+        lambda f: f["likelihood"] != "autoregressive_bernoulli" or f["dataset"] in SINGLE_CHANNEL_DATASETS,
+        message="--likelihood=autoregressive_bernoulli models single-channel images; use --dataset="
+                + " or --dataset=".join(SINGLE_CHANNEL_DATASETS) + ", or --likelihood=bernoulli")
     flags.register_multi_flags_validator(
         ["objective", "free_bits"], lambda f: not (f["objective"] == "iwae" and f["free_bits"]),
         message="--free_bits clamps the KL term of --objective=elbo; the iwae bound has none, drop one of them")

@@ -32,6 +32,7 @@ class _ServingModule(tf.Module):
         conditional = getattr(model, "num_classes", 0) > 0
         x_spec = tf.TensorSpec([None, *input_shape], tf.float32, name="input")
         z_spec = tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")
+        z_samples_spec = tf.TensorSpec([None, None, model.latent_dim], tf.float32, name="z")
         label_spec = tf.TensorSpec([None], tf.int32, name="label")
 
         def checked_label(label):
@@ -57,6 +58,14 @@ class _ServingModule(tf.Module):
             logits = model.decode(z, label)
             return {"log_px_z": model.likelihood.log_prob(input, logits)}
 
+        def log_likelihood_samples(input, z, label=None):
+            # S decodings of each example at once, for importance sampling (tfvae.evaluation).
+            num_samples, batch = tf.shape(z)[0], tf.shape(z)[1]
+            tiled_label = None if label is None else tf.reshape(tf.tile(label[None], [num_samples, 1]), [-1])
+            logits = model.decode(tf.reshape(z, [-1, model.latent_dim]), tiled_label)
+            logits = tf.reshape(logits, tf.concat([[num_samples, batch], tf.shape(logits)[1:]], 0))
+            return {"log_px_z": model.likelihood.log_prob_samples(input, logits)}
+
         if conditional:
             self.encode = tf.function(lambda input, label: encode(input, checked_label(label)),
                                       input_signature=[x_spec, label_spec])
@@ -67,11 +76,16 @@ class _ServingModule(tf.Module):
             self.log_likelihood = tf.function(
                 lambda input, z, label: log_likelihood(input, z, checked_label(label)),
                 input_signature=[x_spec, z_spec, label_spec])
+            self.log_likelihood_samples = tf.function(
+                lambda input, z, label: log_likelihood_samples(input, z, checked_label(label)),
+                input_signature=[x_spec, z_samples_spec, label_spec])
         else:
             self.encode = tf.function(encode, input_signature=[x_spec])
             self.decode = tf.function(decode, input_signature=[z_spec])
             self.reconstruct = tf.function(reconstruct, input_signature=[x_spec])
             self.log_likelihood = tf.function(log_likelihood, input_signature=[x_spec, z_spec])
+            self.log_likelihood_samples = tf.function(log_likelihood_samples,
+                                                      input_signature=[x_spec, z_samples_spec])
 
     def signatures(self):
         return {
@@ -80,6 +94,7 @@ class _ServingModule(tf.Module):
             "decode": self.decode,
             "reconstruct": self.reconstruct,
             "log_likelihood": self.log_likelihood,
+            "log_likelihood_samples": self.log_likelihood_samples,
         }
 
 
