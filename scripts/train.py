@@ -15,7 +15,7 @@ def main(argv):
 
     try:
         training.run(config.config_from_flags())
-    except legacy.TF1ImportError as e:  # A --init_from[_tf1] that does not fit the model.
+    except (legacy.TF1ImportError, training.TrainingDiverged) as e:  # A bad --init_from[_tf1]; a diverged run.
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
 

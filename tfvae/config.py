@@ -90,6 +90,8 @@ class RunConfig:
     tpu: str = ""
     cpu_devices: int = 1
     mixed_precision: str = "none"
+    max_bad_steps: int = 20
+    clip_grad_norm: float = 0.0
 
     @property
     def flatten_inputs(self):
@@ -163,6 +165,10 @@ def define_train_flags():
     flags.DEFINE_enum("mixed_precision", "none", MIXED_PRECISION, "Keras mixed precision policy; outputs, loss and "
                       "exported signatures stay float32 (float16 uses dynamic loss scaling).")
     flags.DEFINE_integer("data_threads", 1, "Private tf.data thread pool size (few cores: keep it small).")
+    flags.DEFINE_integer("max_bad_steps", 20, "Train steps with a non-finite loss or gradient are skipped (the weights "
+                         "never see them); this many in a row stop the run with an error.")
+    flags.DEFINE_float("clip_grad_norm", 0.0, "Scale gradients down to this global L2 norm when larger; 0: no "
+                       "clipping.")
     flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in --model_dir/checkpoints.")
     flags.DEFINE_bool("image_summaries", True, "Write sample and reconstruction images to TensorBoard each epoch.")
     flags.DEFINE_string("init_from", "", "Start from a tfvae export (its weights, and its Adam state if it has one, "
@@ -176,7 +182,7 @@ def define_train_flags():
         message="--tpu is needed with --strategy=tpu and only then; pass both or neither")
     for name in ("cpu_devices", "latent_dim", "epochs", "batch_size", "learning_rate", "adam_epsilon",
                  "steps_per_execution", "data_threads", "keep_checkpoints", "gaussian_stddev",
-                 "num_importance_samples"):
+                 "num_importance_samples", "max_bad_steps"):
         flags.register_validator(name, _positive(name), message=f"--{name} must be > 0")
     flags.register_validator(
         "hidden_sizes", lambda sizes: all(s.isdigit() and int(s) > 0 for s in sizes),
@@ -184,7 +190,7 @@ def define_train_flags():
     flags.register_validator(
         "conv_filters", lambda sizes: bool(sizes) and all(s.isdigit() and int(s) > 0 for s in sizes),
         message="--conv_filters must be a comma-separated list of positive integers, e.g. --conv_filters=32,64")
-    for name in ("beta", "kl_warmup_epochs", "free_bits"):
+    for name in ("beta", "kl_warmup_epochs", "free_bits", "clip_grad_norm"):
         flags.register_validator(name, lambda value: value >= 0, message=f"--{name} must be >= 0")
     flags.register_multi_flags_validator(
         ["likelihood", "learn_variance"], lambda f: not f["learn_variance"] or f["likelihood"] == "gaussian",

@@ -27,7 +27,7 @@ def prepare_model_dir(cfg):
 def make_optimizer(cfg):
     # TF1's AdamOptimizer and Keras' Adam share the update rule; the default epsilon differs (1e-8 vs 1e-7), and
     # so does the rounding, which cfg.adam="tf1" matches (tfvae.optimizers.TF1Adam).
-    optimizer = optimizers.make_adam(cfg.learning_rate, cfg.adam_epsilon, cfg.adam)
+    optimizer = optimizers.make_adam(cfg.learning_rate, cfg.adam_epsilon, cfg.adam, cfg.clip_grad_norm)
     if cfg.mixed_precision == "mixed_float16":
         # float16 gradients underflow without loss scaling; bfloat16 has float32's range and needs none.
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -90,8 +90,31 @@ class CheckpointEachEpoch(keras.callbacks.Callback):
         self.epoch_variable = epoch_variable
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.model.stop_training:  # Stopped inside the epoch (StopOnBadSteps): the epoch is not done.
+            return
         self.epoch_variable.assign(epoch + 1)
         self.manager.save(checkpoint_number=epoch + 1)
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many non-finite train steps in a row; the message names the last good checkpoint and what to change."""
+
+
+class StopOnBadSteps(keras.callbacks.Callback):
+    """Stops fit after `max_bad_steps` skipped (non-finite) train steps in a row.
+
+    The skipped steps never changed the weights, so the checkpoints written before are good; none is written after.
+    """
+
+    def __init__(self, max_bad_steps):
+        super().__init__()
+        self.max_bad_steps = max_bad_steps
+        self.stopped_at_step = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.bad_steps_in_a_row.numpy()) >= self.max_bad_steps:
+            self.stopped_at_step = int(self.model.optimizer.iterations.numpy())
+            self.model.stop_training = True
 
 
 def kl_warmup_weight(epoch, warmup_epochs):
@@ -189,6 +212,9 @@ def train(model, datasets, cfg):
         keras.callbacks.TensorBoard(log_dir=cfg.model_dir, write_graph=False, profile_batch=0),
         CheckpointEachEpoch(manager, epoch_variable),
     ]
+    # First of all: a diverged epoch must stop before its end-of-epoch checkpoint and summaries.
+    stop_on_bad_steps = StopOnBadSteps(cfg.max_bad_steps)
+    callbacks.insert(0, stop_on_bad_steps)
     if cfg.kl_warmup_epochs:
         callbacks.insert(0, KLWarmup(cfg.kl_warmup_epochs))
     if cfg.image_summaries:
@@ -206,6 +232,12 @@ def train(model, datasets, cfg):
         verbose=1 if sys.stdout.isatty() else 0,
     )
     train_seconds = time.perf_counter() - start
+    if stop_on_bad_steps.stopped_at_step is not None:
+        raise TrainingDiverged(
+            f"{cfg.max_bad_steps} train steps in a row had a non-finite loss or gradient (after step "
+            f"{stop_on_bad_steps.stopped_at_step}) and were skipped; the weights never saw them and the last good "
+            f"checkpoint is {manager.latest_checkpoint or 'none (no epoch finished)'}; lower --learning_rate, set "
+            f"--clip_grad_norm, or check the data, then --resume")
     test_metrics = model.evaluate(datasets.test, verbose=0, return_dict=True)
     print("Test " + " ".join(f"{k}: {v:.4f}" for k, v in test_metrics.items()), flush=True)
     summaries.write_test_metrics(cfg.model_dir, test_metrics, step=cfg.epochs)
