@@ -11,11 +11,12 @@ config.define_train_flags()
 
 def main(argv):
     del argv  # parse_flags_or_exit refuses stray arguments.
-    from tfvae import legacy, training
+    from tfvae import data, legacy, training
 
     try:
         training.run(config.config_from_flags())
-    except (legacy.TF1ImportError, training.TrainingDiverged) as e:  # A bad --init_from[_tf1]; a diverged run.
+    # Bad data files, an --init_from[_tf1] that does not fit the model, a run whose steps all went non-finite.
+    except (data.DataError, legacy.TF1ImportError, training.TrainingDiverged) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
 

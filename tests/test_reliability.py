@@ -2,6 +2,7 @@
 gradient clipping and the z_logvar range hold, and an export that fails midway leaves the previous one intact."""
 
 import os
+import types
 
 import numpy as np
 import pytest
@@ -54,10 +55,10 @@ def test_a_non_finite_batch_is_skipped_and_counted(poison):
         np.testing.assert_array_equal(w_before, w_bad)  # The weights never saw it...
     assert bad["iterations"] == before["iterations"] == 1  # ...nor did Adam's step count.
     assert not all(np.array_equal(a, b) for a, b in zip(bad["weights"], after["weights"]))  # Training goes on.
-    assert (bad["logs"]["bad_steps"], bad["logs"]["bad_steps_in_a_row"]) == (1, 1)
-    assert (after["logs"]["bad_steps"], after["logs"]["bad_steps_in_a_row"]) == (1, 0)
+    assert (before["logs"]["bad_steps"], bad["logs"]["bad_steps"], after["logs"]["bad_steps"]) == (0, 1, 1)
     # The epoch means hold the three good batches only.
     assert np.isfinite(history.history["loss"][0]) and np.isfinite(history.history["grad_norm"][0])
+    assert history.history["bad_steps"] == [1.0]  # The epoch's count, a TensorBoard scalar.
     assert all(np.isfinite(w).all() for w in record.steps[-1]["weights"])
 
 
@@ -120,3 +121,15 @@ def test_an_export_that_fails_midway_leaves_the_previous_one_intact(tmp_path, mo
     monkeypatch.undo()
     loaded = tf.saved_model.load(export_dir)  # Still a working export.
     assert loaded.signatures["encode"](input=tf.zeros((1, 784)))["z_mean"].shape == (1, 2)
+
+
+def test_only_bad_steps_in_a_row_stop_the_run():
+    callback = training.StopOnBadSteps(max_bad_steps=3)
+    model = types.SimpleNamespace(optimizer=types.SimpleNamespace(iterations=tf.Variable(7)), stop_training=False)
+    callback.set_model(model)
+    callback.on_epoch_begin(0)
+    for step, bad_so_far in enumerate([0, 1, 2, 2, 3, 4]):  # Two bad, one good, two bad: never three in a row.
+        callback.on_train_batch_end(step, {"bad_steps": bad_so_far})
+    assert not model.stop_training
+    callback.on_train_batch_end(6, {"bad_steps": 5})
+    assert model.stop_training and callback.stopped_at_step == 7

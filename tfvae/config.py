@@ -221,6 +221,10 @@ def define_train_flags():
         message="--model_dir exists and is not empty; pass --resume to continue it, --overwrite to replace it, "
                 "or another --model_dir")
     flags.register_multi_flags_validator(
+        ["export_dir", "name", "model"], _export_dir_is_usable,
+        message="--export_dir exists and is not a tfvae export (no tfvae.json); the export would replace it, so "
+                "remove it or choose another --export_dir")
+    flags.register_multi_flags_validator(
         ["init_from", "init_from_tf1"], lambda f: not (f["init_from"] and f["init_from_tf1"]),
         message="--init_from and --init_from_tf1 conflict; pass one of them")
     for name in ("init_from", "init_from_tf1"):
@@ -519,6 +523,15 @@ def run_config_from_flagfile(path):
 def _quiet_absl_logging():
     # TensorFlow logs every saved function at INFO through absl; warnings and errors are what users need.
     FLAGS.set_default("verbosity", logging.WARNING)
+
+
+def _export_dir_is_usable(f):
+    export_dir = f["export_dir"] or os.path.join("saved_models", f["name"] or f["model"])
+    if not os.path.exists(export_dir):
+        return True
+    if os.path.isfile(os.path.join(export_dir, "tfvae.json")):  # An earlier export: replaced whole at the end.
+        return True
+    return os.path.isdir(export_dir) and not os.listdir(export_dir)
 
 
 def _model_dir_is_usable(f):

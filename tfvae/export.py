@@ -42,34 +42,38 @@ class _ServingModule(tf.Module):
                                      message=f"label must be < num_classes={model.num_classes}")
             return label
 
-        def finite(tensor, name):
-            # NaN in, NaN out would pass silently through every signature; refuse it by name instead.
-            fix = "pass images scaled to [0, 1]" if name == "input" else "pass finite latent vectors"
+        def checked(tensor, name):
+            # Signature wrappers pass any shape through, and NaN in is NaN out: refuse both by name instead.
+            if name == "input":
+                shape, fix = [None, *input_shape], "pass images scaled to [0, 1]"
+            else:  # z is [batch, latent_dim], or [samples, batch, latent_dim].
+                shape, fix = [None] * (tensor.shape.rank - 1) + [model.latent_dim], "pass finite latent vectors"
+            tensor = tf.ensure_shape(tensor, shape, name=f"{name}_shape_check")
             return tf.debugging.assert_all_finite(tensor, f"{name} has NaN or inf values; {fix}")
 
         def encode(input, label=None):
-            z_mean, z_logvar = model.encode(finite(input, "input"), label)
+            z_mean, z_logvar = model.encode(checked(input, "input"), label)
             return {"z_mean": z_mean, "z_logvar": z_logvar}
 
         def decode(z, label=None):
-            logits = model.decode(finite(z, "z"), label)
+            logits = model.decode(checked(z, "z"), label)
             return {"x_hat": model.likelihood(logits), "logits": logits}
 
         def reconstruct(input, label=None):
-            z_mean, _ = model.encode(finite(input, "input"), label)
+            z_mean, _ = model.encode(checked(input, "input"), label)
             return {"x_hat": model.likelihood(model.decode(z_mean, label))}
 
         def log_likelihood(input, z, label=None):
-            logits = model.decode(finite(z, "z"), label)
-            return {"log_px_z": model.likelihood.log_prob(finite(input, "input"), logits)}
+            logits = model.decode(checked(z, "z"), label)
+            return {"log_px_z": model.likelihood.log_prob(checked(input, "input"), logits)}
 
         def log_likelihood_samples(input, z, label=None):
             # S decodings of each example at once, for importance sampling (tfvae.evaluation).
             num_samples, batch = tf.shape(z)[0], tf.shape(z)[1]
             tiled_label = None if label is None else tf.reshape(tf.tile(label[None], [num_samples, 1]), [-1])
-            logits = model.decode(tf.reshape(finite(z, "z"), [-1, model.latent_dim]), tiled_label)
+            logits = model.decode(tf.reshape(checked(z, "z"), [-1, model.latent_dim]), tiled_label)
             logits = tf.reshape(logits, tf.concat([[num_samples, batch], tf.shape(logits)[1:]], 0))
-            return {"log_px_z": model.likelihood.log_prob_samples(finite(input, "input"), logits)}
+            return {"log_px_z": model.likelihood.log_prob_samples(checked(input, "input"), logits)}
 
         if conditional:
             self.encode = tf.function(lambda input, label: encode(input, checked_label(label)),

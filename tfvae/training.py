@@ -103,16 +103,25 @@ class TrainingDiverged(RuntimeError):
 class StopOnBadSteps(keras.callbacks.Callback):
     """Stops fit after `max_bad_steps` skipped (non-finite) train steps in a row.
 
-    The skipped steps never changed the weights, so the checkpoints written before are good; none is written after.
+    The model counts skipped steps per epoch (the `bad_steps` metric); a rise since the last batch means the step
+    was skipped. The skipped steps never changed the weights, so the checkpoints written before are good; none is
+    written for the unfinished epoch.
     """
 
     def __init__(self, max_bad_steps):
         super().__init__()
         self.max_bad_steps = max_bad_steps
+        self.in_a_row = 0
         self.stopped_at_step = None
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._seen = 0.0
+
     def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.bad_steps_in_a_row.numpy()) >= self.max_bad_steps:
+        bad_steps = float(logs["bad_steps"])
+        self.in_a_row = self.in_a_row + int(bad_steps - self._seen) if bad_steps > self._seen else 0
+        self._seen = bad_steps
+        if self.in_a_row >= self.max_bad_steps:
             self.stopped_at_step = int(self.model.optimizer.iterations.numpy())
             self.model.stop_training = True
 

@@ -37,17 +37,14 @@ class VAE(keras.Model):
         self.kl_tracker = keras.metrics.Mean(name="kl")
         # Training only: the global L2 norm of the gradients, to watch for explosions and plateaus.
         self.grad_norm_tracker = keras.metrics.Mean(name="grad_norm")
-        # Train steps whose loss or gradients were not finite, and were skipped: in total, and in a row so far.
-        self.bad_steps = self.add_weight(name="bad_steps", shape=(), dtype="int64", initializer="zeros",
-                                         trainable=False, aggregation="only_first_replica")
-        self.bad_steps_in_a_row = self.add_weight(name="bad_steps_in_a_row", shape=(), dtype="int64",
-                                                  initializer="zeros", trainable=False,
-                                                  aggregation="only_first_replica")
+        # Training only: train steps skipped because their loss or gradients were not finite.
+        self.bad_steps_tracker = keras.metrics.Sum(name="bad_steps")
 
     @property
     def metrics(self):
         # Listed here so Keras resets them each epoch and reports them under these names.
-        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker, self.grad_norm_tracker]
+        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker, self.grad_norm_tracker,
+                self.bad_steps_tracker]
 
     def encode(self, x, label=None, training=False):
         """x `[batch, ...]` in [0, 1] -> (z_mean, z_logvar), each `[batch, latent_dim]`."""
@@ -123,12 +120,11 @@ class VAE(keras.Model):
         else:
             finite = self._finite_on_every_replica(replica_loss, grad_norm)
             compat.apply_gradients_if_finite(self.optimizer, gradients, self.trainable_variables, finite)
-        self.bad_steps.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
-        self.bad_steps_in_a_row.assign(tf.where(finite, tf.constant(0, tf.int64), self.bad_steps_in_a_row + 1))
+        self.bad_steps_tracker.update_state(1.0 - tf.cast(finite, tf.float32))
         self.grad_norm_tracker.update_state(tf.where(finite, grad_norm, 0.0),
                                             sample_weight=tf.cast(finite, tf.float32))
         return {**self._update_trackers(terms, loss, finite), "grad_norm": self.grad_norm_tracker.result(),
-                "bad_steps": self.bad_steps, "bad_steps_in_a_row": self.bad_steps_in_a_row}
+                "bad_steps": self.bad_steps_tracker.result()}
 
     @staticmethod
     def _finite_on_every_replica(loss, grad_norm):
