@@ -107,7 +107,7 @@ def test_an_export_that_fails_midway_leaves_the_previous_one_intact(tmp_path, mo
     snapshot = {path: open(os.path.join(export_dir, path), "rb").read()
                 for path in ("saved_model.pb", "tfvae.json", "variables/variables.index")}
 
-    def save_half_then_crash(module, path, signatures=None):
+    def save_half_then_crash(module, path, signatures=None, options=None):
         os.makedirs(path, exist_ok=True)
         open(os.path.join(path, "saved_model.pb"), "wb").write(b"half a graph")
         raise OSError("disk full")

@@ -10,6 +10,8 @@ from tfvae import artifacts, compat
 
 METADATA_FILE = "tfvae.json"
 FORMAT_VERSION = 1
+# Variables are written in shards of at most this size: pretrained exports stay ordinary-sized files in git.
+MAX_SHARD_BYTES = 4 * 1024 * 1024
 
 
 class ExportError(ValueError):
@@ -139,7 +141,9 @@ def export_saved_model(model, export_dir, metadata, extra_json=None, optimizer=N
     module = _ServingModule(model, metadata["input_shape"], optimizer)
     tmp_dir = artifacts.make_temp_dir_beside(export_dir)
     try:
-        tf.saved_model.save(module, tmp_dir, signatures=module.signatures())
+        options = tf.saved_model.SaveOptions(experimental_sharding_callback=tf.train.experimental.MaxShardSizePolicy(
+            max_shard_size=MAX_SHARD_BYTES))
+        tf.saved_model.save(module, tmp_dir, signatures=module.signatures(), options=options)
         artifacts.write_json(os.path.join(tmp_dir, METADATA_FILE),
                              {"format": "tfvae", "format_version": FORMAT_VERSION, **metadata})
         for name, obj in (extra_json or {}).items():
