@@ -18,6 +18,9 @@ def main(argv):
     except legacy.TF1ImportError as e:  # A --init_from[_tf1] that does not fit the model.
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except training.TrainingInterrupted as e:  # SIGTERM / SIGINT, after a checkpoint was saved.
+        print(f"interrupted: {e}", file=sys.stderr)
+        sys.exit(128 + e.signal_number)  # The shell's code for death by that signal: 143 SIGTERM, 130 SIGINT.
 
 
 if __name__ == "__main__":

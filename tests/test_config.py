@@ -33,7 +33,7 @@ def test_defaults_derive_from_the_name(tmp_path):
 
 def test_written_flagfile_reads_back_the_same_config(tmp_path):
     cfg = _parse("--model=mlp", "--hidden_sizes=400,200", "--latent_dim=7", "--jit_compile",
-                 f"--model_dir={tmp_path}/a", "--binarize=dynamic")
+                 f"--model_dir={tmp_path}/a", "--binarize=dynamic", "--checkpoint_every_steps=50", "--deterministic")
     flagfile = tmp_path / "flags.txt"
     flagfile.write_text(config.to_flagfile(cfg))
     assert _parse(f"--flagfile={flagfile}") == cfg
@@ -51,6 +51,9 @@ BAD_FLAGS = {
     "unknown likelihood": (["--likelihood=poisson"], "--likelihood"),
     "bad hidden sizes": (["--hidden_sizes=400,x"], "--hidden_sizes must be a comma-separated list"),
     "resume and overwrite": (["--resume", "--overwrite"], "--resume and --overwrite conflict"),
+    "negative checkpoint steps": (["--checkpoint_every_steps=-5"], "--checkpoint_every_steps must be >= 0"),
+    "resume across workers": (["--resume", "--strategy=multi_worker_mirrored"],
+                              "--resume is not supported with --strategy=multi_worker_mirrored"),
     "missing flagfile": (["--flagfile=/nonexistent.flags"], "/nonexistent.flags"),
     "missing data dir": (["--data_dir=/nonexistent/MNIST_data"], "--data_dir must be an existing folder"),
     "positional argument": (["extra"], "unexpected arguments"),
