@@ -19,6 +19,9 @@ def main(argv):
     except (data.DataError, legacy.TF1ImportError, training.TrainingDiverged) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except training.TrainingInterrupted as e:  # SIGTERM / SIGINT, after a checkpoint was saved.
+        print(f"interrupted: {e}", file=sys.stderr)
+        sys.exit(128 + e.signal_number)  # The shell's code for death by that signal: 143 SIGTERM, 130 SIGINT.
 
 
 if __name__ == "__main__":

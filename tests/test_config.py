@@ -32,7 +32,7 @@ def test_defaults_derive_from_the_name(tmp_path):
 
 def test_written_flagfile_reads_back_the_same_config(tmp_path):
     cfg = _parse("--model=mlp", "--hidden_sizes=400,200", "--latent_dim=7", "--jit_compile",
-                 f"--model_dir={tmp_path}/a", "--binarize=dynamic")
+                 f"--model_dir={tmp_path}/a", "--binarize=dynamic", "--checkpoint_every_steps=50", "--deterministic")
     flagfile = tmp_path / "flags.txt"
     flagfile.write_text(config.to_flagfile(cfg))
     assert _parse(f"--flagfile={flagfile}") == cfg

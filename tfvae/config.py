@@ -83,6 +83,8 @@ class RunConfig:
     steps_per_execution: int = 1
     data_threads: int = 1
     keep_checkpoints: int = 3
+    checkpoint_every_steps: int = 0
+    deterministic: bool = False
     image_summaries: bool = True
     init_from: str = ""
     init_from_tf1: str = ""
@@ -170,6 +172,12 @@ def define_train_flags():
     flags.DEFINE_float("clip_grad_norm", 0.0, "Scale gradients down to this global L2 norm when larger; 0: no "
                        "clipping.")
     flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in --model_dir/checkpoints.")
+    flags.DEFINE_integer("checkpoint_every_steps", 0, "Also save a checkpoint every this many train steps, so "
+                         "--resume after a crash or kill loses at most that many; 0: only at epoch ends. With "
+                         "--steps_per_execution > 1 the save waits for the end of the execution.")
+    flags.DEFINE_bool("deterministic", False, "Bit-reproducible runs: seeds everything from --seed and makes TF ops "
+                      "deterministic (tf.config.experimental.enable_op_determinism; can be slower). Without it "
+                      "--seed still fixes initialisation, data order and binarization.")
     flags.DEFINE_bool("image_summaries", True, "Write sample and reconstruction images to TensorBoard each epoch.")
     flags.DEFINE_string("init_from", "", "Start from a tfvae export (its weights, and its Adam state if it has one, "
                         "e.g. from import_tf1.py --with_optimizer) or a tfvae checkpoint prefix (runs/NAME/"
@@ -190,7 +198,7 @@ def define_train_flags():
     flags.register_validator(
         "conv_filters", lambda sizes: bool(sizes) and all(s.isdigit() and int(s) > 0 for s in sizes),
         message="--conv_filters must be a comma-separated list of positive integers, e.g. --conv_filters=32,64")
-    for name in ("beta", "kl_warmup_epochs", "free_bits", "clip_grad_norm"):
+    for name in ("beta", "kl_warmup_epochs", "free_bits", "clip_grad_norm", "checkpoint_every_steps"):
         flags.register_validator(name, lambda value: value >= 0, message=f"--{name} must be >= 0")
     flags.register_multi_flags_validator(
         ["likelihood", "learn_variance"], lambda f: not f["learn_variance"] or f["likelihood"] == "gaussian",
@@ -216,6 +224,11 @@ def define_train_flags():
     flags.register_multi_flags_validator(
         ["resume", "overwrite"], lambda f: not (f["resume"] and f["overwrite"]),
         message="--resume and --overwrite conflict; pass one of them")
+    flags.register_multi_flags_validator(
+        ["resume", "strategy"], lambda f: not (f["resume"] and f["strategy"] == "multi_worker_mirrored"),
+        message="--resume is not supported with --strategy=multi_worker_mirrored (only the chief keeps "
+                "checkpoints, so the workers would restart at different steps); resume on one host with "
+                "--strategy=mirrored, or start afresh")
     flags.register_multi_flags_validator(
         ["model_dir", "name", "model", "resume", "overwrite"], _model_dir_is_usable,
         message="--model_dir exists and is not empty; pass --resume to continue it, --overwrite to replace it, "
