@@ -53,6 +53,8 @@ BAD_FLAGS = {
     "resume and overwrite": (["--resume", "--overwrite"], "--resume and --overwrite conflict"),
     "missing flagfile": (["--flagfile=/nonexistent.flags"], "/nonexistent.flags"),
     "missing data dir": (["--data_dir=/nonexistent/MNIST_data"], "--data_dir must be an existing folder"),
+    "multi-worker steps per execution": (["--strategy=multi_worker_mirrored", "--steps_per_execution=10"],
+                                         "pass --steps_per_execution=1"),
     "positional argument": (["extra"], "unexpected arguments"),
 }
 

@@ -162,6 +162,9 @@ def _private_threads(dataset, threads):
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads
     options.deterministic = True
+    # Across workers (MultiWorkerMirroredStrategy) each one builds the whole pipeline and keeps its share of
+    # every global batch; in-memory data has no files to shard by.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
 
 

@@ -104,11 +104,21 @@ class VAE(keras.Model):
         # Unscaled by the loss scale (mixed precision), so the norm is that of d(loss)/d(weights).
         loss_scale = tf.math.divide_no_nan(tf.cast(scaled_loss, tf.float32), tf.cast(replica_loss, tf.float32))
         self.grad_norm_tracker.update_state(tf.math.divide_no_nan(tf.linalg.global_norm(gradients), loss_scale))
-        return {**self._update_trackers(terms, loss), "grad_norm": self.grad_norm_tracker.result()}
+        logs = {**self._update_trackers(terms, loss), "grad_norm": self.grad_norm_tracker.result()}
+        return compat.step_outputs(logs)
 
     def test_step(self, batch):
         terms = self.compute_terms(batch, training=False)
-        return self._update_trackers(terms, self.objective(terms))
+        return compat.step_outputs(self._update_trackers(terms, self.objective(terms)))
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under a strategy, Keras 3's fit/evaluate all-reduce a first batch only to learn shapes for building,
+        # which MultiWorkerMirroredStrategy cannot do for dict batches (keras-team/keras#20329). build_model()
+        # creates every variable and training.train() builds the optimizer, so there is nothing left to build.
+        optimizer = getattr(self, "optimizer", None)
+        if self.built and (optimizer is None or optimizer.built):
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def save_own_variables(self, store):
         super().save_own_variables(store)
