@@ -1,4 +1,5 @@
-"""Training speed of tfvae beside a TF1 feed_dict graph of the same network, measured in one run; writes JSON.
+"""Training speed of tfvae beside a TF1 feed_dict graph of the same network and the matmul-only ceiling of its
+layer shapes, measured in one run; writes JSON.
 
     python scripts/bench_train.py --preset=tf1_tutorial --epochs=5 --data_dir=PATH/MNIST_data --output=bench.json
     python scripts/bench_train.py --preset=mlp400 --epochs=5 --data_dir=PATH/MNIST_data
@@ -24,8 +25,10 @@ PRESETS = {
     "tf1_tutorial": config.RunConfig(model="tf1_tutorial", hidden_sizes=(100,), latent_dim=20, likelihood="sse",
                                      batch_size=100, adam="tf1", steps_per_execution=550, jit_compile=False),
     # pytorch/examples' VAE: 784-400-(2x20) / 20-400-784, Bernoulli on logits, batch 128.
+    # XLA measured 3x slower here, epochs interleaved in one process (20 s vs 6 s, load 6.5 on 2 cores; equal CPU
+    # seconds, so XLA's threads wait on each other when preempted), and its compile costs ~13 s of first epoch.
     "mlp400": config.RunConfig(model="mlp", hidden_sizes=(400,), latent_dim=20, likelihood="bernoulli",
-                               batch_size=128, adam="tf1", steps_per_execution=429, jit_compile=True),
+                               batch_size=128, adam="tf1", steps_per_execution=429, jit_compile=False),
 }
 
 flags.DEFINE_enum("preset", "tf1_tutorial", sorted(PRESETS), "Network to measure.")
@@ -48,17 +51,17 @@ def bench_tfvae(cfg, epochs):
 
     datasets = data.make_datasets(cfg)
     model = build_model(cfg, datasets.image_shape)
-    model.compile(optimizer=training.make_optimizer(cfg), jit_compile=cfg.jit_compile,
-                  steps_per_execution=cfg.steps_per_execution)
-    seconds, losses = [], []
+    training.compile_model(model, cfg)  # As train.py does.
+    seconds, cpu_seconds, losses = [], [], []
     for _ in range(epochs):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         history = model.fit(datasets.train, epochs=1, verbose=0, shuffle=False)
         seconds.append(time.perf_counter() - start)
+        cpu_seconds.append(time.process_time() - cpu_start)
         losses.append(history.history["loss"][-1])
     validation = model.evaluate(datasets.validation, verbose=0, return_dict=True)["loss"]
     examples = (len(datasets.arrays.train_images) // cfg.batch_size) * cfg.batch_size
-    return _summary(seconds, examples, losses, validation), datasets
+    return _summary(seconds, cpu_seconds, examples, losses, validation), datasets
 
 
 def bench_tf1(cfg, datasets, epochs):
@@ -71,29 +74,88 @@ def bench_tf1(cfg, datasets, epochs):
                                   likelihood=cfg.likelihood, seed=cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     steps = len(images) // cfg.batch_size
-    seconds, losses = [], []
+    seconds, cpu_seconds, losses = [], [], []
     with tf.compat.v1.Session(graph=g.graph, config=tf1_reference._single_session_config()) as sess:
         sess.run(g.init_op)
         for _ in range(epochs):
             order = rng.permutation(len(images))
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             total = 0.0
             for step in range(steps):
                 batch = images[order[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
                 _, loss = sess.run([g.train_op, g.loss], {g.input: batch})
                 total += loss
             seconds.append(time.perf_counter() - start)
+            cpu_seconds.append(time.process_time() - cpu_start)
             losses.append(total / steps)
         validation_loss = float(np.mean([sess.run(g.loss, {g.input: validation[i:i + 1000]})
                                          for i in range(0, len(validation), 1000)]))
-    return _summary(seconds, steps * cfg.batch_size, losses, validation_loss)
+    return _summary(seconds, cpu_seconds, steps * cfg.batch_size, losses, validation_loss)
 
 
-def _summary(seconds, examples, losses, validation_loss):
+def bench_matmul_ceiling(cfg, steps, repeats=3):
+    """Examples/s of only the matmuls of one training step of the MLP, in a tf.function loop of `steps` steps.
+
+    Per layer [batch, fan_in] x [fan_in, fan_out]: the forward product, the kernel gradient, and the input
+    gradient (except for the first layer, whose input needs none); z is the first latent_dim columns of the
+    encoder output, as z_mean. The ceiling for any implementation built on TensorFlow's matmul at these shapes.
+    """
+    import tensorflow as tf
+
+    encoder = [784, *cfg.hidden_sizes, 2 * cfg.latent_dim]
+    decoder = [cfg.latent_dim, *reversed(cfg.hidden_sizes), 784]
+    rng = np.random.default_rng(cfg.seed)
+    kernels = [[tf.constant(rng.standard_normal((a, b), dtype=np.float32) * 0.05) for a, b in zip(w[:-1], w[1:])]
+               for w in (encoder, decoder)]
+    x = tf.constant(rng.random((cfg.batch_size, 784), dtype=np.float32))
+
+    def forward(h, layer_kernels):
+        inputs = []
+        for kernel in layer_kernels:
+            inputs.append(h)
+            h = tf.matmul(h, kernel)
+        return h, inputs
+
+    def backward(grad, layer_kernels, inputs, input_grad_of_first):
+        kernel_grads = []
+        for i in reversed(range(len(layer_kernels))):
+            kernel_grads.append(tf.matmul(inputs[i], grad, transpose_a=True))
+            if i or input_grad_of_first:
+                grad = tf.matmul(grad, layer_kernels[i], transpose_b=True)
+        return grad, kernel_grads
+
+    @tf.function
+    def run(steps):
+        # Each step's products feed the carried sum, so none is pruned; one element each keeps the sum free.
+        total = tf.constant(0.0)
+        for _ in tf.range(steps):
+            params, encoder_inputs = forward(x, kernels[0])
+            logits, decoder_inputs = forward(params[:, :cfg.latent_dim], kernels[1])
+            grad_z, decoder_grads = backward(logits, kernels[1], decoder_inputs, True)
+            _, encoder_grads = backward(tf.concat([grad_z, grad_z], axis=1), kernels[0], encoder_inputs, False)
+            total += tf.add_n([g[0, 0] for g in decoder_grads + encoder_grads])
+        return total
+
+    run(tf.constant(2))  # Trace and warm up.
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(tf.constant(steps)).numpy()
+        seconds.append(time.perf_counter() - start)
+    matmuls = 3 * (len(encoder) - 1 + len(decoder) - 1) - 1
+    return {"examples_per_second": steps * cfg.batch_size / float(np.median(seconds)), "seconds": seconds,
+            "steps": steps, "matmuls_per_step": matmuls}
+
+
+def _summary(seconds, cpu_seconds, examples, losses, validation_loss):
     return {
         "examples_per_second": float(np.median([examples / s for s in seconds[1:]])),
         "first_epoch_seconds": seconds[0],
+        # What the first epoch costs beyond a steady one: tracing, graph optimisation, first iterator.
+        "first_epoch_overhead_seconds": seconds[0] - float(np.median(seconds[1:])),
         "epoch_seconds": seconds,
+        # Process CPU time (all threads): less sensitive than wall time to other processes on a shared machine.
+        "epoch_cpu_seconds": cpu_seconds,
         "final_train_loss": float(losses[-1]),
         "final_validation_loss": float(validation_loss),
         "peak_rss_mb": _peak_rss_mb(),
@@ -111,6 +173,7 @@ def main(argv):
         cfg = dataclasses.replace(cfg, steps_per_execution=FLAGS.steps_per_execution)
     tfvae_result, datasets = bench_tfvae(cfg, FLAGS.epochs)
     tf1_result = bench_tf1(cfg, datasets, FLAGS.epochs)
+    ceiling = bench_matmul_ceiling(cfg, steps=len(datasets.arrays.train_images) // cfg.batch_size)
     result = {
         "preset": FLAGS.preset,
         "epochs": FLAGS.epochs,
@@ -119,7 +182,11 @@ def main(argv):
                             "steps_per_execution", "adam", "data_threads")},
         "tfvae": tfvae_result,
         "tf1_feed_dict": tf1_result,
+        "matmul_ceiling": ceiling,
         "speedup_vs_tf1": tfvae_result["examples_per_second"] / tf1_result["examples_per_second"],
+        "tfvae_fraction_of_matmul_ceiling": tfvae_result["examples_per_second"] / ceiling["examples_per_second"],
+        "tf1_fraction_of_matmul_ceiling": tf1_result["examples_per_second"] / ceiling["examples_per_second"],
+        "order": "tfvae epochs, then TF1 epochs, then the matmul ceiling (one epoch of steps, median of 3)",
         "versions": {"tensorflow": tf.__version__, "python": platform.python_version()},
         "threads": {"cpus": os.cpu_count(), "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                     "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
