@@ -63,8 +63,11 @@ class TfvaeContender:
         self.model = build_model(cfg, self.datasets.image_shape)
         training.compile_model(self.model, cfg)
         self.examples = (len(self.datasets.arrays.train_images) // cfg.batch_size) * cfg.batch_size
+        self.epoch = 0
 
     def run_epoch(self):
+        self.datasets.train_epoch.assign(self.epoch)  # Each epoch its own shuffle, as in training.train.
+        self.epoch += 1
         return self.model.fit(self.datasets.train, epochs=1, verbose=0, shuffle=False).history["loss"][-1]
 
     def validation_loss(self):

@@ -11,13 +11,17 @@ config.define_train_flags()
 
 def main(argv):
     del argv  # parse_flags_or_exit refuses stray arguments.
-    from tfvae import legacy, training
+    from tfvae import data, legacy, training
 
     try:
         training.run(config.config_from_flags())
-    except legacy.TF1ImportError as e:  # A --init_from[_tf1] that does not fit the model.
+    # Bad data files, an --init_from[_tf1] that does not fit the model, a run whose steps all went non-finite.
+    except (data.DataError, legacy.TF1ImportError, training.TrainingDiverged) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except training.TrainingInterrupted as e:  # SIGTERM / SIGINT, after a checkpoint was saved.
+        print(f"interrupted: {e}", file=sys.stderr)
+        sys.exit(128 + e.signal_number)  # The shell's code for death by that signal: 143 SIGTERM, 130 SIGINT.
 
 
 if __name__ == "__main__":

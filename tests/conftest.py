@@ -1,12 +1,15 @@
 """Shared fixtures: the real MNIST IDX folder, and helpers to run scripts in a fresh process."""
 
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# What TensorFlow's C++ runtime prints at import (CUDA probe, CPU features) whatever TF_CPP_MIN_LOG_LEVEL says.
+TF_STARTUP = re.compile(r"^(WARNING: All log messages before absl::InitializeLog|[IWE]\d{4} )")
 MNIST_DIR = os.environ.get("TFVAE_MNIST_DIR", os.path.join(REPO, "..", "shared", "data", "MNIST_data"))
 
 
@@ -40,6 +43,11 @@ def tiny_run(tmp_path_factory, mnist_dir):
                         f"--model_dir={model_dir}", f"--export_dir={export_dir}")
     assert result.returncode == 0, result.stderr
     return model_dir, export_dir
+
+
+def error_lines(result):
+    """The stderr lines of a finished script that are not TensorFlow's start-up chatter."""
+    return [line for line in result.stderr.splitlines() if line.strip() and not TF_STARTUP.match(line)]
 
 
 def assert_train_flags_fail_cleanly(args, message, tmp_path):

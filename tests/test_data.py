@@ -154,3 +154,39 @@ def test_make_datasets_from_config(mnist_dir):
     assert datasets.train.element_spec["input"].shape == (100, 784)
     assert datasets.preview["input"].shape == (data.PREVIEW_SIZE, 784)
     assert sum(1 for _ in datasets.validation) == 50
+
+
+def _epoch(dataset):
+    batches = list(dataset)
+    return np.concatenate([b["label"].numpy() for b in batches]), np.concatenate([b["input"].numpy() for b in batches])
+
+
+def test_train_pipeline_is_a_function_of_seed_epoch_and_step():
+    # Labels 0..42 name the examples: 43 examples in batches of 4 make 10 steps, 3 examples dropped per epoch.
+    images = np.random.default_rng(0).integers(0, 256, (43, 28, 28, 1), dtype=np.uint8)
+    labels = np.arange(43, dtype=np.int32)
+    epoch = tf.Variable(0, dtype=tf.int64)
+    make = lambda **kwargs: data.make_train_pipeline(images, labels, 4, seed=3, epoch=epoch,  # noqa: E731
+                                                     binarize="dynamic", flatten=True, **kwargs)
+    dataset = make()
+    assert dataset.cardinality() == 10 and dataset.element_spec["input"].shape == (4, 784)
+    order_0, x_0 = _epoch(dataset)
+    assert len(set(order_0)) == 40 and set(np.unique(x_0)) == {0.0, 1.0}
+    # Iterating again, or in a new pipeline (a restarted process), gives the same epoch: no hidden state.
+    for again in (dataset, make()):
+        order, x = _epoch(again)
+        np.testing.assert_array_equal(order, order_0)
+        np.testing.assert_array_equal(x, x_0)
+    # The variable is read when an epoch starts: another permutation, and another binarization of each image.
+    epoch.assign(1)
+    order_1, x_1 = _epoch(dataset)
+    assert not np.array_equal(order_1, order_0)
+    same = [i for i in order_1 if i in order_0]
+    assert not np.array_equal(x_1[[list(order_1).index(i) for i in same]], x_0[[list(order_0).index(i) for i in same]])
+    # first_step: exactly the rest of the epoch.
+    tail_order, tail_x = _epoch(make(first_step=7))
+    np.testing.assert_array_equal(tail_order, order_1[28:])
+    np.testing.assert_array_equal(tail_x, x_1[28:])
+    # Another seed, another order.
+    other = data.make_train_pipeline(images, labels, 4, seed=4, epoch=1)
+    assert not np.array_equal(_epoch(other)[0], order_1)

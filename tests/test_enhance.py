@@ -3,7 +3,6 @@
 import gzip
 import json
 import os
-import re
 import struct
 
 import numpy as np
@@ -11,10 +10,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import REPO, run_script
+from conftest import REPO, error_lines, run_script
 from tfvae import corruption, data, enhance, export
 
-TF_STARTUP = re.compile(r"^(WARNING: All log messages before absl::InitializeLog|[IWE]\d{4} )")
 PRETRAINED = os.path.join(REPO, "saved_models", "denoise_mnist")
 
 
@@ -90,7 +88,7 @@ def test_enhance_restores_a_png_folder_in_a_fresh_process(tiny_export, mnist_dir
 
 def _one_line_error(result):
     # TensorFlow's C++ runtime prints start-up lines (CUDA probing) before Python can silence it; the rest is ours.
-    lines = [line for line in result.stderr.splitlines() if line.strip() and not TF_STARTUP.match(line)]
+    lines = error_lines(result)
     assert result.returncode != 0
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     return lines[0]

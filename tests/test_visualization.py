@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import run_script
 from tfvae import export, plots, restore, summaries, visualization
 from tfvae.compat import keras
-from tfvae.models import likelihoods, mlp
+from tfvae.models import likelihoods
 from tfvae.models.base import VAE
 
 NUM_CLASSES = 10

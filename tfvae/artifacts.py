@@ -6,6 +6,17 @@ import shutil
 import tempfile
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp and mkdtemp create owner-only (0600 / 0700) entries; artifacts get the modes any other file would.
+FILE_MODE = 0o666 & ~_umask()
+DIR_MODE = 0o777 & ~_umask()
+
+
 def write_text(path, text):
     """Writes `text` to `path` through a temporary file in the same folder and an atomic rename."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -14,6 +25,7 @@ def write_text(path, text):
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -32,6 +44,7 @@ def write_bytes_with(path, write_fn, suffix=""):
     os.close(fd)
     try:
         write_fn(tmp)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -43,7 +56,9 @@ def make_temp_dir_beside(path):
     """A fresh temporary folder next to `path`, so that renaming it onto `path` stays on one filesystem."""
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    return tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(path))}.tmp-", dir=parent)
+    tmp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(path))}.tmp-", dir=parent)
+    os.chmod(tmp_dir, DIR_MODE)
+    return tmp_dir
 
 
 def replace_dir(tmp_dir, path):

@@ -58,6 +58,31 @@ def apply_gradients(optimizer, gradients, variables):
     return optimizer.apply_gradients(zip(gradients, variables))
 
 
+def apply_gradients_if_finite(optimizer, gradients, variables, finite):
+    """`apply_gradients` when the scalar bool `finite` holds (the same on every replica); else nothing changes.
+
+    A skipped step leaves weights, slots and the step count as they were. Strategies that update variables through
+    `merge_call` (MirroredStrategy on CPUs, multi-worker) forbid a cond around it in a replica context, so there the
+    cond runs in the cross-replica context, as Keras' LossScaleOptimizer does it.
+    """
+    if not tf.distribute.has_strategy() or tf.__internal__.distribute.strategy_supports_no_merge_call():
+        tf.cond(finite, lambda: _applied(optimizer, gradients, variables), lambda: tf.constant(False))
+        return
+
+    def cross_replica(strategy, gradients, finite):
+        # `finite` was all-reduced, so every replica's value is the same; take the first.
+        finite = strategy.experimental_local_results(finite)[0]
+        tf.cond(finite, lambda: (strategy.extended.call_for_each_replica(
+            _applied, args=(optimizer, gradients, variables)), tf.constant(True))[1], lambda: tf.constant(False))
+
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(gradients, finite))
+
+
+def _applied(optimizer, gradients, variables):
+    apply_gradients(optimizer, gradients, variables)
+    return tf.constant(True)
+
+
 def step_outputs(logs):
     """What a custom train_step/test_step returns: `logs` ({name: scalar}), shaped for Keras' cross-worker mean.
 

@@ -10,7 +10,10 @@ STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 MODELS = ("tf1_tutorial", "mlp", "conv", "cvae")
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
-LIKELIHOODS = ("bernoulli", "gaussian", "sse")
+LIKELIHOODS = ("bernoulli", "autoregressive_bernoulli", "gaussian", "sse")
+# Likelihoods of binary pixels: their data are binarized and their losses are discrete nats.
+BINARY_LIKELIHOODS = ("bernoulli", "autoregressive_bernoulli")
+SINGLE_CHANNEL_DATASETS = ("mnist", "fashion_mnist")
 OBJECTIVES = ("elbo", "iwae")
 BINARIZE = ("none", "dynamic", "static")
 # Models whose encoder takes flat vectors; their SavedModel `input` is [None, H*W*C] like the TF1 tutorial.
@@ -58,6 +61,8 @@ class RunConfig:
     likelihood: str = "sse"
     gaussian_stddev: float = 0.1
     learn_variance: bool = False
+    ar_kernel_size: int = 7
+    ar_channels: int = 32
     conv_filters: tuple = (32, 64)
     objective: str = "elbo"
     num_importance_samples: int = 1
@@ -78,6 +83,8 @@ class RunConfig:
     steps_per_execution: int = 1
     data_threads: int = 1
     keep_checkpoints: int = 3
+    checkpoint_every_steps: int = 0
+    deterministic: bool = False
     image_summaries: bool = True
     init_from: str = ""
     init_from_tf1: str = ""
@@ -85,6 +92,8 @@ class RunConfig:
     tpu: str = ""
     cpu_devices: int = 1
     mixed_precision: str = "none"
+    max_bad_steps: int = 20
+    clip_grad_norm: float = 0.0
 
     @property
     def flatten_inputs(self):
@@ -121,6 +130,10 @@ def define_train_flags():
     flags.DEFINE_float("gaussian_stddev", 0.1, "--likelihood=gaussian: the fixed pixel stddev, or the initial one "
                        "with --learn_variance.")
     flags.DEFINE_bool("learn_variance", False, "--likelihood=gaussian: learn one variance per pixel.")
+    flags.DEFINE_integer("ar_kernel_size", 7, "--likelihood=autoregressive_bernoulli: each pixel sees the pixels "
+                         "above and left of it within a square of this odd size.")
+    flags.DEFINE_integer("ar_channels", 32, "--likelihood=autoregressive_bernoulli: hidden units of the network of "
+                         "those pixels.")
     flags.DEFINE_list("conv_filters", ["32", "64"], "--model=conv: filters of the stride-2 Conv2D blocks of the "
                       "encoder; the decoder mirrors them with Conv2DTranspose.")
     flags.DEFINE_enum("objective", "elbo", OBJECTIVES, "Training bound: elbo, or iwae (the importance-weighted "
@@ -154,7 +167,17 @@ def define_train_flags():
     flags.DEFINE_enum("mixed_precision", "none", MIXED_PRECISION, "Keras mixed precision policy; outputs, loss and "
                       "exported signatures stay float32 (float16 uses dynamic loss scaling).")
     flags.DEFINE_integer("data_threads", 1, "Private tf.data thread pool size (few cores: keep it small).")
+    flags.DEFINE_integer("max_bad_steps", 20, "Train steps with a non-finite loss or gradient are skipped (the weights "
+                         "never see them); this many in a row stop the run with an error.")
+    flags.DEFINE_float("clip_grad_norm", 0.0, "Scale gradients down to this global L2 norm when larger; 0: no "
+                       "clipping.")
     flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in --model_dir/checkpoints.")
+    flags.DEFINE_integer("checkpoint_every_steps", 0, "Also save a checkpoint every this many train steps, so "
+                         "--resume after a crash or kill loses at most that many; 0: only at epoch ends. With "
+                         "--steps_per_execution > 1 the save waits for the end of the execution.")
+    flags.DEFINE_bool("deterministic", False, "Bit-reproducible runs: seeds everything from --seed and makes TF ops "
+                      "deterministic (tf.config.experimental.enable_op_determinism; can be slower). Without it "
+                      "--seed still fixes initialisation, data order and binarization.")
     flags.DEFINE_bool("image_summaries", True, "Write sample and reconstruction images to TensorBoard each epoch.")
     flags.DEFINE_string("init_from", "", "Start from a tfvae export (its weights, and its Adam state if it has one, "
                         "e.g. from import_tf1.py --with_optimizer) or a tfvae checkpoint prefix (runs/NAME/"
@@ -172,7 +195,7 @@ def define_train_flags():
         message="--strategy=multi_worker_mirrored runs one step per execution; pass --steps_per_execution=1")
     for name in ("cpu_devices", "latent_dim", "epochs", "batch_size", "learning_rate", "adam_epsilon",
                  "steps_per_execution", "data_threads", "keep_checkpoints", "gaussian_stddev",
-                 "num_importance_samples"):
+                 "num_importance_samples", "max_bad_steps"):
         flags.register_validator(name, _positive(name), message=f"--{name} must be > 0")
     flags.register_validator(
         "hidden_sizes", lambda sizes: all(s.isdigit() and int(s) > 0 for s in sizes),
@@ -180,11 +203,19 @@ def define_train_flags():
     flags.register_validator(
         "conv_filters", lambda sizes: bool(sizes) and all(s.isdigit() and int(s) > 0 for s in sizes),
         message="--conv_filters must be a comma-separated list of positive integers, e.g. --conv_filters=32,64")
-    for name in ("beta", "kl_warmup_epochs", "free_bits"):
+    for name in ("beta", "kl_warmup_epochs", "free_bits", "clip_grad_norm", "checkpoint_every_steps"):
         flags.register_validator(name, lambda value: value >= 0, message=f"--{name} must be >= 0")
     flags.register_multi_flags_validator(
         ["likelihood", "learn_variance"], lambda f: not f["learn_variance"] or f["likelihood"] == "gaussian",
         message="--learn_variance needs --likelihood=gaussian")
+    flags.register_validator("ar_kernel_size", lambda k: k >= 3 and k % 2 == 1,
+                             message="--ar_kernel_size must be an odd number >= 3, e.g. 7")
+    flags.register_validator("ar_channels", _positive("ar_channels"), message="--ar_channels must be > 0")
+    flags.register_multi_flags_validator(
+        ["likelihood", "dataset"],
+        lambda f: f["likelihood"] != "autoregressive_bernoulli" or f["dataset"] in SINGLE_CHANNEL_DATASETS,
+        message="--likelihood=autoregressive_bernoulli models single-channel images; use --dataset="
+                + " or --dataset=".join(SINGLE_CHANNEL_DATASETS) + ", or --likelihood=bernoulli")
     flags.register_multi_flags_validator(
         ["objective", "free_bits"], lambda f: not (f["objective"] == "iwae" and f["free_bits"]),
         message="--free_bits clamps the KL term of --objective=elbo; the iwae bound has none, drop one of them")
@@ -199,9 +230,18 @@ def define_train_flags():
         ["resume", "overwrite"], lambda f: not (f["resume"] and f["overwrite"]),
         message="--resume and --overwrite conflict; pass one of them")
     flags.register_multi_flags_validator(
+        ["resume", "strategy"], lambda f: not (f["resume"] and f["strategy"] == "multi_worker_mirrored"),
+        message="--resume is not supported with --strategy=multi_worker_mirrored (only the chief keeps "
+                "checkpoints, so the workers would restart at different steps); resume on one host with "
+                "--strategy=mirrored, or start afresh")
+    flags.register_multi_flags_validator(
         ["model_dir", "name", "model", "resume", "overwrite"], _model_dir_is_usable,
         message="--model_dir exists and is not empty; pass --resume to continue it, --overwrite to replace it, "
                 "or another --model_dir")
+    flags.register_multi_flags_validator(
+        ["export_dir", "name", "model"], _export_dir_is_usable,
+        message="--export_dir exists and is not a tfvae export (no tfvae.json); the export would replace it, so "
+                "remove it or choose another --export_dir")
     flags.register_multi_flags_validator(
         ["init_from", "init_from_tf1"], lambda f: not (f["init_from"] and f["init_from_tf1"]),
         message="--init_from and --init_from_tf1 conflict; pass one of them")
@@ -501,6 +541,15 @@ def run_config_from_flagfile(path):
 def _quiet_absl_logging():
     # TensorFlow logs every saved function at INFO through absl; warnings and errors are what users need.
     FLAGS.set_default("verbosity", logging.WARNING)
+
+
+def _export_dir_is_usable(f):
+    export_dir = f["export_dir"] or os.path.join("saved_models", f["name"] or f["model"])
+    if not os.path.exists(export_dir):
+        return True
+    if os.path.isfile(os.path.join(export_dir, "tfvae.json")):  # An earlier export: replaced whole at the end.
+        return True
+    return os.path.isdir(export_dir) and not os.listdir(export_dir)
 
 
 def _model_dir_is_usable(f):

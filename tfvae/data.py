@@ -1,6 +1,7 @@
 """Image datasets as tf.data pipelines: the TF1 `MNIST_data/` IDX files or TFDS, split, binarized, batched."""
 
 import dataclasses
+import functools
 import gzip
 import os
 import struct
@@ -44,9 +45,15 @@ class ImageArrays:
 
 @dataclasses.dataclass(frozen=True)
 class Datasets:
-    """Batched pipelines of dicts {"input", "target", "label"}, one fixed preview batch, and the source arrays."""
+    """Batched pipelines of dicts {"input", "target", "label"}, one fixed preview batch, and the source arrays.
+
+    `train` yields one epoch, the one `train_epoch` (an int64 variable) holds when its batches are made;
+    `train_from(first_step)` is the same epoch from batch `first_step` on (a resumed run's first epoch).
+    """
 
     train: tf.data.Dataset
+    train_epoch: tf.Variable
+    train_from: callable
     validation: tf.data.Dataset
     test: tf.data.Dataset
     preview: dict
@@ -217,6 +224,58 @@ def make_pipeline(images, labels, batch_size, *, shuffle, seed, binarize="none",
     return _private_threads(dataset.prefetch(2), threads)
 
 
+def make_train_pipeline(images, labels, batch_size, *, seed, epoch, first_step=0, binarize="none", flatten=False,
+                        corrupt_fn=None, threads=1):
+    """Builds the training pipeline of one epoch, each batch a pure function of (seed, epoch, step).
+
+    Nothing depends on how often the pipeline was iterated before, so a run restarted in a new process at
+    (epoch, step) gets exactly the batches the uninterrupted run got there; no iterator state is needed.
+
+    Args:
+      images: uint8 `[n, H, W, C]`.
+      labels: int32 `[n]`.
+      batch_size: examples per batch; the `n % batch_size` left over by the epoch's shuffle are dropped.
+      seed: seeds the shuffle and the binarization and corruption of each batch.
+      epoch: int, or an int64 tf.Variable read when the epoch's first batch is made: which permutation.
+      first_step: skip the epoch's first batches; `steps - first_step` batches remain.
+      binarize, flatten, corrupt_fn, threads: as in `make_pipeline` (`binarize="dynamic"` draws a new
+        sample of every image each epoch).
+
+    Returns:
+      A dataset of `n // batch_size - first_step` dicts: "input" and "target" float32 in [0, 1] (`[batch, ...]`,
+      static shapes), "label" int32 `[batch]`.
+    """
+    n = len(images)
+    steps = n // batch_size
+    # Held as tensors and gathered per batch: the shuffle permutes indices, not a buffer of images.
+    images_tensor, labels_tensor = tf.constant(images), tf.constant(labels)
+
+    def epoch_batches(_):
+        # Runs once per iteration, when the first batch is asked for: the epoch is read then, not at build time.
+        epoch_key = tf.random.experimental.stateless_fold_in(tf.constant([seed, 0], tf.int64),
+                                                             tf.cast(epoch, tf.int64))
+        order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=epoch_key)
+        # Unbatching a static [steps, ...] tensor keeps the cardinality known, which Keras needs to count epochs.
+        return {"indices": tf.reshape(order[:steps * batch_size], [steps, batch_size]),
+                "epoch_key": tf.tile(epoch_key[None], [steps, 1]),
+                "step": tf.range(steps, dtype=tf.int64)}
+
+    dataset = tf.data.Dataset.range(1).map(epoch_batches).unbatch().skip(first_step)
+
+    def to_example(batch):
+        batch_seed = tf.random.experimental.stateless_fold_in(batch["epoch_key"], batch["step"])
+        x = to_unit_float(tf.gather(images_tensor, batch["indices"]))
+        if binarize == "dynamic":
+            x = tf.cast(tf.random.stateless_uniform(tf.shape(x), batch_seed) < x, tf.float32)
+        if flatten:
+            x = tf.reshape(x, [batch_size, int(np.prod(images.shape[1:]))])
+        inputs = corrupt_fn(x, batch_seed + 1) if corrupt_fn else x
+        return {"input": inputs, "target": x, "label": tf.gather(labels_tensor, batch["indices"])}
+
+    dataset = dataset.map(to_example, num_parallel_calls=threads, deterministic=True)
+    return _private_threads(dataset.prefetch(2), threads)
+
+
 def make_datasets(cfg, corrupt_fn=None):
     """Loads `cfg.dataset` and returns train / validation / test pipelines.
 
@@ -231,13 +290,17 @@ def make_datasets(cfg, corrupt_fn=None):
             for i, field in enumerate(dataclasses.fields(arrays))})
     common = dict(binarize=cfg.binarize, flatten=cfg.flatten_inputs, corrupt_fn=corrupt_fn,
                   threads=cfg.data_threads)
-    train = make_pipeline(*arrays.split("train"), cfg.batch_size, shuffle=True, seed=cfg.seed,
-                          drop_remainder=True, **common)
+    # Outside any distribution strategy and on the host, where tf.data reads it.
+    with tf.device("/cpu:0"):
+        train_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_epoch")
+    train_from = functools.partial(make_train_pipeline, *arrays.split("train"), cfg.batch_size, seed=cfg.seed,
+                                   epoch=train_epoch, **common)
     validation = make_pipeline(*arrays.split("validation"), cfg.batch_size, shuffle=False,
                                seed=cfg.seed + 1, **common)
     test = make_pipeline(*arrays.split("test"), cfg.batch_size, shuffle=False, seed=cfg.seed + 2, **common)
     # A fixed handful of validation examples for pictures, built apart so no pipeline's cache is left half-read.
     preview_arrays = [a[:PREVIEW_SIZE] for a in arrays.split("validation" if cfg.validation_size else "test")]
     preview = next(iter(make_pipeline(*preview_arrays, PREVIEW_SIZE, shuffle=False, seed=cfg.seed + 1, **common)))
-    return Datasets(train=train, validation=validation, test=test, preview=preview, arrays=arrays,
+    return Datasets(train=train_from(first_step=0), train_epoch=train_epoch, train_from=train_from,
+                    validation=validation, test=test, preview=preview, arrays=arrays,
                     image_shape=tuple(arrays.train_images.shape[1:]))

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tfvae import data, losses
+from tfvae import config, data, losses
 from tfvae.restore import input_size
 
 # Burda et al. 2015, sec. 5.2: a latent unit is active when Cov_x(E_q(z|x)[z_u]) exceeds this.
@@ -20,7 +20,7 @@ def resolve_binarize(metadata, binarize="auto"):
     """The test-data protocol: "auto" is dynamic binarization for Bernoulli models, gray levels otherwise."""
     if binarize != "auto":
         return binarize
-    return "dynamic" if metadata.get("likelihood") == "bernoulli" else "none"
+    return "dynamic" if metadata.get("likelihood") in config.BINARY_LIKELIHOODS else "none"
 
 
 def load_split(metadata, data_dir, split, binarize, seed, num_examples=0):
@@ -110,17 +110,12 @@ def make_log_weights_fn(loaded):
 
     @tf.function(reduce_retracing=True)
     def log_weights(x, label, z_mean, z_logvar, num_samples, seed):
-        batch = tf.shape(z_mean)[0]
         eps = tf.random.stateless_normal(tf.concat([[num_samples], tf.shape(z_mean)], 0), seed)
         z = z_mean + tf.exp(0.5 * z_logvar) * eps  # [S, B, L]
         log_q = losses.log_normal(z, z_mean, z_logvar)
         log_prior = losses.log_standard_normal(z)
-        # Examples repeated S times as one [S*B, ...] batch, so each decoder call sees many rows.
-        x_tiled = tf.reshape(tf.tile(x[None], tf.concat([[num_samples], tf.ones([tf.rank(x)], tf.int32)], 0)),
-                             tf.concat([[-1], tf.shape(x)[1:]], 0))
-        label_tiled = tf.reshape(tf.tile(label[None], [num_samples, 1]), [-1])
-        log_px_z = loaded.log_likelihood(x_tiled, tf.reshape(z, [-1, tf.shape(z)[-1]]), label_tiled)
-        log_px_z = tf.reshape(tf.cast(log_px_z, tf.float32), [num_samples, batch])
+        # All S samples of every example in one decoder call, so each call sees many rows.
+        log_px_z = tf.cast(loaded.log_likelihood_samples(x, z, label), tf.float32)
         return log_px_z, log_px_z + log_prior - log_q
 
     return log_weights

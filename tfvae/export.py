@@ -10,6 +10,8 @@ from tfvae import artifacts, compat
 
 METADATA_FILE = "tfvae.json"
 FORMAT_VERSION = 1
+# Variables are written in shards of at most this size: pretrained exports stay ordinary-sized files in git.
+MAX_SHARD_BYTES = 4 * 1024 * 1024
 
 
 class ExportError(ValueError):
@@ -32,6 +34,7 @@ class _ServingModule(tf.Module):
         conditional = getattr(model, "num_classes", 0) > 0
         x_spec = tf.TensorSpec([None, *input_shape], tf.float32, name="input")
         z_spec = tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")
+        z_samples_spec = tf.TensorSpec([None, None, model.latent_dim], tf.float32, name="z")
         label_spec = tf.TensorSpec([None], tf.int32, name="label")
 
         def checked_label(label):
@@ -41,21 +44,38 @@ class _ServingModule(tf.Module):
                                      message=f"label must be < num_classes={model.num_classes}")
             return label
 
+        def checked(tensor, name):
+            # Signature wrappers pass any shape through, and NaN in is NaN out: refuse both by name instead.
+            if name == "input":
+                shape, fix = [None, *input_shape], "pass images scaled to [0, 1]"
+            else:  # z is [batch, latent_dim], or [samples, batch, latent_dim].
+                shape, fix = [None] * (tensor.shape.rank - 1) + [model.latent_dim], "pass finite latent vectors"
+            tensor = tf.ensure_shape(tensor, shape, name=f"{name}_shape_check")
+            return tf.debugging.assert_all_finite(tensor, f"{name} has NaN or inf values; {fix}")
+
         def encode(input, label=None):
-            z_mean, z_logvar = model.encode(input, label)
+            z_mean, z_logvar = model.encode(checked(input, "input"), label)
             return {"z_mean": z_mean, "z_logvar": z_logvar}
 
         def decode(z, label=None):
-            logits = model.decode(z, label)
+            logits = model.decode(checked(z, "z"), label)
             return {"x_hat": model.likelihood(logits), "logits": logits}
 
         def reconstruct(input, label=None):
-            z_mean, _ = model.encode(input, label)
+            z_mean, _ = model.encode(checked(input, "input"), label)
             return {"x_hat": model.likelihood(model.decode(z_mean, label))}
 
         def log_likelihood(input, z, label=None):
-            logits = model.decode(z, label)
-            return {"log_px_z": model.likelihood.log_prob(input, logits)}
+            logits = model.decode(checked(z, "z"), label)
+            return {"log_px_z": model.likelihood.log_prob(checked(input, "input"), logits)}
+
+        def log_likelihood_samples(input, z, label=None):
+            # S decodings of each example at once, for importance sampling (tfvae.evaluation).
+            num_samples, batch = tf.shape(z)[0], tf.shape(z)[1]
+            tiled_label = None if label is None else tf.reshape(tf.tile(label[None], [num_samples, 1]), [-1])
+            logits = model.decode(tf.reshape(checked(z, "z"), [-1, model.latent_dim]), tiled_label)
+            logits = tf.reshape(logits, tf.concat([[num_samples, batch], tf.shape(logits)[1:]], 0))
+            return {"log_px_z": model.likelihood.log_prob_samples(checked(input, "input"), logits)}
 
         if conditional:
             self.encode = tf.function(lambda input, label: encode(input, checked_label(label)),
@@ -67,11 +87,16 @@ class _ServingModule(tf.Module):
             self.log_likelihood = tf.function(
                 lambda input, z, label: log_likelihood(input, z, checked_label(label)),
                 input_signature=[x_spec, z_spec, label_spec])
+            self.log_likelihood_samples = tf.function(
+                lambda input, z, label: log_likelihood_samples(input, z, checked_label(label)),
+                input_signature=[x_spec, z_samples_spec, label_spec])
         else:
             self.encode = tf.function(encode, input_signature=[x_spec])
             self.decode = tf.function(decode, input_signature=[z_spec])
             self.reconstruct = tf.function(reconstruct, input_signature=[x_spec])
             self.log_likelihood = tf.function(log_likelihood, input_signature=[x_spec, z_spec])
+            self.log_likelihood_samples = tf.function(log_likelihood_samples,
+                                                      input_signature=[x_spec, z_samples_spec])
 
     def signatures(self):
         return {
@@ -80,6 +105,7 @@ class _ServingModule(tf.Module):
             "decode": self.decode,
             "reconstruct": self.reconstruct,
             "log_likelihood": self.log_likelihood,
+            "log_likelihood_samples": self.log_likelihood_samples,
         }
 
 
@@ -115,7 +141,9 @@ def export_saved_model(model, export_dir, metadata, extra_json=None, optimizer=N
     module = _ServingModule(model, metadata["input_shape"], optimizer)
     tmp_dir = artifacts.make_temp_dir_beside(export_dir)
     try:
-        tf.saved_model.save(module, tmp_dir, signatures=module.signatures())
+        options = tf.saved_model.SaveOptions(experimental_sharding_callback=tf.train.experimental.MaxShardSizePolicy(
+            max_shard_size=MAX_SHARD_BYTES))
+        tf.saved_model.save(module, tmp_dir, signatures=module.signatures(), options=options)
         artifacts.write_json(os.path.join(tmp_dir, METADATA_FILE),
                              {"format": "tfvae", "format_version": FORMAT_VERSION, **metadata})
         for name, obj in (extra_json or {}).items():

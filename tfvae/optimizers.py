@@ -53,12 +53,16 @@ class TF1Adam(keras.optimizers.Adam):
         return result
 
 
-def make_adam(learning_rate, epsilon, variant="tf1"):
+def make_adam(learning_rate, epsilon, variant="tf1", clip_grad_norm=0.0):
     """Adam for training: `TF1Adam` ("tf1") or `keras.optimizers.Adam` ("keras").
+
+    `clip_grad_norm` > 0 scales the gradients down to that global norm first (Keras' `global_clipnorm`).
 
     Under Keras 2 (tf-keras) "tf1" falls back to tf-keras' Adam with TF1's float32 betas: its optimizer API
     (`apply_gradients`, `update_step(gradient, variable)`) differs, and only the last ulps of the run would.
     """
+    clipping = {"global_clipnorm": clip_grad_norm} if clip_grad_norm else {}
     if variant == "tf1" and compat.KERAS_3:
-        return TF1Adam(learning_rate=learning_rate, epsilon=epsilon)
-    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=BETA_1, beta_2=BETA_2, epsilon=epsilon)
+        return TF1Adam(learning_rate=learning_rate, epsilon=epsilon, **clipping)
+    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=BETA_1, beta_2=BETA_2, epsilon=epsilon,
+                                 **clipping)

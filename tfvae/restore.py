@@ -56,6 +56,22 @@ class LoadedModel:
         inputs = {"input": tf.cast(x, tf.float32), "z": tf.cast(z, tf.float32)}
         return self.signatures["log_likelihood"](**self._with_label(inputs, label))["log_px_z"]
 
+    def log_likelihood_samples(self, x, z, label=None):
+        """log p(x|z_s) of each example under S latents: x `[batch, ...]`, z `[S, batch, latent_dim]` -> `[S, batch]`.
+
+        Exports made before this signature existed get the same numbers from `log_likelihood` on tiled copies of x.
+        """
+        x, z = tf.cast(x, tf.float32), tf.cast(z, tf.float32)
+        if "log_likelihood_samples" in self.signatures:
+            inputs = self._with_label({"input": x, "z": z}, label)
+            return self.signatures["log_likelihood_samples"](**inputs)["log_px_z"]
+        num_samples, batch = tf.shape(z)[0], tf.shape(z)[1]
+        x_tiled = tf.reshape(tf.tile(x[None], tf.concat([[num_samples], tf.ones([tf.rank(x)], tf.int32)], 0)),
+                             tf.concat([[-1], tf.shape(x)[1:]], 0))
+        label_tiled = None if label is None else tf.reshape(tf.tile(label[None], [num_samples, 1]), [-1])
+        log_px_z = self.log_likelihood(x_tiled, tf.reshape(z, [-1, tf.shape(z)[-1]]), label_tiled)
+        return tf.reshape(log_px_z, [num_samples, batch])
+
 
 def load_saved_model(path):
     """Loads a tfvae SavedModel folder. Raises export.ExportError when it is not one."""

@@ -114,8 +114,12 @@ class HParamsSummary(keras.callbacks.Callback):
         super().__init__()
         self.log_dir = log_dir
         self.cfg = cfg
+        self._written = False
 
     def on_train_begin(self, logs=None):
+        if self._written:  # A run resumed mid-epoch calls fit twice.
+            return
+        self._written = True
         from tensorboard.plugins.hparams import api as hp
 
         with tf.summary.create_file_writer(self.log_dir).as_default():

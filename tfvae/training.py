@@ -1,10 +1,13 @@
 """One training run: run folder, Keras fit with callbacks, checkpoints, TensorBoard, metrics and export."""
 
+import contextlib
 import dataclasses
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 
 from tfvae.compat import keras
@@ -27,7 +30,7 @@ def prepare_model_dir(cfg):
 def make_optimizer(cfg):
     # TF1's AdamOptimizer and Keras' Adam share the update rule; the default epsilon differs (1e-8 vs 1e-7), and
     # so does the rounding, which cfg.adam="tf1" matches (tfvae.optimizers.TF1Adam).
-    optimizer = optimizers.make_adam(cfg.learning_rate, cfg.adam_epsilon, cfg.adam)
+    optimizer = optimizers.make_adam(cfg.learning_rate, cfg.adam_epsilon, cfg.adam, cfg.clip_grad_norm)
     if cfg.mixed_precision == "mixed_float16":
         # float16 gradients underflow without loss scaling; bfloat16 has float32's range and needs none.
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -48,9 +51,9 @@ def compile_model(model, cfg):
 class EpochLine(keras.callbacks.Callback):
     """Prints the TF1 tutorial's per-epoch line, plus validation loss and speed."""
 
-    def __init__(self, examples_per_epoch):
+    def __init__(self, batch_size):
         super().__init__()
-        self.examples_per_epoch = examples_per_epoch
+        self.batch_size = batch_size
         self.epoch_seconds = {}
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -60,7 +63,8 @@ class EpochLine(keras.callbacks.Callback):
         seconds = time.perf_counter() - self._start
         self.epoch_seconds[epoch + 1] = seconds
         logs = logs or {}
-        logs["examples_per_second"] = self.examples_per_epoch / seconds
+        # params["steps"]: the steps this epoch ran, fewer than a whole epoch's in a run resumed mid-epoch.
+        logs["examples_per_second"] = self.params["steps"] * self.batch_size / seconds
         line = f"Epoch: {epoch + 1} Total Loss: {logs['loss']:.4f}"
         if "val_loss" in logs:
             line += f" Validation Loss: {logs['val_loss']:.4f}"
@@ -92,17 +96,144 @@ class ImageSummaries(keras.callbacks.Callback):
         self.writer.flush()
 
 
-class CheckpointEachEpoch(keras.callbacks.Callback):
-    """Saves model, optimizer and the next epoch to start from through a tf.train.CheckpointManager."""
+class TrainingInterrupted(Exception):
+    """SIGTERM or SIGINT stopped training after a checkpoint was saved; `signal_number` says which."""
 
-    def __init__(self, manager, epoch_variable):
+    def __init__(self, message, signal_number):
+        super().__init__(message)
+        self.signal_number = signal_number
+
+
+class DataEpoch(keras.callbacks.Callback):
+    """Points the training pipeline at the epoch Keras is about to run (`Datasets.train_epoch`)."""
+
+    def __init__(self, epoch_variable):
         super().__init__()
-        self.manager = manager
         self.epoch_variable = epoch_variable
+
+    # Keras 3 makes an epoch's iterator after on_epoch_begin, tf-keras before it but after the previous
+    # on_epoch_end: setting it in both places serves both.
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_variable.assign(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch_variable.assign(epoch + 1)
-        self.manager.save(checkpoint_number=epoch + 1)
+
+
+class Checkpoints(keras.callbacks.Callback):
+    """Saves the run's state through a tf.train.CheckpointManager, numbered by global train step: at each epoch
+    end, every `every_steps` steps (0: never mid-epoch), and, after SIGTERM or SIGINT, at the next step boundary,
+    which then stops training by raising TrainingInterrupted.
+
+    Keeps `state.step` (train steps done) and `state.epoch` (epochs done) current; a step boundary is the end of
+    one `steps_per_execution` call.
+    """
+
+    def __init__(self, manager, state, steps_per_epoch, every_steps):
+        super().__init__()
+        self.manager = manager
+        self.state = state
+        self.steps_per_epoch = steps_per_epoch
+        self.every_steps = every_steps
+        self.stop_signal = None  # Set by the signal handler; acted on at the next step boundary.
+        self._saved_step = int(state.step.numpy())
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # A resumed epoch runs only its remaining steps, params["steps"] of them.
+        self._epoch_start = epoch * self.steps_per_epoch + self.steps_per_epoch - self.params["steps"]
+
+    def on_train_batch_end(self, batch, logs=None):
+        # `batch` is the last step of the execution; the last execution of an epoch may run fewer steps.
+        step = self._epoch_start + min(batch + 1, self.params["steps"])
+        self.state.step.assign(step)
+        if self.every_steps and step // self.every_steps > self._saved_step // self.every_steps:
+            self._save()
+        self.stop_if_signalled()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.model.stop_training:  # Stopped inside the epoch (StopOnBadSteps): it is not done.
+            return
+        self.state.epoch.assign(epoch + 1)
+        self.state.step.assign((epoch + 1) * self.steps_per_epoch)
+        self._save()
+        self.stop_if_signalled()
+
+    def _save(self):
+        step = int(self.state.step.numpy())
+        if step != self._saved_step:
+            self.manager.save(checkpoint_number=step)
+            self._saved_step = step
+
+    def stop_if_signalled(self):
+        """After a signal: saves (unless this step is saved) and raises TrainingInterrupted."""
+        if self.stop_signal is None:
+            return
+        self._save()
+        step = int(self.state.step.numpy())
+        epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
+        where = (f"after epoch {epoch}" if not step_in_epoch else
+                 f"in epoch {epoch + 1}, step {step_in_epoch} of {self.steps_per_epoch}")
+        raise TrainingInterrupted(
+            f"stopped by {signal.Signals(self.stop_signal).name} at step {step} ({where}); checkpoint "
+            f"{self.manager.latest_checkpoint} saved; run the same command with --resume to continue from there",
+            self.stop_signal)
+
+
+@contextlib.contextmanager
+def stop_at_step_boundary_on_signals(checkpoints):
+    """While active, SIGTERM and SIGINT ask `checkpoints` to save and stop at the next step boundary instead of
+    killing the process mid-step; a second signal acts as usual (SIGINT: KeyboardInterrupt, stop at once)."""
+    if threading.current_thread() is not threading.main_thread():  # Only the main thread may set handlers.
+        yield
+        return
+    handled = (signal.SIGTERM, signal.SIGINT)
+    previous = {number: signal.getsignal(number) for number in handled}
+
+    def handler(number, frame):
+        checkpoints.stop_signal = number
+        for other in handled:
+            signal.signal(other, previous[other])
+        # os.write, not print: a handler that prints while the interrupted code prints raises "reentrant call".
+        os.write(sys.stdout.fileno(), f"\n{signal.Signals(number).name}: saving a checkpoint at the next step "
+                 f"boundary, then stopping (send it again to stop at once)\n".encode())
+
+    for number in handled:
+        signal.signal(number, handler)
+    try:
+        yield
+    finally:
+        for number in handled:
+            signal.signal(number, previous[number])
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many non-finite train steps in a row; the message names the last good checkpoint and what to change."""
+
+
+class StopOnBadSteps(keras.callbacks.Callback):
+    """Stops fit after `max_bad_steps` skipped (non-finite) train steps in a row.
+
+    The model counts skipped steps per epoch (the `bad_steps` metric); a rise since the last batch means the step
+    was skipped. The skipped steps never changed the weights, so the checkpoints written before are good; none is
+    written for the unfinished epoch.
+    """
+
+    def __init__(self, max_bad_steps):
+        super().__init__()
+        self.max_bad_steps = max_bad_steps
+        self.in_a_row = 0
+        self.stopped_at_step = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._seen = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        bad_steps = float(logs["bad_steps"])
+        self.in_a_row = self.in_a_row + int(bad_steps - self._seen) if bad_steps > self._seen else 0
+        self._seen = bad_steps
+        if self.in_a_row >= self.max_bad_steps:
+            self.stopped_at_step = int(self.model.optimizer.iterations.numpy())
+            self.model.stop_training = True
 
 
 def kl_warmup_weight(epoch, warmup_epochs):
@@ -116,9 +247,10 @@ class KLWarmup(keras.callbacks.Callback):
     Driven by the epoch and step Keras reports, so a resumed run continues the schedule where it stopped.
     """
 
-    def __init__(self, warmup_epochs):
+    def __init__(self, warmup_epochs, steps_per_epoch=None):
         super().__init__()
         self.warmup_epochs = warmup_epochs
+        self.steps_per_epoch = steps_per_epoch  # None: every epoch is whole (no mid-epoch resume).
         self._epoch = 0
         self._train_weight = 0.0
 
@@ -126,8 +258,10 @@ class KLWarmup(keras.callbacks.Callback):
         self._epoch = epoch
 
     def on_train_batch_begin(self, batch, logs=None):
-        steps = self.params.get("steps") or 1
-        self._train_weight = kl_warmup_weight(self._epoch + batch / steps, self.warmup_epochs)
+        # A resumed epoch runs only its last params["steps"] steps; its batch 0 is that far into the epoch.
+        steps_per_epoch = self.steps_per_epoch or self.params["steps"]
+        step = steps_per_epoch - self.params["steps"] + batch
+        self._train_weight = kl_warmup_weight(self._epoch + step / steps_per_epoch, self.warmup_epochs)
         self.model.kl_weight.assign(self._train_weight)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -145,13 +279,41 @@ class KLWarmup(keras.callbacks.Callback):
         self.model.kl_weight.assign(1.0)
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+    """Where a run is, as int64 variables saved in its checkpoints: train steps done and epochs done."""
+
+    step: tf.Variable
+    epoch: tf.Variable
+
+
 def make_checkpoint_manager(model, cfg):
-    """Returns (manager, epoch variable) tracking model, optimizer and epoch under `model_dir/checkpoints`."""
-    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch)
+    """Returns (manager, state) for `model_dir/checkpoints`.
+
+    A checkpoint holds the model, the optimizer (with its step count and Adam moments), the model's sampling RNG
+    state, and `state`: `step` (train steps done) and `epoch` (epochs done). With the training pipeline a pure
+    function of (seed, epoch, step) (`data.make_train_pipeline`), `step` is the data position too.
+    """
+    state = TrainState(step=tf.Variable(0, dtype=tf.int64, trainable=False, name="step"),
+                       epoch=tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch"))
+    # Keras 3 does not track a SeedGenerator's state for tf.train.Checkpoint; named here, the eps of a resumed
+    # run are those the uninterrupted run would have drawn.
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=state.epoch, step=state.step,
+                                     rng=model.seed_generator.state)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(cfg.model_dir, "checkpoints"),
                                          max_to_keep=cfg.keep_checkpoints)
-    return manager, epoch
+    return manager, state
+
+
+def restore_checkpoint(manager, model, state, steps_per_epoch):
+    """Restores the latest checkpoint of `manager`; every object of the run must be in it."""
+    path = manager.latest_checkpoint
+    if "step" in {name.split("/")[0] for name, _ in tf.train.list_variables(path)}:
+        manager.checkpoint.restore(path).assert_existing_objects_matched()
+    else:  # Written by tfvae before checkpoints held the step and RNG state: only at epoch ends.
+        tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=state.epoch).restore(
+            path).assert_existing_objects_matched()
+        state.step.assign(state.epoch * steps_per_epoch)
 
 
 def export_metadata(cfg, image_shape, model):
@@ -181,40 +343,75 @@ def train(model, datasets, cfg):
       per example for densities), seconds and examples per second.
     """
     compile_model(model, cfg)
-    manager, epoch_variable = make_checkpoint_manager(model, cfg)
+    steps_per_epoch = len(datasets.arrays.train_images) // cfg.batch_size
+    manager, state = make_checkpoint_manager(model, cfg)
     if cfg.resume and manager.latest_checkpoint:
-        manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        print(f"Resuming from {manager.latest_checkpoint} at epoch {int(epoch_variable.numpy()) + 1}", flush=True)
+        restore_checkpoint(manager, model, state, steps_per_epoch)
+        epoch, step_in_epoch = divmod(int(state.step.numpy()), steps_per_epoch)
+        print(f"Resuming from {manager.latest_checkpoint} at epoch {epoch + 1}"
+              + (f", step {step_in_epoch + 1} of {steps_per_epoch}" if step_in_epoch else ""), flush=True)
     elif cfg.init_from or cfg.init_from_tf1:
         from tfvae import legacy
 
         print(legacy.initialize_model(model, init_from=cfg.init_from, init_from_tf1=cfg.init_from_tf1), flush=True)
-    initial_epoch = int(epoch_variable.numpy())
+    initial_epoch, first_step = divmod(int(state.step.numpy()), steps_per_epoch)
+    first_epoch = initial_epoch
 
-    examples_per_epoch = (len(datasets.arrays.train_images) // cfg.batch_size) * cfg.batch_size
-    epoch_line = EpochLine(examples_per_epoch)
+    epoch_line = EpochLine(cfg.batch_size)
+    checkpoints = Checkpoints(manager, state, steps_per_epoch, cfg.checkpoint_every_steps)
+    tensorboard = keras.callbacks.TensorBoard(log_dir=cfg.model_dir, write_graph=False, profile_batch=0)
     callbacks = [
-        epoch_line,  # First, so the speed it adds to the logs reaches TensorBoard.
-        keras.callbacks.TensorBoard(log_dir=cfg.model_dir, write_graph=False, profile_batch=0),
-        CheckpointEachEpoch(manager, epoch_variable),
+        DataEpoch(datasets.train_epoch),
+        epoch_line,  # Before TensorBoard, so the speed it adds to the logs reaches TensorBoard.
+        tensorboard,
     ]
+    # First of all: a diverged epoch must stop before its end-of-epoch checkpoint and summaries.
+    stop_on_bad_steps = StopOnBadSteps(cfg.max_bad_steps)
+    callbacks.insert(0, stop_on_bad_steps)
     if cfg.kl_warmup_epochs:
-        callbacks.insert(0, KLWarmup(cfg.kl_warmup_epochs))
+        callbacks.insert(0, KLWarmup(cfg.kl_warmup_epochs, steps_per_epoch))
     if cfg.image_summaries:
         callbacks.append(ImageSummaries(os.path.join(cfg.model_dir, "images"), datasets.image_shape,
                                         datasets.preview, cfg.seed))
     callbacks += summaries.make_callbacks(cfg, datasets)  # KL histograms, active units, HParams.
-    start = time.perf_counter()
-    history = model.fit(
-        datasets.train,
+    callbacks.append(checkpoints)  # Last: at an epoch end it saves, and may stop, after the others logged it.
+    fit_args = dict(
         validation_data=datasets.validation if cfg.validation_size else None,
-        epochs=cfg.epochs,
-        initial_epoch=initial_epoch,
         callbacks=callbacks,
         shuffle=False,  # The pipeline shuffles, seeded.
         verbose=1 if sys.stdout.isatty() else 0,
     )
+    # One fit over the remaining epochs; Keras iterates `datasets.train` afresh each epoch and DataEpoch points it
+    # at that epoch. A run resumed mid-epoch first finishes that epoch in its own fit, over the pipeline from the
+    # checkpoint's step: Keras has no "initial step", and its epochs must all have the same number of batches.
+    history = {}
+    start = time.perf_counter()
+    with stop_at_step_boundary_on_signals(checkpoints):
+        try:
+            # DataEpoch sets the epoch for the epochs after the first; tf-keras makes the first one's iterator
+            # before any callback runs.
+            if first_step and initial_epoch < cfg.epochs:
+                datasets.train_epoch.assign(initial_epoch)
+                partial = model.fit(datasets.train_from(first_step=first_step), initial_epoch=initial_epoch,
+                                    epochs=initial_epoch + 1, **fit_args)
+                history = dict(partial.history)
+                initial_epoch += 1
+            if initial_epoch < cfg.epochs and stop_on_bad_steps.stopped_at_step is None:
+                datasets.train_epoch.assign(initial_epoch)
+                rest = model.fit(datasets.train, initial_epoch=initial_epoch, epochs=cfg.epochs, **fit_args)
+                for name, values in rest.history.items():
+                    history[name] = history.get(name, []) + list(values)
+            checkpoints.stop_if_signalled()  # A signal after the last step: the final checkpoint is saved.
+        except TrainingInterrupted:
+            tensorboard.on_train_end()  # Flushes and closes the event files fit would have closed.
+            raise
     train_seconds = time.perf_counter() - start
+    if stop_on_bad_steps.stopped_at_step is not None:
+        raise TrainingDiverged(
+            f"{cfg.max_bad_steps} train steps in a row had a non-finite loss or gradient (after step "
+            f"{stop_on_bad_steps.stopped_at_step}) and were skipped; the weights never saw them and the last good "
+            f"checkpoint is {manager.latest_checkpoint or 'none yet'}; lower --learning_rate, set "
+            f"--clip_grad_norm, or check the data, then --resume")
     test_metrics = model.evaluate(datasets.test, verbose=0, return_dict=True)
     print("Test " + " ".join(f"{k}: {v:.4f}" for k, v in test_metrics.items()), flush=True)
     summaries.write_test_metrics(cfg.model_dir, test_metrics, step=cfg.epochs)
@@ -222,8 +419,8 @@ def train(model, datasets, cfg):
         summaries.write_projector(os.path.join(cfg.model_dir, summaries.PROJECTOR_DIR), model, datasets.test,
                                   *datasets.arrays.split("test"))
     metrics = {
-        "history": {k: [float(v) for v in values] for k, values in history.history.items()},
-        "epochs_run": list(range(initial_epoch + 1, cfg.epochs + 1)),
+        "history": {k: [float(v) for v in values] for k, values in history.items()},
+        "epochs_run": list(range(first_epoch + 1, cfg.epochs + 1)),
         "epoch_seconds": epoch_line.epoch_seconds,
         "test": {k: float(v) for k, v in test_metrics.items()},
         "train_seconds": train_seconds,
@@ -244,7 +441,10 @@ def run(cfg):
         keras.mixed_precision.set_global_policy(cfg.mixed_precision)
     strategy = distribute.make_strategy(cfg.strategy, cfg.tpu)
     chief = distribute.is_chief(strategy)
-    keras.utils.set_random_seed(cfg.seed)
+    keras.utils.set_random_seed(cfg.seed)  # Python, NumPy and TF: initialisation; the data has its own seeds.
+    if cfg.deterministic:
+        # Also makes TF's kernels pick deterministic algorithms (e.g. reductions on GPU), at some speed cost.
+        tf.config.experimental.enable_op_determinism()
     corrupt_fn = corruption.make_corrupt_fn(cfg.corruption, cfg.corruption_strength,
                                             data.DATASET_SHAPES[cfg.dataset])
     datasets = data.make_datasets(cfg, corrupt_fn=corrupt_fn)

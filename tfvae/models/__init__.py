@@ -38,8 +38,11 @@ def build_model(cfg, image_shape):
       A VAE whose `input` is `[batch, H*W*C]` for flat models and `[batch, H, W, C]` for image models.
     """
     encoder, decoder = BUILDERS[cfg.model](image_shape, cfg)
-    likelihood_options = ({"stddev": cfg.gaussian_stddev, "learn_variance": cfg.learn_variance}
-                          if cfg.likelihood == "gaussian" else {})
+    likelihood_options = {
+        "gaussian": {"stddev": cfg.gaussian_stddev, "learn_variance": cfg.learn_variance},
+        "autoregressive_bernoulli": {"image_shape": image_shape, "kernel_size": cfg.ar_kernel_size,
+                                     "channels": cfg.ar_channels},
+    }.get(cfg.likelihood, {})
     model_class, options = _model_class_and_options(cfg)
     model = model_class(encoder, decoder, likelihoods.make_likelihood(cfg.likelihood, **likelihood_options),
                         cfg.latent_dim, beta=cfg.beta, seed=cfg.seed, free_bits=cfg.free_bits, name=cfg.model,

@@ -6,6 +6,9 @@ import tensorflow as tf
 from tfvae import compat, losses
 
 RNG_STATE_KEY = "seed_generator_state"
+# z_logvar is clipped here: exp(+-30) is far beyond any useful variance yet finite in float32, so one wild batch
+# cannot overflow exp(z_logvar) into inf and NaN. Values inside pass unchanged, gradient and all.
+Z_LOGVAR_RANGE = (-30.0, 30.0)
 
 
 @keras.saving.register_keras_serializable("tfvae")
@@ -34,18 +37,21 @@ class VAE(keras.Model):
         self.kl_tracker = keras.metrics.Mean(name="kl")
         # Training only: the global L2 norm of the gradients, to watch for explosions and plateaus.
         self.grad_norm_tracker = keras.metrics.Mean(name="grad_norm")
+        # Training only: train steps skipped because their loss or gradients were not finite.
+        self.bad_steps_tracker = keras.metrics.Sum(name="bad_steps")
 
     @property
     def metrics(self):
         # Listed here so Keras resets them each epoch and reports them under these names.
-        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker, self.grad_norm_tracker]
+        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker, self.grad_norm_tracker,
+                self.bad_steps_tracker]
 
     def encode(self, x, label=None, training=False):
         """x `[batch, ...]` in [0, 1] -> (z_mean, z_logvar), each `[batch, latent_dim]`."""
         # float32 whatever the layers compute in (mixed precision): the loss and the signatures are float32.
         params = tf.cast(self.encoder(x, training=training), tf.float32)
         z_mean, z_logvar = tf.split(params, 2, axis=-1)
-        return z_mean, z_logvar
+        return z_mean, tf.clip_by_value(z_logvar, *Z_LOGVAR_RANGE)
 
     def decode(self, z, label=None, training=False):
         """z `[batch, latent_dim]` -> logits of p(x|z), `[batch, ...]` shaped like x."""
@@ -86,10 +92,13 @@ class VAE(keras.Model):
         kl = losses.free_bits_kl(terms["kl_per_dimension"], self.free_bits) if self.free_bits else terms["kl"]
         return terms["reconstruction"] + self.beta * tf.cast(self.kl_weight, kl.dtype) * kl
 
-    def _update_trackers(self, terms, loss):
-        self.loss_tracker.update_state(loss)
-        self.reconstruction_tracker.update_state(terms["reconstruction"])
-        self.kl_tracker.update_state(terms["kl"])
+    def _update_trackers(self, terms, loss, finite=True):
+        # A skipped (non-finite) step stays out of the epoch means: weight 0, its values replaced by 0 (0 * NaN is NaN).
+        weight = tf.cast(finite, tf.float32)
+        if_finite = lambda value: tf.where(finite, value, tf.zeros_like(value))  # noqa: E731
+        self.loss_tracker.update_state(if_finite(loss), sample_weight=weight)
+        self.reconstruction_tracker.update_state(if_finite(terms["reconstruction"]), sample_weight=weight)
+        self.kl_tracker.update_state(if_finite(terms["kl"]), sample_weight=weight)
         return {m.name: m.result() for m in (self.loss_tracker, self.reconstruction_tracker, self.kl_tracker)}
 
     def train_step(self, batch):
@@ -100,12 +109,31 @@ class VAE(keras.Model):
             replica_loss = tf.reduce_mean(loss) / tf.distribute.get_strategy().num_replicas_in_sync
             scaled_loss = compat.scale_loss(self.optimizer, replica_loss)
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
-        compat.apply_gradients(self.optimizer, gradients, self.trainable_variables)
         # Unscaled by the loss scale (mixed precision), so the norm is that of d(loss)/d(weights).
         loss_scale = tf.math.divide_no_nan(tf.cast(scaled_loss, tf.float32), tf.cast(replica_loss, tf.float32))
-        self.grad_norm_tracker.update_state(tf.math.divide_no_nan(tf.linalg.global_norm(gradients), loss_scale))
-        logs = {**self._update_trackers(terms, loss), "grad_norm": self.grad_norm_tracker.result()}
+        grad_norm = tf.math.divide_no_nan(tf.linalg.global_norm(gradients), loss_scale)
+        if hasattr(self.optimizer, "inner_optimizer"):
+            # A loss scale optimizer (float16): its gradients overflow now and then by design; it skips those steps
+            # itself and lowers its scale. Only a non-finite loss counts as a bad step.
+            finite = self._finite_on_every_replica(replica_loss, tf.constant(0.0))
+            compat.apply_gradients(self.optimizer, gradients, self.trainable_variables)
+        else:
+            finite = self._finite_on_every_replica(replica_loss, grad_norm)
+            compat.apply_gradients_if_finite(self.optimizer, gradients, self.trainable_variables, finite)
+        self.bad_steps_tracker.update_state(1.0 - tf.cast(finite, tf.float32))
+        self.grad_norm_tracker.update_state(tf.where(finite, grad_norm, 0.0),
+                                            sample_weight=tf.cast(finite, tf.float32))
+        logs = {**self._update_trackers(terms, loss, finite), "grad_norm": self.grad_norm_tracker.result(),
+                "bad_steps": self.bad_steps_tracker.result()}
         return compat.step_outputs(logs)
+
+    @staticmethod
+    def _finite_on_every_replica(loss, grad_norm):
+        """True when loss and gradients are finite on all replicas (all-reduced, so all replicas agree)."""
+        finite = tf.math.is_finite(tf.cast(loss, tf.float32)) & tf.math.is_finite(grad_norm)
+        all_finite = tf.distribute.get_replica_context().all_reduce(
+            tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
+        return all_finite < 0.5
 
     def test_step(self, batch):
         terms = self.compute_terms(batch, training=False)

@@ -1,0 +1,244 @@
+"""Bad input, everywhere: every case gets one error line naming the problem and the fix, a non-zero exit, and no
+file written. Each case is a real script run in a fresh process (or a SavedModel signature called in one)."""
+
+import gzip
+import os
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, error_lines, run_script
+
+TINY_TRAIN = ["--model=mlp", "--hidden_sizes=8", "--latent_dim=2", "--validation_size=5", "--epochs=1",
+              "--noimage_summaries"]
+
+
+def _write_idx(path, magic, array, truncate=0):
+    header = struct.pack(">i", magic) + struct.pack(f">{array.ndim}i", *array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    with gzip.open(path, "wb") as f:
+        f.write(payload[:len(payload) - truncate])
+
+
+def fake_mnist(folder, *, images_magic=2051, n_labels=20, label=None, truncate=0, not_gzip=False, drop=None):
+    """A small MNIST_data/ folder (20 train, 10 test digits) broken in one chosen way. Returns its path."""
+    os.makedirs(folder)
+    rng = np.random.default_rng(0)
+    _write_idx(os.path.join(folder, "train-images-idx3-ubyte.gz"), images_magic,
+               rng.integers(0, 256, (20, 28, 28)), truncate=truncate)
+    labels = rng.integers(0, 10, n_labels) if label is None else np.full(n_labels, label)
+    _write_idx(os.path.join(folder, "train-labels-idx1-ubyte.gz"), 2049, labels)
+    _write_idx(os.path.join(folder, "t10k-images-idx3-ubyte.gz"), 2051, rng.integers(0, 256, (10, 28, 28)))
+    _write_idx(os.path.join(folder, "t10k-labels-idx1-ubyte.gz"), 2049, rng.integers(0, 10, 10))
+    if not_gzip:
+        with open(os.path.join(folder, "t10k-labels-idx1-ubyte.gz"), "wb") as f:
+            f.write(b"not gzip at all")
+    if drop:
+        os.remove(os.path.join(folder, drop))
+    return folder
+
+
+def train(*args):
+    """train.py with a tiny model writing under OUT (`{out}` is filled in by the test)."""
+    return ("train.py", [*TINY_TRAIN, "--model_dir={out}/run", "--export_dir={out}/export", *args])
+
+
+def data_case(**breakage):
+    return lambda ctx: ("train.py", [*TINY_TRAIN, f"--data_dir={fake_mnist(ctx['in'] + '/MNIST_data', **breakage)}",
+                                     "--model_dir={out}/run", "--export_dir={out}/export"])
+
+
+def flagfile_case(text):
+    def make(ctx):
+        path = os.path.join(ctx["in"], "bad.flags")
+        os.makedirs(ctx["in"], exist_ok=True)
+        open(path, "w").write(text)
+        return train(f"--flagfile={path}")
+    return make
+
+
+def existing_dir_case(flag, content):
+    def make(ctx):
+        folder = os.path.join(ctx["in"], "existing")
+        os.makedirs(folder)
+        open(os.path.join(folder, "keep.txt"), "w").write(content)
+        return train(f"--{flag}={folder}")
+    return make
+
+
+def saved_model_case(script, extra, kind):
+    """`script --saved_model=` a missing folder or a folder that is not a tfvae export."""
+    def make(ctx):
+        folder = os.path.join(ctx["in"], "not_an_export")
+        os.makedirs(ctx["in"])
+        Image.fromarray(np.zeros((28, 28), np.uint8)).save(os.path.join(ctx["in"], "digit.png"))
+        if kind == "not tfvae":
+            os.makedirs(folder)
+            open(os.path.join(folder, "saved_model.pb"), "wb").write(b"something else")
+        return (script, [f"--saved_model={folder}", *[a.format(**ctx) for a in extra]])
+    return make
+
+
+def signature_case(signature, value):
+    """Calls a signature of the tiny export in a fresh process (no tfvae imported) with a bad tensor; prints the
+    first line of the error as the one line a caller sees."""
+    code = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        "m = tf.saved_model.load(sys.argv[1])\n"
+        f"value = {value}\n"
+        "try:\n"
+        f"    m.signatures['{signature}'](**value)\n"
+        "except (ValueError, TypeError, tf.errors.InvalidArgumentError) as e:\n"
+        "    print('error: ' + ' '.join(str(e).split())[:400], file=sys.stderr)\n"
+        "    sys.exit(1)\n")
+    return lambda ctx: (None, [code, ctx["export"]])
+
+
+def enhance_image_case(make_image):
+    def make(ctx):
+        os.makedirs(ctx["in"], exist_ok=True)
+        path = make_image(ctx["in"])
+        return ("enhance.py", [f"--saved_model={ctx['export']}", f"--input={path}", "--output={out}/restored.png"])
+    return make
+
+
+def broken_png(folder):
+    path = os.path.join(folder, "broken.png")
+    open(path, "wb").write(b"\x89PNG\r\n\x1a\n but cut short")
+    return path
+
+
+def big_png(folder):
+    path = os.path.join(folder, "big.png")
+    Image.fromarray(np.zeros((56, 40), np.uint8)).save(path)
+    return path
+
+
+# name -> (function of the test's folders -> (script, args)), text the one error line must hold.
+CASES = {
+    # Flags.
+    "unknown flag": (lambda ctx: train("--bogus=1"), "Unknown command line flag 'bogus'"),
+    "wrong type": (lambda ctx: train("--epochs=ten"), "--epochs"),
+    "zero batch size": (lambda ctx: train("--batch_size=0"), "--batch_size must be > 0"),
+    "negative batch size": (lambda ctx: train("--batch_size=-100"), "--batch_size must be > 0"),
+    "zero latent size": (lambda ctx: train("--latent_dim=0"), "--latent_dim must be > 0"),
+    "negative latent size": (lambda ctx: train("--latent_dim=-3"), "--latent_dim must be > 0"),
+    "zero epochs": (lambda ctx: train("--epochs=0"), "--epochs must be > 0"),
+    "negative epochs": (lambda ctx: train("--epochs=-1"), "--epochs must be > 0"),
+    "zero learning rate": (lambda ctx: train("--learning_rate=0"), "--learning_rate must be > 0"),
+    "negative learning rate": (lambda ctx: train("--learning_rate=-0.001"), "--learning_rate must be > 0"),
+    "unknown model": (lambda ctx: train("--model=gan"), "--model"),
+    "unknown dataset": (lambda ctx: train("--dataset=imagenet"), "--dataset"),
+    "unknown likelihood": (lambda ctx: train("--likelihood=poisson"), "--likelihood"),
+    "unknown corruption": (lambda ctx: train("--corruption=rain"), "--corruption"),
+    "strength out of range": (lambda ctx: train("--corruption=mask", "--corruption_strength=1.5"),
+                              "--corruption_strength"),
+    "bad hidden sizes": (lambda ctx: train("--hidden_sizes=400,x"), "--hidden_sizes must be a comma-separated"),
+    "even ar kernel": (lambda ctx: train("--likelihood=autoregressive_bernoulli", "--ar_kernel_size=4"),
+                       "--ar_kernel_size must be an odd number"),
+    "negative clip norm": (lambda ctx: train("--clip_grad_norm=-1"), "--clip_grad_norm must be >= 0"),
+    "zero max bad steps": (lambda ctx: train("--max_bad_steps=0"), "--max_bad_steps must be > 0"),
+    "negative checkpoint steps": (lambda ctx: train("--checkpoint_every_steps=-5"),
+                                  "--checkpoint_every_steps must be >= 0"),
+    "conflict resume overwrite": (lambda ctx: train("--resume", "--overwrite"), "--resume and --overwrite conflict"),
+    "conflict tpu address": (lambda ctx: train("--tpu=grpc://10.0.0.2:8470"), "--tpu is needed with --strategy=tpu"),
+    "conflict learn variance": (lambda ctx: train("--learn_variance", "--likelihood=bernoulli"),
+                                "--learn_variance needs --likelihood=gaussian"),
+    "conflict importance samples": (lambda ctx: train("--num_importance_samples=5"), "add --objective=iwae"),
+    "conflict free bits iwae": (lambda ctx: train("--objective=iwae", "--free_bits=0.5"),
+                                "drop one of them"),
+    "conflict resume across workers": (lambda ctx: train("--resume", "--strategy=multi_worker_mirrored"),
+                                       "--resume is not supported with --strategy=multi_worker_mirrored"),
+    "conflict steps per execution across workers": (
+        lambda ctx: train("--steps_per_execution=10", "--strategy=multi_worker_mirrored"),
+        "--strategy=multi_worker_mirrored runs one step per execution; pass --steps_per_execution=1"),
+    "conflict init sources": (lambda ctx: train(f"--init_from={REPO}/saved_models/tf1_tutorial",
+                                                f"--init_from_tf1={REPO}/saved_models/tf1_tutorial"),
+                              "--init_from and --init_from_tf1 conflict"),
+    "autoregressive on rgb": (lambda ctx: train("--dataset=cifar10", "--model=conv",
+                                                "--likelihood=autoregressive_bernoulli"),
+                              "models single-channel images"),
+    "missing flagfile": (lambda ctx: train("--flagfile=/nonexistent.flags"), "/nonexistent.flags"),
+    "malformed flagfile": (flagfile_case("--epochs=10\n--latent_dim=twenty\n"), "--latent_dim"),
+    "flagfile with unknown flag": (flagfile_case("--epochs=10\n--num_epochs=3\n"), "num_epochs"),
+    "positional argument": (lambda ctx: train("extra"), "unexpected arguments"),
+    "existing model dir": (existing_dir_case("model_dir", "previous run"),
+                           "--model_dir exists and is not empty; pass --resume"),
+    "existing foreign export dir": (existing_dir_case("export_dir", "not an export"),
+                                    "--export_dir exists and is not a tfvae export"),
+    # Data.
+    "missing data dir": (lambda ctx: train("--data_dir=/nonexistent/MNIST_data"),
+                         "--data_dir must be an existing folder"),
+    "missing data file": (data_case(drop="t10k-images-idx3-ubyte.gz"), "t10k-images-idx3-ubyte.gz: file not found"),
+    "truncated idx": (data_case(truncate=100), "train-images-idx3-ubyte.gz"),
+    "not gzip": (data_case(not_gzip=True), "t10k-labels-idx1-ubyte.gz: not a readable gzip file"),
+    "wrong magic": (data_case(images_magic=2049), "wrong IDX magic number 2049"),
+    "count mismatch": (data_case(n_labels=19), "has 20 images but train-labels-idx1-ubyte.gz has 19 labels"),
+    "label out of range": (data_case(label=12), "label 12 outside [0, 10)"),
+    # SavedModels given to the scripts that read them.
+    "generate missing export": (saved_model_case("generate.py", ["--output={out}/s.png"], "missing"),
+                                "no such folder"),
+    "generate foreign folder": (saved_model_case("generate.py", ["--output={out}/s.png"], "not tfvae"),
+                                "not a tfvae export"),
+    "evaluate missing export": (saved_model_case("evaluate.py", ["--output={out}/e.json"], "missing"),
+                                "no such folder"),
+    "evaluate foreign folder": (saved_model_case("evaluate.py", ["--output={out}/e.json"], "not tfvae"),
+                                "not a tfvae export"),
+    "plot foreign folder": (saved_model_case("plot.py", ["--output_dir={out}/plots"], "not tfvae"),
+                            "not a tfvae export"),
+    "enhance missing export": (saved_model_case("enhance.py", ["--input={in}/digit.png", "--output={out}/r.png"],
+                                                "missing"), "no such folder"),
+    "tflite foreign folder": (saved_model_case("export_tflite.py", ["--output={out}/m.tflite"], "not tfvae"),
+                              "not a tfvae export"),
+    # Tensors given to the signatures.
+    "signature wrong shape": (signature_case("reconstruct", "{'input': tf.zeros((2, 28, 28))}"),
+                              "[2,28,28] is not compatible with expected shape [?,784]"),
+    "signature wrong width": (signature_case("encode", "{'input': tf.zeros((2, 100))}"), "784"),
+    "signature wrong dtype": (signature_case("reconstruct", "{'input': tf.zeros((2, 784), tf.int32)}"), "int32"),
+    "signature nan input": (signature_case("reconstruct", "{'input': tf.fill((2, 784), float('nan'))}"),
+                            "input has NaN or inf values; pass images scaled to [0, 1]"),
+    "signature inf latent": (signature_case("decode", "{'z': tf.fill((2, 2), float('inf'))}"),
+                             "z has NaN or inf values; pass finite latent vectors"),
+    # Images given to enhance.py.
+    "enhance unreadable image": (enhance_image_case(broken_png), "not a readable PNG or JPEG image"),
+    "enhance wrong size image": (enhance_image_case(big_png), "image is 56x40, the model expects 28x28x1; pass --resize"),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tiny_run):
+    return tiny_run[1]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_fails_in_one_line_and_writes_nothing(case, tmp_path, tiny_export, mnist_dir):
+    make, message = CASES[case]
+    ctx = {"in": str(tmp_path / "in"), "out": str(tmp_path / "out"), "export": tiny_export, "mnist": mnist_dir}
+    script, args = make(ctx)
+    args = [arg.replace("{out}", ctx["out"]) for arg in args]
+    inputs_before = sorted(os.walk(ctx["in"])) if os.path.exists(ctx["in"]) else []
+    # Run from an empty folder, so defaults like runs/NAME would show up in it.
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    if script == "train.py" and not any(a.startswith(("--data_dir", "--flagfile")) for a in args):
+        args.append(f"--data_dir={mnist_dir}")
+    result = run_script(script, *args, cwd=workdir)
+    lines = error_lines(result)
+    assert result.returncode != 0, result.stdout[-2000:]
+    assert len(lines) == 1 and message in lines[0], result.stderr[-3000:]
+    assert not os.path.exists(ctx["out"]) and os.listdir(workdir) == []
+    assert (sorted(os.walk(ctx["in"])) if os.path.exists(ctx["in"]) else []) == inputs_before
+
+
+def test_every_case_the_issue_lists_is_covered():
+    required = ["unknown flag", "wrong type", "zero batch size", "negative batch size", "zero latent size",
+                "negative latent size", "zero epochs", "negative epochs", "zero learning rate",
+                "negative learning rate", "unknown model", "unknown dataset", "unknown likelihood",
+                "unknown corruption", "conflict resume overwrite", "missing flagfile", "malformed flagfile",
+                "missing data dir", "truncated idx", "not gzip", "wrong magic", "count mismatch",
+                "label out of range", "existing model dir", "generate missing export", "generate foreign folder",
+                "signature wrong shape", "signature wrong dtype", "signature nan input", "enhance unreadable image",
+                "enhance wrong size image"]
+    assert set(required) <= set(CASES) and len(CASES) > len(required)

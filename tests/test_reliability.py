@@ -1,0 +1,135 @@
+"""Numerical safety and atomic artifacts: non-finite steps never reach the weights, a diverged run stops cleanly,
+gradient clipping and the z_logvar range hold, and an export that fails midway leaves the previous one intact."""
+
+import os
+import types
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO, error_lines, run_script
+from tfvae import config, export, training
+from tfvae.compat import keras
+from tfvae.models import build_model
+from tfvae.models.base import Z_LOGVAR_RANGE
+
+TINY = config.RunConfig(model="mlp", hidden_sizes=(16,), latent_dim=2, likelihood="bernoulli", adam="keras")
+
+
+def _compiled(cfg=TINY):
+    model = build_model(cfg, (28, 28, 1))
+    model.compile(optimizer=training.make_optimizer(cfg))
+    return model
+
+
+def _batches(x):
+    return tf.data.Dataset.from_tensor_slices(
+        {"input": x, "target": x, "label": np.zeros(len(x), np.int32)}).batch(100)
+
+
+class _RecordSteps(keras.callbacks.Callback):
+    """After every train step: the weights, the optimizer's step and the logs."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps.append({
+            "weights": [v.numpy().copy() for v in self.model.trainable_variables],
+            "iterations": int(self.model.optimizer.iterations.numpy()),
+            "logs": {k: float(v) for k, v in logs.items()},
+        })
+
+
+@pytest.mark.parametrize("poison", [np.nan, np.inf])
+def test_a_non_finite_batch_is_skipped_and_counted(poison):
+    model = _compiled()
+    x = np.random.default_rng(0).random((400, 784)).astype(np.float32)
+    x[150] = poison  # One example of the second batch.
+    record = _RecordSteps()
+    history = model.fit(_batches(x), epochs=1, callbacks=[record], verbose=0)
+    before, bad, after = record.steps[0], record.steps[1], record.steps[2]
+    for w_before, w_bad in zip(before["weights"], bad["weights"]):
+        np.testing.assert_array_equal(w_before, w_bad)  # The weights never saw it...
+    assert bad["iterations"] == before["iterations"] == 1  # ...nor did Adam's step count.
+    assert not all(np.array_equal(a, b) for a, b in zip(bad["weights"], after["weights"]))  # Training goes on.
+    assert (before["logs"]["bad_steps"], bad["logs"]["bad_steps"], after["logs"]["bad_steps"]) == (0, 1, 1)
+    # The epoch means hold the three good batches only.
+    assert np.isfinite(history.history["loss"][0]) and np.isfinite(history.history["grad_norm"][0])
+    assert history.history["bad_steps"] == [1.0]  # The epoch's count, a TensorBoard scalar.
+    assert all(np.isfinite(w).all() for w in record.steps[-1]["weights"])
+
+
+def test_an_absurd_learning_rate_stops_the_run_with_a_clear_error(tmp_path, mnist_dir):
+    result = run_script("train.py", f"--flagfile={REPO}/configs/pytorch_tutorial.flags", f"--data_dir={mnist_dir}",
+                        "--learning_rate=1e30", "--max_bad_steps=5", "--validation_size=50000", "--epochs=2",
+                        "--noimage_summaries", f"--model_dir={tmp_path}/run", f"--export_dir={tmp_path}/export")
+    lines = error_lines(result)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert len(lines) == 1 and "5 train steps in a row had a non-finite loss or gradient" in lines[0], lines
+    assert "lower --learning_rate, set --clip_grad_norm" in lines[0]
+    assert not os.path.exists(tmp_path / "export")  # No export of a diverged run...
+    assert not os.path.exists(tmp_path / "run" / "metrics.json")
+    # ...and no checkpoint of its unfinished epoch: the last good checkpoint stays the last one.
+    assert tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints")) is None
+
+
+def test_clip_grad_norm_bounds_what_adam_sees():
+    cfg = config.RunConfig(**{**TINY.__dict__, "clip_grad_norm": 0.5})
+    clipped, plain = _compiled(cfg), _compiled()
+    x = np.random.default_rng(1).random((100, 784)).astype(np.float32)
+    for model in (clipped, plain):
+        model.fit(_batches(x), epochs=1, verbose=0)
+    # After one step Adam's second moments are (1 - beta_2) * g^2: their sum gives |g|^2 of the gradient it used.
+    squared_norm = lambda m: sum(float(np.sum(v.numpy())) for v in m.optimizer._velocities) / (  # noqa: E731
+        1.0 - m.optimizer.beta_2)
+    assert np.sqrt(squared_norm(plain)) > 5.0  # The raw gradient is far above the clip...
+    assert np.sqrt(squared_norm(clipped)) == pytest.approx(0.5, rel=1e-3)  # ...and Adam got it scaled to 0.5.
+
+
+def test_z_logvar_stays_in_a_finite_range():
+    model = build_model(TINY, (28, 28, 1))
+    head = model.encoder.layers[-1]
+    head.kernel.assign(np.full(head.kernel.shape, 1e4, np.float32))  # An encoder gone wild.
+    _, z_logvar = model.encode(tf.ones((2, 784)))
+    assert float(tf.reduce_max(z_logvar)) == Z_LOGVAR_RANGE[1]
+    terms = model.compute_terms({"input": tf.ones((2, 784)), "target": tf.ones((2, 784))})
+    assert np.isfinite(terms["kl"].numpy()).all()
+
+
+def test_an_export_that_fails_midway_leaves_the_previous_one_intact(tmp_path, monkeypatch):
+    model = build_model(TINY, (28, 28, 1))
+    metadata = {"input_shape": [784], "image_shape": [28, 28, 1], "latent_dim": 2, "likelihood": "bernoulli"}
+    export_dir = str(tmp_path / "export")
+    export.export_saved_model(model, export_dir, metadata)
+    snapshot = {path: open(os.path.join(export_dir, path), "rb").read()
+                for path in ("saved_model.pb", "tfvae.json", "variables/variables.index")}
+
+    def save_half_then_crash(module, path, signatures=None, options=None):
+        os.makedirs(path, exist_ok=True)
+        open(os.path.join(path, "saved_model.pb"), "wb").write(b"half a graph")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tf.saved_model, "save", save_half_then_crash)
+    model.encoder.layers[-1].bias.assign(np.ones(4, np.float32))  # Different weights this time.
+    with pytest.raises(OSError, match="disk full"):
+        export.export_saved_model(model, export_dir, metadata)
+    assert {path: open(os.path.join(export_dir, path), "rb").read() for path in snapshot} == snapshot
+    assert sorted(os.listdir(tmp_path)) == ["export"]  # No temporary folder left behind.
+    monkeypatch.undo()
+    loaded = tf.saved_model.load(export_dir)  # Still a working export.
+    assert loaded.signatures["encode"](input=tf.zeros((1, 784)))["z_mean"].shape == (1, 2)
+
+
+def test_only_bad_steps_in_a_row_stop_the_run():
+    callback = training.StopOnBadSteps(max_bad_steps=3)
+    model = types.SimpleNamespace(optimizer=types.SimpleNamespace(iterations=tf.Variable(7)), stop_training=False)
+    callback.set_model(model)
+    callback.on_epoch_begin(0)
+    for step, bad_so_far in enumerate([0, 1, 2, 2, 3, 4]):  # Two bad, one good, two bad: never three in a row.
+        callback.on_train_batch_end(step, {"bad_steps": bad_so_far})
+    assert not model.stop_training
+    callback.on_train_batch_end(6, {"bad_steps": 5})
+    assert model.stop_training and callback.stopped_at_step == 7

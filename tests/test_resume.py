@@ -1,0 +1,147 @@
+"""Interrupted runs, through real train.py processes on real MNIST: SIGKILL mid-epoch then --resume gives the
+uninterrupted run's exact weights; --deterministic runs repeat exactly; SIGTERM saves at the step and says how to
+resume."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO, run_script
+
+# The tutorial recipe, shrunk: 10,000 training images in batches of 100, 2 epochs of 100 steps.
+STEPS_PER_EPOCH, EPOCHS, EVERY = 100, 2, 30
+FINAL_STEP = STEPS_PER_EPOCH * EPOCHS
+
+
+def _args(mnist_dir, run_dir):
+    return [f"--flagfile={REPO}/configs/tf1_tutorial.flags", f"--data_dir={mnist_dir}", f"--epochs={EPOCHS}",
+            "--validation_size=50000", f"--checkpoint_every_steps={EVERY}", "--deterministic",
+            "--noimage_summaries", f"--model_dir={run_dir}/run", f"--export_dir={run_dir}/export"]
+
+
+def _train(mnist_dir, run_dir, *extra):
+    result = run_script("train.py", *_args(mnist_dir, run_dir), *extra)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def _start(mnist_dir, run_dir):
+    """train.py in the background, output in files (a full pipe would stall it)."""
+    os.makedirs(run_dir, exist_ok=True)
+    out, err = open(os.path.join(run_dir, "stdout"), "w"), open(os.path.join(run_dir, "stderr"), "w")
+    process = subprocess.Popen([sys.executable, os.path.join(REPO, "scripts", "train.py"), *_args(mnist_dir, run_dir)],
+                               stdout=out, stderr=err, cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return process, (out, err)
+
+
+def _wait_for_checkpoint(process, run_dir, timeout=600):
+    """Polls until the run's CheckpointManager has recorded a checkpoint; returns its prefix."""
+    folder = os.path.join(run_dir, "run", "checkpoints")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        latest = tf.train.latest_checkpoint(folder) if os.path.isdir(folder) else None
+        if latest:
+            return latest
+        assert process.poll() is None, open(os.path.join(run_dir, "stderr")).read()[-3000:]
+        time.sleep(0.05)
+    process.kill()
+    pytest.fail(f"no checkpoint in {folder} after {timeout} s")
+
+
+def _finish(process, files):
+    code = process.wait(timeout=600)
+    for f in files:
+        f.close()
+    return code
+
+
+def _checkpoint_values(prefix):
+    """Every variable of a checkpoint (weights, Adam slots and step, RNG state, epoch and step), by name."""
+    reader = tf.train.load_checkpoint(prefix)
+    return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(prefix)
+            if name.endswith("VARIABLE_VALUE") and not name.startswith("save_counter")}
+
+
+def _max_diff(prefix_a, prefix_b):
+    a, b = _checkpoint_values(prefix_a), _checkpoint_values(prefix_b)
+    assert a.keys() == b.keys()
+    assert any(name.startswith("rng/") for name in a)  # The sampling RNG's state is part of it.
+    return max(float(np.max(np.abs(a[name].astype(np.float64) - b[name].astype(np.float64)))) for name in a)
+
+
+def _final_checkpoint(run_dir):
+    return os.path.join(run_dir, "run", "checkpoints", f"ckpt-{FINAL_STEP}")
+
+
+def _step_of(prefix):
+    return int(tf.train.load_checkpoint(prefix).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, mnist_dir):
+    """The uninterrupted --deterministic run."""
+    run_dir = str(tmp_path_factory.mktemp("reference"))
+    stdout = _train(mnist_dir, run_dir)
+    assert "Resuming" not in stdout and f"Epoch: {EPOCHS} " in stdout
+    return run_dir
+
+
+def test_two_deterministic_runs_give_identical_weights(reference, mnist_dir, tmp_path):
+    _train(mnist_dir, str(tmp_path))
+    diff = _max_diff(_final_checkpoint(reference), _final_checkpoint(str(tmp_path)))
+    print(f"determinism: two --deterministic runs of {FINAL_STEP} steps, max |weight diff| = {diff}")
+    assert diff == 0
+
+
+def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(reference, mnist_dir, tmp_path):
+    run_dir = str(tmp_path)
+    process, files = _start(mnist_dir, run_dir)
+    first = _wait_for_checkpoint(process, run_dir)
+    process.send_signal(signal.SIGKILL)  # No handler, no clean-up: the process just ends, mid-step.
+    assert _finish(process, files) == -signal.SIGKILL
+    killed_after = _step_of(tf.train.latest_checkpoint(os.path.join(run_dir, "run", "checkpoints")))
+    assert 0 < killed_after < FINAL_STEP and killed_after % STEPS_PER_EPOCH  # Killed mid-epoch.
+
+    stdout = _train(mnist_dir, run_dir, "--resume")
+    epoch, step = divmod(killed_after, STEPS_PER_EPOCH)
+    assert f"at epoch {epoch + 1}, step {step + 1} of {STEPS_PER_EPOCH}" in stdout
+    diff = _max_diff(_final_checkpoint(reference), _final_checkpoint(run_dir))
+    print(f"kill/resume: SIGKILL once {os.path.basename(first)} had appeared; the last checkpoint was at step "
+          f"{killed_after} of {FINAL_STEP} (epoch {epoch + 1}, step {step} of {STEPS_PER_EPOCH}); the resumed "
+          f"process ran steps {killed_after + 1}-{FINAL_STEP}; max |weight diff| vs uninterrupted = {diff}")
+    assert diff == 0
+
+
+def test_sigterm_saves_at_the_step_it_stopped_and_resume_finishes(reference, mnist_dir, tmp_path):
+    run_dir = str(tmp_path)
+    process, files = _start(mnist_dir, run_dir)
+    _wait_for_checkpoint(process, run_dir)
+    process.send_signal(signal.SIGTERM)
+    assert _finish(process, files) == 128 + signal.SIGTERM
+    stderr_lines = [line for line in open(os.path.join(run_dir, "stderr")).read().splitlines() if line.strip()]
+    message = stderr_lines[-1]
+    match = re.fullmatch(r"interrupted: stopped by SIGTERM at step (\d+) \((in epoch \d, step \d+ of 100|after epoch "
+                         r"\d)\); checkpoint (\S+) saved; run the same command with --resume to continue from there",
+                         message)
+    assert match, message
+    step, prefix = int(match.group(1)), match.group(3)
+    # The checkpoint named is the latest, holds the step the run stopped at, and is whole.
+    assert prefix == tf.train.latest_checkpoint(os.path.join(run_dir, "run", "checkpoints"))
+    assert _step_of(prefix) == step and prefix.endswith(f"ckpt-{step}") and EVERY <= step < FINAL_STEP
+    # Nothing of an unfinished run beyond its checkpoints and logs: no metrics, no export.
+    assert not os.path.exists(os.path.join(run_dir, "run", "metrics.json"))
+    assert not os.path.exists(os.path.join(run_dir, "export"))
+
+    stdout = _train(mnist_dir, run_dir, "--resume")
+    assert f"Resuming from {prefix}" in stdout and os.path.isdir(os.path.join(run_dir, "export"))
+    diff = _max_diff(_final_checkpoint(reference), _final_checkpoint(run_dir))
+    print(f"SIGTERM: saved ckpt-{step} and exited with {128 + signal.SIGTERM}; resumed to step {FINAL_STEP}, "
+          f"max |weight diff| vs uninterrupted = {diff}")
+    assert diff == 0
