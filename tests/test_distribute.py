@@ -119,9 +119,10 @@ def test_multi_worker_mirrored_two_processes_chief_exports_once(mnist_dir, tmp_p
     assert sorted(os.listdir(tmp_path)) == ["export0", "run0", "tmp0", "tmp1"]
     assert os.path.isfile(chief_export / "saved_model.pb") and os.listdir(worker_tmp) == []
     # The batch size is global: the two workers together took one optimizer step per 1000 examples.
-    reader = tf.train.load_checkpoint(str(chief_run / "checkpoints" / "ckpt-1"))
-    assert reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == (
-        (60000 - validation_size) // batch_size)
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(chief_run / "checkpoints")))
+    steps = (60000 - validation_size) // batch_size
+    assert reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == steps
+    assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == steps
     check = run_script(None, """
 import sys, numpy as np, tensorflow as tf
 loaded = tf.saved_model.load(sys.argv[1])
