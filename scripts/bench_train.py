@@ -1,4 +1,5 @@
-"""Training speed of tfvae beside a TF1 feed_dict graph of the same network, measured in one run; writes JSON.
+"""Training speed of tfvae beside a TF1 feed_dict graph of the same network and the matmul-only ceiling of its
+layer shapes, measured in one run; writes JSON.
 
     python scripts/bench_train.py --preset=tf1_tutorial --epochs=5 --data_dir=PATH/MNIST_data --output=bench.json
     python scripts/bench_train.py --preset=mlp400 --epochs=5 --data_dir=PATH/MNIST_data
@@ -24,8 +25,10 @@ PRESETS = {
     "tf1_tutorial": config.RunConfig(model="tf1_tutorial", hidden_sizes=(100,), latent_dim=20, likelihood="sse",
                                      batch_size=100, adam="tf1", steps_per_execution=550, jit_compile=False),
     # pytorch/examples' VAE: 784-400-(2x20) / 20-400-784, Bernoulli on logits, batch 128.
+    # No XLA: 6 epochs each interleaved in one process gave equal steady speed (8,540 vs 8,487 examples/s, load
+    # ~3-4.7 on 2 cores), and compiling the 429-step loop adds 4-10 s to the first epoch.
     "mlp400": config.RunConfig(model="mlp", hidden_sizes=(400,), latent_dim=20, likelihood="bernoulli",
-                               batch_size=128, adam="tf1", steps_per_execution=429, jit_compile=True),
+                               batch_size=128, adam="tf1", steps_per_execution=429, jit_compile=False),
 }
 
 flags.DEFINE_enum("preset", "tf1_tutorial", sorted(PRESETS), "Network to measure.")
@@ -42,63 +45,126 @@ def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_tfvae(cfg, epochs):
-    from tfvae import data, training
-    from tfvae.models import build_model
-
-    datasets = data.make_datasets(cfg)
-    model = build_model(cfg, datasets.image_shape)
-    model.compile(optimizer=training.make_optimizer(cfg), jit_compile=cfg.jit_compile,
-                  steps_per_execution=cfg.steps_per_execution)
-    seconds, losses = [], []
-    for epoch in range(epochs):
-        datasets.train_epoch.assign(epoch)  # Each epoch its own shuffle, as in training.train.
-        start = time.perf_counter()
-        history = model.fit(datasets.train, epochs=1, verbose=0, shuffle=False)
-        seconds.append(time.perf_counter() - start)
-        losses.append(history.history["loss"][-1])
-    validation = model.evaluate(datasets.validation, verbose=0, return_dict=True)["loss"]
-    examples = (len(datasets.arrays.train_images) // cfg.batch_size) * cfg.batch_size
-    return _summary(seconds, examples, losses, validation), datasets
+def _timed(fn):
+    """Runs `fn()`; returns (wall seconds, process CPU seconds of all threads, fn's result)."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    result = fn()
+    return time.perf_counter() - start, time.process_time() - cpu_start, result
 
 
-def bench_tf1(cfg, datasets, epochs):
+class TfvaeContender:
+    """tfvae's training path: make_datasets, build_model, compile_model as train.py, one `fit` epoch per call."""
+
+    def __init__(self, cfg):
+        from tfvae import data, training
+        from tfvae.models import build_model
+
+        self.datasets = data.make_datasets(cfg)
+        self.model = build_model(cfg, self.datasets.image_shape)
+        training.compile_model(self.model, cfg)
+        self.examples = (len(self.datasets.arrays.train_images) // cfg.batch_size) * cfg.batch_size
+        self.epoch = 0
+
+    def run_epoch(self):
+        self.datasets.train_epoch.assign(self.epoch)  # Each epoch its own shuffle, as in training.train.
+        self.epoch += 1
+        return self.model.fit(self.datasets.train, epochs=1, verbose=0, shuffle=False).history["loss"][-1]
+
+    def validation_loss(self):
+        return self.model.evaluate(self.datasets.validation, verbose=0, return_dict=True)["loss"]
+
+
+class TF1Contender:
+    """The same network as a tf.compat.v1 graph (tests/tf1_reference.py), fed batch by batch with feed_dict."""
+
+    def __init__(self, cfg, arrays):
+        import tensorflow as tf
+        import tf1_reference
+
+        self.images = arrays.train_images.reshape(len(arrays.train_images), -1).astype(np.float32) / 255
+        self.validation = arrays.validation_images.reshape(-1, self.images.shape[1]).astype(np.float32) / 255
+        self.graph = tf1_reference.build_graph(hidden_sizes=cfg.hidden_sizes, latent_dim=cfg.latent_dim,
+                                               likelihood=cfg.likelihood, seed=cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.batch_size = cfg.batch_size
+        self.steps = len(self.images) // cfg.batch_size
+        self.examples = self.steps * cfg.batch_size
+        self.sess = tf.compat.v1.Session(graph=self.graph.graph, config=tf1_reference._single_session_config())
+        self.sess.run(self.graph.init_op)
+
+    def run_epoch(self):
+        g, order, total = self.graph, self.rng.permutation(len(self.images)), 0.0
+        for step in range(self.steps):
+            batch = self.images[order[step * self.batch_size:(step + 1) * self.batch_size]]
+            _, loss = self.sess.run([g.train_op, g.loss], {g.input: batch})
+            total += loss
+        return total / self.steps
+
+    def validation_loss(self):
+        return float(np.mean([self.sess.run(self.graph.loss, {self.graph.input: self.validation[i:i + 1000]})
+                              for i in range(0, len(self.validation), 1000)]))
+
+
+def make_matmul_ceiling(cfg, steps):
+    """A call running only the matmuls of `steps` training steps of the MLP, in one tf.function loop.
+
+    Per layer [batch, fan_in] x [fan_in, fan_out]: the forward product, the kernel gradient, and the input
+    gradient (except for the first layer, whose input needs none); z is the first latent_dim columns of the
+    encoder output, as z_mean. The ceiling for any implementation built on TensorFlow's matmul at these shapes.
+    """
     import tensorflow as tf
-    import tf1_reference
 
-    images = datasets.arrays.train_images.reshape(len(datasets.arrays.train_images), -1).astype(np.float32) / 255
-    validation = datasets.arrays.validation_images.reshape(-1, images.shape[1]).astype(np.float32) / 255
-    g = tf1_reference.build_graph(hidden_sizes=cfg.hidden_sizes, latent_dim=cfg.latent_dim,
-                                  likelihood=cfg.likelihood, seed=cfg.seed)
+    encoder = [784, *cfg.hidden_sizes, 2 * cfg.latent_dim]
+    decoder = [cfg.latent_dim, *reversed(cfg.hidden_sizes), 784]
     rng = np.random.default_rng(cfg.seed)
-    steps = len(images) // cfg.batch_size
-    seconds, losses = [], []
-    with tf.compat.v1.Session(graph=g.graph, config=tf1_reference._single_session_config()) as sess:
-        sess.run(g.init_op)
-        for _ in range(epochs):
-            order = rng.permutation(len(images))
-            start = time.perf_counter()
-            total = 0.0
-            for step in range(steps):
-                batch = images[order[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
-                _, loss = sess.run([g.train_op, g.loss], {g.input: batch})
-                total += loss
-            seconds.append(time.perf_counter() - start)
-            losses.append(total / steps)
-        validation_loss = float(np.mean([sess.run(g.loss, {g.input: validation[i:i + 1000]})
-                                         for i in range(0, len(validation), 1000)]))
-    return _summary(seconds, steps * cfg.batch_size, losses, validation_loss)
+    kernels = [[tf.constant(rng.standard_normal((a, b), dtype=np.float32) * 0.05) for a, b in zip(w[:-1], w[1:])]
+               for w in (encoder, decoder)]
+    x = tf.constant(rng.random((cfg.batch_size, 784), dtype=np.float32))
+
+    def forward(h, layer_kernels):
+        inputs = []
+        for kernel in layer_kernels:
+            inputs.append(h)
+            h = tf.matmul(h, kernel)
+        return h, inputs
+
+    def backward(grad, layer_kernels, inputs, input_grad_of_first):
+        kernel_grads = []
+        for i in reversed(range(len(layer_kernels))):
+            kernel_grads.append(tf.matmul(inputs[i], grad, transpose_a=True))
+            if i or input_grad_of_first:
+                grad = tf.matmul(grad, layer_kernels[i], transpose_b=True)
+        return grad, kernel_grads
+
+    @tf.function
+    def run(steps):
+        # Each step's products feed the carried sum, so none is pruned; one element each keeps the sum free.
+        total = tf.constant(0.0)
+        for _ in tf.range(steps):
+            params, encoder_inputs = forward(x, kernels[0])
+            logits, decoder_inputs = forward(params[:, :cfg.latent_dim], kernels[1])
+            grad_z, decoder_grads = backward(logits, kernels[1], decoder_inputs, True)
+            _, encoder_grads = backward(tf.concat([grad_z, grad_z], axis=1), kernels[0], encoder_inputs, False)
+            total += tf.add_n([g[0, 0] for g in decoder_grads + encoder_grads])
+        return total
+
+    run(tf.constant(2))  # Trace and warm up.
+    return lambda: float(run(tf.constant(steps)))
 
 
-def _summary(seconds, examples, losses, validation_loss):
-    return {
+def _summary(seconds, cpu_seconds, examples, losses=None, validation_loss=None):
+    summary = {
         "examples_per_second": float(np.median([examples / s for s in seconds[1:]])),
         "first_epoch_seconds": seconds[0],
+        # What the first epoch costs beyond a steady one: tracing, graph optimisation, first iterator.
+        "first_epoch_overhead_seconds": seconds[0] - float(np.median(seconds[1:])),
         "epoch_seconds": seconds,
-        "final_train_loss": float(losses[-1]),
-        "final_validation_loss": float(validation_loss),
-        "peak_rss_mb": _peak_rss_mb(),
+        # Process CPU time (all threads): less sensitive than wall time to other processes on a shared machine.
+        "epoch_cpu_seconds": cpu_seconds,
     }
+    if losses is not None:
+        summary.update(final_train_loss=float(losses[-1]), final_validation_loss=float(validation_loss))
+    return summary
 
 
 def main(argv):
@@ -110,21 +176,42 @@ def main(argv):
         cfg = dataclasses.replace(cfg, jit_compile=FLAGS.jit_compile)
     if FLAGS.steps_per_execution is not None:
         cfg = dataclasses.replace(cfg, steps_per_execution=FLAGS.steps_per_execution)
-    tfvae_result, datasets = bench_tfvae(cfg, FLAGS.epochs)
-    tf1_result = bench_tf1(cfg, datasets, FLAGS.epochs)
+    tfvae = TfvaeContender(cfg)
+    tf1 = TF1Contender(cfg, tfvae.datasets.arrays)
+    contenders = {"tfvae": tfvae.run_epoch, "tf1_feed_dict": tf1.run_epoch,
+                  "matmul_ceiling": make_matmul_ceiling(cfg, steps=tf1.steps)}
+    # Epochs alternate between contenders, in a rotating order, so drifting load from other processes hits all
+    # of them alike; the ceiling runs one epoch's worth of steps per round (traced beforehand).
+    times = {name: ([], [], []) for name in contenders}
+    names = list(contenders)
+    for epoch in range(FLAGS.epochs):
+        for name in names[epoch % len(names):] + names[:epoch % len(names)]:
+            for values, value in zip(times[name], _timed(contenders[name])):
+                values.append(value)
+    results = {
+        "tfvae": _summary(*times["tfvae"][:2], tfvae.examples, times["tfvae"][2], tfvae.validation_loss()),
+        "tf1_feed_dict": _summary(*times["tf1_feed_dict"][:2], tf1.examples, times["tf1_feed_dict"][2],
+                                  tf1.validation_loss()),
+        "matmul_ceiling": {**_summary(*times["matmul_ceiling"][:2], tf1.examples),
+                           "matmuls_per_step": 3 * (2 * len(cfg.hidden_sizes) + 2) - 1},
+    }
+    rate = {name: result["examples_per_second"] for name, result in results.items()}
     result = {
         "preset": FLAGS.preset,
         "epochs": FLAGS.epochs,
         "config": {k: v for k, v in dataclasses.asdict(cfg).items()
                    if k in ("hidden_sizes", "latent_dim", "likelihood", "batch_size", "jit_compile",
                             "steps_per_execution", "adam", "data_threads")},
-        "tfvae": tfvae_result,
-        "tf1_feed_dict": tf1_result,
-        "speedup_vs_tf1": tfvae_result["examples_per_second"] / tf1_result["examples_per_second"],
+        **results,
+        "speedup_vs_tf1": rate["tfvae"] / rate["tf1_feed_dict"],
+        "tfvae_fraction_of_matmul_ceiling": rate["tfvae"] / rate["matmul_ceiling"],
+        "tf1_fraction_of_matmul_ceiling": rate["tf1_feed_dict"] / rate["matmul_ceiling"],
+        "order": "each epoch runs tfvae, TF1 and the ceiling once, starting one later each epoch",
+        "peak_rss_mb": _peak_rss_mb(),  # Of the process: all three contenders' data and graphs.
         "versions": {"tensorflow": tf.__version__, "python": platform.python_version()},
         "threads": {"cpus": os.cpu_count(), "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                     "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
-                    "load_average_1min": os.getloadavg()[0]},
+                    "tf1_session": "intra_op 2, inter_op 1", "load_average_1min": os.getloadavg()[0]},
     }
     text = json.dumps(result, indent=2)
     print(text)

@@ -151,6 +151,9 @@ CASES = {
                                 "drop one of them"),
     "conflict resume across workers": (lambda ctx: train("--resume", "--strategy=multi_worker_mirrored"),
                                        "--resume is not supported with --strategy=multi_worker_mirrored"),
+    "conflict steps per execution across workers": (
+        lambda ctx: train("--steps_per_execution=10", "--strategy=multi_worker_mirrored"),
+        "--strategy=multi_worker_mirrored runs one step per execution; pass --steps_per_execution=1"),
     "conflict init sources": (lambda ctx: train(f"--init_from={REPO}/saved_models/tf1_tutorial",
                                                 f"--init_from_tf1={REPO}/saved_models/tf1_tutorial"),
                               "--init_from and --init_from_tf1 conflict"),

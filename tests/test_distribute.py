@@ -1,9 +1,14 @@
 """tf.distribute and mixed precision: replicas reduce to the single-device step; policies export float32."""
 
 import json
+import os
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import REPO, run_script
 
@@ -74,3 +79,55 @@ print(out["z_mean"].dtype.name, x_hat.dtype.name, bool(np.isfinite(x_hat.numpy()
 """, str(export_dir))
     assert check.returncode == 0, check.stderr[-2000:]
     assert check.stdout.split() == ["float32", "float32", "True"]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_multi_worker_mirrored_two_processes_chief_exports_once(mnist_dir, tmp_path):
+    cluster = {"worker": [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]}
+    validation_size, batch_size = 50000, 1000
+    processes, dirs = [], []
+    for index in (0, 1):
+        run_dir, export_dir, temp_dir = (tmp_path / f"{name}{index}" for name in ("run", "export", "tmp"))
+        temp_dir.mkdir()
+        dirs.append((run_dir, export_dir, temp_dir))
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TMPDIR": str(temp_dir),
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        command = [sys.executable, os.path.join(REPO, "scripts", "train.py"),
+                   f"--flagfile={REPO}/configs/tf1_tutorial.flags", f"--data_dir={mnist_dir}", "--epochs=1",
+                   f"--validation_size={validation_size}", f"--batch_size={batch_size}", "--noimage_summaries",
+                   "--strategy=multi_worker_mirrored", f"--model_dir={run_dir}", f"--export_dir={export_dir}"]
+        processes.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                          env=env, cwd=REPO))
+    try:
+        outputs = [p.communicate(timeout=300) for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+    for p, (stdout, stderr) in zip(processes, outputs):
+        assert p.returncode == 0, stderr[-3000:]
+    (chief_run, chief_export, chief_tmp), (worker_run, worker_export, worker_tmp) = dirs
+    # Losses are reduced over both workers, so both print the same epoch line; only the chief exports.
+    epoch_lines = [next(l for l in out.splitlines() if l.startswith("Epoch: 1 ")).split(" (")[0] for out, _ in outputs]
+    assert epoch_lines[0] == epoch_lines[1], epoch_lines
+    assert "Exported SavedModel" in outputs[0][0] and "Exported SavedModel" not in outputs[1][0]
+    # One SavedModel, from the chief; the worker wrote nothing where it was pointed and cleaned its scratch.
+    assert sorted(os.listdir(tmp_path)) == ["export0", "run0", "tmp0", "tmp1"]
+    assert os.path.isfile(chief_export / "saved_model.pb") and os.listdir(worker_tmp) == []
+    # The batch size is global: the two workers together took one optimizer step per 1000 examples.
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(chief_run / "checkpoints")))
+    steps = (60000 - validation_size) // batch_size
+    assert reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == steps
+    assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == steps
+    check = run_script(None, """
+import sys, numpy as np, tensorflow as tf
+loaded = tf.saved_model.load(sys.argv[1])
+x_hat = loaded.signatures["reconstruct"](input=tf.random.uniform([5, 784], seed=0))["x_hat"].numpy()
+print(x_hat.shape, bool(np.isfinite(x_hat).all() and (x_hat >= 0).all() and (x_hat <= 1).all()))
+""", str(chief_export))
+    assert check.returncode == 0, check.stderr[-2000:]
+    assert check.stdout.strip() == "(5, 784) True"

@@ -83,6 +83,21 @@ def _applied(optimizer, gradients, variables):
     return tf.constant(True)
 
 
+def step_outputs(logs):
+    """What a custom train_step/test_step returns: `logs` ({name: scalar}), shaped for Keras' cross-worker mean.
+
+    Across several workers Keras 3 reduces each step output with `strategy.reduce("MEAN", value, axis=0)`, which
+    fails on scalars (tensorflow/tensorflow#72388); a leading axis of 1 makes it the plain mean over workers and
+    comes back as a scalar. Elsewhere outputs stay scalars.
+    """
+    strategy = tf.distribute.get_strategy()
+    # The same test Keras makes before choosing that reduction.
+    if KERAS_3 and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
+            strategy.extended._in_multi_worker_mode():
+        return {name: value[None] for name, value in logs.items()}
+    return logs
+
+
 def variable_path(variable):
     """A model variable's path without the model's name, e.g. "encoder/hidden_0/kernel"."""
     if KERAS_3:

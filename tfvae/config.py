@@ -188,6 +188,11 @@ def define_train_flags():
     flags.register_multi_flags_validator(
         ["strategy", "tpu"], lambda f: (f["strategy"] == "tpu") == bool(f["tpu"]),
         message="--tpu is needed with --strategy=tpu and only then; pass both or neither")
+    # Keras 3's multi-step loop feeds a placeholder it never fills when data comes through collective ops.
+    flags.register_multi_flags_validator(
+        ["strategy", "steps_per_execution"],
+        lambda f: f["strategy"] != "multi_worker_mirrored" or f["steps_per_execution"] in (None, 1),
+        message="--strategy=multi_worker_mirrored runs one step per execution; pass --steps_per_execution=1")
     for name in ("cpu_devices", "latent_dim", "epochs", "batch_size", "learning_rate", "adam_epsilon",
                  "steps_per_execution", "data_threads", "keep_checkpoints", "gaussian_stddev",
                  "num_importance_samples", "max_bad_steps"):

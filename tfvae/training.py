@@ -37,6 +37,17 @@ def make_optimizer(cfg):
     return optimizer
 
 
+def compile_model(model, cfg):
+    """Compiles `model` for training as `cfg` says, with the optimizer's variables created now.
+
+    Created here, not during the first trace of the train step, where tf.function would have to trace it twice
+    (once to create variables, once without) and wrap each initialiser in a conditional.
+    """
+    model.compile(optimizer=make_optimizer(cfg), jit_compile=cfg.jit_compile,
+                  steps_per_execution=cfg.steps_per_execution)
+    model.optimizer.build(model.trainable_variables)
+
+
 class EpochLine(keras.callbacks.Callback):
     """Prints the TF1 tutorial's per-epoch line, plus validation loss and speed."""
 
@@ -331,9 +342,7 @@ def train(model, datasets, cfg):
       The metrics dict also written to `model_dir/metrics.json`: per-epoch history, final test metrics (nats
       per example for densities), seconds and examples per second.
     """
-    model.compile(optimizer=make_optimizer(cfg), jit_compile=cfg.jit_compile,
-                  steps_per_execution=cfg.steps_per_execution)
-    model.optimizer.build(model.trainable_variables)
+    compile_model(model, cfg)
     steps_per_epoch = len(datasets.arrays.train_images) // cfg.batch_size
     manager, state = make_checkpoint_manager(model, cfg)
     if cfg.resume and manager.latest_checkpoint:

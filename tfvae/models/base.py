@@ -123,8 +123,9 @@ class VAE(keras.Model):
         self.bad_steps_tracker.update_state(1.0 - tf.cast(finite, tf.float32))
         self.grad_norm_tracker.update_state(tf.where(finite, grad_norm, 0.0),
                                             sample_weight=tf.cast(finite, tf.float32))
-        return {**self._update_trackers(terms, loss, finite), "grad_norm": self.grad_norm_tracker.result(),
+        logs = {**self._update_trackers(terms, loss, finite), "grad_norm": self.grad_norm_tracker.result(),
                 "bad_steps": self.bad_steps_tracker.result()}
+        return compat.step_outputs(logs)
 
     @staticmethod
     def _finite_on_every_replica(loss, grad_norm):
@@ -136,7 +137,16 @@ class VAE(keras.Model):
 
     def test_step(self, batch):
         terms = self.compute_terms(batch, training=False)
-        return self._update_trackers(terms, self.objective(terms))
+        return compat.step_outputs(self._update_trackers(terms, self.objective(terms)))
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under a strategy, Keras 3's fit/evaluate all-reduce a first batch only to learn shapes for building,
+        # which MultiWorkerMirroredStrategy cannot do for dict batches (keras-team/keras#20329). build_model()
+        # creates every variable and training.train() builds the optimizer, so there is nothing left to build.
+        optimizer = getattr(self, "optimizer", None)
+        if self.built and (optimizer is None or optimizer.built):
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def save_own_variables(self, store):
         super().save_own_variables(store)
