@@ -203,7 +203,8 @@ CASES = {
                              "z has NaN or inf values; pass finite latent vectors"),
     # Images given to enhance.py.
     "enhance unreadable image": (enhance_image_case(broken_png), "not a readable PNG or JPEG image"),
-    "enhance wrong size image": (enhance_image_case(big_png), "image is 56x40, the model expects 28x28x1; pass --resize"),
+    "enhance wrong size image": (enhance_image_case(big_png),
+                                 "image is 56x40, the model expects 28x28x1; pass --resize"),
 }
 
 

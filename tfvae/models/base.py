@@ -93,7 +93,7 @@ class VAE(keras.Model):
         return terms["reconstruction"] + self.beta * tf.cast(self.kl_weight, kl.dtype) * kl
 
     def _update_trackers(self, terms, loss, finite=True):
-        # A skipped (non-finite) step stays out of the epoch means: weight 0, its values replaced by 0 (0 * NaN is NaN).
+        # A skipped (non-finite) step stays out of the epoch means: weight 0, values replaced by 0 (0 * NaN is NaN).
         weight = tf.cast(finite, tf.float32)
         if_finite = lambda value: tf.where(finite, value, tf.zeros_like(value))  # noqa: E731
         self.loss_tracker.update_state(if_finite(loss), sample_weight=weight)
