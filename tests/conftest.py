@@ -1,7 +1,9 @@
 """Shared fixtures: the real MNIST IDX folder, and helpers to run scripts in a fresh process."""
 
+import gzip
 import os
 import re
+import struct
 import subprocess
 import sys
 
@@ -43,6 +45,14 @@ def tiny_run(tmp_path_factory, mnist_dir):
                         f"--model_dir={model_dir}", f"--export_dir={export_dir}")
     assert result.returncode == 0, result.stderr
     return model_dir, export_dir
+
+
+def write_idx(path, magic, array, truncate=0):
+    """Writes `array` as a gzipped IDX file (the MNIST_data/ format) with header `magic`, `truncate` bytes short."""
+    header = struct.pack(">i", magic) + struct.pack(f">{array.ndim}i", *array.shape)
+    payload = header + array.astype("uint8").tobytes()
+    with gzip.open(path, "wb") as f:
+        f.write(payload[:len(payload) - truncate])
 
 
 def error_lines(result):

@@ -1,37 +1,28 @@
 """Bad input, everywhere: every case gets one error line naming the problem and the fix, a non-zero exit, and no
 file written. Each case is a real script run in a fresh process (or a SavedModel signature called in one)."""
 
-import gzip
 import os
-import struct
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, error_lines, run_script
+from conftest import REPO, error_lines, run_script, write_idx
 
 TINY_TRAIN = ["--model=mlp", "--hidden_sizes=8", "--latent_dim=2", "--validation_size=5", "--epochs=1",
               "--noimage_summaries"]
-
-
-def _write_idx(path, magic, array, truncate=0):
-    header = struct.pack(">i", magic) + struct.pack(f">{array.ndim}i", *array.shape)
-    payload = header + array.astype(np.uint8).tobytes()
-    with gzip.open(path, "wb") as f:
-        f.write(payload[:len(payload) - truncate])
 
 
 def fake_mnist(folder, *, images_magic=2051, n_labels=20, label=None, truncate=0, not_gzip=False, drop=None):
     """A small MNIST_data/ folder (20 train, 10 test digits) broken in one chosen way. Returns its path."""
     os.makedirs(folder)
     rng = np.random.default_rng(0)
-    _write_idx(os.path.join(folder, "train-images-idx3-ubyte.gz"), images_magic,
+    write_idx(os.path.join(folder, "train-images-idx3-ubyte.gz"), images_magic,
                rng.integers(0, 256, (20, 28, 28)), truncate=truncate)
     labels = rng.integers(0, 10, n_labels) if label is None else np.full(n_labels, label)
-    _write_idx(os.path.join(folder, "train-labels-idx1-ubyte.gz"), 2049, labels)
-    _write_idx(os.path.join(folder, "t10k-images-idx3-ubyte.gz"), 2051, rng.integers(0, 256, (10, 28, 28)))
-    _write_idx(os.path.join(folder, "t10k-labels-idx1-ubyte.gz"), 2049, rng.integers(0, 10, 10))
+    write_idx(os.path.join(folder, "train-labels-idx1-ubyte.gz"), 2049, labels)
+    write_idx(os.path.join(folder, "t10k-images-idx3-ubyte.gz"), 2051, rng.integers(0, 256, (10, 28, 28)))
+    write_idx(os.path.join(folder, "t10k-labels-idx1-ubyte.gz"), 2049, rng.integers(0, 10, 10))
     if not_gzip:
         with open(os.path.join(folder, "t10k-labels-idx1-ubyte.gz"), "wb") as f:
             f.write(b"not gzip at all")

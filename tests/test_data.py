@@ -1,15 +1,14 @@
 """The IDX reader on the real files and on broken ones, the TFDS path on mock data, and the tf.data pipelines."""
 
-import gzip
 import os
 import shutil
-import struct
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from conftest import write_idx
 from tfvae import config, data
 
 
@@ -24,21 +23,14 @@ def test_real_mnist_splits(mnist_dir):
     assert arrays.test_labels[0] == 7
 
 
-def _write_idx(path, magic, array, truncate=0):
-    header = struct.pack(">i", magic) + struct.pack(f">{array.ndim}i", *array.shape)
-    payload = header + array.astype(np.uint8).tobytes()
-    with gzip.open(path, "wb") as f:
-        f.write(payload[:len(payload) - truncate])
-
-
 def _fake_mnist_dir(tmp_path, *, n_train=20, n_test=10, images_magic=2051, train_labels=None, truncate=0):
     rng = np.random.default_rng(0)
-    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", images_magic, rng.integers(0, 256, (n_train, 28, 28)),
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", images_magic, rng.integers(0, 256, (n_train, 28, 28)),
                truncate=truncate)
     labels = rng.integers(0, 10, n_train) if train_labels is None else train_labels
-    _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", 2049, labels)
-    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", 2051, rng.integers(0, 256, (n_test, 28, 28)))
-    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", 2049, rng.integers(0, 10, n_test))
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", 2049, labels)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", 2051, rng.integers(0, 256, (n_test, 28, 28)))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", 2049, rng.integers(0, 10, n_test))
     return str(tmp_path)
 
 
