@@ -50,6 +50,43 @@ print(json.dumps({"single": float(single_loss), "mirrored": float(mirrored_loss)
 """
 
 
+NON_FINITE_BATCH_ON_ONE_REPLICA = """
+import json
+import numpy as np, tensorflow as tf
+from tfvae import config, distribute, training
+from tfvae.compat import keras
+from tfvae.models import build_model
+
+distribute.split_cpu(2)
+strategy = distribute.make_strategy("mirrored")
+cfg = config.RunConfig(model="mlp", hidden_sizes=(16,), latent_dim=2, likelihood="bernoulli", adam="keras")
+with strategy.scope():
+    model = build_model(cfg, (28, 28, 1))
+    model.compile(optimizer=training.make_optimizer(cfg))
+x = np.random.default_rng(0).random((400, 784)).astype(np.float32)
+x[160] = np.nan  # Second batch, second replica's half only.
+steps = []
+
+class Record(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        steps.append({"weights": [v.numpy().tolist() for v in self.model.trainable_variables[:1]],
+                      "iterations": int(self.model.optimizer.iterations.numpy()), "bad": float(logs["bad_steps"])})
+
+dataset = tf.data.Dataset.from_tensor_slices({"input": x, "target": x, "label": np.zeros(400, np.int32)}).batch(100)
+model.fit(dataset, epochs=1, verbose=0, callbacks=[Record()])
+print(json.dumps(steps))
+"""
+
+
+def test_a_non_finite_batch_on_one_replica_is_skipped_on_all():
+    # MirroredStrategy on CPUs updates through merge_call: the skip runs in the cross-replica context.
+    result = run_script(None, NON_FINITE_BATCH_ON_ONE_REPLICA)
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [s["iterations"] for s in steps] == [1, 1, 2, 3] and [s["bad"] for s in steps] == [0, 1, 1, 1]
+    assert steps[1]["weights"] == steps[0]["weights"] != steps[2]["weights"]
+
+
 def test_mirrored_on_two_cpus_matches_one_device():
     result = run_script(None, MIRRORED_VS_SINGLE)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -70,10 +70,12 @@ def apply_gradients_if_finite(optimizer, gradients, variables, finite):
         return
 
     def cross_replica(strategy, gradients, finite):
+        def apply_on_every_replica():
+            strategy.extended.call_for_each_replica(_applied, args=(optimizer, gradients, variables))
+            return tf.constant(True)
+
         # `finite` was all-reduced, so every replica's value is the same; take the first.
-        finite = strategy.experimental_local_results(finite)[0]
-        tf.cond(finite, lambda: (strategy.extended.call_for_each_replica(
-            _applied, args=(optimizer, gradients, variables)), tf.constant(True))[1], lambda: tf.constant(False))
+        tf.cond(strategy.experimental_local_results(finite)[0], apply_on_every_replica, lambda: tf.constant(False))
 
     tf.distribute.get_replica_context().merge_call(cross_replica, args=(gradients, finite))
 
