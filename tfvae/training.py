@@ -360,14 +360,13 @@ def train(model, datasets, cfg):
     epoch_line = EpochLine(cfg.batch_size)
     checkpoints = Checkpoints(manager, state, steps_per_epoch, cfg.checkpoint_every_steps)
     tensorboard = keras.callbacks.TensorBoard(log_dir=cfg.model_dir, write_graph=False, profile_batch=0)
+    stop_on_bad_steps = StopOnBadSteps(cfg.max_bad_steps)
     callbacks = [
+        stop_on_bad_steps,  # Before Checkpoints: a diverged epoch is stopped, not checkpointed as done.
         DataEpoch(datasets.train_epoch),
         epoch_line,  # Before TensorBoard, so the speed it adds to the logs reaches TensorBoard.
         tensorboard,
     ]
-    # First of all: a diverged epoch must stop before its end-of-epoch checkpoint and summaries.
-    stop_on_bad_steps = StopOnBadSteps(cfg.max_bad_steps)
-    callbacks.insert(0, stop_on_bad_steps)
     if cfg.kl_warmup_epochs:
         callbacks.insert(0, KLWarmup(cfg.kl_warmup_epochs, steps_per_epoch))
     if cfg.image_summaries:
