@@ -141,6 +141,9 @@ def make_matmul_ceiling(cfg, steps):
         # Each step's products feed the carried sum, so none is pruned; one element each keeps the sum free.
         total = tf.constant(0.0)
         for _ in tf.range(steps):
+            # One step after another, as in training, where each step needs the weights the last one wrote. With
+            # the default 10 parallel iterations the loop overlapped independent steps: 20-35% faster on 2 cores.
+            tf.autograph.experimental.set_loop_options(parallel_iterations=1)
             params, encoder_inputs = forward(x, kernels[0])
             logits, decoder_inputs = forward(params[:, :cfg.latent_dim], kernels[1])
             grad_z, decoder_grads = backward(logits, kernels[1], decoder_inputs, True)

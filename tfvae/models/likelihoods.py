@@ -144,9 +144,7 @@ class AutoregressiveBernoulli(Likelihood):
         x_flat = tf.reshape(tf.cast(x, logits.dtype), [tf.shape(x)[0], self.num_pixels])
         logits_flat = tf.reshape(logits, [tf.shape(logits)[0], tf.shape(logits)[1], self.num_pixels])
         logits_flat += self._context_logits(x_flat, self.neighbours)[None]
-        return -tf.reduce_sum(
-            tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.broadcast_to(x_flat, tf.shape(logits_flat)),
-                                                    logits=logits_flat), axis=-1)
+        return tf.reduce_sum(x_flat * logits_flat - tf.math.softplus(logits_flat), axis=-1)  # As bernoulli_log_prob.
 
     def call(self, logits):
         flat_shape = [tf.shape(logits)[0], self.num_pixels]
