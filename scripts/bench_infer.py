@@ -40,10 +40,13 @@ def _interleaved_seconds(calls, x, repeats, warmup):
         for _ in range(warmup):
             call(x)
     seconds = {name: [] for name in calls}
+    order, rng = list(calls), np.random.default_rng(0)
     for _ in range(repeats):
-        for name, call in calls.items():
+        # A new order each round: a contender always called right after another one inherits its cache state.
+        rng.shuffle(order)
+        for name in order:
             start = time.perf_counter()
-            call(x)
+            calls[name](x)
             seconds[name].append(time.perf_counter() - start)
     return seconds
 

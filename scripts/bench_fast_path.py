@@ -1,0 +1,135 @@
+"""Whether the fast training path costs accuracy, and the memory of a whole run; writes JSON.
+
+Trains a recipe with `scripts/train.py` in fresh processes, exactly as a user would, once per (path, seed):
+
+    plain     --steps_per_execution=1: one train step per tf.function call (Keras' default)
+    fast      --steps_per_execution=--fast_steps_per_execution: a whole epoch in one call (bench_train's presets)
+    fast_xla  fast, plus --jit_compile
+
+and reports each run's final train / validation / test loss, wall time and peak resident memory (the process's
+ru_maxrss, from wait4), then the fast paths' loss differences beside the plain path's seed-to-seed spread.
+
+    python scripts/bench_fast_path.py --recipe=configs/tf1_tutorial.flags --data_dir=PATH/MNIST_data \\
+        --epochs=10 --seeds=3 --output=bench_fast_path.json
+
+Speed is bench_train.py's job (one process, interleaved); the times here are of separate processes.
+"""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+from absl import app, flags
+
+from tfvae import config
+
+TRAIN_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
+PATH_FLAGS = {
+    "plain": lambda fast_steps: ["--steps_per_execution=1"],
+    "fast": lambda fast_steps: [f"--steps_per_execution={fast_steps}"],
+    "fast_xla": lambda fast_steps: [f"--steps_per_execution={fast_steps}", "--jit_compile"],
+}
+
+flags.DEFINE_string("recipe", "configs/tf1_tutorial.flags", "Flagfile of the run to train.")
+flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder (or TFDS data dir), passed to train.py.")
+flags.DEFINE_integer("epochs", 10, "Epochs per run.", lower_bound=1)
+flags.DEFINE_integer("seeds", 3, "Seeds 0..N-1, each trained on every path.", lower_bound=1)
+flags.DEFINE_list("paths", list(PATH_FLAGS), f"Paths to train, of {sorted(PATH_FLAGS)}; the first is the "
+                  "reference the others are compared with.")
+flags.DEFINE_integer("fast_steps_per_execution", 550, "Steps per call on the fast paths (550: a tutorial epoch).",
+                     lower_bound=2)
+flags.DEFINE_string("output", "", "JSON file to write (stdout too).")
+flags.register_validator("paths", lambda paths: paths and set(paths) <= set(PATH_FLAGS),
+                         message=f"--paths takes a comma-separated list of {sorted(PATH_FLAGS)}")
+FLAGS = flags.FLAGS
+
+
+def train_once(extra_flags, work_dir):
+    """Runs train.py in a fresh process. Returns its metrics.json plus wall seconds and peak RSS (MiB)."""
+    run_dir = tempfile.mkdtemp(dir=work_dir)
+    command = [sys.executable, TRAIN_SCRIPT, f"--flagfile={FLAGS.recipe}", f"--epochs={FLAGS.epochs}",
+               f"--model_dir={run_dir}/run", f"--export_dir={run_dir}/export", "--noimage_summaries",
+               *([f"--data_dir={FLAGS.data_dir}"] if FLAGS.data_dir else []), *extra_flags]
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stderr = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    wall_seconds = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        last_line = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+        sys.exit(f"error: train.py {' '.join(extra_flags)} exited {process.returncode}: {last_line}")
+    with open(os.path.join(run_dir, "run", "metrics.json")) as f:
+        metrics = json.load(f)
+    history = metrics["history"]
+    return {
+        "final_train_loss": history["loss"][-1],
+        "final_validation_loss": history["val_loss"][-1] if "val_loss" in history else None,
+        "test_loss": metrics["test"]["loss"],
+        "train_seconds": metrics["train_seconds"],
+        "wall_seconds": wall_seconds,  # Start-up, data loading, training, test and export.
+        "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux reports KiB.
+    }
+
+
+def _spread(values):
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+            "values": [float(v) for v in values]}
+
+
+def main(argv):
+    del argv
+    import tensorflow as tf
+
+    if not os.path.isfile(FLAGS.recipe):
+        sys.exit(f"error: --recipe={FLAGS.recipe}: no such flagfile; pass one of configs/*.flags")
+    runs = {path: [] for path in FLAGS.paths}
+    with tempfile.TemporaryDirectory(prefix="bench_fast_path_") as work_dir:
+        for seed in range(FLAGS.seeds):
+            # The path order rotates with the seed, so drifting machine load does not always favour one path.
+            order = FLAGS.paths[seed % len(FLAGS.paths):] + FLAGS.paths[:seed % len(FLAGS.paths)]
+            for path in order:
+                result = train_once([f"--seed={seed}", *PATH_FLAGS[path](FLAGS.fast_steps_per_execution)], work_dir)
+                runs[path].append({"seed": seed, **result})
+                print(f"{path} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()
+                                                           if v is not None), file=sys.stderr, flush=True)
+    reference = FLAGS.paths[0]
+    summary = {}
+    for path, results in runs.items():
+        summary[path] = {key: _spread([r[key] for r in results])
+                         for key in ("final_train_loss", "final_validation_loss", "test_loss", "train_seconds",
+                                     "peak_rss_mb") if results[0][key] is not None}
+        if path != reference:
+            # Same seed, same batches, same initial weights: any difference is the path's arithmetic.
+            for key in ("final_validation_loss", "test_loss"):
+                if results[0][key] is not None:
+                    summary[path][f"{key}_minus_{reference}"] = [
+                        r[key] - base[key] for r, base in zip(results, runs[reference])]
+    result = {
+        "recipe": FLAGS.recipe,
+        "epochs": FLAGS.epochs,
+        "seeds": FLAGS.seeds,
+        "paths": {path: " ".join(PATH_FLAGS[path](FLAGS.fast_steps_per_execution)) for path in FLAGS.paths},
+        "runs": runs,
+        "summary": summary,
+        "noise": f"the seed-to-seed std of {reference}'s losses: a fast path is within noise when its same-seed "
+                 "differences are well inside it",
+        "versions": {"tensorflow": tf.__version__, "python": platform.python_version()},
+        "cpus": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0],
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if FLAGS.output:
+        from tfvae import artifacts
+
+        artifacts.write_text(FLAGS.output, text + "\n")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=config.parse_flags_or_exit)
