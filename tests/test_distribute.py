@@ -136,7 +136,8 @@ def test_multi_worker_mirrored_two_processes_chief_exports_once(mnist_dir, tmp_p
         command = [sys.executable, os.path.join(REPO, "scripts", "train.py"),
                    f"--flagfile={REPO}/configs/tf1_tutorial.flags", f"--data_dir={mnist_dir}", "--epochs=1",
                    f"--validation_size={validation_size}", f"--batch_size={batch_size}", "--noimage_summaries",
-                   "--strategy=multi_worker_mirrored", f"--model_dir={run_dir}", f"--export_dir={export_dir}"]
+                   "--strategy=multi_worker_mirrored", "--steps_per_execution=1", f"--model_dir={run_dir}",
+                   f"--export_dir={export_dir}"]
         processes.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                           env=env, cwd=REPO))
     try:

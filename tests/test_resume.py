@@ -22,8 +22,8 @@ FINAL_STEP = STEPS_PER_EPOCH * EPOCHS
 
 def _args(mnist_dir, run_dir):
     return [f"--flagfile={REPO}/configs/tf1_tutorial.flags", f"--data_dir={mnist_dir}", f"--epochs={EPOCHS}",
-            "--validation_size=50000", f"--checkpoint_every_steps={EVERY}", "--deterministic",
-            "--noimage_summaries", f"--model_dir={run_dir}/run", f"--export_dir={run_dir}/export"]
+            "--validation_size=50000", f"--checkpoint_every_steps={EVERY}", "--steps_per_execution=1",
+            "--deterministic", "--noimage_summaries", f"--model_dir={run_dir}/run", f"--export_dir={run_dir}/export"]
 
 
 def _train(mnist_dir, run_dir, *extra):
