@@ -43,9 +43,15 @@ flags.DEFINE_list("paths", list(PATH_FLAGS), f"Paths to train, of {sorted(PATH_F
                   "reference the others are compared with.")
 flags.DEFINE_integer("fast_steps_per_execution", 550, "Steps per call on the fast paths (550: a tutorial epoch).",
                      lower_bound=2)
+flags.DEFINE_list("train_flags", [], "More flags for every train.py run, e.g. --train_flags=--validation_size=50000 "
+                  "(comma-separated).")
 flags.DEFINE_string("output", "", "JSON file to write (stdout too).")
+flags.register_validator("recipe", os.path.isfile, message="no such flagfile; pass one of configs/*.flags")
 flags.register_validator("paths", lambda paths: paths and set(paths) <= set(PATH_FLAGS),
                          message=f"--paths takes a comma-separated list of {sorted(PATH_FLAGS)}")
+flags.register_validator("train_flags", lambda extra: all(flag.startswith("--") for flag in extra),
+                         message="each must be a train.py flag starting with --, "
+                                 "e.g. --train_flags=--validation_size=50000")
 FLAGS = flags.FLAGS
 
 
@@ -54,7 +60,7 @@ def train_once(extra_flags, work_dir):
     run_dir = tempfile.mkdtemp(dir=work_dir)
     command = [sys.executable, TRAIN_SCRIPT, f"--flagfile={FLAGS.recipe}", f"--epochs={FLAGS.epochs}",
                f"--model_dir={run_dir}/run", f"--export_dir={run_dir}/export", "--noimage_summaries",
-               *([f"--data_dir={FLAGS.data_dir}"] if FLAGS.data_dir else []), *extra_flags]
+               *([f"--data_dir={FLAGS.data_dir}"] if FLAGS.data_dir else []), *FLAGS.train_flags, *extra_flags]
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     stderr = process.stderr.read()
@@ -86,8 +92,6 @@ def main(argv):
     del argv
     import tensorflow as tf
 
-    if not os.path.isfile(FLAGS.recipe):
-        sys.exit(f"error: --recipe={FLAGS.recipe}: no such flagfile; pass one of configs/*.flags")
     runs = {path: [] for path in FLAGS.paths}
     with tempfile.TemporaryDirectory(prefix="bench_fast_path_") as work_dir:
         for seed in range(FLAGS.seeds):
@@ -114,6 +118,7 @@ def main(argv):
         "recipe": FLAGS.recipe,
         "epochs": FLAGS.epochs,
         "seeds": FLAGS.seeds,
+        "train_flags": FLAGS.train_flags,
         "paths": {path: " ".join(PATH_FLAGS[path](FLAGS.fast_steps_per_execution)) for path in FLAGS.paths},
         "runs": runs,
         "summary": summary,

@@ -1,0 +1,67 @@
+"""The benchmark scripts run and report what they compare; they are checked for behaviour, never for speed."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import error_lines, run_script
+
+
+def _run_json(script, tmp_path, *args):
+    output = tmp_path / "result.json"
+    result = run_script(script, *args, f"--output={output}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(output.read_text())
+
+
+def test_bench_train_trains_tfvae_and_the_tf1_graph_alike(mnist_dir, tmp_path):
+    result = _run_json("bench_train.py", tmp_path, "--preset=tf1_tutorial", "--epochs=2", f"--data_dir={mnist_dir}")
+    rates = {name: result[name]["examples_per_second"] for name in ("tfvae", "tf1_feed_dict", "matmul_ceiling")}
+    assert all(rate > 0 for rate in rates.values()), rates
+    assert result["speedup_vs_tf1"] == pytest.approx(rates["tfvae"] / rates["tf1_feed_dict"])
+    assert result["tfvae_fraction_of_matmul_ceiling"] == pytest.approx(rates["tfvae"] / rates["matmul_ceiling"])
+    assert len(result["tfvae"]["epoch_seconds"]) == 2 and result["peak_rss_mb"] > 100
+    # The same network, optimizer and data, two epochs each: the losses agree up to data order and initialisation.
+    tfvae, tf1 = result["tfvae"]["final_validation_loss"], result["tf1_feed_dict"]["final_validation_loss"]
+    assert 30 < tfvae < 60 and abs(tfvae - tf1) < 0.05 * tf1, (tfvae, tf1)
+
+
+def test_bench_infer_compares_equal_outputs(tmp_path):
+    result = _run_json("bench_infer.py", tmp_path, "--saved_model=saved_models/tf1_tutorial", "--calls=1000",
+                       "--large_batch=64", "--large_batch_calls=3")
+    # The export's reconstruct, its SignatureDef in a Session and the TF1 graph with its weights compute the same.
+    assert result["max_abs_output_difference"] == 0.0
+    for name in ("savedmodel_reconstruct", "savedmodel_signature_def_session_run", "tf1_session_run"):
+        timings = result[name]
+        assert 0 < timings["batch1_p50_ms"] <= timings["batch1_p99_ms"], timings
+        assert timings["batch64_examples_per_second"] > 0
+    assert result["p50_ratio_savedmodel_over_tf1"] == pytest.approx(
+        result["savedmodel_reconstruct"]["batch1_p50_ms"] / result["tf1_session_run"]["batch1_p50_ms"])
+
+
+def test_bench_fast_path_is_bit_identical_to_the_plain_path(mnist_dir, tmp_path):
+    # 10,000 training digits: 100 steps, one call on the fast path.
+    result = _run_json("bench_fast_path.py", tmp_path, "--epochs=1", "--seeds=1", "--paths=plain,fast",
+                       "--train_flags=--validation_size=50000", f"--data_dir={mnist_dir}")
+    plain, fast = result["runs"]["plain"][0], result["runs"]["fast"][0]
+    assert result["paths"] == {"plain": "--steps_per_execution=1", "fast": "--steps_per_execution=550"}
+    assert 35 < plain["test_loss"] < 80  # A real epoch of the tutorial (~44.5 on 55,000 digits).
+    for key in ("final_train_loss", "final_validation_loss", "test_loss"):
+        assert fast[key] == plain[key], key  # The same arithmetic in fewer calls.
+    assert result["summary"]["fast"]["test_loss_minus_plain"] == [0.0]
+    assert all(np.isfinite(run["peak_rss_mb"]) and run["peak_rss_mb"] > 100 for run in (plain, fast))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--recipe=configs/missing.flags"], "--recipe=configs/missing.flags: no such flagfile"),
+    (["--paths=plain,turbo"], "--paths takes a comma-separated list of"),
+    (["--train_flags=validation_size=5"], "each must be a train.py flag starting with --"),
+    (["--seeds=0"], "--seeds"),
+])
+def test_bench_fast_path_bad_flags(args, message, tmp_path):
+    output = tmp_path / "result.json"
+    result = run_script("bench_fast_path.py", *args, f"--output={output}")
+    lines = error_lines(result)
+    assert result.returncode != 0 and len(lines) == 1 and message in lines[0], result.stderr
+    assert not output.exists()
