@@ -16,7 +16,9 @@ def _run_json(script, tmp_path, *args):
 
 
 def test_bench_train_trains_tfvae_and_the_tf1_graph_alike(mnist_dir, tmp_path):
-    result = _run_json("bench_train.py", tmp_path, "--preset=tf1_tutorial", "--epochs=2", f"--data_dir={mnist_dir}")
+    # 10,000 training digits: 100 steps an epoch.
+    result = _run_json("bench_train.py", tmp_path, "--preset=tf1_tutorial", "--epochs=2", "--validation_size=50000",
+                       f"--data_dir={mnist_dir}")
     rates = {name: result[name]["examples_per_second"] for name in ("tfvae", "tf1_feed_dict", "matmul_ceiling")}
     assert all(rate > 0 for rate in rates.values()), rates
     assert result["speedup_vs_tf1"] == pytest.approx(rates["tfvae"] / rates["tf1_feed_dict"])
@@ -24,7 +26,8 @@ def test_bench_train_trains_tfvae_and_the_tf1_graph_alike(mnist_dir, tmp_path):
     assert len(result["tfvae"]["epoch_seconds"]) == 2 and result["peak_rss_mb"] > 100
     # The same network, optimizer and data, two epochs each: the losses agree up to data order and initialisation.
     tfvae, tf1 = result["tfvae"]["final_validation_loss"], result["tf1_feed_dict"]["final_validation_loss"]
-    assert 30 < tfvae < 60 and abs(tfvae - tf1) < 0.05 * tf1, (tfvae, tf1)
+    assert 30 < tfvae < 80 and abs(tfvae - tf1) < 0.05 * tf1, (tfvae, tf1)
+    assert result["config"]["validation_size"] == 50000
 
 
 def test_bench_infer_compares_equal_outputs(tmp_path):
