@@ -26,7 +26,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from tfvae import config
+from tfvae import artifacts, config
 
 TRAIN_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
 PATH_FLAGS = {
@@ -128,12 +128,7 @@ def main(argv):
         "cpus": os.cpu_count(),
         "load_average_1min": os.getloadavg()[0],
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if FLAGS.output:
-        from tfvae import artifacts
-
-        artifacts.write_text(FLAGS.output, text + "\n")
+    artifacts.print_json(result, FLAGS.output)
 
 
 if __name__ == "__main__":

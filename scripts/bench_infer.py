@@ -9,7 +9,6 @@ Session (how TF Serving runs a SavedModel). Every runtime gets the same thread p
 the contenders, so load from other processes hits them alike.
 """
 
-import json
 import os
 import sys
 import time
@@ -112,10 +111,7 @@ def main(argv):
         "tensorflow": tf.__version__,
         "load_average_1min": os.getloadavg()[0],
     })
-    text = json.dumps(result, indent=2)
-    print(text)
-    if FLAGS.output:
-        artifacts.write_text(FLAGS.output, text + "\n")
+    artifacts.print_json(result, FLAGS.output)
 
 
 if __name__ == "__main__":

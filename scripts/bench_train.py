@@ -6,7 +6,6 @@ layer shapes, measured in one run; writes JSON.
 """
 
 import dataclasses
-import json
 import os
 import platform
 import resource
@@ -18,7 +17,7 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
-from tfvae import config  # noqa: E402
+from tfvae import artifacts, config  # noqa: E402
 
 PRESETS = {
     # The TF1 tutorial: 784-100-(2x20, tanh) / 20-100-784, squared error, batch 100.
@@ -218,12 +217,7 @@ def main(argv):
                     "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
                     "tf1_session": "intra_op 2, inter_op 1", "load_average_1min": os.getloadavg()[0]},
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if FLAGS.output:
-        from tfvae import artifacts
-
-        artifacts.write_text(FLAGS.output, text + "\n")
+    artifacts.print_json(result, FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,14 @@ def write_json(path, obj):
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def print_json(obj, path=""):
+    """Prints `obj` as JSON in its own key order (a report), and writes the same text to `path` when given."""
+    text = json.dumps(obj, indent=2)
+    print(text)
+    if path:
+        write_text(path, text + "\n")
+
+
 def write_bytes_with(path, write_fn, suffix=""):
     """Calls `write_fn(tmp_path)` to produce a file (e.g. a PNG), then renames it to `path`."""
     folder = os.path.dirname(os.path.abspath(path))
