@@ -4,9 +4,10 @@
 
 The SavedModel path timed is the one tfvae's own tools and the README use:
 `tf.saved_model.load(DIR).signatures["reconstruct"](input=tf.constant(x))["x_hat"].numpy()`. Timed beside it,
-for comparison: the restored tf.function `loaded.reconstruct(x)`, and the export's SignatureDef run by a TF1
-Session (how TF Serving runs a SavedModel). Every runtime gets the same thread pools, and calls alternate between
-the contenders, so load from other processes hits them alike.
+for comparison: the restored tf.function `loaded.reconstruct(x)`, the export's SignatureDef run by a TF1 Session
+(how TF Serving runs a SavedModel), and the layers of that call (its input tensor made beforehand; the runtime
+alone). Every runtime gets the same thread pools, and calls alternate between the contenders, so load from other
+processes hits them alike.
 """
 
 import os
