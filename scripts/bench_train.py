@@ -37,6 +37,8 @@ flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder (or TFDS data dir)."
 flags.DEFINE_string("output", "", "JSON file to write (stdout too).")
 flags.DEFINE_bool("jit_compile", None, "Override the preset's XLA choice.")
 flags.DEFINE_integer("steps_per_execution", None, "Override the preset's steps per execution.")
+flags.DEFINE_enum("mixed_precision", "none", config.MIXED_PRECISION, "tfvae's precision policy (the TF1 graph and "
+                  "the ceiling stay float32): mixed_bfloat16 on CPUs with AMX or AVX-512 BF16, mixed_float16 on GPUs.")
 flags.DEFINE_integer("validation_size", 5000, "Training images held out (5,000 as TF1's MNIST_data reader; more "
                      "makes epochs shorter, for a quick check).", lower_bound=0, upper_bound=59000)
 FLAGS = flags.FLAGS
@@ -180,6 +182,11 @@ def main(argv):
         cfg = dataclasses.replace(cfg, jit_compile=FLAGS.jit_compile)
     if FLAGS.steps_per_execution is not None:
         cfg = dataclasses.replace(cfg, steps_per_execution=FLAGS.steps_per_execution)
+    cfg = dataclasses.replace(cfg, mixed_precision=FLAGS.mixed_precision)
+    if cfg.mixed_precision != "none":
+        from tfvae.compat import keras
+
+        keras.mixed_precision.set_global_policy(cfg.mixed_precision)  # As training.run, before the model is built.
     tfvae = TfvaeContender(cfg)
     tf1 = TF1Contender(cfg, tfvae.datasets.arrays)
     contenders = {"tfvae": tfvae.run_epoch, "tf1_feed_dict": tf1.run_epoch,
@@ -205,8 +212,10 @@ def main(argv):
         "epochs": FLAGS.epochs,
         "config": {k: v for k, v in dataclasses.asdict(cfg).items()
                    if k in ("hidden_sizes", "latent_dim", "likelihood", "batch_size", "jit_compile",
-                            "steps_per_execution", "adam", "data_threads", "validation_size")},
+                            "steps_per_execution", "adam", "data_threads", "validation_size",
+                            "mixed_precision")},
         **results,
+        "tfvae_compute_dtype": tfvae.model.compute_dtype,  # What the layers ran in, as the policy made them.
         "speedup_vs_tf1": rate["tfvae"] / rate["tf1_feed_dict"],
         "tfvae_fraction_of_matmul_ceiling": rate["tfvae"] / rate["matmul_ceiling"],
         "tf1_fraction_of_matmul_ceiling": rate["tf1_feed_dict"] / rate["matmul_ceiling"],

@@ -27,7 +27,16 @@ def test_bench_train_trains_tfvae_and_the_tf1_graph_alike(mnist_dir, tmp_path):
     # The same network, optimizer and data, two epochs each: the losses agree up to data order and initialisation.
     tfvae, tf1 = result["tfvae"]["final_validation_loss"], result["tf1_feed_dict"]["final_validation_loss"]
     assert 30 < tfvae < 80 and abs(tfvae - tf1) < 0.05 * tf1, (tfvae, tf1)
-    assert result["config"]["validation_size"] == 50000
+    assert result["config"]["validation_size"] == 50000 and result["tfvae_compute_dtype"] == "float32"
+
+
+def test_bench_train_mixed_bfloat16_trains_tfvae_as_well_as_the_float32_tf1_graph(mnist_dir, tmp_path):
+    result = _run_json("bench_train.py", tmp_path, "--preset=tf1_tutorial", "--epochs=2", "--validation_size=50000",
+                       "--mixed_precision=mixed_bfloat16", f"--data_dir={mnist_dir}")
+    assert result["config"]["mixed_precision"] == "mixed_bfloat16" and result["tfvae_compute_dtype"] == "bfloat16"
+    # bfloat16 layers with float32 loss: two epochs land where TF1's float32 graph does, up to a few percent.
+    tfvae, tf1 = result["tfvae"]["final_validation_loss"], result["tf1_feed_dict"]["final_validation_loss"]
+    assert 30 < tfvae < 80 and abs(tfvae - tf1) < 0.05 * tf1, (tfvae, tf1)
 
 
 def test_bench_infer_compares_equal_outputs(tmp_path):
