@@ -176,6 +176,7 @@ def _summary(seconds, cpu_seconds, examples, losses=None, validation_loss=None):
 def main(argv):
     del argv
     import tensorflow as tf
+    from tfvae import training
 
     cfg = dataclasses.replace(PRESETS[FLAGS.preset], data_dir=FLAGS.data_dir, validation_size=FLAGS.validation_size)
     if FLAGS.jit_compile is not None:
@@ -183,10 +184,7 @@ def main(argv):
     if FLAGS.steps_per_execution is not None:
         cfg = dataclasses.replace(cfg, steps_per_execution=FLAGS.steps_per_execution)
     cfg = dataclasses.replace(cfg, mixed_precision=FLAGS.mixed_precision)
-    if cfg.mixed_precision != "none":
-        from tfvae.compat import keras
-
-        keras.mixed_precision.set_global_policy(cfg.mixed_precision)  # As training.run, before the model is built.
+    training.set_precision_policy(cfg)  # As train.py does it, before the model is built.
     tfvae = TfvaeContender(cfg)
     tf1 = TF1Contender(cfg, tfvae.datasets.arrays)
     contenders = {"tfvae": tfvae.run_epoch, "tf1_feed_dict": tf1.run_epoch,

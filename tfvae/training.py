@@ -429,6 +429,12 @@ def train(model, datasets, cfg):
     return metrics
 
 
+def set_precision_policy(cfg):
+    """Sets Keras' global policy to `cfg.mixed_precision`; models built afterwards compute in it."""
+    if cfg.mixed_precision != "none":
+        keras.mixed_precision.set_global_policy(cfg.mixed_precision)
+
+
 def run(cfg):
     """The whole job of `scripts/train.py`: data, model, training, export. Returns the metrics."""
     from tfvae import corruption, data  # Local import keeps `--help` fast.
@@ -436,8 +442,7 @@ def run(cfg):
 
     if cfg.cpu_devices > 1:
         distribute.split_cpu(cfg.cpu_devices)
-    if cfg.mixed_precision != "none":
-        keras.mixed_precision.set_global_policy(cfg.mixed_precision)
+    set_precision_policy(cfg)
     strategy = distribute.make_strategy(cfg.strategy, cfg.tpu)
     chief = distribute.is_chief(strategy)
     keras.utils.set_random_seed(cfg.seed)  # Python, NumPy and TF: initialisation; the data has its own seeds.
