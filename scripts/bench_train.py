@@ -178,12 +178,12 @@ def main(argv):
     import tensorflow as tf
     from tfvae import training
 
-    cfg = dataclasses.replace(PRESETS[FLAGS.preset], data_dir=FLAGS.data_dir, validation_size=FLAGS.validation_size)
+    cfg = dataclasses.replace(PRESETS[FLAGS.preset], data_dir=FLAGS.data_dir, validation_size=FLAGS.validation_size,
+                              mixed_precision=FLAGS.mixed_precision)
     if FLAGS.jit_compile is not None:
         cfg = dataclasses.replace(cfg, jit_compile=FLAGS.jit_compile)
     if FLAGS.steps_per_execution is not None:
         cfg = dataclasses.replace(cfg, steps_per_execution=FLAGS.steps_per_execution)
-    cfg = dataclasses.replace(cfg, mixed_precision=FLAGS.mixed_precision)
     training.set_precision_policy(cfg)  # As train.py does it, before the model is built.
     tfvae = TfvaeContender(cfg)
     tf1 = TF1Contender(cfg, tfvae.datasets.arrays)
