@@ -17,7 +17,7 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
-from tfvae import artifacts, config  # noqa: E402
+from tfvae import artifacts, config, profiling  # noqa: E402
 
 PRESETS = {
     # The TF1 tutorial: 784-100-(2x20, tanh) / 20-100-784, squared error, batch 100.
@@ -39,6 +39,8 @@ flags.DEFINE_bool("jit_compile", None, "Override the preset's XLA choice.")
 flags.DEFINE_integer("steps_per_execution", None, "Override the preset's steps per execution.")
 flags.DEFINE_enum("mixed_precision", "none", config.MIXED_PRECISION, "tfvae's precision policy (the TF1 graph and "
                   "the ceiling stay float32): mixed_bfloat16 on CPUs with AMX or AVX-512 BF16, mixed_float16 on GPUs.")
+flags.DEFINE_bool("profile", False, "Also run one more epoch of each contender under TensorFlow's profiler and report "
+                  "kernel CPU time per step by kind (matmul, optimizer, other kernels, input pipeline).")
 flags.DEFINE_integer("validation_size", 5000, "Training images held out (5,000 as TF1's MNIST_data reader; more "
                      "makes epochs shorter, for a quick check).", lower_bound=0, upper_bound=59000)
 FLAGS = flags.FLAGS
@@ -173,6 +175,31 @@ def _summary(seconds, cpu_seconds, examples, losses=None, validation_loss=None):
     return summary
 
 
+def _per_round(times, examples, numerator, denominator):
+    """Rate ratios of two contenders round by round (rounds 2..N): each pair of epochs ran back to back, so a
+    drift in the machine's speed that moves a whole round cancels out, unlike in a ratio of the two medians."""
+    return [(examples[numerator] / a) / (examples[denominator] / b)
+            for a, b in zip(times[numerator][0][1:], times[denominator][0][1:])]
+
+
+def _kernel_profile(contenders, steps):
+    """One more epoch of each contender under the profiler: kernel CPU milliseconds per step by kind."""
+    profile = {}
+    for name, run_epoch in contenders.items():
+        wall, seconds = profiling.profile_kernel_seconds(run_epoch)
+        kernels = seconds["matmul"] + seconds["optimizer"] + seconds["other_kernels"]
+        profile[name] = {
+            "wall_ms_per_step": 1e3 * wall / steps,
+            **{f"{kind}_ms_per_step": 1e3 * seconds[kind] / steps
+               for kind in ("matmul", "optimizer", "other_kernels", "input_pipeline")},
+            "other_kernels_top_ms_per_step": {k: 1e3 * v / steps for k, v in seconds["other_kernels_top"].items()},
+            # If every other kernel and all bookkeeping cost nothing beyond their kernel time, the step could be at
+            # most this fraction as fast as its matmuls alone.
+            "matmul_share_of_kernel_time": seconds["matmul"] / kernels if kernels else 0.0,
+        }
+    return profile
+
+
 def main(argv):
     del argv
     import tensorflow as tf
@@ -205,6 +232,9 @@ def main(argv):
                            "matmuls_per_step": 3 * (2 * len(cfg.hidden_sizes) + 2) - 1},
     }
     rate = {name: result["examples_per_second"] for name, result in results.items()}
+    examples = {"tfvae": tfvae.examples, "tf1_feed_dict": tf1.examples, "matmul_ceiling": tf1.examples}
+    speedup_per_round = _per_round(times, examples, "tfvae", "tf1_feed_dict")
+    ceiling_fraction_per_round = _per_round(times, examples, "tfvae", "matmul_ceiling")
     result = {
         "preset": FLAGS.preset,
         "epochs": FLAGS.epochs,
@@ -217,6 +247,11 @@ def main(argv):
         "speedup_vs_tf1": rate["tfvae"] / rate["tf1_feed_dict"],
         "tfvae_fraction_of_matmul_ceiling": rate["tfvae"] / rate["matmul_ceiling"],
         "tf1_fraction_of_matmul_ceiling": rate["tf1_feed_dict"] / rate["matmul_ceiling"],
+        # The same ratios round by round, and their medians: less sensitive to the machine's drift.
+        "speedup_vs_tf1_per_round": speedup_per_round,
+        "speedup_vs_tf1_median_of_rounds": float(np.median(speedup_per_round)),
+        "tfvae_fraction_of_matmul_ceiling_per_round": ceiling_fraction_per_round,
+        "tfvae_fraction_of_matmul_ceiling_median_of_rounds": float(np.median(ceiling_fraction_per_round)),
         "order": "each epoch runs tfvae, TF1 and the ceiling once, starting one later each epoch",
         "peak_rss_mb": _peak_rss_mb(),  # Of the process: all three contenders' data and graphs.
         "versions": {"tensorflow": tf.__version__, "python": platform.python_version()},
@@ -224,6 +259,8 @@ def main(argv):
                     "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
                     "tf1_session": "intra_op 2, inter_op 1", "load_average_1min": os.getloadavg()[0]},
     }
+    if FLAGS.profile:
+        result["kernel_profile"] = _kernel_profile(contenders, steps=tf1.steps)
     artifacts.print_json(result, FLAGS.output)
 
 

@@ -18,7 +18,7 @@ def _run_json(script, tmp_path, *args):
 def test_bench_train_trains_tfvae_and_the_tf1_graph_alike(mnist_dir, tmp_path):
     # 10,000 training digits: 100 steps an epoch.
     result = _run_json("bench_train.py", tmp_path, "--preset=tf1_tutorial", "--epochs=2", "--validation_size=50000",
-                       f"--data_dir={mnist_dir}")
+                       "--profile", f"--data_dir={mnist_dir}")
     rates = {name: result[name]["examples_per_second"] for name in ("tfvae", "tf1_feed_dict", "matmul_ceiling")}
     assert all(rate > 0 for rate in rates.values()), rates
     assert result["speedup_vs_tf1"] == pytest.approx(rates["tfvae"] / rates["tf1_feed_dict"])
@@ -28,6 +28,18 @@ def test_bench_train_trains_tfvae_and_the_tf1_graph_alike(mnist_dir, tmp_path):
     tfvae, tf1 = result["tfvae"]["final_validation_loss"], result["tf1_feed_dict"]["final_validation_loss"]
     assert 30 < tfvae < 80 and abs(tfvae - tf1) < 0.05 * tf1, (tfvae, tf1)
     assert result["config"]["validation_size"] == 50000 and result["tfvae_compute_dtype"] == "float32"
+    # One round after the first: its paired ratio is the ratio of that round's two rates.
+    tfvae_seconds, tf1_seconds = result["tfvae"]["epoch_seconds"][1], result["tf1_feed_dict"]["epoch_seconds"][1]
+    assert result["speedup_vs_tf1_per_round"] == [pytest.approx(tf1_seconds / tfvae_seconds)]
+    # The kernel profile: both training paths run matmuls and Adam, the ceiling only matmuls; only tfvae reads
+    # its batches through tf.data.
+    profile = result["kernel_profile"]
+    assert all(profile[name]["matmul_ms_per_step"] > 0 for name in rates), profile
+    assert profile["tfvae"]["optimizer_ms_per_step"] > 0 and profile["tf1_feed_dict"]["optimizer_ms_per_step"] > 0
+    assert profile["matmul_ceiling"]["optimizer_ms_per_step"] == 0.0
+    assert profile["tfvae"]["input_pipeline_ms_per_step"] > 0 == profile["tf1_feed_dict"]["input_pipeline_ms_per_step"]
+    shares = {name: profile[name]["matmul_share_of_kernel_time"] for name in rates}
+    assert 0 < shares["tfvae"] < shares["matmul_ceiling"] <= 1, shares
 
 
 def test_bench_train_mixed_bfloat16_trains_tfvae_as_well_as_the_float32_tf1_graph(mnist_dir, tmp_path):
