@@ -1,4 +1,4 @@
-"""Where a CPU run's time goes: TensorFlow profiler traces summarised as kernel CPU time by kind.
+"""Where a CPU run's time goes: TensorFlow profiler traces summarised as time inside kernels, by kind.
 
 The benchmarks use it to show what bounds a training step besides its matmuls (optimizer, elementwise kernels,
 executor bookkeeping), from TensorFlow's own profiler and protobufs, with nothing else installed.
@@ -36,7 +36,8 @@ def kernel_seconds(xplane_path):
       xplane_path: an `*.xplane.pb` written by `tf.profiler.experimental`.
 
     Returns:
-      {"matmul", "optimizer", "other_kernels", "input_pipeline": CPU seconds summed over threads,
+      {"matmul", "optimizer", "other_kernels": seconds inside kernels summed over compute threads (a kernel that
+       shares its core with another counts its whole duration), "input_pipeline": tf.data threads' busy seconds,
        "other_kernels_top": {kernel type: seconds} of the five largest other kernels}.
     """
     from tensorflow.tsl.profiler.protobuf import xplane_pb2  # Shipped with TensorFlow; private, hence here only.
