@@ -184,8 +184,9 @@ def _per_round(times, examples, numerator, denominator):
 
 def _kernel_profile(contenders, steps):
     """One more epoch of each contender under the profiler: kernel milliseconds per step by kind."""
-    profile = {"measure": "durations of kernel events summed over compute threads, per step; kernels running side "
-                          "by side on few cores each count their whole duration, waits for a core included"}
+    profile = {"measure": "durations of kernel events summed over threads, per step (tf.data's threads apart); "
+                          "kernels running side by side on few cores each count their whole duration, waits for a "
+                          "core included"}
     for name, run_epoch in contenders.items():
         wall, seconds = profiling.profile_kernel_seconds(run_epoch)
         kernels = seconds["matmul"] + seconds["optimizer"] + seconds["other_kernels"]

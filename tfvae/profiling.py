@@ -19,26 +19,27 @@ MATMUL_KERNELS = frozenset({"MatMul", "BatchMatMulV2", "BatchMatMulV3", "_FusedM
                             "_MklBatchMatMulV2", "_MklNativeBatchMatMulV2"})
 OPTIMIZER_KERNELS = frozenset({"ResourceApplyAdam", "ApplyAdam", "ResourceApplyGradientDescent",
                                "ResourceApplyKerasMomentum", "ResourceApplyRMSProp"})
-# Executor, allocator and thread-pool annotations, and ops that run a function (whose kernels are traced
-# themselves): they wrap kernels or mark points, and counting them would count their kernels twice.
-ANNOTATIONS = frozenset({"Process", "Record", "StartRegion", "StopRegion", "Start", "ParallelFor",
-                         "ExecutorDoneCallback", "MemoryAllocation", "MemoryDeallocation", "PartitionedCall",
-                         "StatefulPartitionedCall", "While", "StatelessWhile", "If", "StatelessIf"})
+# Ops that run a function: the function's kernels are traced themselves, and counting both would count them twice.
+FUNCTION_CALL_KERNELS = frozenset({"PartitionedCall", "StatefulPartitionedCall", "While", "StatelessWhile", "If",
+                                   "StatelessIf"})
 # Threads that run a graph's kernels (TF1 sessions and tf.functions alike); tf.data's threads are counted apart.
 COMPUTE_THREAD_PREFIXES = ("tf_Compute", "tf_numa_")
 INPUT_THREAD_PREFIX = "tf_data"
 
 
 def kernel_seconds(xplane_path):
-    """Sums a host trace's kernel times by kind.
+    """Sums a host trace's time inside kernels, by kind.
+
+    A kernel's event carries its op type as display name; executor, allocator and thread-pool annotations carry
+    none, and tf.data's iterator events are named "Iterator::...". Those are left out: they wrap kernels or waits.
 
     Args:
       xplane_path: an `*.xplane.pb` written by `tf.profiler.experimental`.
 
     Returns:
       {"matmul", "optimizer", "other_kernels": seconds inside kernels summed over compute threads (a kernel that
-       shares its core with another counts its whole duration), "input_pipeline": tf.data threads' busy seconds,
-       "other_kernels_top": {kernel type: seconds} of the five largest other kernels}.
+       shares its core with another counts its whole duration), "input_pipeline": the same for the kernels of
+       tf.data's threads, "other_kernels_top": {op type: seconds} of the five largest other kernels}.
     """
     from tensorflow.tsl.profiler.protobuf import xplane_pb2  # Shipped with TensorFlow; private, hence here only.
 
@@ -49,20 +50,21 @@ def kernel_seconds(xplane_path):
     for plane in space.planes:
         if not plane.name.startswith("/host:CPU"):
             continue
-        names = {key: meta.name for key, meta in plane.event_metadata.items()}
+        kernels = {key: meta.display_name for key, meta in plane.event_metadata.items()
+                   if meta.display_name and not meta.display_name.startswith("Iterator::")
+                   and meta.display_name not in FUNCTION_CALL_KERNELS}
         for line in plane.lines:
-            if line.name.startswith(INPUT_THREAD_PREFIX):
-                # Nested iterator events overlap; the thread's top-level time is its busy time.
-                totals["input_pipeline"] += _top_level_seconds(line.events)
-                continue
-            if not line.name.startswith(COMPUTE_THREAD_PREFIXES):
+            input_thread = line.name.startswith(INPUT_THREAD_PREFIX)
+            if not input_thread and not line.name.startswith(COMPUTE_THREAD_PREFIXES):
                 continue
             for event in line.events:
-                kernel = names.get(event.metadata_id, "").rsplit(":", 1)[-1]  # "op_name:OpType" -> OpType.
-                if not kernel or kernel in ANNOTATIONS:
+                kernel = kernels.get(event.metadata_id)
+                if kernel is None:
                     continue
                 seconds = event.duration_ps * 1e-12
-                if kernel in MATMUL_KERNELS:
+                if input_thread:
+                    totals["input_pipeline"] += seconds
+                elif kernel in MATMUL_KERNELS:
                     totals["matmul"] += seconds
                 elif kernel in OPTIMIZER_KERNELS:
                     totals["optimizer"] += seconds
@@ -72,16 +74,6 @@ def kernel_seconds(xplane_path):
     result = {kind: totals[kind] for kind in ("matmul", "optimizer", "other_kernels", "input_pipeline")}
     result["other_kernels_top"] = dict(others.most_common(5))
     return result
-
-
-def _top_level_seconds(events):
-    end, total = 0, 0
-    for event in sorted(events, key=lambda e: e.offset_ps):
-        start, stop = event.offset_ps, event.offset_ps + event.duration_ps
-        if stop > end:
-            total += stop - max(start, end)
-            end = stop
-    return total * 1e-12
 
 
 def profile_kernel_seconds(fn):
