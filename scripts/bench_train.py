@@ -40,7 +40,7 @@ flags.DEFINE_integer("steps_per_execution", None, "Override the preset's steps p
 flags.DEFINE_enum("mixed_precision", "none", config.MIXED_PRECISION, "tfvae's precision policy (the TF1 graph and "
                   "the ceiling stay float32): mixed_bfloat16 on CPUs with AMX or AVX-512 BF16, mixed_float16 on GPUs.")
 flags.DEFINE_bool("profile", False, "Also run one more epoch of each contender under TensorFlow's profiler and report "
-                  "kernel CPU time per step by kind (matmul, optimizer, other kernels, input pipeline).")
+                  "milliseconds per step inside kernels by kind (matmul, optimizer, other, input pipeline).")
 flags.DEFINE_integer("validation_size", 5000, "Training images held out (5,000 as TF1's MNIST_data reader; more "
                      "makes epochs shorter, for a quick check).", lower_bound=0, upper_bound=59000)
 FLAGS = flags.FLAGS
@@ -195,8 +195,7 @@ def _kernel_profile(contenders, steps):
             **{f"{kind}_ms_per_step": 1e3 * seconds[kind] / steps
                for kind in ("matmul", "optimizer", "other_kernels", "input_pipeline")},
             "other_kernels_top_ms_per_step": {k: 1e3 * v / steps for k, v in seconds["other_kernels_top"].items()},
-            # If every other kernel and all bookkeeping cost nothing beyond their kernel time, the step could be at
-            # most this fraction as fast as its matmuls alone.
+            # Even if nothing but kernels took time, the step could run at most this fraction of its matmuls' speed.
             "matmul_share_of_kernel_time": seconds["matmul"] / kernels if kernels else 0.0,
         }
     return profile

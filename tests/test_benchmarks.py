@@ -37,7 +37,8 @@ def test_bench_train_trains_tfvae_and_the_tf1_graph_alike(mnist_dir, tmp_path):
     assert all(profile[name]["matmul_ms_per_step"] > 0 for name in rates), profile
     assert profile["tfvae"]["optimizer_ms_per_step"] > 0 and profile["tf1_feed_dict"]["optimizer_ms_per_step"] > 0
     assert profile["matmul_ceiling"]["optimizer_ms_per_step"] == 0.0
-    assert profile["tfvae"]["input_pipeline_ms_per_step"] > 0 == profile["tf1_feed_dict"]["input_pipeline_ms_per_step"]
+    assert profile["tfvae"]["input_pipeline_ms_per_step"] > 0
+    assert profile["tf1_feed_dict"]["input_pipeline_ms_per_step"] == 0.0
     shares = {name: profile[name]["matmul_share_of_kernel_time"] for name in rates}
     assert 0 < shares["tfvae"] < shares["matmul_ceiling"] <= 1, shares
 

@@ -1,7 +1,7 @@
 """Where a CPU run's time goes: TensorFlow profiler traces summarised as time inside kernels, by kind.
 
-The benchmarks use it to show what bounds a training step besides its matmuls (optimizer, elementwise kernels,
-executor bookkeeping), from TensorFlow's own profiler and protobufs, with nothing else installed.
+The benchmarks use it to show what bounds a training step besides its matmuls (the optimizer's and elementwise
+kernels, the input pipeline's), from TensorFlow's own profiler and protobufs, with nothing else installed.
 """
 
 import collections
