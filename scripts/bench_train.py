@@ -22,7 +22,8 @@ from tfvae import artifacts, config, profiling  # noqa: E402
 PRESETS = {
     # The TF1 tutorial: 784-100-(2x20, tanh) / 20-100-784, squared error, batch 100.
     "tf1_tutorial": config.RunConfig(model="tf1_tutorial", hidden_sizes=(100,), latent_dim=20, likelihood="sse",
-                                     batch_size=100, adam="tf1", steps_per_execution=550, jit_compile=False),
+                                     batch_size=100, adam="tf1", steps_per_execution=550, jit_compile=False,
+                                     intra_op_threads=1),
     # pytorch/examples' VAE: 784-400-(2x20) / 20-400-784, Bernoulli on logits, batch 128.
     # No XLA: 6 epochs each interleaved in one process gave equal steady speed (8,540 vs 8,487 examples/s, load
     # ~3-4.7 on 2 cores), and compiling the 429-step loop adds 4-10 s to the first epoch.
@@ -41,6 +42,12 @@ flags.DEFINE_enum("mixed_precision", "none", config.MIXED_PRECISION, "tfvae's pr
                   "the ceiling stay float32): mixed_bfloat16 on CPUs with AMX or AVX-512 BF16, mixed_float16 on GPUs.")
 flags.DEFINE_bool("profile", False, "Also run one more epoch of each contender under TensorFlow's profiler and report "
                   "milliseconds per step inside kernels by kind (matmul, optimizer, other, input pipeline).")
+flags.DEFINE_integer("intra_op_threads", None, "Override the preset's intra-op pool size for tfvae and the "
+                     "ceiling (0: one thread per core).", lower_bound=0)
+flags.DEFINE_integer("inter_op_threads", None, "Override the preset's inter-op pool size for tfvae and the ceiling.",
+                     lower_bound=0)
+flags.DEFINE_list("tf1_intra_op_threads", ["1", "0"], "Intra-op pool sizes the TF1 graph runs with, each its own "
+                  "contender (0: one thread per core); the fastest is the baseline.")
 flags.DEFINE_integer("validation_size", 5000, "Training images held out (5,000 as TF1's MNIST_data reader; more "
                      "makes epochs shorter, for a quick check).", lower_bound=0, upper_bound=59000)
 FLAGS = flags.FLAGS
@@ -82,7 +89,7 @@ class TfvaeContender:
 class TF1Contender:
     """The same network as a tf.compat.v1 graph (tests/tf1_reference.py), fed batch by batch with feed_dict."""
 
-    def __init__(self, cfg, arrays):
+    def __init__(self, cfg, arrays, intra_op_threads):
         import tensorflow as tf
         import tf1_reference
 
@@ -94,7 +101,9 @@ class TF1Contender:
         self.batch_size = cfg.batch_size
         self.steps = len(self.images) // cfg.batch_size
         self.examples = self.steps * cfg.batch_size
-        self.sess = tf.compat.v1.Session(graph=self.graph.graph, config=tf1_reference._single_session_config())
+        # A serial graph: one op at a time, each split over `intra_op_threads` (its own pool, see main()).
+        self.sess = tf.compat.v1.Session(graph=self.graph.graph, config=tf.compat.v1.ConfigProto(
+            intra_op_parallelism_threads=intra_op_threads, inter_op_parallelism_threads=1))
         self.sess.run(self.graph.init_op)
 
     def run_epoch(self):
@@ -201,21 +210,37 @@ def _kernel_profile(contenders, steps):
     return profile
 
 
+def _tf1_threads_flag():
+    sizes = []
+    for text in FLAGS.tf1_intra_op_threads:
+        if not text.strip().isdigit():
+            raise app.UsageError(f"--tf1_intra_op_threads={','.join(FLAGS.tf1_intra_op_threads)}: not a list of "
+                                 f"integers >= 0; pass e.g. --tf1_intra_op_threads=1,0")
+        sizes.append(int(text) or os.cpu_count())
+    return sorted(set(sizes))
+
+
 def main(argv):
     del argv
+    tf1_threads = _tf1_threads_flag()
+    # Each TF1 session gets the intra-op pool its config asks for. Without this, TensorFlow shares one pool among
+    # all CPU devices of the process, sized by the first one made (tfvae's), and a session's own setting is moot.
+    os.environ["TF_OVERRIDE_GLOBAL_THREADPOOL"] = "1"
     import tensorflow as tf
     from tfvae import training
 
+    overrides = {name: FLAGS[name].value for name in ("jit_compile", "steps_per_execution", "intra_op_threads",
+                                                      "inter_op_threads") if FLAGS[name].value is not None}
     cfg = dataclasses.replace(PRESETS[FLAGS.preset], data_dir=FLAGS.data_dir, validation_size=FLAGS.validation_size,
-                              mixed_precision=FLAGS.mixed_precision)
-    if FLAGS.jit_compile is not None:
-        cfg = dataclasses.replace(cfg, jit_compile=FLAGS.jit_compile)
-    if FLAGS.steps_per_execution is not None:
-        cfg = dataclasses.replace(cfg, steps_per_execution=FLAGS.steps_per_execution)
-    training.set_precision_policy(cfg)  # As train.py does it, before the model is built.
+                              mixed_precision=FLAGS.mixed_precision, **overrides)
+    # As train.py does it: thread pools first, then the precision policy, before the model is built.
+    training.set_thread_pools(cfg)
+    training.set_precision_policy(cfg)
     tfvae = TfvaeContender(cfg)
-    tf1 = TF1Contender(cfg, tfvae.datasets.arrays)
-    contenders = {"tfvae": tfvae.run_epoch, "tf1_feed_dict": tf1.run_epoch,
+    tf1_by_threads = {threads: TF1Contender(cfg, tfvae.datasets.arrays, threads) for threads in tf1_threads}
+    tf1 = next(iter(tf1_by_threads.values()))
+    contenders = {"tfvae": tfvae.run_epoch,
+                  **{f"tf1_feed_dict_intra_op_{threads}": c.run_epoch for threads, c in tf1_by_threads.items()},
                   "matmul_ceiling": make_matmul_ceiling(cfg, steps=tf1.steps)}
     # Epochs alternate between contenders, in a rotating order, so drifting load from other processes hits all
     # of them alike; the ceiling runs one epoch's worth of steps per round (traced beforehand).
@@ -225,13 +250,17 @@ def main(argv):
         for name in names[epoch % len(names):] + names[:epoch % len(names)]:
             for values, value in zip(times[name], _timed(contenders[name])):
                 values.append(value)
-    results = {
-        "tfvae": _summary(*times["tfvae"][:2], tfvae.examples, times["tfvae"][2], tfvae.validation_loss()),
-        "tf1_feed_dict": _summary(*times["tf1_feed_dict"][:2], tf1.examples, times["tf1_feed_dict"][2],
-                                  tf1.validation_loss()),
-        "matmul_ceiling": {**_summary(*times["matmul_ceiling"][:2], tf1.examples),
-                           "matmuls_per_step": 3 * (2 * len(cfg.hidden_sizes) + 2) - 1},
-    }
+    results = {"tfvae": _summary(*times["tfvae"][:2], tfvae.examples, times["tfvae"][2], tfvae.validation_loss())}
+    for threads, contender in tf1_by_threads.items():
+        name = f"tf1_feed_dict_intra_op_{threads}"
+        results[name] = _summary(*times[name][:2], contender.examples, times[name][2], contender.validation_loss())
+    # The baseline is the TF1 graph at its fastest pool size on this machine.
+    baseline = max((f"tf1_feed_dict_intra_op_{threads}" for threads in tf1_threads),
+                   key=lambda name: results[name]["examples_per_second"])
+    results["tf1_feed_dict"] = {**results[baseline], "intra_op_threads": int(baseline.rsplit("_", 1)[1])}
+    times["tf1_feed_dict"] = times[baseline]
+    results["matmul_ceiling"] = {**_summary(*times["matmul_ceiling"][:2], tf1.examples),
+                                 "matmuls_per_step": 3 * (2 * len(cfg.hidden_sizes) + 2) - 1}
     rate = {name: result["examples_per_second"] for name, result in results.items()}
     examples = {"tfvae": tfvae.examples, "tf1_feed_dict": tf1.examples, "matmul_ceiling": tf1.examples}
     speedup_per_round = _per_round(times, examples, "tfvae", "tf1_feed_dict")
@@ -242,7 +271,7 @@ def main(argv):
         "config": {k: v for k, v in dataclasses.asdict(cfg).items()
                    if k in ("hidden_sizes", "latent_dim", "likelihood", "batch_size", "jit_compile",
                             "steps_per_execution", "adam", "data_threads", "validation_size",
-                            "mixed_precision")},
+                            "mixed_precision", "intra_op_threads", "inter_op_threads")},
         **results,
         "tfvae_compute_dtype": tfvae.model.compute_dtype,  # What the layers ran in, as the policy made them.
         "speedup_vs_tf1": rate["tfvae"] / rate["tf1_feed_dict"],
@@ -253,15 +282,18 @@ def main(argv):
         "speedup_vs_tf1_median_of_rounds": float(np.median(speedup_per_round)),
         "tfvae_fraction_of_matmul_ceiling_per_round": ceiling_fraction_per_round,
         "tfvae_fraction_of_matmul_ceiling_median_of_rounds": float(np.median(ceiling_fraction_per_round)),
-        "order": "each epoch runs tfvae, TF1 and the ceiling once, starting one later each epoch",
-        "peak_rss_mb": _peak_rss_mb(),  # Of the process: all three contenders' data and graphs.
+        "order": "each epoch runs every contender once, starting one later each epoch",
+        "peak_rss_mb": _peak_rss_mb(),  # Of the process: all contenders' data and graphs.
         "versions": {"tensorflow": tf.__version__, "python": platform.python_version()},
         "threads": {"cpus": os.cpu_count(), "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                     "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
-                    "tf1_session": "intra_op 2, inter_op 1", "load_average_1min": os.getloadavg()[0]},
+                    "tf1_session": f"intra_op {tf1_threads} (one session each), inter_op 1",
+                    "load_average_1min": os.getloadavg()[0]},
     }
     if FLAGS.profile:
-        result["kernel_profile"] = _kernel_profile(contenders, steps=tf1.steps)
+        result["kernel_profile"] = _kernel_profile(
+            {"tfvae": tfvae.run_epoch, "tf1_feed_dict": contenders[baseline],
+             "matmul_ceiling": contenders["matmul_ceiling"]}, steps=tf1.steps)
     artifacts.print_json(result, FLAGS.output)
 
 

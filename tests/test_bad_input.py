@@ -130,6 +130,7 @@ CASES = {
     "even ar kernel": (lambda ctx: train("--likelihood=autoregressive_bernoulli", "--ar_kernel_size=4"),
                        "--ar_kernel_size must be an odd number"),
     "negative clip norm": (lambda ctx: train("--clip_grad_norm=-1"), "--clip_grad_norm must be >= 0"),
+    "negative thread count": (lambda ctx: train("--intra_op_threads=-1"), "--intra_op_threads"),
     "zero max bad steps": (lambda ctx: train("--max_bad_steps=0"), "--max_bad_steps must be > 0"),
     "negative checkpoint steps": (lambda ctx: train("--checkpoint_every_steps=-5"),
                                   "--checkpoint_every_steps must be >= 0"),

@@ -1,6 +1,7 @@
 """The benchmark scripts run and report what they compare; they are checked for behaviour, never for speed."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -28,6 +29,14 @@ def test_bench_train_trains_tfvae_and_the_tf1_graph_alike(mnist_dir, tmp_path):
     tfvae, tf1 = result["tfvae"]["final_validation_loss"], result["tf1_feed_dict"]["final_validation_loss"]
     assert 30 < tfvae < 80 and abs(tfvae - tf1) < 0.05 * tf1, (tfvae, tf1)
     assert result["config"]["validation_size"] == 50000 and result["tfvae_compute_dtype"] == "float32"
+    # The preset's pools are the ones tfvae ran with; TF1 ran once per pool size, and the faster is the baseline.
+    assert result["config"]["intra_op_threads"] == result["threads"]["intra_op"] == 1
+    tf1_runs = {threads: result[f"tf1_feed_dict_intra_op_{threads}"] for threads in sorted({1, os.cpu_count()})}
+    baseline = max(tf1_runs, key=lambda threads: tf1_runs[threads]["examples_per_second"])
+    assert result["tf1_feed_dict"] == {**tf1_runs[baseline], "intra_op_threads": baseline}
+    # Pool sizes change speed, not what is computed: one seed, one loss.
+    losses = [run["final_validation_loss"] for run in tf1_runs.values()]
+    assert losses == pytest.approx([losses[0]] * len(losses), rel=1e-4)
     # One round after the first: its paired ratio is the ratio of that round's two rates.
     tfvae_seconds, tf1_seconds = result["tfvae"]["epoch_seconds"][1], result["tf1_feed_dict"]["epoch_seconds"][1]
     assert result["speedup_vs_tf1_per_round"] == [pytest.approx(tf1_seconds / tfvae_seconds)]

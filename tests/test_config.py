@@ -22,6 +22,8 @@ def test_tutorial_flagfile_gives_the_tutorial(tmp_path):
     assert (cfg.model, cfg.hidden_sizes, cfg.latent_dim, cfg.likelihood) == ("tf1_tutorial", (100,), 20, "sse")
     assert (cfg.batch_size, cfg.learning_rate, cfg.adam_epsilon, cfg.epochs) == (100, 1e-3, 1e-8, 10)
     assert cfg.export_dir == "saved_models/tf1_tutorial" and cfg.flatten_inputs
+    # Measured by scripts/bench_train.py: its 100-wide layers run faster with each op on one thread.
+    assert (cfg.intra_op_threads, cfg.inter_op_threads) == (1, 0)
 
 
 def test_defaults_derive_from_the_name(tmp_path):
@@ -32,7 +34,8 @@ def test_defaults_derive_from_the_name(tmp_path):
 
 def test_written_flagfile_reads_back_the_same_config(tmp_path):
     cfg = _parse("--model=mlp", "--hidden_sizes=400,200", "--latent_dim=7", "--jit_compile",
-                 f"--model_dir={tmp_path}/a", "--binarize=dynamic", "--checkpoint_every_steps=50", "--deterministic")
+                 f"--model_dir={tmp_path}/a", "--binarize=dynamic", "--checkpoint_every_steps=50", "--deterministic",
+                 "--intra_op_threads=1", "--inter_op_threads=3")
     flagfile = tmp_path / "flags.txt"
     flagfile.write_text(config.to_flagfile(cfg))
     assert _parse(f"--flagfile={flagfile}") == cfg

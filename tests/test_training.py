@@ -3,6 +3,8 @@
 import glob
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -137,3 +139,22 @@ def test_generate_writes_a_png(short_run, tmp_path, extra, size_check):
     image = np.asarray(Image.open(output).convert("L"), np.float32)
     assert image.shape[0] > 100 and image.shape[1] > 100
     assert image.std() > 20  # Digits on black, not a blank canvas.
+
+
+THREAD_POOLS = """
+import dataclasses, json
+import tensorflow as tf
+from tfvae import config, training
+training.set_thread_pools(dataclasses.replace(config.RunConfig(), intra_op_threads=1, inter_op_threads=3))
+tf.constant(1.0) + 1.0  # The runtime starts with those pools.
+sized = [tf.config.threading.get_intra_op_parallelism_threads(), tf.config.threading.get_inter_op_parallelism_threads()]
+training.set_thread_pools(dataclasses.replace(config.RunConfig(), intra_op_threads=2))  # Too late: warns, no raise.
+print(json.dumps({"sized": sized, "after": tf.config.threading.get_intra_op_parallelism_threads()}))
+"""
+
+
+def test_thread_pool_flags_size_tensorflows_pools_before_it_starts():
+    result = subprocess.run([sys.executable, "-c", THREAD_POOLS], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.splitlines()[-1]) == {"sized": [1, 3], "after": 1}
+    assert "--intra_op_threads=2 ignored: TensorFlow already runs in this process, with 1" in result.stderr

@@ -13,6 +13,7 @@ import time
 from tfvae.compat import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from tfvae import artifacts, config, distribute, export, optimizers, summaries, visualization
 
@@ -435,11 +436,27 @@ def set_precision_policy(cfg):
         keras.mixed_precision.set_global_policy(cfg.mixed_precision)
 
 
+def set_thread_pools(cfg):
+    """Sizes TensorFlow's op thread pools as `cfg` says (0: TensorFlow's default, one thread per core).
+
+    Pools can only be sized before TensorFlow's runtime starts; in a process where it already runs (a second
+    training in one Python session) they stay as they are, with a warning.
+    """
+    for pool, threads in (("intra_op", cfg.intra_op_threads), ("inter_op", cfg.inter_op_threads)):
+        try:
+            getattr(tf.config.threading, f"set_{pool}_parallelism_threads")(threads)
+        except RuntimeError:
+            current = getattr(tf.config.threading, f"get_{pool}_parallelism_threads")()
+            logging.warning("--%s_threads=%d ignored: TensorFlow already runs in this process, with %d", pool,
+                            threads, current)
+
+
 def run(cfg):
     """The whole job of `scripts/train.py`: data, model, training, export. Returns the metrics."""
     from tfvae import corruption, data  # Local import keeps `--help` fast.
     from tfvae.models import build_model
 
+    set_thread_pools(cfg)
     if cfg.cpu_devices > 1:
         distribute.split_cpu(cfg.cpu_devices)
     set_precision_policy(cfg)
