@@ -48,6 +48,8 @@ flags.DEFINE_integer("inter_op_threads", None, "Override the preset's inter-op p
                      lower_bound=0)
 flags.DEFINE_list("tf1_intra_op_threads", ["1", "0"], "Intra-op pool sizes the TF1 graph runs with, each its own "
                   "contender (0: one thread per core); the fastest is the baseline.")
+flags.register_validator("tf1_intra_op_threads", lambda sizes: bool(sizes) and all(s.strip().isdigit() for s in sizes),
+                         message="--tf1_intra_op_threads must be a comma-separated list of integers >= 0, e.g. 1,0")
 flags.DEFINE_integer("validation_size", 5000, "Training images held out (5,000 as TF1's MNIST_data reader; more "
                      "makes epochs shorter, for a quick check).", lower_bound=0, upper_bound=59000)
 FLAGS = flags.FLAGS
@@ -89,12 +91,12 @@ class TfvaeContender:
 class TF1Contender:
     """The same network as a tf.compat.v1 graph (tests/tf1_reference.py), fed batch by batch with feed_dict."""
 
-    def __init__(self, cfg, arrays, intra_op_threads):
+    def __init__(self, cfg, images, validation, intra_op_threads):
+        """`images`, `validation`: float32 `[n, 784]` in [0, 1], as the TF1 tutorial's reader gives them."""
         import tensorflow as tf
         import tf1_reference
 
-        self.images = arrays.train_images.reshape(len(arrays.train_images), -1).astype(np.float32) / 255
-        self.validation = arrays.validation_images.reshape(-1, self.images.shape[1]).astype(np.float32) / 255
+        self.images, self.validation = images, validation
         self.graph = tf1_reference.build_graph(hidden_sizes=cfg.hidden_sizes, latent_dim=cfg.latent_dim,
                                                likelihood=cfg.likelihood, seed=cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
@@ -210,19 +212,9 @@ def _kernel_profile(contenders, steps):
     return profile
 
 
-def _tf1_threads_flag():
-    sizes = []
-    for text in FLAGS.tf1_intra_op_threads:
-        if not text.strip().isdigit():
-            raise app.UsageError(f"--tf1_intra_op_threads={','.join(FLAGS.tf1_intra_op_threads)}: not a list of "
-                                 f"integers >= 0; pass e.g. --tf1_intra_op_threads=1,0")
-        sizes.append(int(text) or os.cpu_count())
-    return sorted(set(sizes))
-
-
 def main(argv):
     del argv
-    tf1_threads = _tf1_threads_flag()
+    tf1_threads = sorted({int(size) or os.cpu_count() for size in FLAGS.tf1_intra_op_threads})
     # Each TF1 session gets the intra-op pool its config asks for. Without this, TensorFlow shares one pool among
     # all CPU devices of the process, sized by the first one made (tfvae's), and a session's own setting is moot.
     os.environ["TF_OVERRIDE_GLOBAL_THREADPOOL"] = "1"
@@ -237,7 +229,10 @@ def main(argv):
     training.set_thread_pools(cfg)
     training.set_precision_policy(cfg)
     tfvae = TfvaeContender(cfg)
-    tf1_by_threads = {threads: TF1Contender(cfg, tfvae.datasets.arrays, threads) for threads in tf1_threads}
+    arrays = tfvae.datasets.arrays
+    images = arrays.train_images.reshape(len(arrays.train_images), -1).astype(np.float32) / 255
+    validation = arrays.validation_images.reshape(-1, images.shape[1]).astype(np.float32) / 255
+    tf1_by_threads = {threads: TF1Contender(cfg, images, validation, threads) for threads in tf1_threads}
     tf1 = next(iter(tf1_by_threads.values()))
     contenders = {"tfvae": tfvae.run_epoch,
                   **{f"tf1_feed_dict_intra_op_{threads}": c.run_epoch for threads, c in tf1_by_threads.items()},

@@ -100,3 +100,16 @@ def test_bench_fast_path_bad_flags(args, message, tmp_path):
     lines = error_lines(result)
     assert result.returncode != 0 and len(lines) == 1 and message in lines[0], result.stderr
     assert not output.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tf1_intra_op_threads=1,x"], "--tf1_intra_op_threads must be a comma-separated list of integers >= 0"),
+    (["--intra_op_threads=-1"], "--intra_op_threads"),
+    (["--preset=mlp800"], "--preset"),
+])
+def test_bench_train_bad_flags(args, message, tmp_path):
+    output = tmp_path / "result.json"
+    result = run_script("bench_train.py", *args, f"--output={output}")
+    lines = error_lines(result)
+    assert result.returncode != 0 and len(lines) == 1 and message in lines[0], result.stderr
+    assert not output.exists()
