@@ -88,28 +88,19 @@ def test_bench_fast_path_is_bit_identical_to_the_plain_path(mnist_dir, tmp_path)
     assert all(np.isfinite(run["peak_rss_mb"]) and run["peak_rss_mb"] > 100 for run in (plain, fast))
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--recipe=configs/missing.flags"], "--recipe=configs/missing.flags: no such flagfile"),
-    (["--paths=plain,turbo"], "--paths takes a comma-separated list of"),
-    (["--train_flags=validation_size=5"], "each must be a train.py flag starting with --"),
-    (["--seeds=0"], "--seeds"),
+@pytest.mark.parametrize("script, args, message", [
+    ("bench_fast_path.py", ["--recipe=configs/missing.flags"], "--recipe=configs/missing.flags: no such flagfile"),
+    ("bench_fast_path.py", ["--paths=plain,turbo"], "--paths takes a comma-separated list of"),
+    ("bench_fast_path.py", ["--train_flags=validation_size=5"], "each must be a train.py flag starting with --"),
+    ("bench_fast_path.py", ["--seeds=0"], "--seeds"),
+    ("bench_train.py", ["--tf1_intra_op_threads=1,x"],
+     "--tf1_intra_op_threads must be a comma-separated list of integers >= 0"),
+    ("bench_train.py", ["--intra_op_threads=-1"], "--intra_op_threads"),
+    ("bench_train.py", ["--preset=mlp800"], "--preset"),
 ])
-def test_bench_fast_path_bad_flags(args, message, tmp_path):
+def test_benchmark_bad_flags(script, args, message, tmp_path):
     output = tmp_path / "result.json"
-    result = run_script("bench_fast_path.py", *args, f"--output={output}")
-    lines = error_lines(result)
-    assert result.returncode != 0 and len(lines) == 1 and message in lines[0], result.stderr
-    assert not output.exists()
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--tf1_intra_op_threads=1,x"], "--tf1_intra_op_threads must be a comma-separated list of integers >= 0"),
-    (["--intra_op_threads=-1"], "--intra_op_threads"),
-    (["--preset=mlp800"], "--preset"),
-])
-def test_bench_train_bad_flags(args, message, tmp_path):
-    output = tmp_path / "result.json"
-    result = run_script("bench_train.py", *args, f"--output={output}")
+    result = run_script(script, *args, f"--output={output}")
     lines = error_lines(result)
     assert result.returncode != 0 and len(lines) == 1 and message in lines[0], result.stderr
     assert not output.exists()
