@@ -212,6 +212,10 @@ def _kernel_profile(contenders, steps):
     return profile
 
 
+def _tf1_name(threads):
+    return f"tf1_feed_dict_intra_op_{threads}"
+
+
 def main(argv):
     del argv
     tf1_threads = sorted({int(size) or os.cpu_count() for size in FLAGS.tf1_intra_op_threads})
@@ -235,7 +239,7 @@ def main(argv):
     tf1_by_threads = {threads: TF1Contender(cfg, images, validation, threads) for threads in tf1_threads}
     tf1 = next(iter(tf1_by_threads.values()))
     contenders = {"tfvae": tfvae.run_epoch,
-                  **{f"tf1_feed_dict_intra_op_{threads}": c.run_epoch for threads, c in tf1_by_threads.items()},
+                  **{_tf1_name(threads): c.run_epoch for threads, c in tf1_by_threads.items()},
                   "matmul_ceiling": make_matmul_ceiling(cfg, steps=tf1.steps)}
     # Epochs alternate between contenders, in a rotating order, so drifting load from other processes hits all
     # of them alike; the ceiling runs one epoch's worth of steps per round (traced beforehand).
@@ -247,12 +251,12 @@ def main(argv):
                 values.append(value)
     results = {"tfvae": _summary(*times["tfvae"][:2], tfvae.examples, times["tfvae"][2], tfvae.validation_loss())}
     for threads, contender in tf1_by_threads.items():
-        name = f"tf1_feed_dict_intra_op_{threads}"
+        name = _tf1_name(threads)
         results[name] = _summary(*times[name][:2], contender.examples, times[name][2], contender.validation_loss())
     # The baseline is the TF1 graph at its fastest pool size on this machine.
-    baseline = max((f"tf1_feed_dict_intra_op_{threads}" for threads in tf1_threads),
-                   key=lambda name: results[name]["examples_per_second"])
-    results["tf1_feed_dict"] = {**results[baseline], "intra_op_threads": int(baseline.rsplit("_", 1)[1])}
+    baseline_threads = max(tf1_threads, key=lambda threads: results[_tf1_name(threads)]["examples_per_second"])
+    baseline = _tf1_name(baseline_threads)
+    results["tf1_feed_dict"] = {**results[baseline], "intra_op_threads": baseline_threads}
     times["tf1_feed_dict"] = times[baseline]
     results["matmul_ceiling"] = {**_summary(*times["matmul_ceiling"][:2], tf1.examples),
                                  "matmuls_per_step": 3 * (2 * len(cfg.hidden_sizes) + 2) - 1}
