@@ -1,6 +1,8 @@
-"""Exports the latest checkpoint of a run as a SavedModel (weights only), e.g. after stopping a long training.
+"""Exports the latest checkpoint of a run as a SavedModel (weights only), e.g. after stopping a long training;
+or writes an older tfvae export again with this version's signatures, its weights and files unchanged.
 
     python scripts/export.py --model_dir=runs/mnist_best --export_dir=saved_models/mnist_best
+    python scripts/export.py --saved_model=saved_models/tf1_tutorial
 """
 
 import sys
@@ -18,7 +20,10 @@ def main(argv):
     from tfvae import export, restore
 
     try:
-        path = restore.export_checkpoint(config.FLAGS.model_dir, config.FLAGS.export_dir)
+        if config.FLAGS.saved_model:
+            path = restore.reexport_saved_model(config.FLAGS.saved_model, config.FLAGS.export_dir)
+        else:
+            path = restore.export_checkpoint(config.FLAGS.model_dir, config.FLAGS.export_dir)
     except (export.ExportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -1,7 +1,9 @@
 """Bad input, everywhere: every case gets one error line naming the problem and the fix, a non-zero exit, and no
 file written. Each case is a real script run in a fresh process (or a SavedModel signature called in one)."""
 
+import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -69,6 +71,18 @@ def saved_model_case(script, extra, kind):
             os.makedirs(folder)
             open(os.path.join(folder, "saved_model.pb"), "wb").write(b"something else")
         return (script, [f"--saved_model={folder}", *[a.format(**ctx) for a in extra]])
+    return make
+
+
+def reexport_case(**config_changes):
+    """export.py --saved_model= a copy of the tiny export whose tfvae.json describes another model."""
+    def make(ctx):
+        folder = os.path.join(ctx["in"], "export")
+        shutil.copytree(ctx["export"], folder)
+        metadata = json.load(open(os.path.join(folder, "tfvae.json")))
+        metadata["config"].update(config_changes)
+        json.dump(metadata, open(os.path.join(folder, "tfvae.json"), "w"))
+        return ("export.py", [f"--saved_model={folder}", "--export_dir={out}/export"])
     return make
 
 
@@ -184,6 +198,13 @@ CASES = {
                                                 "missing"), "no such folder"),
     "tflite foreign folder": (saved_model_case("export_tflite.py", ["--output={out}/m.tflite"], "not tfvae"),
                               "not a tfvae export"),
+    "export two sources": (lambda ctx: ("export.py", [f"--saved_model={ctx['export']}", "--model_dir={out}/run"]),
+                           "pass exactly one of --model_dir=RUN_DIR and --saved_model=EXPORT_DIR"),
+    "reexport foreign folder": (saved_model_case("export.py", ["--export_dir={out}/export"], "not tfvae"),
+                                "not a tfvae export"),
+    "reexport other shapes": (reexport_case(hidden_sizes=[64]), "its variables do not fit the model its tfvae.json"),
+    "reexport missing weights": (reexport_case(likelihood="gaussian", learn_variance=True),
+                                 "variables of the model its tfvae.json describes are not in it"),
     # Tensors given to the signatures.
     "signature wrong shape": (signature_case("reconstruct", "{'input': tf.zeros((2, 28, 28))}"),
                               "[2,28,28] is not compatible with expected shape [?,784]"),

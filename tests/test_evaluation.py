@@ -3,6 +3,8 @@
 import json
 import math
 import os
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -196,6 +198,40 @@ def test_export_of_a_checkpoint_matches_the_trained_export_without_optimizer_slo
     assert weights_bytes(path) < 0.6 * weights_bytes(export_dir)
     history = json.load(open(os.path.join(path, "metrics.json")))["history"]
     assert len(history["loss"]) == 1 and "val_loss" in history
+
+
+def test_reexport_keeps_every_value_and_file_beside_it(tiny_run, tmp_path):
+    """export.py --saved_model writes an export again in place (as for the shipped models, which predate the
+    signatures' input checks): every variable, output and file beside the SavedModel is the same."""
+    _, export_dir = tiny_run
+    folder = tmp_path / "export"
+    shutil.copytree(export_dir, folder)
+    (folder / "plot.png").write_bytes(b"an evaluation artifact")
+    before = tf.train.load_checkpoint(str(folder / "variables" / "variables"))
+    values = {name: before.get_tensor(name) for name in before.get_variable_to_shape_map()}
+
+    result = run_script("export.py", f"--saved_model={folder}")
+    assert result.returncode == 0 and result.stdout.strip() == f"Exported SavedModel to {folder}", result.stderr
+    # Quiet: absl's INFO lines from TensorFlow's saver (".py:LINE]") are off unless --verbosity asks for them.
+    assert not [line for line in result.stderr.splitlines() if re.match(r"^I\d{4} .*\.py:\d+\]", line)]
+
+    after = tf.train.load_checkpoint(str(folder / "variables" / "variables"))
+    for name, value in values.items():
+        if name != "_CHECKPOINTABLE_OBJECT_GRAPH":
+            np.testing.assert_array_equal(after.get_tensor(name), value, err_msg=name)
+    assert (folder / "plot.png").read_bytes() == b"an evaluation artifact"
+    assert json.load(open(folder / "metrics.json")) == json.load(open(os.path.join(export_dir, "metrics.json")))
+    assert json.load(open(folder / "tfvae.json")) == json.load(open(os.path.join(export_dir, "tfvae.json")))
+    assert sorted(os.listdir(tmp_path)) == ["export"]  # No temporary or old folder left beside it.
+
+    compare = ("import sys, numpy as np, tensorflow as tf\n"
+               "x = np.random.default_rng(0).random((5, 784)).astype(np.float32)\n"
+               "a, b = (tf.saved_model.load(p).signatures['reconstruct'](input=tf.constant(x))['x_hat'].numpy()\n"
+               "        for p in sys.argv[1:])\n"
+               "print(float(np.abs(a - b).max()), float(a.std()))")
+    result = run_script(None, compare, str(folder), export_dir)
+    difference, spread = map(float, result.stdout.split())
+    assert result.returncode == 0 and difference == 0.0 and spread > 0.01, result.stderr
 
 
 def test_a_run_flagfile_reads_back_into_the_same_config(tmp_path):

@@ -504,10 +504,36 @@ def plot_config_from_flags():
 
 def define_export_flags():
     """Defines the flags of `scripts/export.py`."""
-    flags.DEFINE_string("model_dir", None, "A run folder of train.py; its latest checkpoint is exported.",
-                        required=True)
-    flags.DEFINE_string("export_dir", None, "Where the SavedModel goes. Default: the run's --export_dir.")
+    flags.DEFINE_string("model_dir", None, "A run folder of train.py; its latest checkpoint is exported.")
+    flags.DEFINE_string("saved_model", None, "Instead of --model_dir: a tfvae export to write again with this "
+                        "version's signatures (an older one lacks the input checks); its weights, optimizer "
+                        "state and other files are kept.")
+    flags.DEFINE_string("export_dir", None, "Where the SavedModel goes. Default: the run's --export_dir, or in "
+                        "place for --saved_model.")
+    flags.register_multi_flags_validator(
+        ["saved_model", "model_dir"], lambda f: bool(f["saved_model"]) != bool(f["model_dir"]),
+        message="pass exactly one of --model_dir=RUN_DIR and --saved_model=EXPORT_DIR")
     _quiet_absl_logging()
+
+
+# Fields whose default is not what a run meant before the field existed: exports from before --adam trained with
+# Keras' Adam (its state has no beta powers).
+_MEANING_BEFORE_FIELD = {"adam": "keras"}
+
+
+def run_config_from_dict(values):
+    """The RunConfig of an export's `tfvae.json` "config"; fields it predates get what runs did without them.
+
+    Raises:
+      ValueError: a field RunConfig does not know (written by a newer tfvae).
+    """
+    fields = {field.name: field for field in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown config fields {unknown}; was it written by a newer tfvae version?")
+    values = {**{k: v for k, v in _MEANING_BEFORE_FIELD.items() if k not in values}, **values}
+    return RunConfig(**{name: tuple(value) if isinstance(fields[name].default, tuple) else value
+                        for name, value in values.items()})
 
 
 def run_config_from_flagfile(path):
@@ -578,6 +604,9 @@ def parse_flags_or_exit(argv):
         print(f"error: unexpected arguments {remaining[1:]}; every setting is a --flag (see --helpfull)",
               file=sys.stderr)
         sys.exit(2)
+    if "verbosity" in FLAGS and FLAGS["verbosity"].using_default_value:
+        # absl's app.run raises an unset --verbosity to INFO after parsing; set, our default (see above) holds.
+        FLAGS.verbosity = FLAGS["verbosity"].default
     return remaining
 
 

@@ -121,7 +121,7 @@ def is_tfvae_export(path):
     return os.path.isfile(os.path.join(path, METADATA_FILE))
 
 
-def export_saved_model(model, export_dir, metadata, extra_json=None, optimizer=None):
+def export_saved_model(model, export_dir, metadata, extra_json=None, optimizer=None, extra_files=None):
     """Writes `model` as a SavedModel to `export_dir`, atomically, with `metadata` in `tfvae.json` beside it.
 
     Args:
@@ -130,6 +130,7 @@ def export_saved_model(model, export_dir, metadata, extra_json=None, optimizer=N
       metadata: JSON-able dict; must hold "input_shape" (without batch) and "image_shape" (H, W, C).
       extra_json: optional {file name: JSON-able object} written into the export too (e.g. metrics.json).
       optimizer: optional optimizer whose state is saved too, so `train.py --init_from=EXPORT` continues it.
+      extra_files: optional {name: path of a file or folder} copied into the export (e.g. an older export's PNGs).
 
     Returns:
       The absolute export path.
@@ -148,6 +149,9 @@ def export_saved_model(model, export_dir, metadata, extra_json=None, optimizer=N
                              {"format": "tfvae", "format_version": FORMAT_VERSION, **metadata})
         for name, obj in (extra_json or {}).items():
             artifacts.write_json(os.path.join(tmp_dir, name), obj)
+        for name, source in (extra_files or {}).items():
+            copy = shutil.copytree if os.path.isdir(source) else shutil.copy2
+            copy(source, os.path.join(tmp_dir, name))
         artifacts.replace_dir(tmp_dir, export_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tfvae import config, export
+from tfvae import compat, config, export
 
 FLAGS_FILE = "flags.txt"
 CHECKPOINTS_DIR = "checkpoints"
@@ -137,3 +137,61 @@ def export_checkpoint(model_dir, export_dir=None):
         metrics = {}
     return export.export_saved_model(loaded.owner, export_dir or cfg.export_dir, metadata,
                                      extra_json={"metrics.json": metrics} if metrics else None)
+
+
+# What tf.saved_model.save and export_saved_model write. Anything else in an export folder (metrics.json,
+# evaluation JSON, PNGs) describes its weights, so a re-export carries it over.
+SAVED_MODEL_ENTRIES = {"saved_model.pb", "fingerprint.pb", "variables", "assets", export.METADATA_FILE}
+
+
+def reexport_saved_model(saved_model, export_dir=None):
+    """Writes a tfvae export again with this version's signatures (e.g. the input checks an older one lacks).
+
+    The model is rebuilt from the export's own config and reads the export's weights, and Adam's state when the
+    export has it, so every value carries over unchanged; so do the files beside the SavedModel. In place unless
+    `export_dir` is given; the old folder stays until the new one is complete.
+
+    Returns:
+      The absolute export path.
+    """
+    from tfvae import legacy, training  # Local: heavy, and only this path needs them.
+    from tfvae.models import build_model
+
+    metadata = export.load_metadata(saved_model)
+    if "config" not in metadata:
+        raise export.ExportError(f"--saved_model={saved_model}: its {export.METADATA_FILE} has no config to rebuild "
+                                 f"the model from; export it again from its run with --model_dir")
+    cfg = config.run_config_from_dict(metadata["config"])
+    prefix = legacy.checkpoint_prefix(saved_model)
+    keys = [name for name, _ in tf.train.list_variables(prefix)]
+    # Adam's state sits under the model in train.py's exports, at the root in import_tf1.py --with_optimizer's.
+    optimizer_at_root = any(key.startswith("optimizer/") for key in keys)
+    with_optimizer = optimizer_at_root or any(key.startswith("model/optimizer/") for key in keys)
+
+    training.set_precision_policy(cfg)
+    model = build_model(cfg, tuple(metadata["image_shape"]))
+    # The export's own root: tf1_variables also holds the sampling seed's state, which is not under the model.
+    objects = {"model": model, "tf1_variables": compat.backing_tf_variables(model)}
+    expected = list(model.trainable_variables)
+    if with_optimizer:
+        training.compile_model(model, cfg)  # Creates Adam's variables, to read its state into.
+        objects.update({"optimizer": model.optimizer} if optimizer_at_root else {})
+        expected += [v for v in model.optimizer.variables if tf.as_dtype(v.dtype).is_floating]
+    # NaN until read: a weight or slot the export lacks (another architecture or optimizer) cannot go unnoticed.
+    for variable in expected:
+        variable.assign(tf.fill(variable.shape, float("nan")))
+    fix = "export it again from its run with --model_dir"
+    try:
+        tf.train.Checkpoint(**objects).read(prefix).expect_partial()
+    except (ValueError, tf.errors.OpError) as e:  # E.g. a kernel of another shape.
+        raise export.ExportError(f"--saved_model={saved_model}: its variables do not fit the model its "
+                                 f"{export.METADATA_FILE} describes ({' '.join(str(e).split())[:200]}); {fix}") from None
+    unread = [getattr(v, "path", v.name) for v in expected if not np.isfinite(v.numpy()).all()]
+    if unread:
+        raise export.ExportError(f"--saved_model={saved_model}: {len(unread)} variables of the model its "
+                                 f"{export.METADATA_FILE} describes are not in it (e.g. {unread[0]}); {fix}")
+    metadata = {k: v for k, v in metadata.items() if k not in ("format", "format_version")}
+    extra_files = {name: os.path.join(saved_model, name) for name in sorted(os.listdir(saved_model))
+                   if name not in SAVED_MODEL_ENTRIES and not name.startswith(".")}
+    return export.export_saved_model(model, export_dir or saved_model, metadata, extra_files=extra_files,
+                                     optimizer=model.optimizer if optimizer_at_root else None)
