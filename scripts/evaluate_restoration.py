@@ -29,8 +29,9 @@ def main(argv):
         restoration.save_grid(cfg.grid, grid, row_labels)
     print(f"{'corruption':<16} {'strength':>8}  {'PSNR dB before -> after':>24}  {'SSIM before -> after':>21}")
     for kind, row in results["corruptions"].items():
-        print(f"{kind:<16} {row['strength']:>8g}  {row['corrupted']['psnr_db']:>11.2f} -> {row['restored']['psnr_db']:<9.2f}"
-              f"  {row['corrupted']['ssim']:>10.3f} -> {row['restored']['ssim']:<7.3f}")
+        before, after = row["corrupted"], row["restored"]
+        print(f"{kind:<16} {row['strength']:>8g}  {before['psnr_db']:>11.2f} -> {after['psnr_db']:<9.2f}"
+              f"  {before['ssim']:>10.3f} -> {after['ssim']:<7.3f}")
     print(f"clean input: restored PSNR {results['clean_input']['restored']['psnr_db']:.2f} dB, "
           f"SSIM {results['clean_input']['restored']['ssim']:.3f}; wrote {cfg.output}")
 

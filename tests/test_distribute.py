@@ -46,7 +46,8 @@ mirrored = distribute.make_strategy("mirrored")
 assert mirrored.num_replicas_in_sync == 2, mirrored.num_replicas_in_sync
 mirrored_loss, mirrored_weights = run(mirrored)
 print(json.dumps({"single": float(single_loss), "mirrored": float(mirrored_loss),
-                  "max_weight_diff": float(max(np.abs(a - b).max() for a, b in zip(single_weights, mirrored_weights)))}))
+                  "max_weight_diff": float(max(np.abs(a - b).max()
+                                               for a, b in zip(single_weights, mirrored_weights)))}))
 """
 
 

@@ -1,4 +1,5 @@
-"""Denoising end to end: train from the flagfile, export, restore image files in a fresh process, measure restoration."""
+"""Denoising end to end: train from the flagfile, export, restore image files in a fresh process, measure
+restoration."""
 
 import gzip
 import json

@@ -112,7 +112,8 @@ def corrupt(x, kind, strength, seed, image_shape=None):
     Args:
       x: float `[batch, H, W, C]`, or flat `[batch, H*W*C]` (then `image_shape` is required), in [0, 1].
       kind: one of CORRUPTIONS; "none" returns x.
-      strength: a Python number in the kind's range, or None for its default (config.CORRUPTION_RANGE, units in CORRUPTION_UNITS).
+      strength: a Python number in the kind's range, or None for its default (config.CORRUPTION_RANGE, units
+        in CORRUPTION_UNITS).
       seed: int32/int64 `[2]`, the stateless seed; the same seed gives the same corruption.
       image_shape: (H, W, C), to unflatten flat batches.
 

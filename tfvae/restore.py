@@ -184,8 +184,9 @@ def reexport_saved_model(saved_model, export_dir=None):
     try:
         tf.train.Checkpoint(**objects).read(prefix).expect_partial()
     except (ValueError, tf.errors.OpError) as e:  # E.g. a kernel of another shape.
+        reason = " ".join(str(e).split())[:200]
         raise export.ExportError(f"--saved_model={saved_model}: its variables do not fit the model its "
-                                 f"{export.METADATA_FILE} describes ({' '.join(str(e).split())[:200]}); {fix}") from None
+                                 f"{export.METADATA_FILE} describes ({reason}); {fix}") from None
     unread = [getattr(v, "path", v.name) for v in expected if not np.isfinite(v.numpy()).all()]
     if unread:
         raise export.ExportError(f"--saved_model={saved_model}: {len(unread)} variables of the model its "
