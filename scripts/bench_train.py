@@ -42,12 +42,12 @@ flags.DEFINE_enum("mixed_precision", "none", config.MIXED_PRECISION, "tfvae's pr
                   "the ceiling stay float32): mixed_bfloat16 on CPUs with AMX or AVX-512 BF16, mixed_float16 on GPUs.")
 flags.DEFINE_bool("profile", False, "Also run one more epoch of each contender under TensorFlow's profiler and report "
                   "milliseconds per step inside kernels by kind (matmul, optimizer, other, input pipeline).")
-flags.DEFINE_integer("intra_op_threads", None, "Override the preset's intra-op pool size for tfvae and the "
-                     "ceiling (0: one thread per core).", lower_bound=0)
+flags.DEFINE_integer("intra_op_threads", None, "Override the preset's intra-op pool size for tfvae "
+                     "(0: one thread per core).", lower_bound=0)
 flags.DEFINE_integer("inter_op_threads", None, "Override the preset's inter-op pool size for tfvae and the ceiling.",
                      lower_bound=0)
-flags.DEFINE_list("tf1_intra_op_threads", ["1", "0"], "Intra-op pool sizes the TF1 graph runs with, each its own "
-                  "contender (0: one thread per core); the fastest is the baseline.")
+flags.DEFINE_list("tf1_intra_op_threads", ["1", "0"], "Intra-op pool sizes the TF1 graph and the matmul ceiling run "
+                  "with, each its own contender (0: one thread per core); the fastest of each is the one compared.")
 flags.register_validator("tf1_intra_op_threads", lambda sizes: bool(sizes) and all(s.strip().isdigit() for s in sizes),
                          message="--tf1_intra_op_threads must be a comma-separated list of integers >= 0, e.g. 1,0")
 flags.DEFINE_integer("validation_size", 5000, "Training images held out (5,000 as TF1's MNIST_data reader; more "
@@ -121,54 +121,67 @@ class TF1Contender:
                               for i in range(0, len(self.validation), 1000)]))
 
 
-def make_matmul_ceiling(cfg, steps):
-    """A call running only the matmuls of `steps` training steps of the MLP, in one tf.function loop.
+class MatmulCeiling:
+    """Only the matmuls of a training step of the MLP, an epoch's worth of steps per call, in a TF1 Session with
+    its own intra-op pool (as TF1Contender), so that each pool size gets its own ceiling.
 
     Per layer [batch, fan_in] x [fan_in, fan_out]: the forward product, the kernel gradient, and the input
     gradient (except for the first layer, whose input needs none); z is the first latent_dim columns of the
     encoder output, as z_mean. The ceiling for any implementation built on TensorFlow's matmul at these shapes.
     """
-    import tensorflow as tf
 
-    encoder = [784, *cfg.hidden_sizes, 2 * cfg.latent_dim]
-    decoder = [cfg.latent_dim, *reversed(cfg.hidden_sizes), 784]
-    rng = np.random.default_rng(cfg.seed)
-    kernels = [[tf.constant(rng.standard_normal((a, b), dtype=np.float32) * 0.05) for a, b in zip(w[:-1], w[1:])]
-               for w in (encoder, decoder)]
-    x = tf.constant(rng.random((cfg.batch_size, 784), dtype=np.float32))
+    def __init__(self, cfg, steps, intra_op_threads):
+        import tensorflow as tf
 
-    def forward(h, layer_kernels):
-        inputs = []
-        for kernel in layer_kernels:
-            inputs.append(h)
-            h = tf.matmul(h, kernel)
-        return h, inputs
+        self.steps = steps
+        encoder = [784, *cfg.hidden_sizes, 2 * cfg.latent_dim]
+        decoder = [cfg.latent_dim, *reversed(cfg.hidden_sizes), 784]
+        rng = np.random.default_rng(cfg.seed)
+        graph = tf.Graph()
+        with graph.as_default():
+            kernels = [[tf.constant(rng.standard_normal((a, b), dtype=np.float32) * 0.05)
+                        for a, b in zip(w[:-1], w[1:])] for w in (encoder, decoder)]
+            x = tf.constant(rng.random((cfg.batch_size, 784), dtype=np.float32))
 
-    def backward(grad, layer_kernels, inputs, input_grad_of_first):
-        kernel_grads = []
-        for i in reversed(range(len(layer_kernels))):
-            kernel_grads.append(tf.matmul(inputs[i], grad, transpose_a=True))
-            if i or input_grad_of_first:
-                grad = tf.matmul(grad, layer_kernels[i], transpose_b=True)
-        return grad, kernel_grads
+            def step(i, total):
+                params, encoder_inputs = _forward(x, kernels[0])
+                logits, decoder_inputs = _forward(params[:, :cfg.latent_dim], kernels[1])
+                grad_z, decoder_grads = _backward(logits, kernels[1], decoder_inputs, True)
+                _, encoder_grads = _backward(tf.concat([grad_z, grad_z], axis=1), kernels[0], encoder_inputs, False)
+                # Each step's products feed the carried sum, so none is pruned; one element each keeps it free.
+                return i + 1, total + tf.add_n([g[0, 0] for g in decoder_grads + encoder_grads])
 
-    @tf.function
-    def run(steps):
-        # Each step's products feed the carried sum, so none is pruned; one element each keeps the sum free.
-        total = tf.constant(0.0)
-        for _ in tf.range(steps):
+            self.step_count = tf.compat.v1.placeholder(tf.int32, [])
             # One step after another, as in training, where each step needs the weights the last one wrote. With
             # the default 10 parallel iterations the loop overlapped independent steps: 20-35% faster on 2 cores.
-            tf.autograph.experimental.set_loop_options(parallel_iterations=1)
-            params, encoder_inputs = forward(x, kernels[0])
-            logits, decoder_inputs = forward(params[:, :cfg.latent_dim], kernels[1])
-            grad_z, decoder_grads = backward(logits, kernels[1], decoder_inputs, True)
-            _, encoder_grads = backward(tf.concat([grad_z, grad_z], axis=1), kernels[0], encoder_inputs, False)
-            total += tf.add_n([g[0, 0] for g in decoder_grads + encoder_grads])
-        return total
+            _, self.total = tf.while_loop(lambda i, _: i < self.step_count, step, (0, 0.0), parallel_iterations=1)
+        self.sess = tf.compat.v1.Session(graph=graph, config=tf.compat.v1.ConfigProto(
+            intra_op_parallelism_threads=intra_op_threads, inter_op_parallelism_threads=cfg.inter_op_threads))
+        self.sess.run(self.total, {self.step_count: 2})  # Warm up.
 
-    run(tf.constant(2))  # Trace and warm up.
-    return lambda: float(run(tf.constant(steps)))
+    def run_epoch(self):
+        return float(self.sess.run(self.total, {self.step_count: self.steps}))
+
+
+def _forward(h, layer_kernels):
+    import tensorflow as tf
+
+    inputs = []
+    for kernel in layer_kernels:
+        inputs.append(h)
+        h = tf.matmul(h, kernel)
+    return h, inputs
+
+
+def _backward(grad, layer_kernels, inputs, input_grad_of_first):
+    import tensorflow as tf
+
+    kernel_grads = []
+    for i in reversed(range(len(layer_kernels))):
+        kernel_grads.append(tf.matmul(inputs[i], grad, transpose_a=True))
+        if i or input_grad_of_first:
+            grad = tf.matmul(grad, layer_kernels[i], transpose_b=True)
+    return grad, kernel_grads
 
 
 def _summary(seconds, cpu_seconds, examples, losses=None, validation_loss=None):
@@ -212,13 +225,19 @@ def _kernel_profile(contenders, steps):
     return profile
 
 
-def _tf1_name(threads):
-    return f"tf1_feed_dict_intra_op_{threads}"
+def _pool_name(contender, threads):
+    return f"{contender}_intra_op_{threads}"
+
+
+def _best_pool(results, contender, pool_sizes):
+    """The pool size at which `contender` ran fastest, and its results under `contender`'s own name."""
+    threads = max(pool_sizes, key=lambda size: results[_pool_name(contender, size)]["examples_per_second"])
+    return threads, {**results[_pool_name(contender, threads)], "intra_op_threads": threads}
 
 
 def main(argv):
     del argv
-    tf1_threads = sorted({int(size) or os.cpu_count() for size in FLAGS.tf1_intra_op_threads})
+    pool_sizes = sorted({int(size) or os.cpu_count() for size in FLAGS.tf1_intra_op_threads})
     # Each TF1 session gets the intra-op pool its config asks for. Without this, TensorFlow shares one pool among
     # all CPU devices of the process, sized by the first one made (tfvae's), and a session's own setting is moot.
     os.environ["TF_OVERRIDE_GLOBAL_THREADPOOL"] = "1"
@@ -236,13 +255,16 @@ def main(argv):
     arrays = tfvae.datasets.arrays
     images = arrays.train_images.reshape(len(arrays.train_images), -1).astype(np.float32) / 255
     validation = arrays.validation_images.reshape(-1, images.shape[1]).astype(np.float32) / 255
-    tf1_by_threads = {threads: TF1Contender(cfg, images, validation, threads) for threads in tf1_threads}
+    tf1_by_threads = {threads: TF1Contender(cfg, images, validation, threads) for threads in pool_sizes}
     tf1 = next(iter(tf1_by_threads.values()))
+    # The ceiling too runs once per pool size, each in its own Session, so an override of tfvae's pools cannot
+    # lower it.
+    ceilings = {threads: MatmulCeiling(cfg, tf1.steps, threads) for threads in pool_sizes}
     contenders = {"tfvae": tfvae.run_epoch,
-                  **{_tf1_name(threads): c.run_epoch for threads, c in tf1_by_threads.items()},
-                  "matmul_ceiling": make_matmul_ceiling(cfg, steps=tf1.steps)}
+                  **{_pool_name("tf1_feed_dict", threads): c.run_epoch for threads, c in tf1_by_threads.items()},
+                  **{_pool_name("matmul_ceiling", threads): c.run_epoch for threads, c in ceilings.items()}}
     # Epochs alternate between contenders, in a rotating order, so drifting load from other processes hits all
-    # of them alike; the ceiling runs one epoch's worth of steps per round (traced beforehand).
+    # of them alike; the ceilings run one epoch's worth of steps per round.
     times = {name: ([], [], []) for name in contenders}
     names = list(contenders)
     for epoch in range(FLAGS.epochs):
@@ -251,15 +273,16 @@ def main(argv):
                 values.append(value)
     results = {"tfvae": _summary(*times["tfvae"][:2], tfvae.examples, times["tfvae"][2], tfvae.validation_loss())}
     for threads, contender in tf1_by_threads.items():
-        name = _tf1_name(threads)
+        name = _pool_name("tf1_feed_dict", threads)
         results[name] = _summary(*times[name][:2], contender.examples, times[name][2], contender.validation_loss())
-    # The baseline is the TF1 graph at its fastest pool size on this machine.
-    baseline_threads = max(tf1_threads, key=lambda threads: results[_tf1_name(threads)]["examples_per_second"])
-    baseline = _tf1_name(baseline_threads)
-    results["tf1_feed_dict"] = {**results[baseline], "intra_op_threads": baseline_threads}
-    times["tf1_feed_dict"] = times[baseline]
-    results["matmul_ceiling"] = {**_summary(*times["matmul_ceiling"][:2], tf1.examples),
-                                 "matmuls_per_step": 3 * (2 * len(cfg.hidden_sizes) + 2) - 1}
+        name = _pool_name("matmul_ceiling", threads)
+        results[name] = {**_summary(*times[name][:2], tf1.examples),
+                         "matmuls_per_step": 3 * (2 * len(cfg.hidden_sizes) + 2) - 1}
+    # The baseline is the TF1 graph at its fastest pool size on this machine, and the ceiling the fastest one.
+    baseline_threads, results["tf1_feed_dict"] = _best_pool(results, "tf1_feed_dict", pool_sizes)
+    ceiling_threads, results["matmul_ceiling"] = _best_pool(results, "matmul_ceiling", pool_sizes)
+    times["tf1_feed_dict"] = times[_pool_name("tf1_feed_dict", baseline_threads)]
+    times["matmul_ceiling"] = times[_pool_name("matmul_ceiling", ceiling_threads)]
     rate = {name: result["examples_per_second"] for name, result in results.items()}
     examples = {"tfvae": tfvae.examples, "tf1_feed_dict": tf1.examples, "matmul_ceiling": tf1.examples}
     speedup_per_round = _per_round(times, examples, "tfvae", "tf1_feed_dict")
@@ -286,13 +309,15 @@ def main(argv):
         "versions": {"tensorflow": tf.__version__, "python": platform.python_version()},
         "threads": {"cpus": os.cpu_count(), "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                     "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
-                    "tf1_session": f"intra_op {tf1_threads} (one session each), inter_op 1",
+                    "tf1_session": f"intra_op {pool_sizes} (one session each), inter_op 1",
+                    "matmul_ceiling_session": f"intra_op {pool_sizes} (one session each), inter_op "
+                                              f"{cfg.inter_op_threads or 'one per core'}",
                     "load_average_1min": os.getloadavg()[0]},
     }
     if FLAGS.profile:
         result["kernel_profile"] = _kernel_profile(
-            {"tfvae": tfvae.run_epoch, "tf1_feed_dict": contenders[baseline],
-             "matmul_ceiling": contenders["matmul_ceiling"]}, steps=tf1.steps)
+            {"tfvae": tfvae.run_epoch, "tf1_feed_dict": tf1_by_threads[baseline_threads].run_epoch,
+             "matmul_ceiling": ceilings[ceiling_threads].run_epoch}, steps=tf1.steps)
     artifacts.print_json(result, FLAGS.output)
 
 
