@@ -1,8 +1,9 @@
 """Exports the latest checkpoint of a run as a SavedModel (weights only), e.g. after stopping a long training;
-or writes an older tfvae export again with this version's signatures, its weights and files unchanged.
+or writes an older tfvae or classifier export again with this version's signatures, its weights and files unchanged.
 
     python scripts/export.py --model_dir=runs/mnist_best --export_dir=saved_models/mnist_best
     python scripts/export.py --saved_model=saved_models/tf1_tutorial
+    python scripts/export.py --saved_model=saved_models/mnist_classifier
 """
 
 import sys
@@ -17,10 +18,12 @@ config.define_export_flags()
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; every setting is a --flag")
-    from tfvae import export, restore
+    from tfvae import classifier, export, restore
 
     try:
-        if config.FLAGS.saved_model:
+        if config.FLAGS.saved_model and classifier.is_classifier_export(config.FLAGS.saved_model):
+            path = classifier.reexport_classifier(config.FLAGS.saved_model, config.FLAGS.export_dir)
+        elif config.FLAGS.saved_model:
             path = restore.reexport_saved_model(config.FLAGS.saved_model, config.FLAGS.export_dir)
         else:
             path = restore.export_checkpoint(config.FLAGS.model_dir, config.FLAGS.export_dir)

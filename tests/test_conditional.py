@@ -3,6 +3,7 @@ check, generate.py --label, and the shipped cvae_mnist judged by the shipped cla
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -123,6 +124,47 @@ def test_shipped_classifier_is_accurate_on_real_digits(mnist_dir):
 def test_classifier_refuses_a_folder_that_is_not_one(tmp_path):
     with pytest.raises(classifier.ClassifierError, match="not a classifier export"):
         classifier.load_classifier(str(tmp_path))
+
+
+def test_classifier_reexport_keeps_every_value_and_refuses_bad_images(tmp_path):
+    """export.py --saved_model writes a classifier export again (as for the shipped one, which predated its input
+    checks): the same variables, metadata and logits; in a fresh process, NaN or a wrong shape is refused by name."""
+    folder = tmp_path / "classifier"
+    shutil.copytree(SHIPPED_CLASSIFIER, folder)
+    before = tf.train.load_checkpoint(str(folder / "variables" / "variables"))
+    values = {name: before.get_tensor(name) for name in before.get_variable_to_shape_map()}
+
+    result = run_script("export.py", f"--saved_model={folder}")
+    assert result.returncode == 0 and result.stdout.strip() == f"Exported SavedModel to {folder}", result.stderr
+
+    after = tf.train.load_checkpoint(str(folder / "variables" / "variables"))
+    assert sorted(after.get_variable_to_shape_map()) == sorted(values)
+    for name, value in values.items():
+        if name != "_CHECKPOINTABLE_OBJECT_GRAPH":
+            np.testing.assert_array_equal(after.get_tensor(name), value, err_msg=name)
+    assert json.load(open(folder / "classifier.json")) == json.load(open(os.path.join(SHIPPED_CLASSIFIER,
+                                                                                        "classifier.json")))
+    assert sorted(os.listdir(tmp_path)) == ["classifier"]  # No temporary or old folder left beside it.
+
+    code = ("import json, sys, numpy as np, tensorflow as tf\n"
+            "new, shipped = (tf.saved_model.load(p).signatures['classify'] for p in sys.argv[1:])\n"
+            "x = tf.constant(np.random.default_rng(0).random((20, 28, 28, 1)).astype(np.float32))\n"
+            "report = {'difference': float(np.abs(new(image=x)['logits'] - shipped(image=x)['logits']).max()),\n"
+            "          'spread': float(np.std(shipped(image=x)['logits']))}\n"
+            "for name, bad in (('nan', tf.fill((2, 28, 28, 1), float('nan'))), ('flat', tf.zeros((2, 784)))):\n"
+            "    for which, signature in (('new', new), ('shipped', shipped)):\n"
+            "        try:\n"
+            "            report[f'{which} {name}'] = signature(image=bad)['class'].numpy().tolist()\n"
+            "        except tf.errors.InvalidArgumentError as e:\n"
+            "            report[f'{which} {name}'] = ' '.join(str(e).split())\n"
+            "print(json.dumps(report))\n")
+    result = run_script(None, code, str(folder), SHIPPED_CLASSIFIER)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["difference"] == 0.0 and report["spread"] > 0.5, report
+    for which in ("new", "shipped"):
+        assert "image has NaN or inf values; pass images scaled to [0, 1]" in report[f"{which} nan"], report
+        assert "[2,784] is not compatible with expected shape [?,28,28,1]" in report[f"{which} flat"], report
 
 
 def test_shipped_cvae_draws_the_requested_digits(tmp_path):

@@ -50,8 +50,7 @@ def train_classifier(cfg):
     keras.utils.set_random_seed(cfg.seed)
     arrays = data.load_arrays(cfg.dataset, cfg.data_dir, cfg.validation_size)
     model = build_classifier(arrays.train_images.shape[1:], seed=cfg.seed)
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    _compiled(model, cfg.learning_rate)
     validation = ((_as_unit_float(arrays.validation_images), arrays.validation_labels)
                   if cfg.validation_size else None)
     history = model.fit(_as_unit_float(arrays.train_images), arrays.train_labels, batch_size=cfg.batch_size,
@@ -73,20 +72,28 @@ class _ClassifierModule(tf.Module):
     def __init__(self, model, image_shape):
         super().__init__()
         self.model = model
+        self.image_shape = list(image_shape)
         self.classify = tf.function(
             lambda image: self._classify(image),
             input_signature=[tf.TensorSpec([None, *image_shape], tf.float32, name="image")])
 
     def _classify(self, image):
+        # Signature wrappers pass any shape through, and NaN in is a confident class out: refuse both by name.
+        image = tf.ensure_shape(image, [None, *self.image_shape], name="image_shape_check")
+        image = tf.debugging.assert_all_finite(image, "image has NaN or inf values; pass images scaled to [0, 1]")
         logits = self.model(image, training=False)
         return {"logits": logits, "probabilities": tf.nn.softmax(logits),
                 "class": tf.argmax(logits, axis=-1, output_type=tf.int32)}
 
 
+def is_classifier_export(path):
+    return os.path.isfile(os.path.join(path, METADATA_FILE))
+
+
 def export_classifier(model, export_dir, metadata):
     """Writes the classifier as a SavedModel with one `classify` signature (image -> logits, probabilities, class),
     and `classifier.json` (metadata, e.g. test accuracy), atomically."""
-    if os.path.exists(export_dir) and not os.path.isfile(os.path.join(export_dir, METADATA_FILE)) and (
+    if os.path.exists(export_dir) and not is_classifier_export(export_dir) and (
             not os.path.isdir(export_dir) or os.listdir(export_dir)):
         raise ClassifierError(f"--export_dir={export_dir} exists and is not a classifier export; "
                               f"remove it or choose another --export_dir")
@@ -102,14 +109,54 @@ def export_classifier(model, export_dir, metadata):
         raise
 
 
-def load_classifier(path):
-    """Returns (classify function: images `[n, H, W, C]` in [0, 1] -> class int32 `[n]`, metadata dict)."""
+def _compiled(model, learning_rate):
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return model
+
+
+def _read_metadata(path):
     metadata_path = os.path.join(path, METADATA_FILE)
     if not os.path.isfile(metadata_path):
         raise ClassifierError(f"--classifier={path}: not a classifier export (no {METADATA_FILE}); train one with "
                               f"scripts/train_classifier.py --export_dir={path}")
     with open(metadata_path) as f:
-        metadata = json.load(f)
+        return json.load(f)
+
+
+def reexport_classifier(path, export_dir=None):
+    """Writes a classifier export again with this version's signature (e.g. the input checks an older one lacks):
+    the weights and Adam's state are read back into a rebuilt classifier, so every value carries over unchanged.
+    In place unless `export_dir` is given; the old folder stays until the new one is complete.
+
+    Returns:
+      The absolute export path.
+    """
+    metadata = {k: v for k, v in _read_metadata(path).items() if k != "format"}
+    model = _compiled(build_classifier(metadata["image_shape"]), learning_rate=1e-3)
+    model.optimizer.build(model.trainable_variables)
+    expected = [v for v in model.variables + model.optimizer.variables if tf.as_dtype(v.dtype).is_floating]
+    # NaN until read: a weight or slot the export lacks (another architecture) cannot go unnoticed.
+    for variable in expected:
+        variable.assign(tf.fill(variable.shape, float("nan")))
+    fix = f"train it again with scripts/train_classifier.py --export_dir={path}"
+    try:
+        tf.train.Checkpoint(model=model).read(os.path.join(path, "variables", "variables")).expect_partial()
+    except (ValueError, tf.errors.OpError) as e:  # E.g. a kernel of another shape.
+        raise ClassifierError(f"--saved_model={path}: its variables do not fit the classifier its {METADATA_FILE} "
+                              f"describes ({' '.join(str(e).split())[:200]}); {fix}") from None
+    unread = [v.path for v in expected if not np.isfinite(v.numpy()).all()]
+    if unread:
+        raise ClassifierError(f"--saved_model={path}: {len(unread)} variables of the classifier are not in it "
+                              f"(e.g. {unread[0]}); {fix}")
+    export_dir = export_dir or path
+    export_classifier(model, export_dir, metadata)
+    return os.path.abspath(export_dir)
+
+
+def load_classifier(path):
+    """Returns (classify function: images `[n, H, W, C]` in [0, 1] -> class int32 `[n]`, metadata dict)."""
+    metadata = _read_metadata(path)
     signature = tf.saved_model.load(path).signatures["classify"]
 
     def classify(images, batch_size=500):

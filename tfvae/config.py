@@ -505,9 +505,9 @@ def plot_config_from_flags():
 def define_export_flags():
     """Defines the flags of `scripts/export.py`."""
     flags.DEFINE_string("model_dir", None, "A run folder of train.py; its latest checkpoint is exported.")
-    flags.DEFINE_string("saved_model", None, "Instead of --model_dir: a tfvae export to write again with this "
-                        "version's signatures (an older one lacks the input checks); its weights, optimizer "
-                        "state and other files are kept.")
+    flags.DEFINE_string("saved_model", None, "Instead of --model_dir: a tfvae or classifier export to write again "
+                        "with this version's signatures (an older one lacks the input checks); its weights, "
+                        "optimizer state and other files are kept.")
     flags.DEFINE_string("export_dir", None, "Where the SavedModel goes. Default: the run's --export_dir, or in "
                         "place for --saved_model.")
     flags.register_multi_flags_validator(
