@@ -86,6 +86,17 @@ def reexport_case(**config_changes):
     return make
 
 
+def reexport_classifier_case(image_shape):
+    """export.py --saved_model= a copy of the shipped classifier whose classifier.json describes other images."""
+    def make(ctx):
+        folder = os.path.join(ctx["in"], "classifier")
+        shutil.copytree(os.path.join(REPO, "saved_models", "mnist_classifier"), folder)
+        metadata = json.load(open(os.path.join(folder, "classifier.json")))
+        json.dump({**metadata, "image_shape": image_shape}, open(os.path.join(folder, "classifier.json"), "w"))
+        return ("export.py", [f"--saved_model={folder}", "--export_dir={out}/classifier"])
+    return make
+
+
 def signature_case(signature, value):
     """Calls a signature of the tiny export in a fresh process (no tfvae imported) with a bad tensor; prints the
     first line of the error as the one line a caller sees."""
@@ -205,6 +216,8 @@ CASES = {
     "reexport other shapes": (reexport_case(hidden_sizes=[64]), "its variables do not fit the model its tfvae.json"),
     "reexport missing weights": (reexport_case(likelihood="gaussian", learn_variance=True),
                                  "variables of the model its tfvae.json describes are not in it"),
+    "reexport classifier other shapes": (reexport_classifier_case([32, 32, 3]),
+                                         "its variables do not fit the classifier its classifier.json describes"),
     # Tensors given to the signatures.
     "signature wrong shape": (signature_case("reconstruct", "{'input': tf.zeros((2, 28, 28))}"),
                               "[2,28,28] is not compatible with expected shape [?,784]"),
