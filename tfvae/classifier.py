@@ -8,7 +8,7 @@ from tfvae.compat import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvae import artifacts, data
+from tfvae import artifacts, data, export
 
 METADATA_FILE = "classifier.json"
 
@@ -80,7 +80,8 @@ class _ClassifierModule(tf.Module):
     def _classify(self, image):
         # Signature wrappers pass any shape through, and NaN in is a confident class out: refuse both by name.
         image = tf.ensure_shape(image, [None, *self.image_shape], name="image_shape_check")
-        image = tf.debugging.assert_all_finite(image, "image has NaN or inf values; pass images scaled to [0, 1]")
+        image = export.assert_finite(image, "image has NaN or inf values; pass images scaled to [0, 1]",
+                                     name="image_finite_check")
         logits = self.model(image, training=False)
         return {"logits": logits, "probabilities": tf.nn.softmax(logits),
                 "class": tf.argmax(logits, axis=-1, output_type=tf.int32)}
