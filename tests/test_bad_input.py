@@ -170,7 +170,13 @@ CASES = {
                                        "--resume is not supported with --strategy=multi_worker_mirrored"),
     "conflict steps per execution across workers": (
         lambda ctx: train("--steps_per_execution=10", "--strategy=multi_worker_mirrored"),
-        "--strategy=multi_worker_mirrored runs one step per execution; pass --steps_per_execution=1"),
+        "run one step per execution (Keras 3 cannot run their updates inside its multi-step loop); "
+        "pass --steps_per_execution=1"),
+    # The tutorial recipe runs an epoch per execution; mirrored over logical CPUs it must be told otherwise.
+    "conflict steps per execution mirrored": (
+        lambda ctx: train(f"--flagfile={REPO}/configs/tf1_tutorial.flags", "--strategy=mirrored", "--cpu_devices=2",
+                          f"--data_dir={ctx['mnist']}", "--model_dir={out}/run", "--export_dir={out}/export"),
+        "--strategy=mirrored and multi_worker_mirrored run one step per execution"),
     "conflict init sources": (lambda ctx: train(f"--init_from={REPO}/saved_models/tf1_tutorial",
                                                 f"--init_from_tf1={REPO}/saved_models/tf1_tutorial"),
                               "--init_from and --init_from_tf1 conflict"),

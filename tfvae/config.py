@@ -195,11 +195,14 @@ def define_train_flags():
     flags.register_multi_flags_validator(
         ["strategy", "tpu"], lambda f: (f["strategy"] == "tpu") == bool(f["tpu"]),
         message="--tpu is needed with --strategy=tpu and only then; pass both or neither")
-    # Keras 3's multi-step loop feeds a placeholder it never fills when data comes through collective ops.
+    # Keras 3 runs each step of its multi-step loop inside a tf.cond, and the optimizer's merge_call (which these
+    # strategies use for variable updates, except XLA on GPUs alone) cannot run inside one: a placeholder is never
+    # fed (keras-team/keras#19246; Keras 3.15 and TensorFlow 2.21 fail even for a built-in Sequential model).
     flags.register_multi_flags_validator(
         ["strategy", "steps_per_execution"],
-        lambda f: f["strategy"] != "multi_worker_mirrored" or f["steps_per_execution"] in (None, 1),
-        message="--strategy=multi_worker_mirrored runs one step per execution; pass --steps_per_execution=1")
+        lambda f: f["strategy"] not in ("mirrored", "multi_worker_mirrored") or f["steps_per_execution"] in (None, 1),
+        message="--strategy=mirrored and multi_worker_mirrored run one step per execution (Keras 3 cannot run "
+                "their updates inside its multi-step loop); pass --steps_per_execution=1")
     for name in ("cpu_devices", "latent_dim", "epochs", "batch_size", "learning_rate", "adam_epsilon",
                  "steps_per_execution", "data_threads", "keep_checkpoints", "gaussian_stddev",
                  "num_importance_samples", "max_bad_steps"):
