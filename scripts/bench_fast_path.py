@@ -2,8 +2,9 @@
 
 Trains a recipe with `scripts/train.py` in fresh processes, exactly as a user would, once per (path, seed):
 
-    plain     --steps_per_execution=1: one train step per tf.function call (Keras' default)
-    fast      --steps_per_execution=--fast_steps_per_execution: a whole epoch in one call (bench_train's presets)
+    plain     --steps_per_execution=1 --micro_batches=1: one whole-batch train step per tf.function call
+    fast      --steps_per_execution=--fast_steps_per_execution: a whole epoch in one call, whole batches
+    fast_micro  fast, plus --micro_batches=--fast_micro_batches: halves of each batch side by side (the recipe)
     fast_xla  fast, plus --jit_compile
 
 and reports each run's final train / validation / test loss, wall time and peak resident memory (the process's
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 
 import numpy as np
 from absl import app, flags
@@ -30,9 +32,10 @@ from tfvae import artifacts, config
 
 TRAIN_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
 PATH_FLAGS = {
-    "plain": lambda fast_steps: ["--steps_per_execution=1"],
-    "fast": lambda fast_steps: [f"--steps_per_execution={fast_steps}"],
-    "fast_xla": lambda fast_steps: [f"--steps_per_execution={fast_steps}", "--jit_compile"],
+    "plain": lambda fast: ["--steps_per_execution=1", "--micro_batches=1"],
+    "fast": lambda fast: [f"--steps_per_execution={fast.steps}", "--micro_batches=1"],
+    "fast_micro": lambda fast: [f"--steps_per_execution={fast.steps}", f"--micro_batches={fast.micro_batches}"],
+    "fast_xla": lambda fast: [f"--steps_per_execution={fast.steps}", "--micro_batches=1", "--jit_compile"],
 }
 
 flags.DEFINE_string("recipe", "configs/tf1_tutorial.flags", "Flagfile of the run to train.")
@@ -43,6 +46,7 @@ flags.DEFINE_list("paths", list(PATH_FLAGS), f"Paths to train, of {sorted(PATH_F
                   "reference the others are compared with.")
 flags.DEFINE_integer("fast_steps_per_execution", 550, "Steps per call on the fast paths (550: a tutorial epoch).",
                      lower_bound=2)
+flags.DEFINE_integer("fast_micro_batches", 2, "Micro-batches per train batch on the fast_micro path.", lower_bound=2)
 flags.DEFINE_list("train_flags", [], "More flags for every train.py run, e.g. --train_flags=--validation_size=50000 "
                   "(comma-separated).")
 flags.DEFINE_string("output", "", "JSON file to write (stdout too).")
@@ -83,6 +87,10 @@ def train_once(extra_flags, work_dir):
     }
 
 
+def _fast():
+    return types.SimpleNamespace(steps=FLAGS.fast_steps_per_execution, micro_batches=FLAGS.fast_micro_batches)
+
+
 def _spread(values):
     return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
             "values": [float(v) for v in values]}
@@ -98,7 +106,7 @@ def main(argv):
             # The path order rotates with the seed, so drifting machine load does not always favour one path.
             order = FLAGS.paths[seed % len(FLAGS.paths):] + FLAGS.paths[:seed % len(FLAGS.paths)]
             for path in order:
-                result = train_once([f"--seed={seed}", *PATH_FLAGS[path](FLAGS.fast_steps_per_execution)], work_dir)
+                result = train_once([f"--seed={seed}", *PATH_FLAGS[path](_fast())], work_dir)
                 runs[path].append({"seed": seed, **result})
                 print(f"{path} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()
                                                            if v is not None), file=sys.stderr, flush=True)
@@ -119,7 +127,7 @@ def main(argv):
         "epochs": FLAGS.epochs,
         "seeds": FLAGS.seeds,
         "train_flags": FLAGS.train_flags,
-        "paths": {path: " ".join(PATH_FLAGS[path](FLAGS.fast_steps_per_execution)) for path in FLAGS.paths},
+        "paths": {path: " ".join(PATH_FLAGS[path](_fast())) for path in FLAGS.paths},
         "runs": runs,
         "summary": summary,
         "noise": f"the seed-to-seed std of {reference}'s losses: a fast path is within noise when its same-seed "

@@ -80,16 +80,20 @@ def test_bench_infer_compares_equal_outputs(tmp_path):
 
 
 def test_bench_fast_path_is_bit_identical_to_the_plain_path(mnist_dir, tmp_path):
-    # 10,000 training digits: 100 steps, one call on the fast path.
-    result = _run_json("bench_fast_path.py", tmp_path, "--epochs=1", "--seeds=1", "--paths=plain,fast",
+    # 10,000 training digits: 100 steps, one call on the fast paths.
+    result = _run_json("bench_fast_path.py", tmp_path, "--epochs=1", "--seeds=1", "--paths=plain,fast,fast_micro",
                        "--train_flags=--validation_size=50000", f"--data_dir={mnist_dir}")
-    plain, fast = result["runs"]["plain"][0], result["runs"]["fast"][0]
-    assert result["paths"] == {"plain": "--steps_per_execution=1", "fast": "--steps_per_execution=550"}
+    plain, fast, micro = (result["runs"][path][0] for path in ("plain", "fast", "fast_micro"))
+    assert result["paths"] == {"plain": "--steps_per_execution=1 --micro_batches=1",
+                               "fast": "--steps_per_execution=550 --micro_batches=1",
+                               "fast_micro": "--steps_per_execution=550 --micro_batches=2"}
     assert 35 < plain["test_loss"] < 80  # A real epoch of the tutorial (~44.5 on 55,000 digits).
     for key in ("final_train_loss", "final_validation_loss", "test_loss"):
         assert fast[key] == plain[key], key  # The same arithmetic in fewer calls.
+        # Halves of each batch side by side: the same numbers up to float rounding, after 100 steps.
+        assert micro[key] == pytest.approx(plain[key], rel=1e-3), key
     assert result["summary"]["fast"]["test_loss_minus_plain"] == [0.0]
-    assert all(np.isfinite(run["peak_rss_mb"]) and run["peak_rss_mb"] > 100 for run in (plain, fast))
+    assert all(np.isfinite(run["peak_rss_mb"]) and run["peak_rss_mb"] > 100 for run in (plain, fast, micro))
 
 
 @pytest.mark.parametrize("script, args, message", [

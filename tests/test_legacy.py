@@ -29,7 +29,7 @@ def preset_config(**overrides):
         model=values["model"], likelihood=values["likelihood"], latent_dim=int(values["latent_dim"]),
         hidden_sizes=tuple(int(s) for s in values["hidden_sizes"].split(",")), seed=int(values["seed"]),
         batch_size=int(values["batch_size"]), learning_rate=float(values["learning_rate"]),
-        adam_epsilon=float(values["adam_epsilon"]), adam=values["adam"])
+        adam_epsilon=float(values["adam_epsilon"]), adam=values["adam"], micro_batches=int(values["micro_batches"]))
     return config.RunConfig(**{**cfg.__dict__, **overrides})
 
 
@@ -65,11 +65,16 @@ def max_diff(a, b):
     return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(a, b))
 
 
-def test_preset_train_step_reproduces_tf1_graph(mnist):
+@pytest.mark.parametrize("micro_batches", [1, None], ids=["whole_batches", "recipe_micro_batches"])
+def test_preset_train_step_reproduces_tf1_graph(mnist, micro_batches):
+    """The recipe's step against the TF1 graph: whole batches are the TF1 arithmetic; the recipe's halves side by
+    side (--micro_batches=2) add float rounding only, well inside the tolerance after 100 steps."""
     steps = 100
-    cfg = preset_config()
+    cfg = preset_config(**({"micro_batches": micro_batches} if micro_batches else {}))
+    assert cfg.micro_batches == (micro_batches or 2)
     model = build_model(cfg, (28, 28, 1))
     model.compile(optimizer=training.make_optimizer(cfg))
+    model.micro_batches = cfg.micro_batches
     initial = [v.numpy() for v in model.trainable_variables]
     # The VAE draws eps from SeedGenerator(seed); a twin generator replays the same draws for the TF1 feed.
     twin = keras.random.SeedGenerator(cfg.seed)
@@ -88,7 +93,9 @@ def test_preset_train_step_reproduces_tf1_graph(mnist):
     loss_diff = float(np.max(np.abs(np.array(losses) - tf1_losses)))
     weight_diff = max_diff([v.numpy() for v in model.trainable_variables], tf1_weights)
     print(f"equivalence over {steps} steps: max loss diff {loss_diff:.3g}, max weight diff {weight_diff:.3g}")
-    assert loss_diff <= TOL and weight_diff <= TOL
+    # Halves sum each loss in two parts: a 100-nat loss moves by float32 rounding (~1e-5) in the last bits.
+    loss_tolerance = TOL if cfg.micro_batches == 1 else 1e-6 * max(losses)
+    assert loss_diff <= loss_tolerance and weight_diff <= TOL
     assert losses[-1] < 0.5 * losses[0]  # It trained: 188 -> ~58.
     assert max_diff(initial, tf1_weights) > 0.05  # ... and the weights moved far more than the tolerance.
 

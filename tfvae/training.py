@@ -47,6 +47,7 @@ def compile_model(model, cfg):
     model.compile(optimizer=make_optimizer(cfg), jit_compile=cfg.jit_compile,
                   steps_per_execution=cfg.steps_per_execution)
     model.optimizer.build(model.trainable_variables)
+    model.micro_batches = cfg.micro_batches
 
 
 class EpochLine(keras.callbacks.Callback):

@@ -32,6 +32,9 @@ class VAE(keras.Model):
         # Multiplies beta; the KL warm-up callback (training.KLWarmup) moves it from 0 to 1, otherwise it stays 1.
         self.kl_weight = self.add_weight(name="kl_weight", shape=(), initializer="ones", trainable=False)
         self.seed_generator = compat.SeedGenerator(seed)
+        # Train batches split into this many equal parts whose passes run side by side (training.compile_model).
+        self.micro_batches = 1
+        self._shared_noise = None  # While a split batch is traced: its noise, drawn once for all parts.
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
@@ -59,8 +62,43 @@ class VAE(keras.Model):
 
     def sample_z(self, z_mean, z_logvar):
         """Reparameterised sample z = mean + sigma * eps, eps from the model's seeded RNG."""
-        eps = compat.random_normal(tf.shape(z_mean), self.seed_generator, dtype=z_mean.dtype)
-        return z_mean + tf.exp(0.5 * z_logvar) * eps
+        return z_mean + tf.exp(0.5 * z_logvar) * self._noise_like(z_mean)
+
+    def _noise_like(self, z_mean):
+        shared = self._shared_noise
+        if shared is None:
+            return compat.random_normal(tf.shape(z_mean), self.seed_generator, dtype=z_mean.dtype)
+        # A part of a split batch: the rows the whole batch's draw gives it, so a split step samples what the
+        # unsplit step would, and the RNG advances once per step either way.
+        rows = tf.shape(z_mean)[0]
+        if shared["noise"] is None:
+            whole = tf.concat([[rows * self.micro_batches], tf.shape(z_mean)[1:]], 0)
+            shared["noise"] = compat.random_normal(whole, self.seed_generator, dtype=z_mean.dtype)
+        part, shared["part"] = shared["part"], shared["part"] + 1
+        return shared["noise"][part * rows:(part + 1) * rows]
+
+    def _compute_terms_in_parts(self, batch):
+        """`compute_terms(batch, training=True)`, computed in `micro_batches` equal parts.
+
+        Each part's forward and backward pass is a chain of its own, so TensorFlow's inter-op pool runs the parts
+        side by side: on CPUs whose cores would otherwise split every small op (and wait for each other), that
+        uses the cores better. The terms, and so the loss and gradients, are those of the whole batch up to float
+        rounding: the noise is drawn once for the whole batch and each part gets its rows.
+        """
+        parts = self.micro_batches
+        if parts == 1:
+            return self.compute_terms(batch, training=True)
+        size = batch["input"].shape[0]
+        if size is not None and size % parts:
+            raise ValueError(f"a batch of {size} examples per replica does not split into --micro_batches={parts} "
+                             f"equal parts; make the batch size per replica a multiple of it")
+        split = {key: tf.split(value, parts) for key, value in batch.items()}
+        self._shared_noise = {"noise": None, "part": 0}
+        try:
+            terms = [self.compute_terms({key: split[key][i] for key in batch}, training=True) for i in range(parts)]
+        finally:
+            self._shared_noise = None
+        return {key: tf.concat([part[key] for part in terms], 0) for key in terms[0]}
 
     def call(self, inputs, training=False):
         """Deterministic reconstruction x_hat = mean of p(x | z_mean); `inputs` is x or a batch dict."""
@@ -103,7 +141,7 @@ class VAE(keras.Model):
 
     def train_step(self, batch):
         with tf.GradientTape() as tape:
-            terms = self.compute_terms(batch, training=True)
+            terms = self._compute_terms_in_parts(batch)
             loss = self.objective(terms)
             # Gradients are summed over replicas, so each replica contributes its share of the global mean.
             replica_loss = tf.reduce_mean(loss) / tf.distribute.get_strategy().num_replicas_in_sync
