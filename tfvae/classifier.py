@@ -133,20 +133,19 @@ def reexport_classifier(path, export_dir=None):
     Returns:
       The absolute export path.
     """
+    from tfvae import restore
+
     metadata = {k: v for k, v in _read_metadata(path).items() if k != "format"}
+    # Adam's learning rate is a variable too: the export's own is read below.
     model = _compiled(build_classifier(metadata["image_shape"]), learning_rate=1e-3)
     model.optimizer.build(model.trainable_variables)
     expected = [v for v in model.variables + model.optimizer.variables if tf.as_dtype(v.dtype).is_floating]
-    # NaN until read: a weight or slot the export lacks (another architecture) cannot go unnoticed.
-    for variable in expected:
-        variable.assign(tf.fill(variable.shape, float("nan")))
     fix = f"train it again with scripts/train_classifier.py --export_dir={path}"
     try:
-        tf.train.Checkpoint(model=model).read(os.path.join(path, "variables", "variables")).expect_partial()
-    except (ValueError, tf.errors.OpError) as e:  # E.g. a kernel of another shape.
+        unread = restore.read_every_variable({"model": model}, expected, os.path.join(path, "variables", "variables"))
+    except ValueError as e:
         raise ClassifierError(f"--saved_model={path}: its variables do not fit the classifier its {METADATA_FILE} "
-                              f"describes ({' '.join(str(e).split())[:200]}); {fix}") from None
-    unread = [v.path for v in expected if not np.isfinite(v.numpy()).all()]
+                              f"describes ({e}); {fix}") from None
     if unread:
         raise ClassifierError(f"--saved_model={path}: {len(unread)} variables of the classifier are not in it "
                               f"(e.g. {unread[0]}); {fix}")

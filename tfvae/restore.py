@@ -139,6 +139,26 @@ def export_checkpoint(model_dir, export_dir=None):
                                      extra_json={"metrics.json": metrics} if metrics else None)
 
 
+def read_every_variable(objects, expected, prefix):
+    """Reads the checkpoint at `prefix` into `objects` (the children of a tf.train.Checkpoint) and tells which of
+    the `expected` floating variables it held no value for: they are NaN until read, so a weight or slot the
+    checkpoint lacks (another architecture or optimizer) cannot pass unnoticed.
+
+    Returns:
+      The paths of the `expected` variables the checkpoint did not hold.
+
+    Raises:
+      ValueError: the checkpoint does not fit (e.g. a kernel of another shape); the message is TensorFlow's reason.
+    """
+    for variable in expected:
+        variable.assign(tf.fill(variable.shape, float("nan")))
+    try:
+        tf.train.Checkpoint(**objects).read(prefix).expect_partial()
+    except (ValueError, tf.errors.OpError) as e:
+        raise ValueError(" ".join(str(e).split())[:200]) from None
+    return [getattr(v, "path", v.name) for v in expected if not np.isfinite(v.numpy()).all()]
+
+
 # What tf.saved_model.save and export_saved_model write. Anything else in an export folder (metrics.json,
 # evaluation JSON, PNGs) describes its weights, so a re-export carries it over.
 SAVED_MODEL_ENTRIES = {"saved_model.pb", "fingerprint.pb", "variables", "assets", export.METADATA_FILE}
@@ -177,17 +197,12 @@ def reexport_saved_model(saved_model, export_dir=None):
         training.compile_model(model, cfg)  # Creates Adam's variables, to read its state into.
         objects.update({"optimizer": model.optimizer} if optimizer_at_root else {})
         expected += [v for v in model.optimizer.variables if tf.as_dtype(v.dtype).is_floating]
-    # NaN until read: a weight or slot the export lacks (another architecture or optimizer) cannot go unnoticed.
-    for variable in expected:
-        variable.assign(tf.fill(variable.shape, float("nan")))
     fix = "export it again from its run with --model_dir"
     try:
-        tf.train.Checkpoint(**objects).read(prefix).expect_partial()
-    except (ValueError, tf.errors.OpError) as e:  # E.g. a kernel of another shape.
-        reason = " ".join(str(e).split())[:200]
+        unread = read_every_variable(objects, expected, prefix)
+    except ValueError as e:
         raise export.ExportError(f"--saved_model={saved_model}: its variables do not fit the model its "
-                                 f"{export.METADATA_FILE} describes ({reason}); {fix}") from None
-    unread = [getattr(v, "path", v.name) for v in expected if not np.isfinite(v.numpy()).all()]
+                                 f"{export.METADATA_FILE} describes ({e}); {fix}") from None
     if unread:
         raise export.ExportError(f"--saved_model={saved_model}: {len(unread)} variables of the model its "
                                  f"{export.METADATA_FILE} describes are not in it (e.g. {unread[0]}); {fix}")
