@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 
 import numpy as np
 from absl import app, flags
@@ -31,11 +30,14 @@ from absl import app, flags
 from tfvae import artifacts, config
 
 TRAIN_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
+# Each path's train.py flags, read from this script's flags once they are parsed.
 PATH_FLAGS = {
-    "plain": lambda fast: ["--steps_per_execution=1", "--micro_batches=1"],
-    "fast": lambda fast: [f"--steps_per_execution={fast.steps}", "--micro_batches=1"],
-    "fast_micro": lambda fast: [f"--steps_per_execution={fast.steps}", f"--micro_batches={fast.micro_batches}"],
-    "fast_xla": lambda fast: [f"--steps_per_execution={fast.steps}", "--micro_batches=1", "--jit_compile"],
+    "plain": lambda: ["--steps_per_execution=1", "--micro_batches=1"],
+    "fast": lambda: [f"--steps_per_execution={FLAGS.fast_steps_per_execution}", "--micro_batches=1"],
+    "fast_micro": lambda: [f"--steps_per_execution={FLAGS.fast_steps_per_execution}",
+                           f"--micro_batches={FLAGS.fast_micro_batches}"],
+    "fast_xla": lambda: [f"--steps_per_execution={FLAGS.fast_steps_per_execution}", "--micro_batches=1",
+                         "--jit_compile"],
 }
 
 flags.DEFINE_string("recipe", "configs/tf1_tutorial.flags", "Flagfile of the run to train.")
@@ -87,10 +89,6 @@ def train_once(extra_flags, work_dir):
     }
 
 
-def _fast():
-    return types.SimpleNamespace(steps=FLAGS.fast_steps_per_execution, micro_batches=FLAGS.fast_micro_batches)
-
-
 def _spread(values):
     return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
             "values": [float(v) for v in values]}
@@ -106,7 +104,7 @@ def main(argv):
             # The path order rotates with the seed, so drifting machine load does not always favour one path.
             order = FLAGS.paths[seed % len(FLAGS.paths):] + FLAGS.paths[:seed % len(FLAGS.paths)]
             for path in order:
-                result = train_once([f"--seed={seed}", *PATH_FLAGS[path](_fast())], work_dir)
+                result = train_once([f"--seed={seed}", *PATH_FLAGS[path]()], work_dir)
                 runs[path].append({"seed": seed, **result})
                 print(f"{path} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()
                                                            if v is not None), file=sys.stderr, flush=True)
@@ -127,7 +125,7 @@ def main(argv):
         "epochs": FLAGS.epochs,
         "seeds": FLAGS.seeds,
         "train_flags": FLAGS.train_flags,
-        "paths": {path: " ".join(PATH_FLAGS[path](_fast())) for path in FLAGS.paths},
+        "paths": {path: " ".join(PATH_FLAGS[path]()) for path in FLAGS.paths},
         "runs": runs,
         "summary": summary,
         "noise": f"the seed-to-seed std of {reference}'s losses: a fast path is within noise when its same-seed "
