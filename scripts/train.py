@@ -19,6 +19,9 @@ def main(argv):
     except (data.DataError, legacy.TF1ImportError, training.TrainingDiverged) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except training.RunConfigError as e:  # Flags that fit together but not this machine's replicas.
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     except training.TrainingInterrupted as e:  # SIGTERM / SIGINT, after a checkpoint was saved.
         print(f"interrupted: {e}", file=sys.stderr)
         sys.exit(128 + e.signal_number)  # The shell's code for death by that signal: 143 SIGTERM, 130 SIGINT.

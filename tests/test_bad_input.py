@@ -180,6 +180,10 @@ CASES = {
     "conflict micro batches": (lambda ctx: train("--batch_size=100", "--micro_batches=3"),
                                "--batch_size must be a multiple of --micro_batches (equal parts)"),
     "zero micro batches": (lambda ctx: train("--micro_batches=0"), "--micro_batches must be > 0"),
+    # 100 over two replicas is 50 each, which does not split in four: known only once the strategy is made.
+    "conflict micro batches per replica": (
+        lambda ctx: train("--strategy=mirrored", "--cpu_devices=2", "--batch_size=100", "--micro_batches=4"),
+        "--batch_size=100 over 2 replicas does not split into --micro_batches=4 equal parts on each"),
     "conflict init sources": (lambda ctx: train(f"--init_from={REPO}/saved_models/tf1_tutorial",
                                                 f"--init_from_tf1={REPO}/saved_models/tf1_tutorial"),
                               "--init_from and --init_from_tf1 conflict"),

@@ -208,6 +208,11 @@ def stop_at_step_boundary_on_signals(checkpoints):
             signal.signal(number, previous[number])
 
 
+class RunConfigError(ValueError):
+    """Flags that only the machine shows to be wrong (e.g. a batch that does not split over its replicas and
+    micro-batches); the message names the fix."""
+
+
 class TrainingDiverged(RuntimeError):
     """Too many non-finite train steps in a row; the message names the last good checkpoint and what to change."""
 
@@ -462,6 +467,11 @@ def run(cfg):
         distribute.split_cpu(cfg.cpu_devices)
     set_precision_policy(cfg)
     strategy = distribute.make_strategy(cfg.strategy, cfg.tpu)
+    replicas = strategy.num_replicas_in_sync
+    if cfg.micro_batches > 1 and cfg.batch_size % (replicas * cfg.micro_batches):
+        raise RunConfigError(f"--batch_size={cfg.batch_size} over {replicas} replicas does not split into "
+                             f"--micro_batches={cfg.micro_batches} equal parts on each; pass a --batch_size that "
+                             f"is a multiple of {replicas * cfg.micro_batches}, or --micro_batches=1")
     chief = distribute.is_chief(strategy)
     keras.utils.set_random_seed(cfg.seed)  # Python, NumPy and TF: initialisation; the data has its own seeds.
     if cfg.deterministic:
