@@ -42,6 +42,11 @@ flags.DEFINE_string("output", "", "JSON file to write (stdout too).")
 flags.DEFINE_bool("jit_compile", None, "Override the preset's XLA choice.")
 flags.DEFINE_integer("steps_per_execution", None, "Override the preset's steps per execution.")
 flags.DEFINE_integer("micro_batches", None, "Override the preset's micro-batches per train batch.", lower_bound=1)
+flags.register_multi_flags_validator(
+    ["preset", "micro_batches"],
+    lambda f: not f["micro_batches"] or PRESETS[f["preset"]].batch_size % f["micro_batches"] == 0,
+    message="--micro_batches must divide the preset's batch size (" +
+            ", ".join(f"{name}: {cfg.batch_size}" for name, cfg in sorted(PRESETS.items())) + ")")
 flags.DEFINE_enum("mixed_precision", "none", config.MIXED_PRECISION, "tfvae's precision policy (the TF1 graph and "
                   "the ceiling stay float32): mixed_bfloat16 on CPUs with AMX or AVX-512 BF16, mixed_float16 on GPUs.")
 flags.DEFINE_bool("profile", False, "Also run one more epoch of each contender under TensorFlow's profiler and report "

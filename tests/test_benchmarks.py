@@ -101,6 +101,8 @@ def test_bench_fast_path_is_bit_identical_to_the_plain_path(mnist_dir, tmp_path)
     ("bench_fast_path.py", ["--paths=plain,turbo"], "--paths takes a comma-separated list of"),
     ("bench_fast_path.py", ["--train_flags=validation_size=5"], "each must be a train.py flag starting with --"),
     ("bench_fast_path.py", ["--seeds=0"], "--seeds"),
+    ("bench_train.py", ["--preset=tf1_tutorial", "--micro_batches=3"],
+     "--micro_batches must divide the preset's batch size (mlp400: 128, tf1_tutorial: 100)"),
     ("bench_train.py", ["--tf1_intra_op_threads=1,x"],
      "--tf1_intra_op_threads must be a comma-separated list of integers >= 0"),
     ("bench_train.py", ["--intra_op_threads=-1"], "--intra_op_threads"),
