@@ -133,7 +133,7 @@ def reexport_classifier(path, export_dir=None):
     Returns:
       The absolute export path.
     """
-    from tfvae import restore
+    from tfvae import legacy, restore
 
     metadata = {k: v for k, v in _read_metadata(path).items() if k != "format"}
     # Adam's learning rate is a variable too: the export's own is read below.
@@ -142,7 +142,7 @@ def reexport_classifier(path, export_dir=None):
     expected = [v for v in model.variables + model.optimizer.variables if tf.as_dtype(v.dtype).is_floating]
     fix = f"train it again with scripts/train_classifier.py --export_dir={path}"
     try:
-        unread = restore.read_every_variable({"model": model}, expected, os.path.join(path, "variables", "variables"))
+        unread = restore.read_every_variable({"model": model}, expected, legacy.checkpoint_prefix(path))
     except ValueError as e:
         raise ClassifierError(f"--saved_model={path}: its variables do not fit the classifier its {METADATA_FILE} "
                               f"describes ({e}); {fix}") from None
