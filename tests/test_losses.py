@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tfvae import losses
@@ -32,6 +33,36 @@ def test_bernoulli_log_prob_equals_numpy():
 def test_bernoulli_log_prob_is_stable_for_extreme_logits():
     value = losses.bernoulli_log_prob(tf.constant([[1.0, 0.0]]), tf.constant([[-200.0, 200.0]])).numpy()
     np.testing.assert_allclose(value, [-400.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(4, 10), (3, 5, 4, 2)])
+def test_bernoulli_log_prob_gradients_equal_autodiff_of_softplus(shape):
+    """The written-out gradient against TensorFlow's own, through softplus, for flat and image-shaped batches."""
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.random(shape), tf.float32)
+    logits = tf.constant(rng.normal(size=shape) * 8, tf.float32)  # Saturated pixels too.
+    weights = tf.constant(rng.normal(size=shape[:1]), tf.float32)  # An upstream gradient that differs per example.
+
+    def weighted_gradients(log_prob):
+        with tf.GradientTape() as tape:
+            tape.watch([x, logits])
+            total = tf.reduce_sum(weights * log_prob(x, logits))
+        return total, tape.gradient(total, [x, logits])
+
+    plain = lambda x, l: losses.sum_per_example(x * l - tf.math.softplus(l))  # noqa: E731
+    (ours, (dx, dl)), (expected, (expected_dx, expected_dl)) = (weighted_gradients(losses.bernoulli_log_prob),
+                                                                 weighted_gradients(plain))
+    np.testing.assert_allclose(ours.numpy(), expected.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(dx.numpy(), expected_dx.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(dl.numpy(), expected_dl.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_bernoulli_log_prob_gradient_is_finite_for_extreme_logits():
+    x, logits = tf.constant([[1.0, 0.0, 1.0]]), tf.constant([[-200.0, 200.0, 200.0]])
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        value = losses.bernoulli_log_prob(x, logits)
+    np.testing.assert_allclose(tape.gradient(value, logits).numpy(), [[1.0, -1.0, 0.0]], atol=1e-7)
 
 
 def test_gaussian_log_prob_equals_numpy():
