@@ -30,7 +30,7 @@ def _bernoulli_log_prob(x, logits):
 
     def grad(upstream):
         upstream = tf.reshape(upstream, [-1] + [1] * (logits.shape.rank - 1))  # [batch] against every pixel.
-        # d/dx is only built when something asks for it: graphs prune it otherwise.
+        # Inside a tf.function, d/dx runs only where something uses it: Grappler prunes unused ops.
         return upstream * logits, upstream * (x - tf.sigmoid(logits))
 
     return sum_per_example(log_p), grad
