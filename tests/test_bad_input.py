@@ -240,6 +240,12 @@ CASES = {
                             "input has NaN or inf values; pass images scaled to [0, 1]"),
     "signature inf latent": (signature_case("decode", "{'z': tf.fill((2, 2), float('inf'))}"),
                              "z has NaN or inf values; pass finite latent vectors"),
+    "signature z for another batch": (
+        signature_case("log_likelihood", "{'input': tf.zeros((2, 784)), 'z': tf.zeros((3, 2))}"),
+        "z and input must hold the same number of examples; got] [3] [and] [2]"),
+    "signature one z for a batch": (
+        signature_case("log_likelihood_samples", "{'input': tf.zeros((2, 784)), 'z': tf.zeros((5, 1, 2))}"),
+        "z and input must hold the same number of examples; got] [1] [and] [2]"),
     # Images given to enhance.py.
     "enhance unreadable image": (enhance_image_case(broken_png), "not a readable PNG or JPEG image"),
     "enhance wrong size image": (enhance_image_case(big_png),

@@ -68,7 +68,10 @@ out["label_changes_image"] = float(np.abs(a - b).mean())
 out["errors"] = {}
 for name, call in [("decode 10", lambda: loaded.signatures["decode"](z=z, label=tf.constant([0, 10]))),
                    ("encode -1", lambda: loaded.signatures["encode"](input=x, label=tf.constant([-1, 0]))),
-                   ("reconstruct 12", lambda: loaded.signatures["reconstruct"](input=x, label=tf.constant([12, 0])))]:
+                   ("reconstruct 12", lambda: loaded.signatures["reconstruct"](input=x, label=tf.constant([12, 0]))),
+                   ("decode 3 labels", lambda: loaded.signatures["decode"](z=z, label=tf.constant([1, 2, 3]))),
+                   ("log_likelihood 1 label", lambda: loaded.signatures["log_likelihood"](
+                       input=x, z=z, label=tf.constant([1])))]:
     try:
         call()
         out["errors"][name] = None
@@ -78,7 +81,7 @@ print(json.dumps(out))
 """
 
 
-def test_signatures_take_a_label_and_refuse_one_out_of_range(cvae_run):
+def test_signatures_take_a_label_and_refuse_one_out_of_range_or_per_batch(cvae_run):
     result = run_script(None, SIGNATURES_WITHOUT_TFVAE, cvae_run["export_dir"])
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
@@ -88,6 +91,10 @@ def test_signatures_take_a_label_and_refuse_one_out_of_range(cvae_run):
     assert "label must be < num_classes=10" in out["errors"]["decode 10"]
     assert "label must be >= 0" in out["errors"]["encode -1"]
     assert "label must be < num_classes=10" in out["errors"]["reconstruct 12"]
+    # A label per example, or a clear error (not a Concat shape error, nor one label broadcast over the batch).
+    assert "label and z must hold the same number of examples; got] [3] [and] [2]" in out["errors"]["decode 3 labels"]
+    assert "label and input must hold the same number of examples; got] [1] [and] [2]" in (
+        out["errors"]["log_likelihood 1 label"])
 
 
 @pytest.mark.parametrize("label, rows", [("7", 3), ("all", 10)])

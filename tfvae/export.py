@@ -48,12 +48,22 @@ class _ServingModule(tf.Module):
         z_samples_spec = tf.TensorSpec([None, None, model.latent_dim], tf.float32, name="z")
         label_spec = tf.TensorSpec([None], tf.int32, name="label")
 
-        def checked_label(label):
+        def same_batch(tensor, name, reference, reference_name, axis=0):
+            # Else a mismatch fails deep inside (a Concat or Mul shape error) or, for one z, broadcasts silently.
+            tensor_size, reference_size = tf.shape(tensor)[axis], tf.shape(reference)[0]
+            check = tf.debugging.Assert(
+                tf.equal(tensor_size, reference_size),
+                [f"{name} and {reference_name} must hold the same number of examples; got", tensor_size, "and",
+                 reference_size], name=f"{name}_batch_check")
+            with tf.control_dependencies([check]):
+                return tf.identity(tensor)
+
+        def checked_label(label, reference, reference_name):
             # A label outside [0, num_classes) must fail loudly, never wrap into another class.
             tf.debugging.assert_non_negative(label, message="label must be >= 0")
             tf.debugging.assert_less(label, model.num_classes,
                                      message=f"label must be < num_classes={model.num_classes}")
-            return label
+            return same_batch(label, "label", reference, reference_name)
 
         def checked(tensor, name):
             # Signature wrappers pass any shape through, and NaN in is NaN out: refuse both by name instead.
@@ -77,29 +87,31 @@ class _ServingModule(tf.Module):
             return {"x_hat": model.likelihood(model.decode(z_mean, label))}
 
         def log_likelihood(input, z, label=None):
-            logits = model.decode(checked(z, "z"), label)
+            logits = model.decode(same_batch(checked(z, "z"), "z", input, "input"), label)
             return {"log_px_z": model.likelihood.log_prob(checked(input, "input"), logits)}
 
         def log_likelihood_samples(input, z, label=None):
             # S decodings of each example at once, for importance sampling (tfvae.evaluation).
             num_samples, batch = tf.shape(z)[0], tf.shape(z)[1]
             tiled_label = None if label is None else tf.reshape(tf.tile(label[None], [num_samples, 1]), [-1])
-            logits = model.decode(tf.reshape(checked(z, "z"), [-1, model.latent_dim]), tiled_label)
+            z = same_batch(checked(z, "z"), "z", input, "input", axis=1)
+            logits = model.decode(tf.reshape(z, [-1, model.latent_dim]), tiled_label)
             logits = tf.reshape(logits, tf.concat([[num_samples, batch], tf.shape(logits)[1:]], 0))
             return {"log_px_z": model.likelihood.log_prob_samples(checked(input, "input"), logits)}
 
         if conditional:
-            self.encode = tf.function(lambda input, label: encode(input, checked_label(label)),
+            self.encode = tf.function(lambda input, label: encode(input, checked_label(label, input, "input")),
                                       input_signature=[x_spec, label_spec])
-            self.decode = tf.function(lambda z, label: decode(z, checked_label(label)),
+            self.decode = tf.function(lambda z, label: decode(z, checked_label(label, z, "z")),
                                       input_signature=[z_spec, label_spec])
-            self.reconstruct = tf.function(lambda input, label: reconstruct(input, checked_label(label)),
-                                           input_signature=[x_spec, label_spec])
+            self.reconstruct = tf.function(
+                lambda input, label: reconstruct(input, checked_label(label, input, "input")),
+                input_signature=[x_spec, label_spec])
             self.log_likelihood = tf.function(
-                lambda input, z, label: log_likelihood(input, z, checked_label(label)),
+                lambda input, z, label: log_likelihood(input, z, checked_label(label, input, "input")),
                 input_signature=[x_spec, z_spec, label_spec])
             self.log_likelihood_samples = tf.function(
-                lambda input, z, label: log_likelihood_samples(input, z, checked_label(label)),
+                lambda input, z, label: log_likelihood_samples(input, z, checked_label(label, input, "input")),
                 input_signature=[x_spec, z_samples_spec, label_spec])
         else:
             self.encode = tf.function(encode, input_signature=[x_spec])
