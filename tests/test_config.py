@@ -2,9 +2,10 @@
 
 import os
 
+import pytest
 from absl import flags
 
-from conftest import REPO
+from conftest import REPO, run_script
 from tfvae import config
 
 config.define_train_flags()
@@ -42,3 +43,13 @@ def test_written_flagfile_reads_back_the_same_config(tmp_path):
 
 
 # Bad flags, flagfiles and model dirs: tests/test_bad_input.py.
+
+
+@pytest.mark.parametrize("script, own_flags", [("train.py", ["--batch_size", "--epochs", "--data_dir"]),
+                                               ("generate.py", ["--saved_model", "--rows", "--seed"]),
+                                               ("export.py", ["--saved_model", "--model_dir", "--export_dir"])])
+def test_help_lists_the_scripts_flags(script, own_flags):
+    # The flags are defined in tfvae.config, not in the script; absl's --help shows only the script's key flags.
+    result = run_script(script, "--help")
+    listed = {line.split(":")[0].strip() for line in result.stdout.splitlines() if line.startswith("  --")}
+    assert set(own_flags) <= listed, result.stdout[-2000:]

@@ -606,6 +606,9 @@ def _model_dir_is_usable(f):
 
 def parse_flags_or_exit(argv):
     """absl `flags_parser`: any flag error or stray argument becomes one line on stderr and exit code 2."""
+    # --help lists the main module's key flags, and the scripts define theirs here: make them the script's too.
+    for flag in FLAGS.flags_by_module_dict().get(__name__, []):
+        FLAGS.register_key_flag_for_module(argv[0], flag)
     try:
         remaining = FLAGS(argv)
     except flags.Error as e:
