@@ -51,7 +51,7 @@ flags.DEFINE_integer("fast_steps_per_execution", 550, "Steps per call on the fas
 flags.DEFINE_integer("fast_micro_batches", 2, "Micro-batches per train batch on the fast_micro path.", lower_bound=2)
 flags.DEFINE_list("train_flags", [], "More flags for every train.py run, e.g. --train_flags=--validation_size=50000 "
                   "(comma-separated).")
-flags.DEFINE_string("output", "", "JSON file to write (stdout too).")
+config.define_output_file_flag("", "JSON file to write (stdout too).", ".json")
 flags.register_validator("recipe", os.path.isfile, message="no such flagfile; pass one of configs/*.flags")
 flags.register_validator("paths", lambda paths: paths and set(paths) <= set(PATH_FLAGS),
                          message=f"--paths takes a comma-separated list of {sorted(PATH_FLAGS)}")

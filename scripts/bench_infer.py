@@ -30,7 +30,7 @@ flags.DEFINE_integer("inter_op_threads", 1, "Inter-op pool size of both runtimes
                      "tf.config.threading): on few cores a larger pool only adds hand-offs to a serial graph.",
                      lower_bound=1)
 flags.DEFINE_integer("intra_op_threads", 2, "Intra-op pool size of both runtimes.", lower_bound=1)
-flags.DEFINE_string("output", "", "JSON file to write (stdout too).")
+config.define_output_file_flag("", "JSON file to write (stdout too).", ".json")
 FLAGS = flags.FLAGS
 
 

@@ -38,7 +38,7 @@ flags.DEFINE_enum("preset", "tf1_tutorial", sorted(PRESETS), "Network to measure
 flags.DEFINE_integer("epochs", 5, "Epochs per contender; steady state is the median of epochs 2..N.",
                      lower_bound=2)
 flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder (or TFDS data dir).")
-flags.DEFINE_string("output", "", "JSON file to write (stdout too).")
+config.define_output_file_flag("", "JSON file to write (stdout too).", ".json")
 flags.DEFINE_bool("jit_compile", None, "Override the preset's XLA choice.")
 flags.DEFINE_integer("steps_per_execution", None, "Override the preset's steps per execution.")
 flags.DEFINE_integer("micro_batches", None, "Override the preset's micro-batches per train batch.", lower_bound=1)

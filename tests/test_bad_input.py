@@ -97,6 +97,14 @@ def reexport_classifier_case(image_shape):
     return make
 
 
+def output_folder_case(script):
+    """`script --output=` an existing folder, where a file should go."""
+    def make(ctx):
+        os.makedirs(ctx["in"])
+        return (script, [f"--saved_model={ctx['export']}", f"--output={ctx['in']}"])
+    return make
+
+
 def signature_case(signature, value):
     """Calls a signature of the tiny export in a fresh process (no tfvae imported) with a bad tensor; prints the
     first line of the error as the one line a caller sees."""
@@ -194,6 +202,8 @@ CASES = {
     "malformed flagfile": (flagfile_case("--epochs=10\n--latent_dim=twenty\n"), "--latent_dim"),
     "flagfile with unknown flag": (flagfile_case("--epochs=10\n--num_epochs=3\n"), "num_epochs"),
     "positional argument": (lambda ctx: train("extra"), "unexpected arguments"),
+    "batch larger than the data": (lambda ctx: train("--batch_size=70000"),
+                                   "--batch_size=70000 is more than the 59995 training examples of mnist"),
     "existing model dir": (existing_dir_case("model_dir", "previous run"),
                            "--model_dir exists and is not empty; pass --resume"),
     "existing foreign export dir": (existing_dir_case("export_dir", "not an export"),
@@ -232,6 +242,10 @@ CASES = {
     "reexport classifier other shapes": (reexport_classifier_case([32, 32, 3]),
                                          "its variables do not fit the classifier its classifier.json describes"),
     # Tensors given to the signatures.
+    "generate output is a folder": (output_folder_case("generate.py"), "--output must name a .png file"),
+    "tflite output of another kind": (
+        lambda ctx: ("export_tflite.py", [f"--saved_model={ctx['export']}", "--output={out}/model.png"]),
+        "--output must name a .tflite file"),
     "signature wrong shape": (signature_case("reconstruct", "{'input': tf.zeros((2, 28, 28))}"),
                               "[2,28,28] is not compatible with expected shape [?,784]"),
     "signature wrong width": (signature_case("encode", "{'input': tf.zeros((2, 100))}"), "784"),

@@ -107,6 +107,15 @@ def _positive(name):
     return lambda value: value is None or value > 0
 
 
+def define_output_file_flag(default, help_text, extension):
+    """Defines --output, a file to write: a folder or another kind of file is refused before any work starts."""
+    flags.DEFINE_string("output", default, help_text)
+    flags.register_validator(
+        "output", lambda path: not path or (path.lower().endswith(extension) and not os.path.isdir(path)),
+        message=f"--output must name a {extension} file, not a folder or another kind of file; e.g. "
+                f"--output=results/out{extension}")
+
+
 def define_train_flags():
     """Defines the flags of `scripts/train.py` and their validators. Call once, at import of the script."""
     flags.DEFINE_string("name", None, "Run name; the defaults of --model_dir (runs/NAME) and --export_dir "
@@ -316,7 +325,7 @@ def import_config_from_flags():
 def define_export_tflite_flags():
     """Defines the flags of `scripts/export_tflite.py`."""
     flags.DEFINE_string("saved_model", None, "A tfvae SavedModel folder.", required=True)
-    flags.DEFINE_string("output", "model.tflite", "The .tflite file to write.")
+    define_output_file_flag("model.tflite", "The .tflite file to write.", ".tflite")
     flags.DEFINE_enum("quantize", "none", ("none", "dynamic"), "none: float32; dynamic: int8 weights, float "
                       "activations (about 4x smaller, less exact).")
     flags.DEFINE_integer("check_examples", 256, "Random inputs compared between LiteRT and the SavedModel.",
@@ -341,7 +350,7 @@ def define_generate_flags():
     """Defines the flags of `scripts/generate.py`."""
     flags.DEFINE_string("saved_model", None, "A tfvae SavedModel folder (e.g. saved_models/tf1_tutorial).",
                         required=True)
-    flags.DEFINE_string("output", "samples.png", "PNG file to write.")
+    define_output_file_flag("samples.png", "PNG file to write.", ".png")
     flags.DEFINE_integer("rows", 4, "Grid rows.", lower_bound=1, upper_bound=64)
     flags.DEFINE_integer("cols", 4, "Grid columns.", lower_bound=1, upper_bound=64)
     flags.DEFINE_integer("seed", 0, "Seeds z ~ N(0, I).")
@@ -404,8 +413,8 @@ def define_evaluate_cvae_flags():
                         "scripts/train_classifier.py that judges the samples.")
     flags.DEFINE_integer("samples_per_class", 100, "Samples z ~ N(0, I) decoded per class.", lower_bound=1)
     flags.DEFINE_integer("seed", 0, "Seeds z.")
-    flags.DEFINE_string("output", "cvae_accuracy.json", "JSON file to write: overall and per-class accuracy, "
-                        "confusion matrix.")
+    define_output_file_flag("cvae_accuracy.json", "JSON file to write: overall and per-class accuracy, "
+                            "confusion matrix.", ".json")
     _quiet_absl_logging()
 
 
@@ -452,8 +461,8 @@ def define_evaluate_flags():
     flags.DEFINE_enum("binarize", "auto", EVAL_BINARIZE, "Test-data protocol. auto: dynamic (a fresh Bernoulli "
                       "sample with --seed, the standard protocol) for Bernoulli models, gray levels otherwise.")
     flags.DEFINE_integer("seed", 0, "Seeds binarization and the samples of q(z|x).")
-    flags.DEFINE_string("output", None, "JSON file to write. Default: evaluation_SPLIT.json in the "
-                        "--saved_model or --model_dir folder.")
+    define_output_file_flag(None, "JSON file to write. Default: evaluation_SPLIT.json in the --saved_model "
+                            "or --model_dir folder.", ".json")
     _quiet_absl_logging()
 
 
@@ -613,10 +622,10 @@ def parse_flags_or_exit(argv):
         remaining = FLAGS(argv)
     except flags.Error as e:
         message = " ".join(str(e).split())
-        print(f"error: {message}; see --helpfull", file=sys.stderr)
+        print(f"error: {message}; see --help", file=sys.stderr)
         sys.exit(2)
     if len(remaining) > 1:
-        print(f"error: unexpected arguments {remaining[1:]}; every setting is a --flag (see --helpfull)",
+        print(f"error: unexpected arguments {remaining[1:]}; every setting is a --flag (see --help)",
               file=sys.stderr)
         sys.exit(2)
     if "verbosity" in FLAGS and FLAGS["verbosity"].using_default_value:
@@ -690,7 +699,7 @@ def define_restoration_flags():
     flags.DEFINE_string("saved_model", None, "A tfvae SavedModel folder, e.g. saved_models/denoise_mnist.",
                         required=True)
     flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder or TFDS data dir holding the model's dataset.")
-    flags.DEFINE_string("output", "restoration.json", "JSON file to write the PSNR / SSIM table to.")
+    define_output_file_flag("restoration.json", "JSON file to write the PSNR / SSIM table to.", ".json")
     flags.DEFINE_list("corruptions", [], "Corruption kinds to measure (" + ", ".join(CORRUPTION_KINDS) + "), each "
                       "at the strength the model was trained with, else its default. Empty: the model's own kinds "
                       "(all four for mixed).")

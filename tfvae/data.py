@@ -283,6 +283,10 @@ def make_datasets(cfg, corrupt_fn=None):
     so every evaluation sees the same binary images.
     """
     arrays = load_arrays(cfg.dataset, cfg.data_dir, cfg.validation_size)
+    if len(arrays.train_images) < cfg.batch_size:  # Training drops the last partial batch: no batch at all.
+        raise DataError(f"--batch_size={cfg.batch_size} is more than the {len(arrays.train_images)} training examples "
+                        f"of {cfg.dataset} (--validation_size={cfg.validation_size} held out); pass a smaller "
+                        f"--batch_size")
     if cfg.binarize == "static":
         arrays = ImageArrays(**{
             field.name: binarize_static(getattr(arrays, field.name), cfg.seed + i)
