@@ -69,6 +69,7 @@ def test_tensorboard_scalars_and_images(short_run):
 
 
 def test_resume_continues_at_the_saved_epoch(short_run, tmp_path):
+    first = json.load(open(os.path.join(short_run["model_dir"], "metrics.json")))["history"]
     result = run_script("train.py", *short_run["args"], "--epochs=2", "--resume",
                         f"--export_dir={tmp_path / 'export2'}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -77,6 +78,12 @@ def test_resume_continues_at_the_saved_epoch(short_run, tmp_path):
     metrics = json.load(open(os.path.join(short_run["model_dir"], "metrics.json")))
     assert metrics["epochs_run"] == [2]
     assert os.path.exists(os.path.join(short_run["model_dir"], "checkpoints", "ckpt-1180.index"))
+    # The whole run's curves, in the run folder and the export: epoch 1 from the first process, 2 from this one.
+    exported = json.load(open(tmp_path / "export2" / "metrics.json"))
+    for history in (metrics["history"], exported["history"]):
+        assert set(history) == set(first)
+        assert history["loss"][0] == first["loss"][0] and history["val_loss"][0] == first["val_loss"][0]
+        assert len(history["loss"]) == 2 and history["val_loss"][1] < history["val_loss"][0]
 
 
 LOAD_WITHOUT_TFVAE = """

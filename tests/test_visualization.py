@@ -1,6 +1,7 @@
 """Every plot kind of scripts/plot.py drawn from tiny real models (a trained 2-D latent run and a conditional
 export) and opened as a valid, non-blank PNG."""
 
+import json
 import os
 import shutil
 
@@ -99,6 +100,21 @@ def test_history_is_read_from_event_files_when_metrics_json_is_missing(tiny_run,
         assert from_events[key] == pytest.approx(from_json[key], rel=1e-6), key
     with pytest.raises(ValueError, match="no metrics.json"):
         summaries.read_history(str(tmp_path))
+
+
+def test_history_of_an_older_resumed_run_is_placed_at_its_epochs(tiny_run, tmp_path):
+    """An older tfvae's resumed run wrote only the epochs it ran; the event files have them all, and without
+    them the earlier epochs are None, so that every list is indexed by epoch."""
+    model_dir, _ = tiny_run
+    full = summaries.read_history(model_dir)
+    copy = tmp_path / "run"
+    shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns("checkpoints"))
+    metrics = json.load(open(copy / "metrics.json"))
+    json.dump({**metrics, "epochs_run": [3]}, open(copy / "metrics.json", "w"))  # As if it had run epoch 3 only.
+    assert summaries.read_history(str(copy))["loss"] == pytest.approx(full["loss"], rel=1e-6)  # From the events.
+    shutil.rmtree(copy / "train")
+    shutil.rmtree(copy / "validation")
+    assert summaries.read_history(str(copy))["loss"] == [None, None, *full["loss"]]
 
 
 def test_gaussian_quantile_grid_and_pca_projection():

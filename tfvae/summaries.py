@@ -24,11 +24,16 @@ def read_history(folder):
       ValueError: neither is there.
     """
     metrics_path = os.path.join(folder, METRICS_FILE)
+    tail = {}
     if os.path.isfile(metrics_path):
         with open(metrics_path) as f:
-            history = json.load(f).get("history", {})
-        if history:
+            metrics = json.load(f)
+        history, epochs_run = metrics.get("history", {}), metrics.get("epochs_run") or [0]
+        if history and all(len(values) >= epochs_run[-1] for values in history.values()):
             return history
+        # Written by a resumed run of an older tfvae: only the epochs that process ran (epochs_run), so
+        # the event files hold the whole run better; without them, the earlier epochs are None.
+        tail = {name: [None] * (epochs_run[-1] - len(values)) + list(values) for name, values in history.items()}
     from tensorboard.backend.event_processing import event_accumulator  # Only this path needs it.
 
     by_step = {}
@@ -45,11 +50,21 @@ def read_history(folder):
     # Keras logs epoch e at step e - 1; a quantity logged only in some epochs (a resumed run with a newer
     # metric) gets None elsewhere, so every list is indexed by epoch.
     epochs = 1 + max((step for values in by_step.values() for step in values), default=-1)
-    history = {name: [values.get(step) for step in range(epochs)] for name, values in by_step.items()}
+    history = {name: [values.get(step) for step in range(epochs)] for name, values in by_step.items()} or tail
     if not history:
         raise ValueError(f"{folder}: no {METRICS_FILE} with a history and no TensorBoard epoch scalars in "
                          f"train/ or validation/; pass a run folder of train.py or an export")
     return history
+
+
+def history_before(folder, epochs):
+    """The first `epochs` epochs of the history of the run in `folder` ({name: [value or None] * epochs}), for a
+    resumed run to carry the whole run's curves; {} when the folder has none."""
+    try:
+        history = read_history(folder)
+    except ValueError:
+        return {}
+    return {name: (list(values) + [None] * epochs)[:epochs] for name, values in history.items()}
 
 
 HPARAMS_EXCLUDED = ("model_dir", "export_dir", "data_dir", "resume", "overwrite")

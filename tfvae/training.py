@@ -363,6 +363,8 @@ def train(model, datasets, cfg):
         print(legacy.initialize_model(model, init_from=cfg.init_from, init_from_tf1=cfg.init_from_tf1), flush=True)
     initial_epoch, first_step = divmod(int(state.step.numpy()), steps_per_epoch)
     first_epoch = initial_epoch
+    # Read before this process's epochs are logged: a resumed run's metrics.json and export keep the whole curves.
+    earlier_history = summaries.history_before(cfg.model_dir, first_epoch) if first_epoch else {}
 
     epoch_line = EpochLine(cfg.batch_size)
     checkpoints = Checkpoints(manager, state, steps_per_epoch, cfg.checkpoint_every_steps)
@@ -424,9 +426,13 @@ def train(model, datasets, cfg):
     if cfg.image_summaries:
         summaries.write_projector(os.path.join(cfg.model_dir, summaries.PROJECTOR_DIR), model, datasets.test,
                                   *datasets.arrays.split("test"))
+    epochs_run = list(range(first_epoch + 1, cfg.epochs + 1))
+    whole_history = {name: earlier_history.get(name, [None] * first_epoch)
+                     + list(history.get(name, [None] * len(epochs_run))) for name in {*earlier_history, *history}}
     metrics = {
-        "history": {k: [float(v) for v in values] for k, values in history.items()},
-        "epochs_run": list(range(first_epoch + 1, cfg.epochs + 1)),
+        # Epochs 1..epochs, those before a resume included (None: not logged then).
+        "history": {k: [None if v is None else float(v) for v in values] for k, values in whole_history.items()},
+        "epochs_run": epochs_run,  # The epochs this process ran; epoch_seconds are theirs.
         "epoch_seconds": epoch_line.epoch_seconds,
         "test": {k: float(v) for k, v in test_metrics.items()},
         "train_seconds": train_seconds,

@@ -155,6 +155,7 @@ def save_loss_curves_png(path, history, title, units="nats per example"):
     fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.4 * rows), dpi=100, squeeze=False)
     for ax in axes.ravel()[len(names):]:
         ax.axis("off")
+    num_epochs = max(len(values) for values in history.values())
     for ax, name in zip(axes.ravel(), names):
         for key, style, label in ((name, "-", "train"), (f"val_{name}", "--", "validation")):
             values = history.get(key)
@@ -162,7 +163,10 @@ def save_loss_curves_png(path, history, title, units="nats per example"):
                 values = np.array([np.nan if v is None else v for v in values], np.float64)
                 epochs = np.arange(1, len(values) + 1)
                 ax.plot(epochs, values, style, marker="o" if len(values) < 20 else None, markersize=3, label=label)
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        # Whole epochs only, one tick at least: with fewer than two integers in view matplotlib falls back to
+        # fractional ticks.
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
+        ax.set_xlim(0.5, num_epochs + 0.5)
         ax.set_xlabel("epoch")
         ax.set_ylabel(units if name in ("loss", "reconstruction", "kl") else name)
         ax.set_title(name)
