@@ -128,9 +128,13 @@ def test_shipped_classifier_is_accurate_on_real_digits(mnist_dir):
     assert np.mean(classify(images) == arrays.test_labels[:1000]) >= 0.97
 
 
-def test_classifier_refuses_a_folder_that_is_not_one(tmp_path):
+def test_classifier_refuses_a_folder_that_is_not_one(tmp_path, monkeypatch):
     with pytest.raises(classifier.ClassifierError, match="not a classifier export"):
         classifier.load_classifier(str(tmp_path))
+    # A relative default seen from another folder: said as such, with the folder it was looked for from.
+    with pytest.raises(classifier.ClassifierError, match=f"no such folder \\(from {tmp_path}\\)"):
+        monkeypatch.chdir(tmp_path)
+        classifier.load_classifier("saved_models/mnist_classifier")
 
 
 def test_classifier_reexport_keeps_every_value_and_refuses_bad_images(tmp_path):
