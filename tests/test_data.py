@@ -90,6 +90,14 @@ def _pipeline(images, labels, **kwargs):
     return data.make_pipeline(images, labels, 4, shuffle=True, seed=3, **kwargs)
 
 
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
+def test_tfds_download_path_has_what_it_imports(dataset, tmp_path):
+    # mock_data never prepares a download; a real one first locates the builder's code through
+    # importlib_resources, which TFDS imports without requiring it (setup.cfg declares it).
+    builder = tfds.builder(dataset, data_dir=str(tmp_path))
+    assert os.path.isfile(str(builder.code_path)) and str(builder.code_path).endswith(".py")
+
+
 def test_pipeline_batches_flat_and_image(tmp_path):
     arrays = data.load_arrays("mnist", _fake_mnist_dir(tmp_path), validation_size=5)
     images, labels = arrays.split("train")
