@@ -1,7 +1,10 @@
 """The IDX reader on the real files and on broken ones, the TFDS path on mock data, and the tf.data pipelines."""
 
+import http.server
 import os
 import shutil
+import socket
+import threading
 
 import numpy as np
 import pytest
@@ -79,7 +82,9 @@ def test_missing_data_dir():
 
 
 @pytest.mark.parametrize("dataset, shape", [("mnist", (28, 28, 1)), ("fashion_mnist", (28, 28, 1))])
-def test_tfds_path_on_mock_data(dataset, shape):
+def test_tfds_path_on_mock_data(dataset, shape, monkeypatch):
+    # mock_data stands in for the download, so the check that the download hosts answer goes too (offline here).
+    monkeypatch.setattr(data, "_check_download_reachable", lambda dataset, hosts: None)
     with tfds.testing.mock_data(num_examples=30):
         arrays = data.load_arrays(dataset, None, validation_size=10)
     assert arrays.train_images.shape == (20, *shape) and arrays.validation_images.shape == (10, *shape)
@@ -96,6 +101,53 @@ def test_tfds_download_path_has_what_it_imports(dataset, tmp_path):
     # importlib_resources, which TFDS imports without requiring it (setup.cfg declares it).
     builder = tfds.builder(dataset, data_dir=str(tmp_path))
     assert os.path.isfile(str(builder.code_path)) and str(builder.code_path).endswith(".py")
+
+
+@pytest.mark.parametrize("dataset, source", [("mnist", "https://storage.googleapis.com"),
+                                             ("cifar10", "https://www.cs.toronto.edu")])
+def test_download_hosts_are_the_mirror_and_the_sources(dataset, source, tmp_path):
+    hosts = data._download_hosts(tfds.builder(dataset, data_dir=str(tmp_path)))
+    assert hosts[0] == data.TFDS_MIRROR and source in hosts and len(hosts) == len(set(hosts))
+
+
+def _closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # Nothing listens there once the socket is closed.
+
+
+@pytest.mark.parametrize("dataset, fix", [("mnist", "--data_dir=PATH/MNIST_data holding the four IDX files"),
+                                          ("cifar10", "--data_dir=a TFDS data directory where cifar10 is prepared")])
+def test_unreachable_download_fails_before_tfds_starts_it(dataset, fix, tmp_path, monkeypatch):
+    # TFDS would retry each file ten times with backoff (minutes); no host answering must end it at once.
+    monkeypatch.setattr(data, "_download_hosts", lambda builder: [f"http://127.0.0.1:{_closed_port()}"])
+    started = []
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", lambda *a, **k: started.append(a))
+    with pytest.raises(data.DataError) as error:
+        data.load_arrays(dataset, str(tmp_path))
+    message = str(error.value)
+    assert f"{dataset} is not downloaded yet and no download host answers" in message and "ConnectionError" in message
+    assert message.endswith(fix) and "\n" not in message and not started
+
+
+def test_any_http_answer_means_reachable():
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        data._check_download_reachable("mnist", [f"http://127.0.0.1:{_closed_port()}",
+                                                 f"http://127.0.0.1:{server.server_address[1]}"])
+        with pytest.raises(data.DataError, match="no download host answers"):
+            data._check_download_reachable("mnist", [f"http://127.0.0.1:{_closed_port()}"])
+    finally:
+        server.shutdown()
 
 
 def test_pipeline_batches_flat_and_image(tmp_path):

@@ -5,6 +5,7 @@ import functools
 import gzip
 import os
 import struct
+import urllib.parse
 import zlib
 
 import numpy as np
@@ -114,19 +115,67 @@ def load_idx_split(data_dir, split):
     return images[..., None], labels.astype(np.int32)
 
 
+# TFDS fetches a dataset it has not prepared from its own mirror first, then from the dataset's source.
+TFDS_MIRROR = "https://storage.googleapis.com"
+REACHABILITY_TIMEOUT_SECONDS = 5
+
+
+def _download_hosts(builder):
+    """Scheme and host of every place TFDS may download `builder`'s files from: its mirror, then the sources."""
+    hosts = [TFDS_MIRROR]
+    for url in builder.url_infos or ():
+        parts = urllib.parse.urlsplit(url)
+        host = f"{parts.scheme}://{parts.netloc}"
+        if host not in hosts:
+            hosts.append(host)
+    return hosts
+
+
+def _offline_fix(dataset):
+    if dataset in IDX_DATASETS:
+        return "offline, pass --data_dir=PATH/MNIST_data holding the four IDX files" if dataset == "mnist" else (
+            f"offline, pass --data_dir=a folder holding {dataset}'s four IDX files")
+    return f"offline, pass --data_dir=a TFDS data directory where {dataset} is prepared"
+
+
+def _check_download_reachable(dataset, hosts):
+    """Fails at once when no host a download needs answers.
+
+    TFDS retries an unreachable host ten times with exponential backoff, about 3.5 minutes of silence before its
+    error. One request per host through the same HTTP stack (requests, so proxies from the environment count)
+    tells in seconds; any HTTP answer, even an error status, means the host is reachable.
+    """
+    import requests  # Imported lazily, as TFDS: only a download needs it.
+
+    errors = []
+    for host in hosts:
+        try:
+            requests.head(host, timeout=REACHABILITY_TIMEOUT_SECONDS)
+            return
+        except requests.RequestException as e:
+            errors.append(type(e).__name__)
+    raise DataError(f"{dataset} is not downloaded yet and no download host answers ({', '.join(hosts)}: "
+                    f"{', '.join(sorted(set(errors)))}); {_offline_fix(dataset)}")
+
+
 def _load_tfds_split(dataset, data_dir, split):
     import tensorflow_datasets as tfds  # Imported lazily: slow, and only the TFDS path needs it.
 
     try:
+        builder = tfds.builder(dataset, data_dir=data_dir or None)
+        if not builder.is_prepared():
+            _check_download_reachable(dataset, _download_hosts(builder))
+        builder.download_and_prepare()
         # Batches of 10k rather than batch_size=-1, which aborts the process on tfds.testing.mock_data.
-        batches = list(tfds.as_numpy(tfds.load(dataset, split=split, data_dir=data_dir or None,
-                                               as_supervised=True, download=True).batch(10000)))
+        batches = list(tfds.as_numpy(builder.as_dataset(split=split, as_supervised=True).batch(10000)))
         images = np.concatenate([b[0] for b in batches])
         labels = np.concatenate([b[1] for b in batches])
+    except DataError:
+        raise
     except Exception as e:  # TFDS raises many types; all mean the same thing to the user.
         raise DataError(f"could not load {dataset} split {split!r} through TFDS from data_dir={data_dir!r} "
-                        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); offline, pass "
-                        f"--data_dir=PATH/MNIST_data holding the four IDX files") from None
+                        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                        f"{_offline_fix(dataset)}") from None
     return images.astype(np.uint8), labels.astype(np.int32)
 
 
