@@ -9,6 +9,9 @@ import sys
 
 import pytest
 
+# Each test worker and each script it starts is a TensorFlow process; on a GPU, each takes memory as it needs it
+# instead of all of it at once, so they fit side by side.
+os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What TensorFlow's C++ runtime prints at import (CUDA probe, CPU features) whatever TF_CPP_MIN_LOG_LEVEL says.
 TF_STARTUP = re.compile(r"^(WARNING: All log messages before absl::InitializeLog|[IWE]\d{4} )")
