@@ -1,0 +1,37 @@
+"""The README as a user meets it: it opens with the two set-up commands, and every file it links or shows exists."""
+
+import os
+import re
+
+import pytest
+
+from conftest import REPO
+
+DOCS = ["README.md", "docs/performance.md"]
+
+
+def _prose(path):
+    """The Markdown text of `path` without fenced code blocks and inline code, where `](` is code, not a link."""
+    text = open(os.path.join(REPO, path)).read()
+    return re.sub(r"`[^`\n]*`", "", re.sub(r"```.*?```", "", text, flags=re.S))
+
+
+@pytest.mark.parametrize("path", DOCS)
+def test_local_links_and_images_exist(path):
+    prose = _prose(path)
+    targets = re.findall(r"\]\(([^)\s]+)\)", prose) + re.findall(r'src="([^"]+)"', prose)
+    local = [t.split("#")[0] for t in targets if not re.match(r"[a-z]+:", t) and not t.startswith("#")]
+    assert local or path != "README.md", "the README shows no local file; the image check found nothing to check"
+    base = os.path.dirname(os.path.join(REPO, path))
+    missing = [t for t in local if not os.path.exists(os.path.normpath(os.path.join(base, t)))]
+    assert not missing, f"{path} links files that do not exist: {missing}"
+
+
+def test_readme_opens_with_the_two_set_up_commands():
+    blocks = re.findall(r"```bash\n(.*?)```", open(os.path.join(REPO, "README.md")).read(), flags=re.S)
+    main_job, tests = blocks[0].strip(), blocks[1].strip()
+    assert main_job.startswith("pip install -e . && python scripts/train.py --flagfile=configs/tf1_tutorial.flags")
+    assert main_job.endswith("python scripts/generate.py --saved_model=saved_models/tf1_tutorial --output=samples.png")
+    assert tests == 'pip install -e ".[test]" && python -m pytest -q'
+    ci = open(os.path.join(REPO, ".ci", "run")).read()  # CI runs the README's test command.
+    assert 'pip install -q -e ".[test]"' in ci and "\npython -m pytest -q\n" in ci
