@@ -3,6 +3,7 @@
 import gzip
 import os
 import re
+import socket
 import struct
 import subprocess
 import sys
@@ -27,6 +28,13 @@ def mnist_dir():
             pytest.fail(message)
         pytest.skip(message)
     return os.path.abspath(MNIST_DIR)
+
+
+def unused_port():
+    """A localhost TCP port nothing listens on: the OS picked it free, and the socket that held it is closed."""
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
 
 
 def run_script(script, *args, env=None, cwd=None, timeout=600):

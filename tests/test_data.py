@@ -3,7 +3,6 @@
 import http.server
 import os
 import shutil
-import socket
 import threading
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from conftest import write_idx
+from conftest import unused_port, write_idx
 from tfvae import config, data
 
 
@@ -110,17 +109,11 @@ def test_download_hosts_are_the_mirror_and_the_sources(dataset, source, tmp_path
     assert hosts[0] == data.TFDS_MIRROR and source in hosts and len(hosts) == len(set(hosts))
 
 
-def _closed_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # Nothing listens there once the socket is closed.
-
-
 @pytest.mark.parametrize("dataset, fix", [("mnist", "--data_dir=PATH/MNIST_data holding the four IDX files"),
                                           ("cifar10", "--data_dir=a TFDS data directory where cifar10 is prepared")])
 def test_unreachable_download_fails_before_tfds_starts_it(dataset, fix, tmp_path, monkeypatch):
     # TFDS would retry each file ten times with backoff (minutes); no host answering must end it at once.
-    monkeypatch.setattr(data, "_download_hosts", lambda builder: [f"http://127.0.0.1:{_closed_port()}"])
+    monkeypatch.setattr(data, "_download_hosts", lambda builder: [f"http://127.0.0.1:{unused_port()}"])
     started = []
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", lambda *a, **k: started.append(a))
     with pytest.raises(data.DataError) as error:
@@ -142,10 +135,10 @@ def test_any_http_answer_means_reachable():
     server = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        data._check_download_reachable("mnist", [f"http://127.0.0.1:{_closed_port()}",
+        data._check_download_reachable("mnist", [f"http://127.0.0.1:{unused_port()}",
                                                  f"http://127.0.0.1:{server.server_address[1]}"])
         with pytest.raises(data.DataError, match="no download host answers"):
-            data._check_download_reachable("mnist", [f"http://127.0.0.1:{_closed_port()}"])
+            data._check_download_reachable("mnist", [f"http://127.0.0.1:{unused_port()}"])
     finally:
         server.shutdown()
 

@@ -2,14 +2,13 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, run_script
+from conftest import REPO, run_script, unused_port
 
 MIRRORED_VS_SINGLE = """
 import json, sys
@@ -118,14 +117,8 @@ print(out["z_mean"].dtype.name, x_hat.dtype.name, bool(np.isfinite(x_hat.numpy()
     assert check.stdout.split() == ["float32", "float32", "True"]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 def test_multi_worker_mirrored_two_processes_chief_exports_once(mnist_dir, tmp_path):
-    cluster = {"worker": [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]}
+    cluster = {"worker": [f"localhost:{unused_port()}", f"localhost:{unused_port()}"]}
     validation_size, batch_size = 50000, 1000
     processes, dirs = [], []
     for index in (0, 1):
