@@ -201,6 +201,26 @@ def test_make_datasets_from_config(mnist_dir):
     assert sum(1 for _ in datasets.validation) == 50
 
 
+def test_a_resumed_epoch_made_in_a_strategy_scope_gathers_from_the_held_arrays(mnist_dir):
+    # training.train makes a resumed run's first epoch inside the strategy's scope, where a new variable would be
+    # a replicated one; make_datasets held the training arrays on the host before, so none is made there.
+    cfg = config.RunConfig(data_dir=mnist_dir, batch_size=100, validation_size=59000)
+    datasets = data.make_datasets(cfg)
+    created = []
+
+    def record(next_creator, **kwargs):
+        created.append(kwargs.get("name"))
+        return next_creator(**kwargs)
+
+    with tf.distribute.OneDeviceStrategy("/cpu:0").scope(), tf.variable_creator_scope(record):
+        resumed = datasets.train_from(first_step=3)
+    assert created == []
+    whole_epoch = [batch["label"].numpy() for batch in datasets.train]
+    assert len(whole_epoch) == 10
+    np.testing.assert_array_equal(np.concatenate([batch["label"].numpy() for batch in resumed]),
+                                  np.concatenate(whole_epoch[3:]))
+
+
 def _epoch(dataset):
     batches = list(dataset)
     return np.concatenate([b["label"].numpy() for b in batches]), np.concatenate([b["input"].numpy() for b in batches])
