@@ -150,6 +150,8 @@ CASES = {
     "zero latent size": (lambda ctx: train("--latent_dim=0"), "--latent_dim must be > 0"),
     "negative latent size": (lambda ctx: train("--latent_dim=-3"), "--latent_dim must be > 0"),
     "zero epochs": (lambda ctx: train("--epochs=0"), "--epochs must be > 0"),
+    # Every failed check is named, each apart from the next, still on one line.
+    "two bad flags": (lambda ctx: train("--batch_size=0", "--epochs=0"), "must be > 0; flag --"),
     "negative epochs": (lambda ctx: train("--epochs=-1"), "--epochs must be > 0"),
     "zero learning rate": (lambda ctx: train("--learning_rate=0"), "--learning_rate must be > 0"),
     "negative learning rate": (lambda ctx: train("--learning_rate=-0.001"), "--learning_rate must be > 0"),

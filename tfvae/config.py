@@ -621,7 +621,8 @@ def parse_flags_or_exit(argv):
     try:
         remaining = FLAGS(argv)
     except flags.Error as e:
-        message = " ".join(str(e).split())
+        # absl puts each failed validator on a line of its own; kept apart on the one line.
+        message = "; ".join(" ".join(line.split()) for line in str(e).splitlines() if line.strip())
         print(f"error: {message}; see --help", file=sys.stderr)
         sys.exit(2)
     if len(remaining) > 1:
