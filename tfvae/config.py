@@ -621,8 +621,10 @@ def parse_flags_or_exit(argv):
     try:
         remaining = FLAGS(argv)
     except flags.Error as e:
-        # absl puts each failed validator on a line of its own; kept apart on the one line.
-        message = "; ".join(" ".join(line.split()) for line in str(e).splitlines() if line.strip())
+        # absl puts each failed validator on a line of its own; kept apart on the one line. Its flagfile errors
+        # begin "ERROR::", which our own "error:" already says.
+        lines = [" ".join(line.split()).removeprefix("ERROR:: ") for line in str(e).splitlines()]
+        message = "; ".join(line for line in lines if line)
         print(f"error: {message}; see --help", file=sys.stderr)
         sys.exit(2)
     if len(remaining) > 1:
