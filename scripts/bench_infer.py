@@ -4,10 +4,11 @@
 
 The SavedModel path timed is the one tfvae's own tools and the README use:
 `tf.saved_model.load(DIR).signatures["reconstruct"](input=tf.constant(x))["x_hat"].numpy()`. Timed beside it,
-for comparison: the restored tf.function `loaded.reconstruct(x)`, the export's SignatureDef run by a TF1 Session
-(how TF Serving runs a SavedModel), and the layers of that call (its input tensor made beforehand; the runtime
-alone). Every runtime gets the same thread pools, and calls alternate between the contenders, so load from other
-processes hits them alike.
+for comparison: the same signature inside a tf.function of one positional tensor, the restored tf.function
+`loaded.reconstruct(x)`, the export's SignatureDef run by a TF1 Session (how TF Serving runs a SavedModel), and the
+layers of the signature call (its input tensor made beforehand; the runtime alone). Every runtime gets the same
+thread pools, and the contenders take turns, so load from other processes hits them alike: batch-1 calls are timed
+twice, alternating call by call, and in turns of `--calls_per_turn` calls in a row (warm, as in a server).
 """
 
 import os
@@ -24,6 +25,10 @@ from tfvae import config  # noqa: E402
 flags.DEFINE_string("saved_model", "saved_models/tf1_tutorial", "A tfvae export of the tutorial network.")
 flags.DEFINE_integer("calls", 2000, "Batch-1 calls timed per contender (after 200 warm-up calls).",
                      lower_bound=1000)
+flags.DEFINE_integer("calls_per_turn", 20, "Batch-1 calls a contender makes in a row in the second measurement (the "
+                     "first alternates call by call): each call then finds the caches as its own last call left them, "
+                     "as in a server that runs one model, where call by call it finds another contender's state.",
+                     lower_bound=2)
 flags.DEFINE_integer("large_batch", 1024, "Batch size of the throughput measurement.", lower_bound=1)
 flags.DEFINE_integer("large_batch_calls", 50, "Calls timed per contender at --large_batch.", lower_bound=1)
 flags.DEFINE_integer("inter_op_threads", 1, "Inter-op pool size of both runtimes (TF1 session config and "
@@ -34,20 +39,24 @@ config.define_output_file_flag("", "JSON file to write (stdout too).", ".json")
 FLAGS = flags.FLAGS
 
 
-def _interleaved_seconds(calls, x, repeats, warmup):
-    """Times each of `calls` ({name: fn(x)}) `repeats` times, alternating call by call. Returns {name: [s]}."""
+def _interleaved_seconds(calls, x, repeats, warmup, calls_per_turn=1):
+    """Times each of `calls` ({name: fn(x)}) `repeats` times, taking turns of `calls_per_turn` calls in a row.
+
+    Returns {name: [seconds of each call]}.
+    """
     for call in calls.values():
         for _ in range(warmup):
             call(x)
     seconds = {name: [] for name in calls}
     order, rng = list(calls), np.random.default_rng(0)
-    for _ in range(repeats):
+    for _ in range(-(-repeats // calls_per_turn)):
         # A new order each round: a contender always called right after another one inherits its cache state.
         rng.shuffle(order)
         for name in order:
-            start = time.perf_counter()
-            calls[name](x)
-            seconds[name].append(time.perf_counter() - start)
+            for _ in range(calls_per_turn):
+                start = time.perf_counter()
+                calls[name](x)
+                seconds[name].append(time.perf_counter() - start)
     return seconds
 
 
@@ -102,14 +111,19 @@ def main(argv):
         signature = tf.compat.v1.saved_model.loader.load(serving_sess, ["serve"], FLAGS.saved_model).signature_def[
             "reconstruct"]
     feed, fetch = signature.inputs["input"].name, signature.outputs["x_hat"].name
+    # The signature inside a tf.function of one positional tensor: the call binds no keywords and packs no dict.
+    reconstruct_positional = tf.function(lambda images: reconstruct(input=images)["x_hat"]).get_concrete_function(
+        tf.TensorSpec([None, *metadata["input_shape"]], tf.float32))
     calls = {
         "savedmodel_reconstruct": lambda x: reconstruct(input=tf.constant(x))["x_hat"].numpy(),
+        "savedmodel_reconstruct_positional": lambda x: reconstruct_positional(tf.constant(x)).numpy(),
         "savedmodel_restored_function": lambda x: saved.reconstruct(tf.constant(x))["x_hat"].numpy(),
         "savedmodel_signature_def_session_run": lambda x: serving_sess.run(fetch, {feed: x}),
         "tf1_session_run": lambda x: sess.run(g.x_hat_mean, {g.input: x}),
         **_call_layers(tf, reconstruct, (x_one, x_large)),
     }
     small = _interleaved_seconds(calls, x_one, FLAGS.calls, warmup=200)
+    small_turns = _interleaved_seconds(calls, x_one, FLAGS.calls, warmup=0, calls_per_turn=FLAGS.calls_per_turn)
     large = _interleaved_seconds(calls, x_large, FLAGS.large_batch_calls, warmup=2)
     outputs = {name: call(x_large) for name, call in calls.items()}
     sess.close()
@@ -118,11 +132,16 @@ def main(argv):
     for name in calls:
         result[name] = {"batch1_p50_ms": 1e3 * float(np.percentile(small[name], 50)),
                         "batch1_p99_ms": 1e3 * float(np.percentile(small[name], 99)),
+                        "batch1_in_turns_p50_ms": 1e3 * float(np.percentile(small_turns[name], 50)),
+                        "batch1_in_turns_p99_ms": 1e3 * float(np.percentile(small_turns[name], 99)),
                         f"batch{FLAGS.large_batch}_examples_per_second":
                             FLAGS.large_batch * len(large[name]) / float(np.sum(large[name]))}
     result.update({
         "p50_ratio_savedmodel_over_tf1": (result["savedmodel_reconstruct"]["batch1_p50_ms"]
                                           / result["tf1_session_run"]["batch1_p50_ms"]),
+        "p50_ratio_savedmodel_over_tf1_in_turns": (result["savedmodel_reconstruct"]["batch1_in_turns_p50_ms"]
+                                                   / result["tf1_session_run"]["batch1_in_turns_p50_ms"]),
+        "calls_per_turn": FLAGS.calls_per_turn,
         "max_abs_output_difference": max(float(np.abs(outputs[name] - outputs["tf1_session_run"]).max())
                                          for name in calls),
         "savedmodel_path": 'tf.saved_model.load(DIR).signatures["reconstruct"](input=tf.constant(x))["x_hat"]'

@@ -70,13 +70,17 @@ def test_bench_infer_compares_equal_outputs(tmp_path):
                        "--large_batch=64", "--large_batch_calls=3")
     # The export's reconstruct, its SignatureDef in a Session and the TF1 graph with its weights compute the same.
     assert result["max_abs_output_difference"] == 0.0
-    for name in ("savedmodel_reconstruct", "savedmodel_signature_def_session_run", "tf1_session_run",
-                 "savedmodel_reconstruct_input_made_beforehand"):
+    for name in ("savedmodel_reconstruct", "savedmodel_reconstruct_positional", "savedmodel_signature_def_session_run",
+                 "tf1_session_run", "savedmodel_reconstruct_input_made_beforehand"):
         timings = result[name]
         assert 0 < timings["batch1_p50_ms"] <= timings["batch1_p99_ms"], timings
+        assert 0 < timings["batch1_in_turns_p50_ms"] <= timings["batch1_in_turns_p99_ms"], timings
         assert timings["batch64_examples_per_second"] > 0
-    assert result["p50_ratio_savedmodel_over_tf1"] == pytest.approx(
-        result["savedmodel_reconstruct"]["batch1_p50_ms"] / result["tf1_session_run"]["batch1_p50_ms"])
+    for suffix in ("", "_in_turns"):
+        assert result[f"p50_ratio_savedmodel_over_tf1{suffix}"] == pytest.approx(
+            result["savedmodel_reconstruct"][f"batch1{suffix}_p50_ms"]
+            / result["tf1_session_run"][f"batch1{suffix}_p50_ms"])
+    assert result["calls_per_turn"] == 20
 
 
 def test_bench_fast_path_is_bit_identical_to_the_plain_path(mnist_dir, tmp_path):
