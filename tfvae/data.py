@@ -218,7 +218,7 @@ def hold_on_host(array):
 
     Not a constant: tf.data copies a captured constant into the dataset's graph when it makes an iterator, and a
     variable goes in by handle. For MNIST's 55,000 training images (43 MB) a constant cost one more copy (peak RSS
-    799 against 754 MB) and a slower first iterator (0.05-0.17 s against 0.02-0.06 s).
+    799 against 754 MB) and a slower first iterator (0.05-0.23 s against 0.02-0.06 s).
     Create it outside any distribution strategy's scope (`make_datasets` does), or it becomes a replicated one.
     """
     if isinstance(array, tf.Variable):
