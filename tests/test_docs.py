@@ -49,7 +49,7 @@ assert "tfvae" not in sys.modules
 assert codes["z_mean"].shape == codes["z_logvar"].shape == (8, 20)
 assert x_hat.shape == (8, 784) and samples.shape == (16, 784)
 assert 0 <= float(tf.reduce_min(x_hat)) and float(tf.reduce_max(x_hat)) <= 1
-np.testing.assert_allclose(x_hat_0.numpy(), x_hat[:1].numpy(), atol=1e-6)
+np.testing.assert_allclose(x_hat_0.numpy(), x_hat[:1].numpy(), atol=1e-5)  # Batch 1 or 8: rounding only.
 print("ok")
 """
     result = run_script(None, "\n".join(blocks) + checks)
