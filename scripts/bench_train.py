@@ -1,5 +1,5 @@
-"""Training speed of tfvae beside a TF1 feed_dict graph of the same network and the matmul-only ceiling of its
-layer shapes, measured in one run; writes JSON.
+"""Training speed of tfvae beside a TF1 feed_dict graph of the same network, the matmul-only ceiling of its
+layer shapes and the bound of those matmuls plus Adam, measured in one run; writes JSON.
 
     python scripts/bench_train.py --preset=tf1_tutorial --epochs=5 --data_dir=PATH/MNIST_data --output=bench.json
     python scripts/bench_train.py --preset=mlp400 --epochs=5 --data_dir=PATH/MNIST_data
@@ -53,10 +53,11 @@ flags.DEFINE_bool("profile", False, "Also run one more epoch of each contender u
                   "milliseconds per step inside kernels by kind (matmul, optimizer, other, input pipeline).")
 flags.DEFINE_integer("intra_op_threads", None, "Override the preset's intra-op pool size for tfvae "
                      "(0: one thread per core).", lower_bound=0)
-flags.DEFINE_integer("inter_op_threads", None, "Override the preset's inter-op pool size for tfvae and the ceiling.",
-                     lower_bound=0)
-flags.DEFINE_list("tf1_intra_op_threads", ["1", "0"], "Intra-op pool sizes the TF1 graph and the matmul ceiling run "
-                  "with, each its own contender (0: one thread per core); the fastest of each is the one compared.")
+flags.DEFINE_integer("inter_op_threads", None,
+                     "Override the preset's inter-op pool size for tfvae, the ceiling and the bound.", lower_bound=0)
+flags.DEFINE_list("tf1_intra_op_threads", ["1", "0"], "Intra-op pool sizes the TF1 graph, the matmul ceiling and "
+                  "the bound run with, each its own contender (0: one thread per core); the fastest of each is the "
+                  "one compared.")
 flags.register_validator("tf1_intra_op_threads", lambda sizes: bool(sizes) and all(s.strip().isdigit() for s in sizes),
                          message="--tf1_intra_op_threads must be a comma-separated list of integers >= 0, e.g. 1,0")
 flags.DEFINE_integer("validation_size", 5000, "Training images held out (5,000 as TF1's MNIST_data reader; more "
@@ -137,9 +138,13 @@ class MatmulCeiling:
     Per layer [batch, fan_in] x [fan_in, fan_out]: the forward product, the kernel gradient, and the input
     gradient (except for the first layer, whose input needs none); z is the first latent_dim columns of the
     encoder output, as z_mean. The ceiling for any implementation built on TensorFlow's matmul at these shapes.
+
+    With `adam`, the bound for any such implementation that also trains its weights with Adam: the kernels are
+    variables, each step reads them after the last step's update, and TensorFlow's Adam kernel (the one tfvae's
+    and TF1's Adam run) updates each from its product; nothing else (no biases, activations, loss or sampling).
     """
 
-    def __init__(self, cfg, steps, intra_op_threads):
+    def __init__(self, cfg, steps, intra_op_threads, adam=False):
         import tensorflow as tf
 
         self.steps = steps
@@ -148,24 +153,48 @@ class MatmulCeiling:
         rng = np.random.default_rng(cfg.seed)
         graph = tf.Graph()
         with graph.as_default():
-            kernels = [[tf.constant(rng.standard_normal((a, b), dtype=np.float32) * 0.05)
-                        for a, b in zip(w[:-1], w[1:])] for w in (encoder, decoder)]
+            initial = [[rng.standard_normal((a, b), dtype=np.float32) * 0.05 for a, b in zip(w[:-1], w[1:])]
+                       for w in (encoder, decoder)]
             x = tf.constant(rng.random((cfg.batch_size, 784), dtype=np.float32))
+            if adam:
+                variables = [[tf.Variable(k) for k in layers] for layers in initial]
+                slots = {v.ref(): (tf.Variable(tf.zeros_like(v)), tf.Variable(tf.zeros_like(v)))
+                         for layers in variables for v in layers}
+            else:
+                constants = [[tf.constant(k) for k in layers] for layers in initial]
 
             def step(i, total):
+                if adam:
+                    # After the last step's update: the loop counter that reaches this step waited for it.
+                    with tf.control_dependencies([i]):
+                        kernels = [[v.read_value() for v in layers] for layers in variables]
+                else:
+                    kernels = constants
                 params, encoder_inputs = _forward(x, kernels[0])
                 logits, decoder_inputs = _forward(params[:, :cfg.latent_dim], kernels[1])
                 grad_z, decoder_grads = _backward(logits, kernels[1], decoder_inputs, True)
                 _, encoder_grads = _backward(tf.concat([grad_z, grad_z], axis=1), kernels[0], encoder_inputs, False)
-                # Each step's products feed the carried sum, so none is pruned; one element each keeps it free.
-                return i + 1, total + tf.add_n([g[0, 0] for g in decoder_grads + encoder_grads])
+                if not adam:
+                    # Each step's products feed the carried sum, so none is pruned; one element each keeps it free.
+                    return i + 1, total + tf.add_n([g[0, 0] for g in decoder_grads + encoder_grads])
+                grads = [*reversed(encoder_grads), *reversed(decoder_grads)]
+                # A tiny learning rate keeps the weights, and so the products' numbers, near their start; Adam's
+                # cost does not depend on it.
+                updates = [tf.raw_ops.ResourceApplyAdam(
+                    var=v.handle, m=slots[v.ref()][0].handle, v=slots[v.ref()][1].handle, beta1_power=0.9,
+                    beta2_power=0.999, lr=1e-7, beta1=0.9, beta2=0.999, epsilon=1e-8, grad=g)
+                    for v, g in zip([v for layers in variables for v in layers], grads)]
+                with tf.control_dependencies(updates):
+                    return i + 1, total + 1.0
 
             self.step_count = tf.compat.v1.placeholder(tf.int32, [])
             # One step after another, as in training, where each step needs the weights the last one wrote. With
             # the default 10 parallel iterations the loop overlapped independent steps: 20-35% faster on 2 cores.
             _, self.total = tf.while_loop(lambda i, _: i < self.step_count, step, (0, 0.0), parallel_iterations=1)
+            initializer = tf.compat.v1.global_variables_initializer()
         self.sess = tf.compat.v1.Session(graph=graph, config=tf.compat.v1.ConfigProto(
             intra_op_parallelism_threads=intra_op_threads, inter_op_parallelism_threads=cfg.inter_op_threads))
+        self.sess.run(initializer)
         self.sess.run(self.total, {self.step_count: 2})  # Warm up.
 
     def run_epoch(self):
@@ -270,9 +299,11 @@ def main(argv):
     # The ceiling too runs once per pool size, each in its own Session, so an override of tfvae's pools cannot
     # lower it.
     ceilings = {threads: MatmulCeiling(cfg, tf1.steps, threads) for threads in pool_sizes}
+    bounds = {threads: MatmulCeiling(cfg, tf1.steps, threads, adam=True) for threads in pool_sizes}
     contenders = {"tfvae": tfvae.run_epoch,
                   **{_pool_name("tf1_feed_dict", threads): c.run_epoch for threads, c in tf1_by_threads.items()},
-                  **{_pool_name("matmul_ceiling", threads): c.run_epoch for threads, c in ceilings.items()}}
+                  **{_pool_name("matmul_ceiling", threads): c.run_epoch for threads, c in ceilings.items()},
+                  **{_pool_name("matmul_adam_bound", threads): c.run_epoch for threads, c in bounds.items()}}
     # Epochs alternate between contenders, in a rotating order, so drifting load from other processes hits all
     # of them alike; the ceilings run one epoch's worth of steps per round.
     times = {name: ([], [], []) for name in contenders}
@@ -285,12 +316,14 @@ def main(argv):
     for threads, contender in tf1_by_threads.items():
         name = _pool_name("tf1_feed_dict", threads)
         results[name] = _summary(*times[name][:2], contender.examples, times[name][2], contender.validation_loss())
-        name = _pool_name("matmul_ceiling", threads)
-        results[name] = {**_summary(*times[name][:2], tf1.examples),
-                         "matmuls_per_step": 3 * (2 * len(cfg.hidden_sizes) + 2) - 1}
+        for contender in ("matmul_ceiling", "matmul_adam_bound"):
+            name = _pool_name(contender, threads)
+            results[name] = {**_summary(*times[name][:2], tf1.examples),
+                             "matmuls_per_step": 3 * (2 * len(cfg.hidden_sizes) + 2) - 1}
     # The baseline is the TF1 graph at its fastest pool size on this machine, and the ceiling the fastest one.
     baseline_threads, results["tf1_feed_dict"] = _best_pool(results, "tf1_feed_dict", pool_sizes)
     ceiling_threads, results["matmul_ceiling"] = _best_pool(results, "matmul_ceiling", pool_sizes)
+    bound_threads, results["matmul_adam_bound"] = _best_pool(results, "matmul_adam_bound", pool_sizes)
     times["tf1_feed_dict"] = times[_pool_name("tf1_feed_dict", baseline_threads)]
     times["matmul_ceiling"] = times[_pool_name("matmul_ceiling", ceiling_threads)]
     rate = {name: result["examples_per_second"] for name, result in results.items()}
@@ -309,6 +342,9 @@ def main(argv):
         "speedup_vs_tf1": rate["tfvae"] / rate["tf1_feed_dict"],
         "tfvae_fraction_of_matmul_ceiling": rate["tfvae"] / rate["matmul_ceiling"],
         "tf1_fraction_of_matmul_ceiling": rate["tf1_feed_dict"] / rate["matmul_ceiling"],
+        # How much of the ceiling is left to anything that also runs Adam, and how much of that tfvae reaches.
+        "matmul_adam_bound_fraction_of_matmul_ceiling": rate["matmul_adam_bound"] / rate["matmul_ceiling"],
+        "tfvae_fraction_of_matmul_adam_bound": rate["tfvae"] / rate["matmul_adam_bound"],
         # The same ratios round by round, and their medians: less sensitive to the machine's drift.
         "speedup_vs_tf1_per_round": speedup_per_round,
         "speedup_vs_tf1_median_of_rounds": float(np.median(speedup_per_round)),
@@ -321,13 +357,14 @@ def main(argv):
                     "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
                     "tf1_session": f"intra_op {pool_sizes} (one session each), inter_op 1",
                     "matmul_ceiling_session": f"intra_op {pool_sizes} (one session each), inter_op "
-                                              f"{cfg.inter_op_threads or 'one per core'}",
+                                              f"{cfg.inter_op_threads or 'one per core'}; the same for the bound",
                     "load_average_1min": os.getloadavg()[0]},
     }
     if FLAGS.profile:
         result["kernel_profile"] = _kernel_profile(
             {"tfvae": tfvae.run_epoch, "tf1_feed_dict": tf1_by_threads[baseline_threads].run_epoch,
-             "matmul_ceiling": ceilings[ceiling_threads].run_epoch}, steps=tf1.steps)
+             "matmul_ceiling": ceilings[ceiling_threads].run_epoch,
+             "matmul_adam_bound": bounds[bound_threads].run_epoch}, steps=tf1.steps)
     artifacts.print_json(result, FLAGS.output)
 
 

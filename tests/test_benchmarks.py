@@ -20,20 +20,24 @@ def test_bench_train_trains_tfvae_and_the_tf1_graph_alike(mnist_dir, tmp_path):
     # 10,000 training digits: 100 steps an epoch.
     result = _run_json("bench_train.py", tmp_path, "--preset=tf1_tutorial", "--epochs=2", "--validation_size=50000",
                        "--profile", f"--data_dir={mnist_dir}")
-    rates = {name: result[name]["examples_per_second"] for name in ("tfvae", "tf1_feed_dict", "matmul_ceiling")}
+    rates = {name: result[name]["examples_per_second"]
+             for name in ("tfvae", "tf1_feed_dict", "matmul_ceiling", "matmul_adam_bound")}
     assert all(rate > 0 for rate in rates.values()), rates
     assert result["speedup_vs_tf1"] == pytest.approx(rates["tfvae"] / rates["tf1_feed_dict"])
     assert result["tfvae_fraction_of_matmul_ceiling"] == pytest.approx(rates["tfvae"] / rates["matmul_ceiling"])
+    assert result["tfvae_fraction_of_matmul_adam_bound"] == pytest.approx(rates["tfvae"] / rates["matmul_adam_bound"])
+    assert result["matmul_adam_bound_fraction_of_matmul_ceiling"] == pytest.approx(
+        rates["matmul_adam_bound"] / rates["matmul_ceiling"])
     assert len(result["tfvae"]["epoch_seconds"]) == 2 and result["peak_rss_mb"] > 100
     # The same network, optimizer and data, two epochs each: the losses agree up to data order and initialisation.
     tfvae, tf1 = result["tfvae"]["final_validation_loss"], result["tf1_feed_dict"]["final_validation_loss"]
     assert 30 < tfvae < 80 and abs(tfvae - tf1) < 0.05 * tf1, (tfvae, tf1)
     assert result["config"]["validation_size"] == 50000 and result["tfvae_compute_dtype"] == "float32"
-    # The preset's pools are the ones tfvae ran with; TF1 and the ceiling ran once per pool size each, and the
-    # faster of each is the one compared.
+    # The preset's pools are the ones tfvae ran with; TF1, the ceiling and the bound ran once per pool size each,
+    # and the faster of each is the one compared.
     assert result["config"]["intra_op_threads"] == result["threads"]["intra_op"] == 1
     pool_sizes = sorted({1, os.cpu_count()})
-    for contender in ("tf1_feed_dict", "matmul_ceiling"):
+    for contender in ("tf1_feed_dict", "matmul_ceiling", "matmul_adam_bound"):
         runs = {threads: result[f"{contender}_intra_op_{threads}"] for threads in pool_sizes}
         fastest = max(runs, key=lambda threads: runs[threads]["examples_per_second"])
         assert result[contender] == {**runs[fastest], "intra_op_threads": fastest}
@@ -44,16 +48,18 @@ def test_bench_train_trains_tfvae_and_the_tf1_graph_alike(mnist_dir, tmp_path):
     # One round after the first: its paired ratio is the ratio of that round's two rates.
     tfvae_seconds, tf1_seconds = result["tfvae"]["epoch_seconds"][1], result["tf1_feed_dict"]["epoch_seconds"][1]
     assert result["speedup_vs_tf1_per_round"] == [pytest.approx(tf1_seconds / tfvae_seconds)]
-    # The kernel profile: both training paths run matmuls and Adam, the ceiling only matmuls; only tfvae reads
-    # its batches through tf.data.
+    # The kernel profile: both training paths and the bound run matmuls and Adam, the ceiling only matmuls; only
+    # tfvae reads its batches through tf.data.
     profile = result["kernel_profile"]
     assert all(profile[name]["matmul_ms_per_step"] > 0 for name in rates), profile
-    assert profile["tfvae"]["optimizer_ms_per_step"] > 0 and profile["tf1_feed_dict"]["optimizer_ms_per_step"] > 0
+    assert all(profile[name]["optimizer_ms_per_step"] > 0 for name in ("tfvae", "tf1_feed_dict", "matmul_adam_bound"))
     assert profile["matmul_ceiling"]["optimizer_ms_per_step"] == 0.0
     assert profile["tfvae"]["input_pipeline_ms_per_step"] > 0
     assert profile["tf1_feed_dict"]["input_pipeline_ms_per_step"] == 0.0
     shares = {name: profile[name]["matmul_share_of_kernel_time"] for name in rates}
-    assert 0 < shares["tfvae"] < shares["matmul_ceiling"] <= 1, shares
+    assert 0 < shares["tfvae"] < shares["matmul_ceiling"] <= 1 and shares["matmul_adam_bound"] < 1, shares
+    # The bound runs Adam's kernel and, besides the matmuls, (almost) nothing else.
+    assert profile["matmul_adam_bound"]["other_kernels_ms_per_step"] < profile["tfvae"]["other_kernels_ms_per_step"]
 
 
 def test_bench_train_mixed_bfloat16_trains_tfvae_as_well_as_the_float32_tf1_graph(mnist_dir, tmp_path):
