@@ -305,7 +305,7 @@ def main(argv):
                   **{_pool_name("matmul_ceiling", threads): c.run_epoch for threads, c in ceilings.items()},
                   **{_pool_name("matmul_adam_bound", threads): c.run_epoch for threads, c in bounds.items()}}
     # Epochs alternate between contenders, in a rotating order, so drifting load from other processes hits all
-    # of them alike; the ceilings run one epoch's worth of steps per round.
+    # of them alike; the ceilings and bounds run one epoch's worth of steps per round.
     times = {name: ([], [], []) for name in contenders}
     names = list(contenders)
     for epoch in range(FLAGS.epochs):
@@ -326,10 +326,13 @@ def main(argv):
     bound_threads, results["matmul_adam_bound"] = _best_pool(results, "matmul_adam_bound", pool_sizes)
     times["tf1_feed_dict"] = times[_pool_name("tf1_feed_dict", baseline_threads)]
     times["matmul_ceiling"] = times[_pool_name("matmul_ceiling", ceiling_threads)]
+    times["matmul_adam_bound"] = times[_pool_name("matmul_adam_bound", bound_threads)]
     rate = {name: result["examples_per_second"] for name, result in results.items()}
-    examples = {"tfvae": tfvae.examples, "tf1_feed_dict": tf1.examples, "matmul_ceiling": tf1.examples}
+    examples = {"tfvae": tfvae.examples, "tf1_feed_dict": tf1.examples, "matmul_ceiling": tf1.examples,
+                "matmul_adam_bound": tf1.examples}
     speedup_per_round = _per_round(times, examples, "tfvae", "tf1_feed_dict")
     ceiling_fraction_per_round = _per_round(times, examples, "tfvae", "matmul_ceiling")
+    bound_fraction_per_round = _per_round(times, examples, "tfvae", "matmul_adam_bound")
     result = {
         "preset": FLAGS.preset,
         "epochs": FLAGS.epochs,
@@ -350,6 +353,7 @@ def main(argv):
         "speedup_vs_tf1_median_of_rounds": float(np.median(speedup_per_round)),
         "tfvae_fraction_of_matmul_ceiling_per_round": ceiling_fraction_per_round,
         "tfvae_fraction_of_matmul_ceiling_median_of_rounds": float(np.median(ceiling_fraction_per_round)),
+        "tfvae_fraction_of_matmul_adam_bound_median_of_rounds": float(np.median(bound_fraction_per_round)),
         "order": "each epoch runs every contender once, starting one later each epoch",
         "peak_rss_mb": _peak_rss_mb(),  # Of the process: all contenders' data and graphs.
         "versions": {"tensorflow": tf.__version__, "python": platform.python_version()},

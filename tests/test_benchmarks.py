@@ -48,6 +48,9 @@ def test_bench_train_trains_tfvae_and_the_tf1_graph_alike(mnist_dir, tmp_path):
     # One round after the first: its paired ratio is the ratio of that round's two rates.
     tfvae_seconds, tf1_seconds = result["tfvae"]["epoch_seconds"][1], result["tf1_feed_dict"]["epoch_seconds"][1]
     assert result["speedup_vs_tf1_per_round"] == [pytest.approx(tf1_seconds / tfvae_seconds)]
+    bound_seconds = result["matmul_adam_bound"]["epoch_seconds"][1]
+    assert result["tfvae_fraction_of_matmul_adam_bound_median_of_rounds"] == pytest.approx(
+        bound_seconds / tfvae_seconds)
     # The kernel profile: both training paths and the bound run matmuls and Adam, the ceiling only matmuls; only
     # tfvae reads its batches through tf.data.
     profile = result["kernel_profile"]
