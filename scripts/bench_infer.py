@@ -61,12 +61,18 @@ def _interleaved_seconds(calls, x, repeats, warmup, calls_per_turn=1):
 
 
 def _call_layers(tf, reconstruct, inputs):
-    """Where the eager signature call's time goes: the same call with its input tensor made beforehand, and (a
-    diagnostic, through TensorFlow's private API; left out where that API differs) the runtime executing the
-    signature's function alone, without the Python that binds keywords, checks captures and packs outputs."""
+    """Where the eager signature call's time goes: the same call with its input tensor made beforehand, and two
+    diagnostics (left out where TensorFlow's API differs): the whole call without binding the input to the
+    signature's type (the undocumented `call_preflattened` of its documented `inference_fn`), and, through
+    TensorFlow's private API, the runtime executing the signature's function alone, without the Python that binds
+    keywords, checks captures and packs outputs."""
     tensors = {id(x): tf.constant(x) for x in inputs}
     layers = {"savedmodel_reconstruct_input_made_beforehand":
               lambda x: reconstruct(input=tensors[id(x)])["x_hat"].numpy()}
+    atomic, captures = getattr(reconstruct, "inference_fn", None), tuple(reconstruct.captured_inputs)
+    if hasattr(atomic, "call_preflattened"):
+        layers["diagnostic_without_input_binding_undocumented_api"] = lambda x: atomic.call_preflattened(
+            (tf.constant(x), *captures))["x_hat"].numpy()
     try:
         from tensorflow.python.eager import context
         function_name, captures = reconstruct._inference_function.name, list(reconstruct.captured_inputs)
