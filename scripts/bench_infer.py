@@ -69,13 +69,14 @@ def _call_layers(tf, reconstruct, inputs):
     tensors = {id(x): tf.constant(x) for x in inputs}
     layers = {"savedmodel_reconstruct_input_made_beforehand":
               lambda x: reconstruct(input=tensors[id(x)])["x_hat"].numpy()}
-    atomic, captures = getattr(reconstruct, "inference_fn", None), tuple(reconstruct.captured_inputs)
+    captures = tuple(reconstruct.captured_inputs)
+    atomic = getattr(reconstruct, "inference_fn", None)
     if hasattr(atomic, "call_preflattened"):
         layers["diagnostic_without_input_binding_undocumented_api"] = lambda x: atomic.call_preflattened(
             (tf.constant(x), *captures))["x_hat"].numpy()
     try:
         from tensorflow.python.eager import context
-        function_name, captures = reconstruct._inference_function.name, list(reconstruct.captured_inputs)
+        function_name = reconstruct._inference_function.name
         run = context.context().call_function
         if len(reconstruct.structured_outputs) == 1:
             layers["diagnostic_runtime_only_private_api"] = lambda x: run(
