@@ -158,8 +158,9 @@ class MatmulCeiling:
             x = tf.constant(rng.random((cfg.batch_size, 784), dtype=np.float32))
             if adam:
                 variables = [[tf.Variable(k) for k in layers] for layers in initial]
-                slots = {v.ref(): (tf.Variable(tf.zeros_like(v)), tf.Variable(tf.zeros_like(v)))
-                         for layers in variables for v in layers}
+                all_variables = [kernel for layers in variables for kernel in layers]
+                slots = [(tf.Variable(tf.zeros_like(kernel)), tf.Variable(tf.zeros_like(kernel)))
+                         for kernel in all_variables]
             else:
                 constants = [[tf.constant(k) for k in layers] for layers in initial]
 
@@ -181,9 +182,9 @@ class MatmulCeiling:
                 # A tiny learning rate keeps the weights, and so the products' numbers, near their start; Adam's
                 # cost does not depend on it.
                 updates = [tf.raw_ops.ResourceApplyAdam(
-                    var=v.handle, m=slots[v.ref()][0].handle, v=slots[v.ref()][1].handle, beta1_power=0.9,
-                    beta2_power=0.999, lr=1e-7, beta1=0.9, beta2=0.999, epsilon=1e-8, grad=g)
-                    for v, g in zip([v for layers in variables for v in layers], grads)]
+                    var=kernel.handle, m=m.handle, v=v.handle, beta1_power=0.9, beta2_power=0.999, lr=1e-7,
+                    beta1=0.9, beta2=0.999, epsilon=1e-8, grad=grad)
+                    for kernel, (m, v), grad in zip(all_variables, slots, grads)]
                 with tf.control_dependencies(updates):
                     return i + 1, total + 1.0
 
