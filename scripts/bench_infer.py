@@ -94,7 +94,7 @@ def main(argv):
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
     import tf1_reference
-    from tfvae import artifacts, export
+    from tfvae import artifacts, export, profiling
 
     saved, metadata = export.load_saved_model(FLAGS.saved_model)
     rng = np.random.default_rng(0)
@@ -156,6 +156,7 @@ def main(argv):
         "threads": {"inter_op": FLAGS.inter_op_threads, "intra_op": FLAGS.intra_op_threads,
                     "cpus": os.cpu_count()},
         "tensorflow": tf.__version__,
+        "memory_allocator": profiling.memory_allocator(),
         "load_average_1min": os.getloadavg()[0],
     })
     artifacts.print_json(result, FLAGS.output)

@@ -358,6 +358,7 @@ def main(argv):
         "order": "each epoch runs every contender once, starting one later each epoch",
         "peak_rss_mb": _peak_rss_mb(),  # Of the process: all contenders' data and graphs.
         "versions": {"tensorflow": tf.__version__, "python": platform.python_version()},
+        "memory_allocator": profiling.memory_allocator(),  # A preloaded jemalloc moved every contender here.
         "threads": {"cpus": os.cpu_count(), "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                     "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
                     "tf1_session": f"intra_op {pool_sizes} (one session each), inter_op 1",

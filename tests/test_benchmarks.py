@@ -28,6 +28,7 @@ def test_bench_train_trains_tfvae_and_the_tf1_graph_alike(mnist_dir, tmp_path):
     assert result["tfvae_fraction_of_matmul_adam_bound"] == pytest.approx(rates["tfvae"] / rates["matmul_adam_bound"])
     assert result["matmul_adam_bound_fraction_of_matmul_ceiling"] == pytest.approx(
         rates["matmul_adam_bound"] / rates["matmul_ceiling"])
+    assert result["memory_allocator"] in ("system", "jemalloc", "tcmalloc", "unknown")
     assert len(result["tfvae"]["epoch_seconds"]) == 2 and result["peak_rss_mb"] > 100
     # The same network, optimizer and data, two epochs each: the losses agree up to data order and initialisation.
     tfvae, tf1 = result["tfvae"]["final_validation_loss"], result["tf1_feed_dict"]["final_validation_loss"]
@@ -92,6 +93,7 @@ def test_bench_infer_compares_equal_outputs(tmp_path):
             result["savedmodel_reconstruct"][f"batch1{suffix}_p50_ms"]
             / result["tf1_session_run"][f"batch1{suffix}_p50_ms"])
     assert result["calls_per_turn"] == 20
+    assert result["memory_allocator"] in ("system", "jemalloc", "tcmalloc", "unknown")
 
 
 def test_bench_fast_path_is_bit_identical_to_the_plain_path(mnist_dir, tmp_path):

@@ -76,6 +76,21 @@ def kernel_seconds(xplane_path):
     return result
 
 
+def memory_allocator(maps_path="/proc/self/maps"):
+    """Names the malloc this process runs on: "jemalloc" or "tcmalloc" when one is loaded (by `LD_PRELOAD`), else
+    "system"; "unknown" without `/proc` (not Linux). A preloaded allocator moves CPU step times by several percent,
+    so the benchmarks record it beside their figures."""
+    try:
+        with open(maps_path) as f:
+            mapped = f.read()
+    except OSError:
+        return "unknown"
+    for name in ("jemalloc", "tcmalloc"):
+        if f"lib{name}" in mapped:
+            return name
+    return "system"
+
+
 def profile_kernel_seconds(fn):
     """Runs `fn()` under TensorFlow's profiler. Returns (wall seconds, `kernel_seconds` of the trace)."""
     log_dir = tempfile.mkdtemp(prefix="tfvae-profile-")
