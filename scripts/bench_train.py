@@ -1,5 +1,6 @@
 """Training speed of tfvae beside a TF1 feed_dict graph of the same network, the matmul-only ceiling of its
-layer shapes and the bound of those matmuls plus Adam, measured in one run; writes JSON.
+layer shapes and the bound of those matmuls plus Adam (on whole batches, and split into micro-batches as tfvae
+splits them), measured in one run; writes JSON.
 
     python scripts/bench_train.py --preset=tf1_tutorial --epochs=5 --data_dir=PATH/MNIST_data --output=bench.json
     python scripts/bench_train.py --preset=mlp400 --epochs=5 --data_dir=PATH/MNIST_data
@@ -58,8 +59,11 @@ flags.DEFINE_integer("inter_op_threads", None,
 flags.DEFINE_list("tf1_intra_op_threads", ["1", "0"], "Intra-op pool sizes the TF1 graph, the matmul ceiling and "
                   "the bound run with, each its own contender (0: one thread per core); the fastest of each is the "
                   "one compared.")
-flags.register_validator("tf1_intra_op_threads", lambda sizes: bool(sizes) and all(s.strip().isdigit() for s in sizes),
-                         message="--tf1_intra_op_threads must be a comma-separated list of integers >= 0, e.g. 1,0")
+flags.DEFINE_list("tf1_inter_op_threads", ["1", "0"], "Inter-op pool sizes the TF1 graph runs with, for each of "
+                  "its intra-op sizes (0: one thread per core, TensorFlow's default, as the tutorial's Session had).")
+for _name in ("tf1_intra_op_threads", "tf1_inter_op_threads"):
+    flags.register_validator(_name, lambda sizes: bool(sizes) and all(s.strip().isdigit() for s in sizes),
+                             message=f"--{_name} must be a comma-separated list of integers >= 0, e.g. 1,0")
 flags.DEFINE_integer("validation_size", 5000, "Training images held out (5,000 as TF1's MNIST_data reader; more "
                      "makes epochs shorter, for a quick check).", lower_bound=0, upper_bound=59000)
 FLAGS = flags.FLAGS
@@ -101,7 +105,7 @@ class TfvaeContender:
 class TF1Contender:
     """The same network as a tf.compat.v1 graph (tests/tf1_reference.py), fed batch by batch with feed_dict."""
 
-    def __init__(self, cfg, images, validation, intra_op_threads):
+    def __init__(self, cfg, images, validation, intra_op_threads, inter_op_threads=1):
         """`images`, `validation`: float32 `[n, 784]` in [0, 1], as the TF1 tutorial's reader gives them."""
         import tensorflow as tf
         import tf1_reference
@@ -113,9 +117,11 @@ class TF1Contender:
         self.batch_size = cfg.batch_size
         self.steps = len(self.images) // cfg.batch_size
         self.examples = self.steps * cfg.batch_size
-        # A serial graph: one op at a time, each split over `intra_op_threads` (its own pool, see main()).
+        # Ops split over `intra_op_threads`, independent ones (a layer's two gradient products) side by side on
+        # `inter_op_threads`: both pools its own (see main()).
         self.sess = tf.compat.v1.Session(graph=self.graph.graph, config=tf.compat.v1.ConfigProto(
-            intra_op_parallelism_threads=intra_op_threads, inter_op_parallelism_threads=1))
+            intra_op_parallelism_threads=intra_op_threads, inter_op_parallelism_threads=inter_op_threads,
+            use_per_session_threads=True))
         self.sess.run(self.graph.init_op)
 
     def run_epoch(self):
@@ -133,7 +139,7 @@ class TF1Contender:
 
 class MatmulCeiling:
     """Only the matmuls of a training step of the MLP, an epoch's worth of steps per call, in a TF1 Session with
-    its own intra-op pool (as TF1Contender), so that each pool size gets its own ceiling.
+    its own pools (as TF1Contender), so that each pool size gets its own ceiling.
 
     Per layer [batch, fan_in] x [fan_in, fan_out]: the forward product, the kernel gradient, and the input
     gradient (except for the first layer, whose input needs none); z is the first latent_dim columns of the
@@ -142,9 +148,11 @@ class MatmulCeiling:
     With `adam`, the bound for any such implementation that also trains its weights with Adam: the kernels are
     variables, each step reads them after the last step's update, and TensorFlow's Adam kernel (the one tfvae's
     and TF1's Adam run) updates each from its product; nothing else (no biases, activations, loss or sampling).
+    With `micro_batches` > 1, the same in tfvae's micro-batch structure: each part of the batch is a chain of its
+    own products (whose kernel gradients the bound sums over the parts before each update).
     """
 
-    def __init__(self, cfg, steps, intra_op_threads, adam=False):
+    def __init__(self, cfg, steps, intra_op_threads, adam=False, micro_batches=1):
         import tensorflow as tf
 
         self.steps = steps
@@ -171,14 +179,11 @@ class MatmulCeiling:
                         kernels = [[v.read_value() for v in layers] for layers in variables]
                 else:
                     kernels = constants
-                params, encoder_inputs = _forward(x, kernels[0])
-                logits, decoder_inputs = _forward(params[:, :cfg.latent_dim], kernels[1])
-                grad_z, decoder_grads = _backward(logits, kernels[1], decoder_inputs, True)
-                _, encoder_grads = _backward(tf.concat([grad_z, grad_z], axis=1), kernels[0], encoder_inputs, False)
+                parts = [_kernel_grads(part, kernels, cfg.latent_dim) for part in tf.split(x, micro_batches)]
                 if not adam:
                     # Each step's products feed the carried sum, so none is pruned; one element each keeps it free.
-                    return i + 1, total + tf.add_n([g[0, 0] for g in decoder_grads + encoder_grads])
-                grads = [*reversed(encoder_grads), *reversed(decoder_grads)]
+                    return i + 1, total + tf.add_n([g[0, 0] for grads in parts for g in grads])
+                grads = [tf.add_n(list(per_part)) if micro_batches > 1 else per_part[0] for per_part in zip(*parts)]
                 # A tiny learning rate keeps the weights, and so the products' numbers, near their start; Adam's
                 # cost does not depend on it.
                 updates = [tf.raw_ops.ResourceApplyAdam(
@@ -194,12 +199,24 @@ class MatmulCeiling:
             _, self.total = tf.while_loop(lambda i, _: i < self.step_count, step, (0, 0.0), parallel_iterations=1)
             initializer = tf.compat.v1.global_variables_initializer()
         self.sess = tf.compat.v1.Session(graph=graph, config=tf.compat.v1.ConfigProto(
-            intra_op_parallelism_threads=intra_op_threads, inter_op_parallelism_threads=cfg.inter_op_threads))
+            intra_op_parallelism_threads=intra_op_threads, inter_op_parallelism_threads=cfg.inter_op_threads,
+            use_per_session_threads=True))
         self.sess.run(initializer)
         self.sess.run(self.total, {self.step_count: 2})  # Warm up.
 
     def run_epoch(self):
         return float(self.sess.run(self.total, {self.step_count: self.steps}))
+
+
+def _kernel_grads(x, kernels, latent_dim):
+    """The step's products for the batch `x`; returns its kernel gradients, encoder's first layer first."""
+    import tensorflow as tf
+
+    params, encoder_inputs = _forward(x, kernels[0])
+    logits, decoder_inputs = _forward(params[:, :latent_dim], kernels[1])
+    grad_z, decoder_grads = _backward(logits, kernels[1], decoder_inputs, True)
+    _, encoder_grads = _backward(tf.concat([grad_z, grad_z], axis=1), kernels[0], encoder_inputs, False)
+    return [*reversed(encoder_grads), *reversed(decoder_grads)]
 
 
 def _forward(h, layer_kernels):
@@ -264,21 +281,30 @@ def _kernel_profile(contenders, steps):
     return profile
 
 
-def _pool_name(contender, threads):
-    return f"{contender}_intra_op_{threads}"
+def _pool_name(contender, pools):
+    """`pools`: the intra-op pool size, or (intra-op, inter-op) pool sizes."""
+    intra_op, inter_op = pools if isinstance(pools, tuple) else (pools, None)
+    return f"{contender}_intra_op_{intra_op}" + (f"_inter_op_{inter_op}" if inter_op else "")
 
 
-def _best_pool(results, contender, pool_sizes):
-    """The pool size at which `contender` ran fastest, and its results under `contender`'s own name."""
-    threads = max(pool_sizes, key=lambda size: results[_pool_name(contender, size)]["examples_per_second"])
-    return threads, {**results[_pool_name(contender, threads)], "intra_op_threads": threads}
+def _best_pool(results, contender, pool_choices):
+    """The pools with which `contender` ran fastest, and its results under `contender`'s own name."""
+    pools = max(pool_choices, key=lambda choice: results[_pool_name(contender, choice)]["examples_per_second"])
+    intra_op, inter_op = pools if isinstance(pools, tuple) else (pools, None)
+    return pools, {**results[_pool_name(contender, pools)], "intra_op_threads": intra_op,
+                   **({"inter_op_threads": inter_op} if inter_op else {})}
 
 
 def main(argv):
     del argv
     pool_sizes = sorted({int(size) or os.cpu_count() for size in FLAGS.tf1_intra_op_threads})
+    tf1_pools = [(intra_op, inter_op) for intra_op in pool_sizes
+                 for inter_op in sorted({int(size) or os.cpu_count() for size in FLAGS.tf1_inter_op_threads})]
     # Each TF1 session gets the intra-op pool its config asks for. Without this, TensorFlow shares one pool among
     # all CPU devices of the process, sized by the first one made (tfvae's), and a session's own setting is moot.
+    # The sessions also ask for inter-op pools of their own (`use_per_session_threads`): without it, a later
+    # session with the same intra-op size ran on the first one's inter-op pool (one thread for the TF1 graph's),
+    # which serialised the micro-batch bound's two chains.
     os.environ["TF_OVERRIDE_GLOBAL_THREADPOOL"] = "1"
     import tensorflow as tf
     from tfvae import training
@@ -295,16 +321,23 @@ def main(argv):
     arrays = tfvae.datasets.arrays
     images = arrays.train_images.reshape(len(arrays.train_images), -1).astype(np.float32) / 255
     validation = arrays.validation_images.reshape(-1, images.shape[1]).astype(np.float32) / 255
-    tf1_by_threads = {threads: TF1Contender(cfg, images, validation, threads) for threads in pool_sizes}
-    tf1 = next(iter(tf1_by_threads.values()))
+    tf1_by_pools = {pools: TF1Contender(cfg, images, validation, *pools) for pools in tf1_pools}
+    tf1 = next(iter(tf1_by_pools.values()))
     # The ceiling too runs once per pool size, each in its own Session, so an override of tfvae's pools cannot
     # lower it.
-    ceilings = {threads: MatmulCeiling(cfg, tf1.steps, threads) for threads in pool_sizes}
-    bounds = {threads: MatmulCeiling(cfg, tf1.steps, threads, adam=True) for threads in pool_sizes}
+    # The ceiling and the bound of products plus Adam on whole batches and, when tfvae splits its batches, in its
+    # micro-batch structure: name -> (adam, parts).
+    limit_kinds = {"matmul_ceiling": (False, 1), "matmul_adam_bound": (True, 1)}
+    if cfg.micro_batches > 1:
+        limit_kinds.update(matmul_ceiling_micro_batches=(False, cfg.micro_batches),
+                           matmul_adam_bound_micro_batches=(True, cfg.micro_batches))
+    limits = {kind: {threads: MatmulCeiling(cfg, tf1.steps, threads, adam=adam, micro_batches=parts)
+                     for threads in pool_sizes}
+              for kind, (adam, parts) in limit_kinds.items()}
     contenders = {"tfvae": tfvae.run_epoch,
-                  **{_pool_name("tf1_feed_dict", threads): c.run_epoch for threads, c in tf1_by_threads.items()},
-                  **{_pool_name("matmul_ceiling", threads): c.run_epoch for threads, c in ceilings.items()},
-                  **{_pool_name("matmul_adam_bound", threads): c.run_epoch for threads, c in bounds.items()}}
+                  **{_pool_name("tf1_feed_dict", pools): c.run_epoch for pools, c in tf1_by_pools.items()},
+                  **{_pool_name(kind, threads): c.run_epoch
+                     for kind, by_threads in limits.items() for threads, c in by_threads.items()}}
     # Epochs alternate between contenders, in a rotating order, so drifting load from other processes hits all
     # of them alike; the ceilings and bounds run one epoch's worth of steps per round.
     times = {name: ([], [], []) for name in contenders}
@@ -314,26 +347,26 @@ def main(argv):
             for values, value in zip(times[name], _timed(contenders[name])):
                 values.append(value)
     results = {"tfvae": _summary(*times["tfvae"][:2], tfvae.examples, times["tfvae"][2], tfvae.validation_loss())}
-    for threads, contender in tf1_by_threads.items():
-        name = _pool_name("tf1_feed_dict", threads)
+    for pools, contender in tf1_by_pools.items():
+        name = _pool_name("tf1_feed_dict", pools)
         results[name] = _summary(*times[name][:2], contender.examples, times[name][2], contender.validation_loss())
-        for contender in ("matmul_ceiling", "matmul_adam_bound"):
+    for threads in pool_sizes:
+        for contender, (_, parts) in limit_kinds.items():
             name = _pool_name(contender, threads)
             results[name] = {**_summary(*times[name][:2], tf1.examples),
-                             "matmuls_per_step": 3 * (2 * len(cfg.hidden_sizes) + 2) - 1}
+                             "matmuls_per_step": parts * (3 * (2 * len(cfg.hidden_sizes) + 2) - 1)}
     # The baseline is the TF1 graph at its fastest pool size on this machine, and the ceiling the fastest one.
-    baseline_threads, results["tf1_feed_dict"] = _best_pool(results, "tf1_feed_dict", pool_sizes)
-    ceiling_threads, results["matmul_ceiling"] = _best_pool(results, "matmul_ceiling", pool_sizes)
-    bound_threads, results["matmul_adam_bound"] = _best_pool(results, "matmul_adam_bound", pool_sizes)
-    times["tf1_feed_dict"] = times[_pool_name("tf1_feed_dict", baseline_threads)]
-    times["matmul_ceiling"] = times[_pool_name("matmul_ceiling", ceiling_threads)]
-    times["matmul_adam_bound"] = times[_pool_name("matmul_adam_bound", bound_threads)]
+    baseline_pools, results["tf1_feed_dict"] = _best_pool(results, "tf1_feed_dict", tf1_pools)
+    limit_threads = {}
+    for kind in limits:
+        limit_threads[kind], results[kind] = _best_pool(results, kind, pool_sizes)
+        times[kind] = times[_pool_name(kind, limit_threads[kind])]
+    times["tf1_feed_dict"] = times[_pool_name("tf1_feed_dict", baseline_pools)]
     rate = {name: result["examples_per_second"] for name, result in results.items()}
     examples = {"tfvae": tfvae.examples, "tf1_feed_dict": tf1.examples, "matmul_ceiling": tf1.examples,
-                "matmul_adam_bound": tf1.examples}
+                **{kind: tf1.examples for kind in limits}}
     speedup_per_round = _per_round(times, examples, "tfvae", "tf1_feed_dict")
     ceiling_fraction_per_round = _per_round(times, examples, "tfvae", "matmul_ceiling")
-    bound_fraction_per_round = _per_round(times, examples, "tfvae", "matmul_adam_bound")
     result = {
         "preset": FLAGS.preset,
         "epochs": FLAGS.epochs,
@@ -346,31 +379,34 @@ def main(argv):
         "speedup_vs_tf1": rate["tfvae"] / rate["tf1_feed_dict"],
         "tfvae_fraction_of_matmul_ceiling": rate["tfvae"] / rate["matmul_ceiling"],
         "tf1_fraction_of_matmul_ceiling": rate["tf1_feed_dict"] / rate["matmul_ceiling"],
-        # How much of the ceiling is left to anything that also runs Adam, and how much of that tfvae reaches.
-        "matmul_adam_bound_fraction_of_matmul_ceiling": rate["matmul_adam_bound"] / rate["matmul_ceiling"],
-        "tfvae_fraction_of_matmul_adam_bound": rate["tfvae"] / rate["matmul_adam_bound"],
+        # The other limits against the whole-batch ceiling (for the bounds: how much of it is left to anything that
+        # also runs Adam), and how much of each tfvae reaches.
+        **{key: value for kind in limits if kind != "matmul_ceiling" for key, value in (
+            (f"{kind}_fraction_of_matmul_ceiling", rate[kind] / rate["matmul_ceiling"]),
+            (f"tfvae_fraction_of_{kind}", rate["tfvae"] / rate[kind]),
+            (f"tfvae_fraction_of_{kind}_median_of_rounds",
+             float(np.median(_per_round(times, examples, "tfvae", kind)))))},
         # The same ratios round by round, and their medians: less sensitive to the machine's drift.
         "speedup_vs_tf1_per_round": speedup_per_round,
         "speedup_vs_tf1_median_of_rounds": float(np.median(speedup_per_round)),
         "tfvae_fraction_of_matmul_ceiling_per_round": ceiling_fraction_per_round,
         "tfvae_fraction_of_matmul_ceiling_median_of_rounds": float(np.median(ceiling_fraction_per_round)),
-        "tfvae_fraction_of_matmul_adam_bound_median_of_rounds": float(np.median(bound_fraction_per_round)),
         "order": "each epoch runs every contender once, starting one later each epoch",
         "peak_rss_mb": _peak_rss_mb(),  # Of the process: all contenders' data and graphs.
         "versions": {"tensorflow": tf.__version__, "python": platform.python_version()},
         "memory_allocator": profiling.memory_allocator(),  # A preloaded jemalloc moved every contender here.
         "threads": {"cpus": os.cpu_count(), "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                     "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
-                    "tf1_session": f"intra_op {pool_sizes} (one session each), inter_op 1",
+                    "tf1_session": f"intra_op {pool_sizes} x inter_op {sorted({p[1] for p in tf1_pools})} (one "
+                                   "session each, with its own pools)",
                     "matmul_ceiling_session": f"intra_op {pool_sizes} (one session each), inter_op "
-                                              f"{cfg.inter_op_threads or 'one per core'}; the same for the bound",
+                                              f"{cfg.inter_op_threads or 'one per core'}; the same for the other ceiling and the bounds",
                     "load_average_1min": os.getloadavg()[0]},
     }
     if FLAGS.profile:
         result["kernel_profile"] = _kernel_profile(
-            {"tfvae": tfvae.run_epoch, "tf1_feed_dict": tf1_by_threads[baseline_threads].run_epoch,
-             "matmul_ceiling": ceilings[ceiling_threads].run_epoch,
-             "matmul_adam_bound": bounds[bound_threads].run_epoch}, steps=tf1.steps)
+            {"tfvae": tfvae.run_epoch, "tf1_feed_dict": tf1_by_pools[baseline_pools].run_epoch,
+             **{kind: limits[kind][limit_threads[kind]].run_epoch for kind in limits}}, steps=tf1.steps)
     artifacts.print_json(result, FLAGS.output)
 
 
