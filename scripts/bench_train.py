@@ -355,7 +355,7 @@ def main(argv):
             name = _pool_name(contender, threads)
             results[name] = {**_summary(*times[name][:2], tf1.examples),
                              "matmuls_per_step": parts * (3 * (2 * len(cfg.hidden_sizes) + 2) - 1)}
-    # The baseline is the TF1 graph at its fastest pool size on this machine, and the ceiling the fastest one.
+    # The baseline is the TF1 graph with its fastest pools on this machine, and each ceiling and bound its fastest.
     baseline_pools, results["tf1_feed_dict"] = _best_pool(results, "tf1_feed_dict", tf1_pools)
     limit_threads = {}
     for kind in limits:
@@ -363,8 +363,7 @@ def main(argv):
         times[kind] = times[_pool_name(kind, limit_threads[kind])]
     times["tf1_feed_dict"] = times[_pool_name("tf1_feed_dict", baseline_pools)]
     rate = {name: result["examples_per_second"] for name, result in results.items()}
-    examples = {"tfvae": tfvae.examples, "tf1_feed_dict": tf1.examples, "matmul_ceiling": tf1.examples,
-                **{kind: tf1.examples for kind in limits}}
+    examples = {"tfvae": tfvae.examples, "tf1_feed_dict": tf1.examples, **{kind: tf1.examples for kind in limits}}
     speedup_per_round = _per_round(times, examples, "tfvae", "tf1_feed_dict")
     ceiling_fraction_per_round = _per_round(times, examples, "tfvae", "matmul_ceiling")
     result = {
@@ -400,7 +399,8 @@ def main(argv):
                     "tf1_session": f"intra_op {pool_sizes} x inter_op {sorted({p[1] for p in tf1_pools})} (one "
                                    "session each, with its own pools)",
                     "matmul_ceiling_session": f"intra_op {pool_sizes} (one session each), inter_op "
-                                              f"{cfg.inter_op_threads or 'one per core'}; the same for the other ceiling and the bounds",
+                                              f"{cfg.inter_op_threads or 'one per core'}; the same for the other "
+                                              "ceiling and the bounds",
                     "load_average_1min": os.getloadavg()[0]},
     }
     if FLAGS.profile:
