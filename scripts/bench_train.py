@@ -183,7 +183,7 @@ class MatmulCeiling:
                 if not adam:
                     # Each step's products feed the carried sum, so none is pruned; one element each keeps it free.
                     return i + 1, total + tf.add_n([g[0, 0] for grads in parts for g in grads])
-                grads = [tf.add_n(list(per_part)) if micro_batches > 1 else per_part[0] for per_part in zip(*parts)]
+                grads = [tf.add_n(list(per_part)) for per_part in zip(*parts)]  # One part: the gradient itself.
                 # A tiny learning rate keeps the weights, and so the products' numbers, near their start; Adam's
                 # cost does not depend on it.
                 updates = [tf.raw_ops.ResourceApplyAdam(
@@ -281,6 +281,11 @@ def _kernel_profile(contenders, steps):
     return profile
 
 
+def _pool_sizes(flag_values):
+    """Sorted distinct pool sizes from a flag's list, 0 meaning one thread per core."""
+    return sorted({int(size) or os.cpu_count() for size in flag_values})
+
+
 def _pool_name(contender, pools):
     """`pools`: the intra-op pool size, or (intra-op, inter-op) pool sizes."""
     intra_op, inter_op = pools if isinstance(pools, tuple) else (pools, None)
@@ -297,9 +302,9 @@ def _best_pool(results, contender, pool_choices):
 
 def main(argv):
     del argv
-    pool_sizes = sorted({int(size) or os.cpu_count() for size in FLAGS.tf1_intra_op_threads})
-    tf1_pools = [(intra_op, inter_op) for intra_op in pool_sizes
-                 for inter_op in sorted({int(size) or os.cpu_count() for size in FLAGS.tf1_inter_op_threads})]
+    pool_sizes = _pool_sizes(FLAGS.tf1_intra_op_threads)
+    tf1_pools = [(intra_op, inter_op)
+                 for intra_op in pool_sizes for inter_op in _pool_sizes(FLAGS.tf1_inter_op_threads)]
     # Each TF1 session gets the intra-op pool its config asks for. Without this, TensorFlow shares one pool among
     # all CPU devices of the process, sized by the first one made (tfvae's), and a session's own setting is moot.
     # The sessions also ask for inter-op pools of their own (`use_per_session_threads`): without it, a later
@@ -323,10 +328,9 @@ def main(argv):
     validation = arrays.validation_images.reshape(-1, images.shape[1]).astype(np.float32) / 255
     tf1_by_pools = {pools: TF1Contender(cfg, images, validation, *pools) for pools in tf1_pools}
     tf1 = next(iter(tf1_by_pools.values()))
-    # The ceiling too runs once per pool size, each in its own Session, so an override of tfvae's pools cannot
-    # lower it.
-    # The ceiling and the bound of products plus Adam on whole batches and, when tfvae splits its batches, in its
-    # micro-batch structure: name -> (adam, parts).
+    # The ceiling and the bound of products plus Adam, on whole batches and, when tfvae splits its batches, in its
+    # micro-batch structure (name -> (adam, parts)); each once per pool size in its own Session, so an override of
+    # tfvae's pools cannot lower them.
     limit_kinds = {"matmul_ceiling": (False, 1), "matmul_adam_bound": (True, 1)}
     if cfg.micro_batches > 1:
         limit_kinds.update(matmul_ceiling_micro_batches=(False, cfg.micro_batches),
