@@ -5,10 +5,11 @@
 The SavedModel path timed is the one tfvae's own tools and the README use:
 `tf.saved_model.load(DIR).signatures["reconstruct"](input=tf.constant(x))["x_hat"].numpy()`. Timed beside it,
 for comparison: the same signature inside a tf.function of one positional tensor, the restored tf.function
-`loaded.reconstruct(x)`, the export's SignatureDef run by a TF1 Session (how TF Serving runs a SavedModel), and the
-layers of the signature call (its input tensor made beforehand; the runtime alone). Every runtime gets the same
-thread pools, and the contenders take turns, so load from other processes hits them alike: batch-1 calls are timed
-twice, alternating call by call, and in turns of `--calls_per_turn` calls in a row (warm, as in a server).
+`loaded.reconstruct(x)`, the export's SignatureDef run by a TF1 Session (how TF Serving runs a SavedModel), the
+layers of the signature call (its input tensor made beforehand; the runtime alone), and, with the [lite] extra, the
+export converted to LiteRT as `scripts/export_tflite.py` converts it. Every runtime gets the same thread pools, and
+the contenders take turns, so load from other processes hits them alike: batch-1 calls are timed twice, alternating
+call by call, and in turns of `--calls_per_turn` calls in a row (warm, as in a server).
 """
 
 import os
@@ -86,6 +87,22 @@ def _call_layers(tf, reconstruct, inputs):
     return layers
 
 
+def _litert_reconstruct(saved_model, threads):
+    """The export's `reconstruct` signature converted to LiteRT and run by its interpreter on `threads` threads:
+    (call, details), or (None, why not) without the [lite] extra."""
+    try:
+        import ai_edge_litert
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return None, "not measured: ai-edge-litert is not installed (pip install -e \".[lite]\")"
+    from tfvae import lite
+
+    runner = Interpreter(model_content=lite.convert(saved_model), num_threads=threads).get_signature_runner(
+        "reconstruct")
+    return (lambda x: runner(input=x)["x_hat"]), {"version": getattr(ai_edge_litert, "__version__", "unknown"),
+                                                  "num_threads": threads}
+
+
 def main(argv):
     del argv
     import tensorflow as tf
@@ -129,10 +146,15 @@ def main(argv):
         "tf1_session_run": lambda x: sess.run(g.x_hat_mean, {g.input: x}),
         **_call_layers(tf, reconstruct, (x_one, x_large)),
     }
+    litert_call, litert = _litert_reconstruct(FLAGS.saved_model, FLAGS.intra_op_threads)
+    if litert_call:
+        calls["litert_reconstruct"] = litert_call
     small = _interleaved_seconds(calls, x_one, FLAGS.calls, warmup=200)
     small_turns = _interleaved_seconds(calls, x_one, FLAGS.calls, warmup=0, calls_per_turn=FLAGS.calls_per_turn)
     large = _interleaved_seconds(calls, x_large, FLAGS.large_batch_calls, warmup=2)
     outputs = {name: call(x_large) for name, call in calls.items()}
+    # LiteRT's kernels round differently from TensorFlow's, whose outputs agree exactly: its difference goes apart.
+    litert_output = outputs.pop("litert_reconstruct", None)
     sess.close()
     serving_sess.close()
     result = {"saved_model": FLAGS.saved_model}
@@ -148,9 +170,10 @@ def main(argv):
                                           / result["tf1_session_run"]["batch1_p50_ms"]),
         "p50_ratio_savedmodel_over_tf1_in_turns": (result["savedmodel_reconstruct"]["batch1_in_turns_p50_ms"]
                                                    / result["tf1_session_run"]["batch1_in_turns_p50_ms"]),
+        "litert": litert,
         "calls_per_turn": FLAGS.calls_per_turn,
         "max_abs_output_difference": max(float(np.abs(outputs[name] - outputs["tf1_session_run"]).max())
-                                         for name in calls),
+                                         for name in outputs),
         "savedmodel_path": 'tf.saved_model.load(DIR).signatures["reconstruct"](input=tf.constant(x))["x_hat"]'
                            '.numpy()',
         "threads": {"inter_op": FLAGS.inter_op_threads, "intra_op": FLAGS.intra_op_threads,
@@ -159,6 +182,11 @@ def main(argv):
         "memory_allocator": profiling.memory_allocator(),
         "load_average_1min": os.getloadavg()[0],
     })
+    if litert_call:
+        for suffix in ("", "_in_turns"):
+            result[f"p50_ratio_litert_over_tf1{suffix}"] = (result["litert_reconstruct"][f"batch1{suffix}_p50_ms"]
+                                                          / result["tf1_session_run"][f"batch1{suffix}_p50_ms"])
+        litert["max_abs_output_difference"] = float(np.abs(litert_output - outputs["tf1_session_run"]).max())
     artifacts.print_json(result, FLAGS.output)
 
 

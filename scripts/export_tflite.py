@@ -1,4 +1,5 @@
-"""Converts a tfvae SavedModel's encode and decode signatures to LiteRT (TFLite) and checks them against it.
+"""Converts a tfvae SavedModel's encode, decode and reconstruct signatures to LiteRT (TFLite) and checks them
+against it.
 
     python scripts/export_tflite.py --saved_model=saved_models/tf1_tutorial --output=model.tflite [--quantize=dynamic]
 """

@@ -93,17 +93,20 @@ def test_bench_infer_compares_equal_outputs(tmp_path):
     # The export's reconstruct, however it is called, its SignatureDef in a Session and the TF1 graph with its
     # weights compute the same.
     assert result["max_abs_output_difference"] == 0.0
+    # The same export converted to LiteRT (the test extra installs it) computes the same up to float rounding.
+    assert result["litert"]["num_threads"] == result["threads"]["intra_op"]
+    assert 0 < result["litert"]["max_abs_output_difference"] < 1e-5, result["litert"]
     for name in ("savedmodel_reconstruct", "savedmodel_reconstruct_positional", "savedmodel_signature_def_session_run",
                  "tf1_session_run", "savedmodel_reconstruct_input_made_beforehand",
-                 "diagnostic_without_input_binding_undocumented_api"):
+                 "diagnostic_without_input_binding_undocumented_api", "litert_reconstruct"):
         timings = result[name]
         assert 0 < timings["batch1_p50_ms"] <= timings["batch1_p99_ms"], timings
         assert 0 < timings["batch1_in_turns_p50_ms"] <= timings["batch1_in_turns_p99_ms"], timings
         assert timings["batch64_examples_per_second"] > 0
     for suffix in ("", "_in_turns"):
-        assert result[f"p50_ratio_savedmodel_over_tf1{suffix}"] == pytest.approx(
-            result["savedmodel_reconstruct"][f"batch1{suffix}_p50_ms"]
-            / result["tf1_session_run"][f"batch1{suffix}_p50_ms"])
+        for contender, name in (("savedmodel", "savedmodel_reconstruct"), ("litert", "litert_reconstruct")):
+            assert result[f"p50_ratio_{contender}_over_tf1{suffix}"] == pytest.approx(
+                result[name][f"batch1{suffix}_p50_ms"] / result["tf1_session_run"][f"batch1{suffix}_p50_ms"])
     assert result["calls_per_turn"] == 20
     assert result["memory_allocator"] in ("system", "jemalloc", "tcmalloc", "unknown")
 
