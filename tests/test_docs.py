@@ -38,10 +38,17 @@ def test_readme_opens_with_the_two_set_up_commands():
     assert 'pip install -q -e ".[test]"' in ci and "\npython -m pytest -q\n" in ci
 
 
-def test_readme_python_runs_without_tfvae_and_gives_what_it_says():
-    """The README's Python, run as written from the repository root in a fresh process, then its comments checked."""
-    blocks = re.findall(r"```python\n(.*?)```", open(os.path.join(REPO, "README.md")).read(), flags=re.S)
+def test_readme_python_runs_without_tfvae_and_gives_what_it_says(tmp_path):
+    """The README's Python, run as written in a fresh process, then its comments checked: from a folder that has the
+    repository's `saved_models/` and the LiteRT file that the README's `export_tflite.py` command writes there."""
+    readme = open(os.path.join(REPO, "README.md")).read()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
     assert blocks, "the README shows no Python"
+    os.symlink(os.path.join(REPO, "saved_models"), tmp_path / "saved_models")
+    export_tflite = re.search(r"`python scripts/export_tflite\.py (--saved_model=\S+ --output=vae\.tflite)`", readme)
+    assert export_tflite, "the README no longer shows the export_tflite.py command its LiteRT Python needs"
+    result = run_script("export_tflite.py", *export_tflite.group(1).split(), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
     checks = """
 import sys
 import numpy as np
@@ -50,7 +57,9 @@ assert codes["z_mean"].shape == codes["z_logvar"].shape == (8, 20)
 assert x_hat.shape == (8, 784) and samples.shape == (16, 784)
 assert 0 <= float(tf.reduce_min(x_hat)) and float(tf.reduce_max(x_hat)) <= 1
 np.testing.assert_allclose(x_hat_0.numpy(), x_hat[:1].numpy(), atol=1e-5)  # Batch 1 or 8: rounding only.
+assert isinstance(x_hat_lite, np.ndarray)
+np.testing.assert_allclose(x_hat_lite, x_hat[:1].numpy(), atol=1e-5)  # LiteRT's kernels: rounding only.
 print("ok")
 """
-    result = run_script(None, "\n".join(blocks) + checks)
+    result = run_script(None, "\n".join(blocks) + checks, cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
