@@ -61,6 +61,13 @@ def existing_dir_case(flag, content):
     return make
 
 
+def existing_classifier_dir_case(ctx):
+    folder = os.path.join(ctx["in"], "existing")
+    os.makedirs(folder)
+    open(os.path.join(folder, "keep.txt"), "w").write("not a classifier")
+    return ("train_classifier.py", [f"--data_dir={ctx['mnist']}", f"--export_dir={folder}"])
+
+
 def saved_model_case(script, extra, kind):
     """`script --saved_model=` a missing folder or a folder that is not a tfvae export."""
     def make(ctx):
@@ -211,6 +218,8 @@ CASES = {
                            "--model_dir exists and is not empty; pass --resume"),
     "existing foreign export dir": (existing_dir_case("export_dir", "not an export"),
                                     "--export_dir exists and is not a tfvae export"),
+    "existing foreign classifier export dir": (existing_classifier_dir_case,
+                                               "--export_dir exists and is not a classifier export"),
     # Data.
     "missing data dir": (lambda ctx: train("--data_dir=/nonexistent/MNIST_data"),
                          "--data_dir must be an existing folder"),
@@ -237,6 +246,16 @@ CASES = {
                               "not a tfvae export"),
     "export two sources": (lambda ctx: ("export.py", [f"--saved_model={ctx['export']}", "--model_dir={out}/run"]),
                            "pass exactly one of --model_dir=RUN_DIR and --saved_model=EXPORT_DIR"),
+    "generate conditional without a label": (
+        lambda ctx: ("generate.py", [f"--saved_model={REPO}/saved_models/cvae_mnist", "--output={out}/s.png"]),
+        "this model is conditional; pass --label=0..9 or --label=all"),
+    "generate label for an unconditional model": (
+        lambda ctx: ("generate.py", [f"--saved_model={ctx['export']}", "--label=3", "--output={out}/s.png"]),
+        "--label is only for conditional models (cvae); drop it"),
+    "evaluate_cvae unconditional model": (
+        lambda ctx: ("evaluate_cvae.py", [f"--saved_model={ctx['export']}", "--output={out}/a.json",
+                                          f"--classifier={REPO}/saved_models/mnist_classifier"]),
+        "is not label-conditioned; pass a cvae export"),
     "reexport foreign folder": (saved_model_case("export.py", ["--export_dir={out}/export"], "not tfvae"),
                                 "not a tfvae export"),
     "reexport other shapes": (reexport_case(hidden_sizes=[64]), "its variables do not fit the model its tfvae.json"),

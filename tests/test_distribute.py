@@ -162,3 +162,27 @@ print(x_hat.shape, bool(np.isfinite(x_hat).all() and (x_hat >= 0).all() and (x_h
 """, str(chief_export))
     assert check.returncode == 0, check.stderr[-2000:]
     assert check.stdout.strip() == "(5, 784) True"
+
+
+@pytest.mark.parametrize("cluster, task_type, task_id, chief", [
+    (None, None, None, True),  # One process, no cluster: it writes everything.
+    ({"chief": ["a:1"], "worker": ["b:1", "c:1"]}, "chief", 0, True),
+    ({"chief": ["a:1"], "worker": ["b:1", "c:1"]}, "worker", 0, False),  # A chief job exists: worker 0 is not it.
+    ({"worker": ["b:1", "c:1"]}, "worker", 0, True),  # No chief job: worker 0 writes, as MultiWorkerMirrored does.
+    ({"worker": ["b:1", "c:1"]}, "worker", 1, False),
+    ({"worker": ["b:1"], "evaluator": ["d:1"]}, "evaluator", 0, False),
+])
+def test_only_the_chief_writes_checkpoints_and_exports(cluster, task_type, task_id, chief, monkeypatch):
+    from tfvae import distribute
+
+    if cluster is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+        strategy = tf.distribute.get_strategy()
+    else:
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": task_type,
+                                                                                  "index": task_id}}))
+        resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+            tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id)
+        # The attribute is all is_chief reads of a strategy; building a real multi-worker one needs its servers.
+        strategy = type("Strategy", (), {"cluster_resolver": resolver})()
+    assert distribute.is_chief(strategy) is chief

@@ -1,5 +1,6 @@
 """evaluate.py against closed forms (a linear-Gaussian model's exact log-likelihood), checkpoint vs export, errors."""
 
+import dataclasses
 import json
 import math
 import os
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import run_script
+from conftest import REPO, run_script
 from tfvae import data, evaluation, export, losses, restore
 from tfvae.compat import keras
 from tfvae.models import likelihoods
@@ -125,6 +126,23 @@ def test_a_checkpoint_and_its_export_give_the_same_numbers(tiny_run, mnist_dir, 
     assert from_export["binarize"] == "dynamic" and "dynamically binarized" in from_export["protocol"]["data"]
 
 
+@pytest.mark.parametrize("name, label", [("tf1_tutorial", None), ("cvae_mnist", [1, 4, 7])])
+def test_an_export_without_the_samples_signature_gives_the_same_log_likelihoods(name, label):
+    """Exports made before `log_likelihood_samples` existed: restore tiles x (and the labels) through
+    `log_likelihood` instead, and must give the numbers the signature gives."""
+    loaded = restore.load_saved_model(os.path.join(REPO, "saved_models", name))
+    older = dataclasses.replace(loaded, signatures={key: signature for key, signature in loaded.signatures.items()
+                                                    if key != "log_likelihood_samples"})
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 784), dtype=np.float32)
+    z = rng.standard_normal((4, 3, loaded.latent_dim)).astype(np.float32)
+    label = None if label is None else tf.constant(label)
+    samples = loaded.log_likelihood_samples(x, z, label).numpy()
+    assert samples.shape == (4, 3) and np.all(np.isfinite(samples)) and np.std(samples) > 1
+    np.testing.assert_allclose(older.log_likelihood_samples(x, z, label).numpy(), samples, rtol=1e-5)
+    np.testing.assert_allclose(loaded.log_likelihood(x, z[2], label).numpy(), samples[2], rtol=1e-5)
+
+
 def test_protocol_says_when_the_likelihood_is_not_a_density():
     metadata = {"dataset": "mnist", "likelihood": "sse", "likelihood_is_density": False, "input_shape": [784]}
     protocol = evaluation.describe_protocol(metadata, "test", 10, evaluation.resolve_binarize(metadata), 0, 5)
@@ -133,14 +151,15 @@ def test_protocol_says_when_the_likelihood_is_not_a_density():
 
 
 def test_log_mean_exp_is_stable_for_very_small_weights():
-    # Weights around exp(-5000) underflow any float; the chunked log-sum-exp must still give their log-mean.
-    log_w = np.array([[-5000.0], [-5001.0], [-5002.0]])
-    peak = log_w.max(axis=0)
-    total = np.full(1, -np.inf)
+    # Weights around exp(-5000) underflow any float; accumulated chunk by chunk, as evaluate() does, their log-sum
+    # must still come out: log(e^-5000 + e^-5001 + e^-5002) = -5000 + log(1 + e^-1 + e^-2).
+    log_w = np.array([[-5000.0, -10.0], [-5001.0, -10.0], [-5002.0, -10.0]])
+    total = np.full(2, -np.inf)
     for chunk in (log_w[:2], log_w[2:]):
-        chunk_peak = chunk.max(axis=0)
-        total = np.logaddexp(total, chunk_peak + np.log(np.exp(chunk - chunk_peak).sum(axis=0)))
-    assert total[0] - math.log(3) == pytest.approx(peak[0] + math.log(np.exp(log_w - peak).mean()))
+        total = evaluation.add_log_sum_exp(total, chunk)
+    assert np.all(np.isfinite(total))
+    assert total[0] == pytest.approx(-5000.0 + math.log(1 + math.exp(-1) + math.exp(-2)), abs=1e-9)
+    assert total[1] == pytest.approx(-10.0 + math.log(3), abs=1e-9)
 
 
 def test_a_missing_saved_model_fails_in_one_line_and_writes_nothing(tmp_path, mnist_dir):

@@ -386,6 +386,11 @@ def define_classifier_flags():
     flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.", lower_bound=0)
     flags.DEFINE_integer("seed", 0, "Seeds initialisation and data order.")
     flags.DEFINE_string("export_dir", "saved_models/mnist_classifier", "Where the classifier SavedModel goes.")
+    # Checked before training, not when the export is written minutes later.
+    flags.register_validator(
+        "export_dir", lambda export_dir: _is_replaceable(export_dir, "classifier.json"),
+        message="--export_dir exists and is not a classifier export (no classifier.json); the export would replace "
+                "it, so remove it or choose another --export_dir")
     _quiet_absl_logging()
 
 
@@ -597,13 +602,16 @@ def _quiet_absl_logging():
     FLAGS.set_default("verbosity", logging.WARNING)
 
 
-def _export_dir_is_usable(f):
-    export_dir = f["export_dir"] or os.path.join("saved_models", f["name"] or f["model"])
-    if not os.path.exists(export_dir):
-        return True
-    if os.path.isfile(os.path.join(export_dir, "tfvae.json")):  # An earlier export: replaced whole at the end.
+def _is_replaceable(export_dir, metadata_file):
+    """True when an export may be written to `export_dir`: nothing there, an empty folder, or an earlier export
+    (it holds `metadata_file`), which is replaced whole at the end."""
+    if not os.path.exists(export_dir) or os.path.isfile(os.path.join(export_dir, metadata_file)):
         return True
     return os.path.isdir(export_dir) and not os.listdir(export_dir)
+
+
+def _export_dir_is_usable(f):
+    return _is_replaceable(f["export_dir"] or os.path.join("saved_models", f["name"] or f["model"]), "tfvae.json")
 
 
 def _model_dir_is_usable(f):

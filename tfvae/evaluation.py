@@ -121,6 +121,15 @@ def make_log_weights_fn(loaded):
     return log_weights
 
 
+def add_log_sum_exp(log_sum, log_w):
+    """Returns log(exp(log_sum) + sum over axis 0 of exp(log_w)), for a log-sum-exp accumulated chunk by chunk.
+
+    The max is subtracted before exponentiating: weights of a 784-pixel image are ~exp(-100), below float range.
+    """
+    peak = log_w.max(axis=0)
+    return np.logaddexp(log_sum, peak + np.log(np.exp(log_w - peak).sum(axis=0)))
+
+
 def evaluate(loaded, x, labels, num_importance_samples=1000, batch_size=100, samples_per_batch=100, seed=0,
              progress=True):
     """Measures `loaded` on examples `x`.
@@ -164,10 +173,7 @@ def evaluate(loaded, x, labels, num_importance_samples=1000, batch_size=100, sam
             chunk_seed = tf.constant([seed, batch_index * 1_000_003 + chunk_index], tf.int32)
             log_px_z, log_w = log_weights(x_batch, label_batch, z_mean, z_logvar, tf.constant(num_samples),
                                           chunk_seed)
-            log_w = log_w.numpy().astype(np.float64)
-            # log-sum-exp with the max subtracted: weights of a 784-pixel image are ~exp(-100), far below float range.
-            peak = log_w.max(axis=0)
-            log_sum_w = np.logaddexp(log_sum_w, peak + np.log(np.exp(log_w - peak).sum(axis=0)))
+            log_sum_w = add_log_sum_exp(log_sum_w, log_w.numpy().astype(np.float64))
             sum_log_px_z += log_px_z.numpy().astype(np.float64).sum(axis=0)
         nll = -(log_sum_w - math.log(num_importance_samples))
         totals["nll"] += nll.sum()
