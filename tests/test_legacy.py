@@ -358,3 +358,69 @@ def test_export_tflite_matches_saved_model(tfvae_export, tmp_path):
     result = run_script("export_tflite.py", f"--saved_model={tmp_path}", f"--output={tmp_path / 'bad.tflite'}")
     assert result.returncode == 1 and "not a tfvae export" in result.stderr
     assert not (tmp_path / "bad.tflite").exists()
+
+
+def save_tf1_checkpoint(folder, values):
+    """A TF1 tf.train.Saver checkpoint holding exactly `values` ({name: array}). Returns its prefix."""
+    graph = tf.Graph()
+    with graph.as_default():
+        variables = [tf.compat.v1.Variable(value, name=name) for name, value in values.items()]
+        saver = tf.compat.v1.train.Saver(variables)
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            return saver.save(sess, os.path.join(folder, "model.ckpt"))
+
+
+def tutorial_values(tf1_run):
+    """The tutorial checkpoint's weights by TF1 name (Variable, Variable_1, ...), without Adam's state."""
+    reader = tf.train.load_checkpoint(tf1_run["checkpoint"])
+    return {name: reader.get_tensor(name) for name in legacy.default_variable_map(1).values()}
+
+
+def map_without(path):
+    mapping = legacy.default_variable_map(1)
+    del mapping[path]
+    return mapping
+
+
+IMPORT_REFUSALS = {
+    # case: (checkpoint values from the tutorial's, --variable_map file text or None, --with_optimizer, message)
+    "map not JSON": (lambda v: v, "{encoder: ", False, "not a readable JSON file"),
+    "map not an object": (lambda v: v, '["Variable"]', False, "must be a JSON object of strings"),
+    "map misses a path": (lambda v: v, json.dumps(map_without("decoder/logits/bias")), False,
+                          "missing tfvae paths ['decoder/logits/bias'], unknown paths []"),
+    "other names, no map": (lambda v: {f"vae/{name}": value for name, value in v.items()}, None, False,
+                            "found 0 tutorial variables (Variable, Variable_1, ...), expected 8, 12, ...; name the "
+                            "TF1 variables with --variable_map=FILE.json"),
+    "float64 weights": (lambda v: {**v, "Variable_1": v["Variable_1"].astype(np.float64)}, None, False,
+                        "Variable_1 (encoder/hidden_0/bias): expected dtype float32, found float64"),
+    "odd latent outputs": (lambda v: {**v, "Variable_2": v["Variable_2"][:, :39], "Variable_3": v["Variable_3"][:39]},
+                           None, False, "39 outputs cannot split into z_mean and z_logvar"),
+    "no Adam state": (lambda v: v, None, True, "holds no AdamOptimizer state; drop --with_optimizer"),
+}
+
+
+@pytest.mark.parametrize("case", list(IMPORT_REFUSALS))
+def test_import_tf1_refuses_what_it_cannot_import_by_name(case, tf1_run, tmp_path):
+    change_values, map_text, with_optimizer, message = IMPORT_REFUSALS[case]
+    prefix = save_tf1_checkpoint(str(tmp_path / "tf1"), change_values(tutorial_values(tf1_run)))
+    map_file = None
+    if map_text is not None:
+        map_file = tmp_path / "map.json"
+        map_file.write_text(map_text)
+    export_dir = tmp_path / "export"
+    with pytest.raises(legacy.TF1ImportError) as error:
+        legacy.import_tf1(prefix, str(export_dir), None if map_file is None else str(map_file),
+                          with_optimizer=with_optimizer)
+    assert message in str(error.value)
+    assert sorted(os.listdir(tmp_path)) == sorted(["tf1"] + (["map.json"] if map_file else []))
+
+
+def test_init_from_an_export_of_other_sizes_is_refused_by_name():
+    model = build_model(preset_config(hidden_sizes=(64,)), (28, 28, 1))
+    model.compile(optimizer=training.make_optimizer(preset_config()))
+    model(np.zeros((1, 784), np.float32))
+    shipped = os.path.join(REPO, "saved_models", "tf1_tutorial")
+    with pytest.raises(legacy.TF1ImportError, match=f"--init_from={shipped} does not fit this model .*; pass the "
+                                                    f"flags of the run that wrote it"):
+        legacy.initialize_model(model, init_from=shipped)
