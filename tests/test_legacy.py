@@ -165,18 +165,23 @@ def test_import_tf1_variable_map_and_shape_errors(tf1_run, tmp_path):
     assert not export_dir.exists()
 
 
-def test_variable_map_for_renamed_graph(tf1_run, tmp_path):
-    """A graph whose variables have other names imports through --variable_map (here: renamed copies)."""
-    renamed = {path: f"vae/{path.replace('/', '_')}" for path in legacy.tutorial_paths(1)}
-    reader = tf.train.load_checkpoint(tf1_run["checkpoint"])
-    values = {new: reader.get_tensor(legacy.default_variable_map(1)[path]) for path, new in renamed.items()}
+def save_tf1_checkpoint(folder, values):
+    """A TF1 tf.train.Saver checkpoint holding exactly `values` ({name: array}). Returns its prefix."""
     graph = tf.Graph()
     with graph.as_default():
         variables = [tf.compat.v1.Variable(value, name=name) for name, value in values.items()]
         saver = tf.compat.v1.train.Saver(variables)
         with tf.compat.v1.Session() as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
-            prefix = saver.save(sess, str(tmp_path / "renamed" / "model.ckpt"))
+            return saver.save(sess, os.path.join(folder, "model.ckpt"))
+
+
+def test_variable_map_for_renamed_graph(tf1_run, tmp_path):
+    """A graph whose variables have other names imports through --variable_map (here: renamed copies)."""
+    renamed = {path: f"vae/{path.replace('/', '_')}" for path in legacy.tutorial_paths(1)}
+    reader = tf.train.load_checkpoint(tf1_run["checkpoint"])
+    values = {new: reader.get_tensor(legacy.default_variable_map(1)[path]) for path, new in renamed.items()}
+    prefix = save_tf1_checkpoint(str(tmp_path / "renamed"), values)
     map_file = tmp_path / "map.json"
     map_file.write_text(json.dumps(renamed))
     path, report = legacy.import_tf1(prefix, str(tmp_path / "export"), str(map_file))
@@ -358,17 +363,6 @@ def test_export_tflite_matches_saved_model(tfvae_export, tmp_path):
     result = run_script("export_tflite.py", f"--saved_model={tmp_path}", f"--output={tmp_path / 'bad.tflite'}")
     assert result.returncode == 1 and "not a tfvae export" in result.stderr
     assert not (tmp_path / "bad.tflite").exists()
-
-
-def save_tf1_checkpoint(folder, values):
-    """A TF1 tf.train.Saver checkpoint holding exactly `values` ({name: array}). Returns its prefix."""
-    graph = tf.Graph()
-    with graph.as_default():
-        variables = [tf.compat.v1.Variable(value, name=name) for name, value in values.items()]
-        saver = tf.compat.v1.train.Saver(variables)
-        with tf.compat.v1.Session() as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            return saver.save(sess, os.path.join(folder, "model.ckpt"))
 
 
 def tutorial_values(tf1_run):
