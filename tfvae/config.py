@@ -299,6 +299,8 @@ def define_import_tf1_flags():
                       "and the export's metadata).")
     flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of the continued run (with --with_optimizer).")
     flags.DEFINE_float("adam_epsilon", 1e-8, "Adam epsilon of the TF1 run (AdamOptimizer's default 1e-8).")
+    for name in ("learning_rate", "adam_epsilon"):
+        flags.register_validator(name, _positive(name), message=f"--{name} must be > 0")
     flags.register_validator("source", _is_checkpoint_or_dir,
                              message="--source must be a TF1 checkpoint prefix (PREFIX.index exists) or a "
                                      "SavedModel folder")
@@ -383,7 +385,8 @@ def define_classifier_flags():
     flags.DEFINE_integer("validation_size", 5000, "Training examples held out for validation.", lower_bound=0)
     flags.DEFINE_integer("epochs", 3, "Training epochs.", lower_bound=1)
     flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
-    flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.", lower_bound=0)
+    flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+    flags.register_validator("learning_rate", _positive("learning_rate"), message="--learning_rate must be > 0")
     flags.DEFINE_integer("seed", 0, "Seeds initialisation and data order.")
     flags.DEFINE_string("export_dir", "saved_models/mnist_classifier", "Where the classifier SavedModel goes.")
     # Checked before training, not when the export is written minutes later.
