@@ -1,6 +1,7 @@
 """tf.distribute and mixed precision: replicas reduce to the single-device step; policies export float32."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -15,43 +16,47 @@ import json, sys
 import numpy as np, tensorflow as tf
 from tfvae import config, distribute, training
 from tfvae.models import build_model
-from tfvae.models.base import VAE
 
 distribute.split_cpu(2)
-
-class MeanCodeVAE(VAE):
-    # z = z_mean: the noise would differ between one device and two replicas; the reduction is under test.
-    def sample_z(self, z_mean, z_logvar):
-        return z_mean
-
-cfg = config.RunConfig(model="mlp", hidden_sizes=(64,), latent_dim=4, likelihood="bernoulli", adam="keras",
-                       batch_size=64)
 rng = np.random.default_rng(0)
 bits = (rng.random((20 * 64, 784)) > 0.5).astype(np.float32)
 
-def run(strategy):
+def run(strategy, cfg):
     with strategy.scope():
-        base = build_model(cfg, (28, 28, 1))
-        model = MeanCodeVAE(base.encoder, base.decoder, base.likelihood, cfg.latent_dim, seed=0)
+        model = build_model(cfg, (28, 28, 1))
         model(np.zeros((1, 784), np.float32))
-        model.compile(optimizer=training.make_optimizer(cfg))
+        training.compile_model(model, cfg)
     dataset = tf.data.Dataset.from_tensor_slices(
         {"input": bits, "target": bits, "label": np.zeros(len(bits), np.int32)}).batch(64, drop_remainder=True)
-    history = model.fit(dataset, epochs=1, verbose=0, shuffle=False)
-    return history.history["loss"][-1], [v.numpy() for v in model.trainable_variables]
+    history = model.fit(dataset, epochs=1, verbose=0, shuffle=False).history
+    return {key: float(history[key][-1]) for key in ("loss", "kl", "grad_norm")}, model.trainable_variables
 
-single_loss, single_weights = run(tf.distribute.OneDeviceStrategy("/cpu:0"))
 mirrored = distribute.make_strategy("mirrored")
 assert mirrored.num_replicas_in_sync == 2, mirrored.num_replicas_in_sync
-mirrored_loss, mirrored_weights = run(mirrored)
-print(json.dumps({"single": float(single_loss), "mirrored": float(mirrored_loss),
-                  "max_weight_diff": float(max(np.abs(a - b).max()
-                                               for a, b in zip(single_weights, mirrored_weights)))}))
+results = {}
+for name, options in json.loads(sys.argv[1]).items():
+    cfg = config.RunConfig(model="mlp", hidden_sizes=(64,), latent_dim=4, likelihood="bernoulli", batch_size=64,
+                           seed=0, steps_per_execution=1, **options)
+    single, single_weights = run(tf.distribute.OneDeviceStrategy("/cpu:0"), cfg)
+    replicated, mirrored_weights = run(mirrored, cfg)
+    results[name] = {"single": single, "mirrored": replicated, "max_weight_diff": float(max(
+        np.abs(a.numpy() - b.numpy()).max() for a, b in zip(single_weights, mirrored_weights)))}
+print(json.dumps(results))
 """
+
+# Each a case the reduction over replicas must get right: the sampled noise (each replica its own rows of the
+# global draw), micro-batches inside replicas, free bits (the global batch's mean KL per dimension), and clipping
+# to a global norm (of the summed gradient, not of each replica's share) with TF1's Adam.
+MIRRORED_CASES = {
+    "sampled": {"adam": "keras"},
+    "micro_batches": {"adam": "keras", "micro_batches": 2},
+    "free_bits_clipped": {"adam": "tf1", "free_bits": 0.5, "clip_grad_norm": 1.0},
+}
 
 
 NON_FINITE_BATCH_ON_ONE_REPLICA = """
 import json
+import math
 import numpy as np, tensorflow as tf
 from tfvae import config, distribute, training
 from tfvae.compat import keras
@@ -73,8 +78,8 @@ class Record(keras.callbacks.Callback):
                       "iterations": int(self.model.optimizer.iterations.numpy()), "bad": float(logs["bad_steps"])})
 
 dataset = tf.data.Dataset.from_tensor_slices({"input": x, "target": x, "label": np.zeros(400, np.int32)}).batch(100)
-model.fit(dataset, epochs=1, verbose=0, callbacks=[Record()])
-print(json.dumps(steps))
+history = model.fit(dataset, epochs=1, verbose=0, callbacks=[Record()], shuffle=False).history
+print(json.dumps(steps + [{"epoch_bad_steps": history["bad_steps"][-1]}]))
 """
 
 
@@ -83,18 +88,59 @@ def test_a_non_finite_batch_on_one_replica_is_skipped_on_all():
     result = run_script(None, NON_FINITE_BATCH_ON_ONE_REPLICA)
     assert result.returncode == 0, result.stderr[-3000:]
     steps = json.loads(result.stdout.strip().splitlines()[-1])
-    assert [s["iterations"] for s in steps] == [1, 1, 2, 3] and [s["bad"] for s in steps] == [0, 1, 1, 1]
+    assert [s["iterations"] for s in steps[:-1]] == [1, 1, 2, 3] and [s["bad"] for s in steps[:-1]] == [0, 1, 1, 1]
     assert steps[1]["weights"] == steps[0]["weights"] != steps[2]["weights"]
+    # The epoch's count (history, TensorBoard, metrics.json) counts the step once, not once per replica.
+    assert steps[-1] == {"epoch_bad_steps": 1.0}
 
 
 def test_mirrored_on_two_cpus_matches_one_device():
-    result = run_script(None, MIRRORED_VS_SINGLE)
+    result = run_script(None, MIRRORED_VS_SINGLE, json.dumps(MIRRORED_CASES))
+    assert result.returncode == 0, result.stderr[-3000:]
+    cases = json.loads(result.stdout.strip().splitlines()[-1])
+    for name, numbers in cases.items():
+        single, mirrored = numbers["single"], numbers["mirrored"]
+        # After 20 steps: the loss is ~540 nats, where float32 spacing is 6e-5; 1e-6 relative is a couple of ulps.
+        for key in ("loss", "kl", "grad_norm"):
+            assert abs(single[key] - mirrored[key]) <= 1e-6 * abs(single[key]) + 1e-6, (name, key, numbers)
+        assert numbers["max_weight_diff"] < 1e-5, (name, numbers)
+        assert single["loss"] > 100  # 20 steps from random weights on random bits: a real loss, not a constant.
+    # The cases differ where they should: free bits raise the loss, clipping to 1 slows the descent.
+    assert cases["free_bits_clipped"]["single"]["loss"] > cases["sampled"]["single"]["loss"] + 1, cases
+    assert cases["free_bits_clipped"]["single"]["grad_norm"] > 1.0  # So the clipping acted on every step.
+
+
+LOSS_SCALE_OVERFLOWS = """
+import json
+import math
+import numpy as np, tensorflow as tf
+from tfvae import config, training
+from tfvae.compat import keras
+from tfvae.models import build_model
+
+keras.mixed_precision.set_global_policy("mixed_float16")
+cfg = config.RunConfig(model="mlp", hidden_sizes=(32,), latent_dim=2, likelihood="bernoulli", adam="keras")
+model = build_model(cfg, (28, 28, 1))
+# A loss scale of 2^40 overflows float16 gradients; the optimizer skips such steps and halves the scale.
+model.compile(optimizer=keras.optimizers.LossScaleOptimizer(training.make_optimizer(cfg), initial_scale=2.0 ** 40))
+x = (np.random.default_rng(0).random((40 * 20, 784)) < 0.3).astype(np.float32)
+dataset = tf.data.Dataset.from_tensor_slices({"input": x, "target": x, "label": np.zeros(len(x), np.int32)}).batch(20)
+history = model.fit(dataset, epochs=1, verbose=0, shuffle=False).history
+print(json.dumps({"grad_norm": history["grad_norm"][-1], "bad_steps": history["bad_steps"][-1],
+                  "iterations": int(model.optimizer.iterations.numpy()),
+                  "scale": float(model.optimizer.dynamic_scale.numpy())}))
+"""
+
+
+def test_float16_loss_scale_overflows_stay_out_of_the_gradient_norm():
+    result = run_script(None, LOSS_SCALE_OVERFLOWS)
     assert result.returncode == 0, result.stderr[-3000:]
     numbers = json.loads(result.stdout.strip().splitlines()[-1])
-    # The loss is ~500 nats, where float32 spacing is 6e-5: agreement to 1e-6 relative is a couple of ulps.
-    assert abs(numbers["single"] - numbers["mirrored"]) <= 1e-6 * numbers["single"], numbers
-    assert numbers["max_weight_diff"] < 1e-5, numbers
-    assert numbers["single"] > 100  # 20 steps from random weights on random bits: a real loss, not a constant.
+    # The scale came down from 2^40 (so steps overflowed and were skipped), the later steps updated the weights,
+    # the epoch's gradient norm is the mean of the finite ones, and overflows are not bad steps.
+    assert numbers["scale"] < 2.0 ** 30 and 0 < numbers["iterations"] < 40, numbers
+    assert math.isfinite(numbers["grad_norm"]) and numbers["grad_norm"] > 0, numbers
+    assert numbers["bad_steps"] == 0, numbers
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])

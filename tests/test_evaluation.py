@@ -150,6 +150,21 @@ def test_protocol_says_when_the_likelihood_is_not_a_density():
     assert evaluation.resolve_binarize({"likelihood": "bernoulli"}) == "dynamic"
 
 
+@pytest.mark.parametrize("likelihood", ["bernoulli", "autoregressive_bernoulli"])
+def test_a_bernoulli_of_gray_levels_is_not_called_a_density(likelihood):
+    # Over x in [0, 1] the Bernoulli's exp(x l - softplus(l)) integrates to (e^l - 1) / (l (1 + e^l)) <= 1/2 (0.21
+    # at p = 0.99): its "nll" of gray levels overstates -log p(x) by at least D ln 2 nats and is no likelihood.
+    metadata = {"dataset": "mnist", "likelihood": likelihood, "likelihood_is_density": True, "input_shape": [784],
+                "binarize": "none"}  # Trained on gray levels, as configs/pytorch_tutorial.flags.
+    assert not evaluation.likelihood_is_density(metadata, "none")
+    assert "NOT A DENSITY" in evaluation.describe_protocol(metadata, "test", 10, "none", 0, 5)["nll"]
+    # The default protocol binarizes the test digits: then the same model's numbers are nats.
+    assert evaluation.resolve_binarize(metadata) == "dynamic" and evaluation.likelihood_is_density(metadata, "dynamic")
+    assert "NOT A DENSITY" not in evaluation.describe_protocol(metadata, "test", 10, "dynamic", 0, 5)["nll"]
+    gaussian = {**metadata, "likelihood": "gaussian"}
+    assert evaluation.likelihood_is_density(gaussian, "none")  # A density of gray levels.
+
+
 def test_log_mean_exp_is_stable_for_very_small_weights():
     # Weights around exp(-5000) underflow any float; accumulated chunk by chunk, as evaluate() does, their log-sum
     # must still come out: log(e^-5000 + e^-5001 + e^-5002) = -5000 + log(1 + e^-1 + e^-2).

@@ -292,7 +292,7 @@ def test_keras_native_format_round_trip_continues_fit(mnist, tmp_path):
     model.compile(optimizer=training.make_optimizer(cfg))
     x = flat(mnist.train_images[:400])
     dataset = tf.data.Dataset.from_tensor_slices({"input": x, "target": x}).batch(BATCH)
-    model.fit(dataset, epochs=1, verbose=0)
+    model.fit(dataset, epochs=1, verbose=0, shuffle=False)
     path = str(tmp_path / "model.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
@@ -303,8 +303,8 @@ def test_keras_native_format_round_trip_continues_fit(mnist, tmp_path):
     assert max_diff([v.numpy() for v in loaded.optimizer.variables],
                     [v.numpy() for v in model.optimizer.variables]) == 0
     # Same weights, Adam state and RNG state: the next epoch gives the same losses and weights.
-    original = model.fit(dataset, epochs=1, verbose=0).history["loss"]
-    continued = loaded.fit(dataset, epochs=1, verbose=0).history["loss"]
+    original = model.fit(dataset, epochs=1, verbose=0, shuffle=False).history["loss"]
+    continued = loaded.fit(dataset, epochs=1, verbose=0, shuffle=False).history["loss"]
     assert continued == pytest.approx(original, abs=1e-5)
     assert max_diff([v.numpy() for v in loaded.trainable_variables],
                     [v.numpy() for v in model.trainable_variables]) <= TOL

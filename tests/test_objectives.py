@@ -55,29 +55,45 @@ def test_kl_warmup_schedule_values(epoch, expected):
 
 
 class _RecordWeights(keras.callbacks.Callback):
+    """The KL weight of each step Keras calls back before (after KLWarmup has set it)."""
+
     def __init__(self):
         super().__init__()
         self.weights = []
 
-    def on_train_batch_end(self, batch, logs=None):
-        self.weights.append(float(self.model.kl_weight.numpy()))
+    def on_train_batch_begin(self, batch, logs=None):
+        self.weights.append(float(self.model.train_kl_weight().numpy()))
+
+
+def _fit_with_warmup(steps_per_execution, callbacks=()):
+    model = build_model(_mlp(), (28, 28, 1))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), steps_per_execution=steps_per_execution)
+    dataset = tf.data.Dataset.from_tensor_slices(_batch(32)).batch(8)  # 4 steps per epoch.
+    history = model.fit(dataset, validation_data=dataset, epochs=3, verbose=0, shuffle=False,
+                        callbacks=[training.KLWarmup(2), *callbacks])
+    return model, history.history
 
 
 def test_kl_warmup_in_a_real_fit():
-    model = build_model(_mlp(), (28, 28, 1))
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    data = _batch(32)
-    dataset = tf.data.Dataset.from_tensor_slices(data).batch(8)  # 4 steps per epoch.
     recorder = _RecordWeights()
-    history = model.fit(dataset, validation_data=dataset, epochs=3, verbose=0, shuffle=False,
-                        callbacks=[training.KLWarmup(2), recorder])
-    # Linear over 2 epochs of 4 steps, set before each step: 0, 1/8, ..., 7/8, then 1.
+    model, h = _fit_with_warmup(1, [recorder])
+    # Linear over 2 epochs of 4 steps, one weight per step: 0, 1/8, ..., 7/8, then 1.
     np.testing.assert_allclose(recorder.weights, [i / 8 for i in range(8)] + [1.0] * 4, atol=1e-7)
-    np.testing.assert_allclose(history.history["kl_weight"], [3 / 8, 7 / 8, 1.0], atol=1e-7)
+    np.testing.assert_allclose(h["kl_weight"], [3 / 8, 7 / 8, 1.0], atol=1e-7)
     # Validation reports the full objective (weight 1) even while training is warming up.
-    h = history.history
     np.testing.assert_allclose(h["val_loss"], np.add(h["val_reconstruction"], h["val_kl"]), rtol=1e-5)
     assert float(model.kl_weight.numpy()) == 1.0
+
+
+def test_kl_warmup_moves_every_step_inside_a_multi_step_call():
+    # A whole epoch per call (as the tutorial recipe runs): Keras calls back once per epoch, yet each step must
+    # get its own weight, so the run is the one-step-per-call run.
+    _, per_step = _fit_with_warmup(1)
+    _, per_epoch = _fit_with_warmup(4)
+    for key in ("loss", "kl", "val_loss", "kl_weight"):
+        np.testing.assert_allclose(per_epoch[key], per_step[key], rtol=1e-6, err_msg=key)
+    # With the weight held at the epoch's first step (0, then 1/2), epoch 1 would train on the reconstruction alone.
+    assert per_step["loss"][0] > per_step["reconstruction"][0] + 0.1
 
 
 def test_iwae_with_one_sample_is_the_elbo():

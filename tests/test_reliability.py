@@ -49,7 +49,7 @@ def test_a_non_finite_batch_is_skipped_and_counted(poison):
     x = np.random.default_rng(0).random((400, 784)).astype(np.float32)
     x[150] = poison  # One example of the second batch.
     record = _RecordSteps()
-    history = model.fit(_batches(x), epochs=1, callbacks=[record], verbose=0)
+    history = model.fit(_batches(x), epochs=1, callbacks=[record], verbose=0, shuffle=False)
     before, bad, after = record.steps[0], record.steps[1], record.steps[2]
     for w_before, w_bad in zip(before["weights"], bad["weights"]):
         np.testing.assert_array_equal(w_before, w_bad)  # The weights never saw it...
@@ -81,7 +81,7 @@ def test_clip_grad_norm_bounds_what_adam_sees():
     clipped, plain = _compiled(cfg), _compiled()
     x = np.random.default_rng(1).random((100, 784)).astype(np.float32)
     for model in (clipped, plain):
-        model.fit(_batches(x), epochs=1, verbose=0)
+        model.fit(_batches(x), epochs=1, verbose=0, shuffle=False)
     # After one step Adam's second moments are (1 - beta_2) * g^2: their sum gives |g|^2 of the gradient it used.
     squared_norm = lambda m: sum(float(np.sum(v.numpy())) for v in m.optimizer._velocities) / (  # noqa: E731
         1.0 - m.optimizer.beta_2)

@@ -80,6 +80,21 @@ def apply_gradients_if_finite(optimizer, gradients, variables, finite):
     tf.distribute.get_replica_context().merge_call(cross_replica, args=(gradients, finite))
 
 
+def takes_summed_gradients(optimizer):
+    """Whether `optimizer` takes gradients already summed over replicas (tfvae's Adam); others sum them again."""
+    from tfvae import optimizers  # Imported here: tfvae.optimizers imports this module.
+
+    return KERAS_3 and isinstance(getattr(optimizer, "inner_optimizer", optimizer), optimizers.SummedGradients)
+
+
+def add_metric_variable(metric, name, aggregation):
+    """A float32 scalar variable of `metric`, starting at 0, read across replicas by `aggregation` ("sum", "mean")."""
+    if KERAS_3:
+        return metric.add_variable(shape=(), initializer="zeros", dtype="float32", aggregation=aggregation, name=name)
+    return metric.add_weight(name=name, shape=(), initializer="zeros", dtype=tf.float32,
+                             aggregation=getattr(tf.VariableAggregation, aggregation.upper()))
+
+
 def _applied(optimizer, gradients, variables):
     apply_gradients(optimizer, gradients, variables)
     return tf.constant(True)

@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfvae import config, data, losses
+from tfvae.models import likelihoods
 from tfvae.restore import input_size
 
 # Burda et al. 2015, sec. 5.2: a latent unit is active when Cov_x(E_q(z|x)[z_u]) exceeds this.
@@ -47,6 +48,13 @@ def load_split(metadata, data_dir, split, binarize, seed, num_examples=0):
     return x.reshape((len(x), *metadata["input_shape"])), labels
 
 
+def likelihood_is_density(metadata, binarize):
+    """Whether the model's -log p(x|z) of data prepared by `binarize` is in nats of a normalised density."""
+    if metadata.get("likelihood") in likelihoods.LIKELIHOODS:
+        return likelihoods.is_density(metadata["likelihood"], binarize)
+    return bool(metadata.get("likelihood_is_density", True))
+
+
 def describe_protocol(metadata, split, num_examples, binarize, seed, num_importance_samples):
     """One sentence per number family saying how it was measured and what it may be compared with."""
     data_text = {
@@ -58,7 +66,13 @@ def describe_protocol(metadata, split, num_examples, binarize, seed, num_importa
     }[binarize]
     nll_text = (f"-log p(x) by importance sampling, log-mean-exp over K={num_importance_samples} samples of "
                 f"q(z|x) (Burda et al. 2015), nats per example")
-    if not metadata.get("likelihood_is_density", True):
+    is_density = likelihood_is_density(metadata, binarize)
+    if not is_density and metadata.get("likelihood") in config.BINARY_LIKELIHOODS:
+        nll_text = (f"NOT A DENSITY: the {metadata['likelihood']} likelihood is normalised over binary pixels only; "
+                    f"of gray levels its -log p(x|z) is a cross-entropy, so 'nll' and 'bits_per_dim' are the same "
+                    f"K={num_importance_samples} estimator applied to it; compare them only between gray-level "
+                    f"evaluations (binarized data, the default for this model, gives nats)")
+    elif not is_density:
         nll_text = (f"NOT A DENSITY: the {metadata.get('likelihood')} term is not a normalised log-likelihood, "
                     f"so 'nll' and 'bits_per_dim' are the same K={num_importance_samples} estimator applied to "
                     f"exp(-{metadata.get('likelihood')}); compare them only between runs of that likelihood")
@@ -244,7 +258,7 @@ def run(loaded, data_dir, split="test", num_importance_samples=1000, num_example
     binarize = resolve_binarize(loaded.metadata, binarize)
     x, labels = load_split(loaded.metadata, data_dir, split, binarize, seed, num_examples)
     results = evaluate(loaded, x, labels, num_importance_samples, batch_size, samples_per_batch, seed, progress)
-    is_density = bool(loaded.metadata.get("likelihood_is_density", True))
+    is_density = likelihood_is_density(loaded.metadata, binarize)
     results.update(
         protocol=describe_protocol(loaded.metadata, split, len(x), binarize, seed, num_importance_samples),
         split=split, binarize=binarize, seed=seed, source=loaded.source, model=loaded.metadata.get("model"),

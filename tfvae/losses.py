@@ -58,7 +58,7 @@ def kl_standard_normal(z_mean, z_logvar):
 
 def free_bits_kl(kl_per_dimension, free_bits):
     """Per-example KL with free bits (Kingma et al. 2016, the IAF paper): dimensions whose batch-mean KL is below
-    `free_bits` nats count as `free_bits` and get no gradient.
+    `free_bits` nats count as `free_bits` and get no gradient. Under a strategy the batch is the global batch.
 
     Args:
       kl_per_dimension: `[batch, latent]` nats.
@@ -67,7 +67,14 @@ def free_bits_kl(kl_per_dimension, free_bits):
     Returns:
       `[batch]`, whose batch mean is sum_j max(free_bits, mean over the batch of KL_j).
     """
-    batch_mean = tf.reduce_mean(kl_per_dimension, axis=0)
+    total = tf.reduce_sum(kl_per_dimension, axis=0)
+    count = tf.cast(tf.shape(kl_per_dimension)[0], total.dtype)
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        # The global batch's mean, so every replica floors the dimensions one device would (no gradient flows
+        # through the mean: it only picks the dimensions).
+        total, count = context.all_reduce(tf.distribute.ReduceOp.SUM, [total, count])
+    batch_mean = total / count
     floor = tf.fill(tf.shape(kl_per_dimension), tf.cast(free_bits, kl_per_dimension.dtype))
     return tf.reduce_sum(tf.where(batch_mean < free_bits, floor, kl_per_dimension), axis=-1)
 

@@ -11,8 +11,25 @@ BETA_1 = float(np.float32(0.9))
 BETA_2 = float(np.float32(0.999))
 
 
+class SummedGradients:
+    """Mixin before a Keras 3 optimizer: takes gradients already summed over replicas.
+
+    `VAE.train_step` sums them itself, once, so that the global norm it reports and checks, the clipping to
+    `global_clipnorm` and a loss scale's overflow check all see the global batch's gradient; Keras would otherwise
+    clip each replica's share and sum them afterwards (clipping a sum of R shares at R times the norm asked for).
+    """
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        return list(grads_and_vars)
+
+
 @keras.saving.register_keras_serializable("tfvae")
-class TF1Adam(keras.optimizers.Adam):
+class Adam(SummedGradients, keras.optimizers.Adam):
+    """`keras.optimizers.Adam` for gradients summed over replicas (`SummedGradients`)."""
+
+
+@keras.saving.register_keras_serializable("tfvae")
+class TF1Adam(SummedGradients, keras.optimizers.Adam):
     """`keras.optimizers.Adam` with TF1's arithmetic: the same update, rounded the same way.
 
     TF1 keeps `beta1_power` and `beta2_power` as float32 variables multiplied by beta after every step; Keras
@@ -56,13 +73,15 @@ class TF1Adam(keras.optimizers.Adam):
 def make_adam(learning_rate, epsilon, variant="tf1", clip_grad_norm=0.0):
     """Adam for training: `TF1Adam` ("tf1") or `keras.optimizers.Adam` ("keras").
 
-    `clip_grad_norm` > 0 scales the gradients down to that global norm first (Keras' `global_clipnorm`).
+    `clip_grad_norm` > 0 scales the gradients down to that global norm first (Keras' `global_clipnorm`). Under
+    Keras 3 both take gradients summed over replicas (`SummedGradients`); tf-keras' Adam sums them itself, and
+    `VAE.train_step` hands it each replica's share.
 
     Under Keras 2 (tf-keras) "tf1" falls back to tf-keras' Adam with TF1's float32 betas: its optimizer API
     (`apply_gradients`, `update_step(gradient, variable)`) differs, and only the last ulps of the run would.
     """
     clipping = {"global_clipnorm": clip_grad_norm} if clip_grad_norm else {}
-    if variant == "tf1" and compat.KERAS_3:
-        return TF1Adam(learning_rate=learning_rate, epsilon=epsilon, **clipping)
-    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=BETA_1, beta_2=BETA_2, epsilon=epsilon,
-                                 **clipping)
+    adam = keras.optimizers.Adam
+    if compat.KERAS_3:
+        adam = TF1Adam if variant == "tf1" else Adam
+    return adam(learning_rate=learning_rate, beta_1=BETA_1, beta_2=BETA_2, epsilon=epsilon, **clipping)

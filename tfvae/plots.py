@@ -105,7 +105,9 @@ def plot_interpolation(loaded, path, x, labels, seed, **_):
 
 def plot_loss_curves(loaded, path, history_folder, **_):
     history = summaries.read_history(history_folder)
-    units = "nats per example" if loaded.metadata.get("likelihood_is_density", True) else "loss per example"
+    trained_on = loaded.metadata.get("binarize", "none")  # The curves are of the training data.
+    is_density = evaluation.likelihood_is_density(loaded.metadata, trained_on)
+    units = "nats per example" if is_density else "loss per example"
     visualization.save_loss_curves_png(path, history, f"{_name(loaded)}: training curves", units)
 
 

@@ -16,8 +16,17 @@ import tensorflow as tf
 from absl import logging
 
 from tfvae import artifacts, config, distribute, export, optimizers, summaries, visualization
+from tfvae.models import likelihoods
 
 GRID_ROWS = GRID_COLS = 4
+
+
+def _loss_units(cfg):
+    if likelihoods.is_density(cfg.likelihood, cfg.binarize):
+        return "nats per example"
+    if cfg.likelihood == "sse":
+        return "sum of squared error + KL nats"
+    return f"{cfg.likelihood} cross-entropy of gray levels + KL nats (not a density: binarize the data for nats)"
 
 
 def prepare_model_dir(cfg):
@@ -249,9 +258,12 @@ def kl_warmup_weight(epoch, warmup_epochs):
 
 
 class KLWarmup(keras.callbacks.Callback):
-    """Sets `model.kl_weight` before each train step from the linear schedule; validation and test use weight 1.
+    """The linear KL warm-up: each train step's weight from the schedule; validation and test use weight 1.
 
-    Driven by the epoch and step Keras reports, so a resumed run continues the schedule where it stopped.
+    Driven by the epoch and step Keras reports, so a resumed run continues the schedule where it stopped. Keras
+    calls back once per call of its multi-step loop, so this sets the line (`model.kl_weight` at optimizer step 0
+    and `model.kl_weight_per_step`) and each step computes its own weight (`VAE.train_kl_weight`). The slope is
+    read when the train step is traced: use the callback from the model's first `fit`.
     """
 
     def __init__(self, warmup_epochs, steps_per_epoch=None):
@@ -259,31 +271,41 @@ class KLWarmup(keras.callbacks.Callback):
         self.warmup_epochs = warmup_epochs
         self.steps_per_epoch = steps_per_epoch  # None: every epoch is whole (no mid-epoch resume).
         self._epoch = 0
-        self._train_weight = 0.0
+        self._line_at_zero = 0.0
+
+    def _steps_per_epoch(self):
+        return self.steps_per_epoch or self.params["steps"]
+
+    def on_train_begin(self, logs=None):
+        self.model.kl_weight_per_step = 1.0 / (self.warmup_epochs * self._steps_per_epoch())
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
     def on_train_batch_begin(self, batch, logs=None):
         # A resumed epoch runs only its last params["steps"] steps; its batch 0 is that far into the epoch.
-        steps_per_epoch = self.steps_per_epoch or self.params["steps"]
+        steps_per_epoch = self._steps_per_epoch()
         step = steps_per_epoch - self.params["steps"] + batch
-        self._train_weight = kl_warmup_weight(self._epoch + step / steps_per_epoch, self.warmup_epochs)
-        self.model.kl_weight.assign(self._train_weight)
+        weight = kl_warmup_weight(self._epoch + step / steps_per_epoch, self.warmup_epochs)
+        # Where the line through this step's weight crosses optimizer step 0 (a skipped step does not advance it).
+        iterations = float(self.model.optimizer.iterations.numpy())
+        self._line_at_zero = weight - self.model.kl_weight_per_step * iterations
+        self.model.kl_weight.assign(self._line_at_zero)
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["kl_weight"] = self._train_weight
+        if logs is not None:  # The weight of the epoch's last step.
+            logs["kl_weight"] = kl_warmup_weight(epoch + 1 - 1 / self._steps_per_epoch(), self.warmup_epochs)
 
     # Validation inside fit reports the objective the run is heading for, comparable across epochs.
     def on_test_begin(self, logs=None):
         self.model.kl_weight.assign(1.0)
 
     def on_test_end(self, logs=None):
-        self.model.kl_weight.assign(self._train_weight)
+        self.model.kl_weight.assign(self._line_at_zero)
 
     def on_train_end(self, logs=None):
         self.model.kl_weight.assign(1.0)
+        self.model.kl_weight_per_step = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -436,7 +458,7 @@ def train(model, datasets, cfg):
         "epoch_seconds": epoch_line.epoch_seconds,
         "test": {k: float(v) for k, v in test_metrics.items()},
         "train_seconds": train_seconds,
-        "units": "nats per example" if model.likelihood.is_density else "sum of squared error + KL nats",
+        "units": _loss_units(cfg),
     }
     artifacts.write_json(os.path.join(cfg.model_dir, "metrics.json"), metrics)
     return metrics

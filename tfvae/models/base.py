@@ -12,6 +12,28 @@ Z_LOGVAR_RANGE = (-30.0, 30.0)
 
 
 @keras.saving.register_keras_serializable("tfvae")
+class StepCount(keras.metrics.Metric):
+    """A count of train steps, `update_state(1.0)` per step counted, that every replica makes alike.
+
+    Keras reads a `Sum` metric's total as the sum over replicas, which counts a step once per replica; this one
+    reads as any replica's (their mean), on one device or many.
+    """
+
+    def __init__(self, name="step_count", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.total = compat.add_metric_variable(self, "total", aggregation="mean")
+
+    def update_state(self, values):
+        self.total.assign_add(tf.reduce_sum(tf.cast(values, self.total.dtype)))
+
+    def result(self):
+        return tf.identity(self.total)
+
+    def reset_state(self):
+        self.total.assign(tf.zeros_like(self.total))
+
+
+@keras.saving.register_keras_serializable("tfvae")
 class VAE(keras.Model):
     """A VAE with a diagonal Gaussian q(z|x) and a N(0, I) prior.
 
@@ -31,6 +53,9 @@ class VAE(keras.Model):
         self.free_bits = free_bits
         # Multiplies beta; the KL warm-up callback (training.KLWarmup) moves it from 0 to 1, otherwise it stays 1.
         self.kl_weight = self.add_weight(name="kl_weight", shape=(), initializer="ones", trainable=False)
+        # The warm-up's slope per optimizer step, set by KLWarmup before the train step is traced; see
+        # `train_kl_weight`. 0: every train step uses kl_weight as it is.
+        self.kl_weight_per_step = 0.0
         self.seed_generator = compat.SeedGenerator(seed)
         # Train batches split into this many equal parts whose passes run side by side (training.compile_model).
         self.micro_batches = 1
@@ -41,7 +66,7 @@ class VAE(keras.Model):
         # Training only: the global L2 norm of the gradients, to watch for explosions and plateaus.
         self.grad_norm_tracker = keras.metrics.Mean(name="grad_norm")
         # Training only: train steps skipped because their loss or gradients were not finite.
-        self.bad_steps_tracker = keras.metrics.Sum(name="bad_steps")
+        self.bad_steps_tracker = StepCount(name="bad_steps")
 
     @property
     def metrics(self):
@@ -65,15 +90,29 @@ class VAE(keras.Model):
         return z_mean + tf.exp(0.5 * z_logvar) * self._noise_like(z_mean)
 
     def _noise_like(self, z_mean):
+        """N(0, 1) noise shaped like `z_mean`: its rows of one draw for the whole global batch.
+
+        Replicas and the parts of a split batch (micro-batches) each take the rows of that draw that their examples
+        hold in the global batch, so replicas never share noise, a split step samples what one device's unsplit step
+        would, and the RNG advances once per step either way.
+        """
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context is not None else 1
         shared = self._shared_noise
-        if shared is None:
+        if shared is None and replicas == 1:
             return compat.random_normal(tf.shape(z_mean), self.seed_generator, dtype=z_mean.dtype)
-        # A part of a split batch: the rows the whole batch's draw gives it, so a split step samples what the
-        # unsplit step would, and the RNG advances once per step either way.
+        parts = 1 if shared is None else self.micro_batches
+        shared = shared or {"noise": None, "part": 0}
         rows = tf.shape(z_mean)[0]
         if shared["noise"] is None:
-            whole = tf.concat([[rows * self.micro_batches], tf.shape(z_mean)[1:]], 0)
-            shared["noise"] = compat.random_normal(whole, self.seed_generator, dtype=z_mean.dtype)
+            replica_rows = rows * parts
+            whole = tf.concat([[replica_rows * replicas], tf.shape(z_mean)[1:]], 0)
+            noise = compat.random_normal(whole, self.seed_generator, dtype=z_mean.dtype)
+            if replicas > 1:
+                # Replica r holds rows [r * n, (r + 1) * n) of the global batch (tf.distribute splits batches so).
+                first = tf.cast(context.replica_id_in_sync_group, tf.int32) * replica_rows
+                noise = noise[first:first + replica_rows]
+            shared["noise"] = noise
         part, shared["part"] = shared["part"], shared["part"] + 1
         return shared["noise"][part * rows:(part + 1) * rows]
 
@@ -121,14 +160,27 @@ class VAE(keras.Model):
         return {"reconstruction": tf.cast(-log_px_z, tf.float32), "kl": tf.reduce_sum(kl_per_dimension, axis=-1),
                 "kl_per_dimension": kl_per_dimension}
 
-    def objective(self, terms):
+    def objective(self, terms, kl_weight=None):
         """Per-example loss `[batch]` from `compute_terms`; the hook for other bounds.
 
-        reconstruction + beta * kl_weight * KL, where kl_weight is the warm-up factor (1 without warm-up) and the KL
-        counts at least `free_bits` nats per dimension when `free_bits` > 0.
+        reconstruction + beta * kl_weight * KL, where kl_weight is the warm-up factor (default `self.kl_weight`, 1
+        without warm-up) and the KL counts at least `free_bits` nats per dimension when `free_bits` > 0.
         """
+        kl_weight = self.kl_weight if kl_weight is None else kl_weight
         kl = losses.free_bits_kl(terms["kl_per_dimension"], self.free_bits) if self.free_bits else terms["kl"]
-        return terms["reconstruction"] + self.beta * tf.cast(self.kl_weight, kl.dtype) * kl
+        return terms["reconstruction"] + self.beta * tf.cast(kl_weight, kl.dtype) * kl
+
+    def train_kl_weight(self):
+        """The KL weight of the train step being run.
+
+        During a warm-up (`kl_weight_per_step` > 0) `kl_weight` holds the warm-up line's value at optimizer step 0,
+        and each step takes its own point of the line: KLWarmup can set a variable only between calls of Keras'
+        multi-step loop (`--steps_per_execution`, a whole epoch in the tutorial recipe), not between its steps.
+        """
+        if not self.kl_weight_per_step:
+            return self.kl_weight
+        step = tf.cast(self.optimizer.iterations, tf.float32)
+        return tf.clip_by_value(self.kl_weight + self.kl_weight_per_step * step, 0.0, 1.0)
 
     def _update_trackers(self, terms, loss, finite=True):
         # A skipped (non-finite) step stays out of the epoch means: weight 0, values replaced by 0 (0 * NaN is NaN).
@@ -140,16 +192,24 @@ class VAE(keras.Model):
         return {m.name: m.result() for m in (self.loss_tracker, self.reconstruction_tracker, self.kl_tracker)}
 
     def train_step(self, batch):
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             terms = self._compute_terms_in_parts(batch)
-            loss = self.objective(terms)
+            loss = self.objective(terms, self.train_kl_weight())
             # Gradients are summed over replicas, so each replica contributes its share of the global mean.
-            replica_loss = tf.reduce_mean(loss) / tf.distribute.get_strategy().num_replicas_in_sync
+            replica_loss = tf.reduce_mean(loss) / replicas
             scaled_loss = compat.scale_loss(self.optimizer, replica_loss)
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
+        if replicas > 1:
+            # Summed here, once, so that the norm below (the grad_norm metric and the finite check), the optimizer's
+            # clipping and a loss scale's overflow check see the global batch's gradient, not one replica's share.
+            gradients = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, gradients)
         # Unscaled by the loss scale (mixed precision), so the norm is that of d(loss)/d(weights).
         loss_scale = tf.math.divide_no_nan(tf.cast(scaled_loss, tf.float32), tf.cast(replica_loss, tf.float32))
         grad_norm = tf.math.divide_no_nan(tf.linalg.global_norm(gradients), loss_scale)
+        if replicas > 1 and not compat.takes_summed_gradients(self.optimizer):
+            # An optimizer that sums over replicas itself (not tfvae's Adam): each replica hands it its share.
+            gradients = [gradient / replicas for gradient in gradients]
         if hasattr(self.optimizer, "inner_optimizer"):
             # A loss scale optimizer (float16): its gradients overflow now and then by design; it skips those steps
             # itself and lowers its scale. Only a non-finite loss counts as a bad step.
@@ -159,8 +219,10 @@ class VAE(keras.Model):
             finite = self._finite_on_every_replica(replica_loss, grad_norm)
             compat.apply_gradients_if_finite(self.optimizer, gradients, self.trainable_variables, finite)
         self.bad_steps_tracker.update_state(1.0 - tf.cast(finite, tf.float32))
-        self.grad_norm_tracker.update_state(tf.where(finite, grad_norm, 0.0),
-                                            sample_weight=tf.cast(finite, tf.float32))
+        # Only finite norms count: a loss-scaled step that overflowed (and was skipped) has none.
+        norm_counts = finite & tf.math.is_finite(grad_norm)
+        self.grad_norm_tracker.update_state(tf.where(norm_counts, grad_norm, 0.0),
+                                            sample_weight=tf.cast(norm_counts, tf.float32))
         logs = {**self._update_trackers(terms, loss, finite), "grad_norm": self.grad_norm_tracker.result(),
                 "bad_steps": self.bad_steps_tracker.result()}
         return compat.step_outputs(logs)

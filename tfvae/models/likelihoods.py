@@ -16,6 +16,8 @@ class Likelihood(keras.layers.Layer):
 
     # Whether log_prob is a normalised density, so that losses are nats.
     is_density = True
+    # Whether it is normalised only over x in {0, 1} (a Bernoulli): of gray levels it is a cross-entropy.
+    binary_data = False
 
     def call(self, logits):
         return tf.sigmoid(logits)
@@ -36,6 +38,8 @@ class Likelihood(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable("tfvae")
 class Bernoulli(Likelihood):
+    binary_data = True
+
     def log_prob(self, x, logits):
         return losses.bernoulli_log_prob(x, logits)
 
@@ -110,6 +114,8 @@ class AutoregressiveBernoulli(Likelihood):
     Single-channel images only.
     """
 
+    binary_data = True
+
     def __init__(self, image_shape, kernel_size=7, channels=32, **kwargs):
         super().__init__(**kwargs)
         self.image_shape = tuple(int(d) for d in image_shape)
@@ -164,7 +170,20 @@ class AutoregressiveBernoulli(Likelihood):
                 "channels": self.channels}
 
 
+LIKELIHOODS = {"bernoulli": Bernoulli, "sse": SquaredError, "gaussian": Gaussian,
+               "autoregressive_bernoulli": AutoregressiveBernoulli}
+
+
 def make_likelihood(name, **kwargs):
     # float32 under any mixed precision policy: x_hat and log-likelihoods are outputs, not activations.
-    return {"bernoulli": Bernoulli, "sse": SquaredError, "gaussian": Gaussian,
-            "autoregressive_bernoulli": AutoregressiveBernoulli}[name](name="likelihood", dtype="float32", **kwargs)
+    return LIKELIHOODS[name](name="likelihood", dtype="float32", **kwargs)
+
+
+def is_density(name, binarize):
+    """Whether likelihood `name`'s log_prob of data prepared by `binarize` is a normalised log-density (nats).
+
+    A Bernoulli's is, of binary images; of gray levels (`binarize` "none") it is a cross-entropy, which can be
+    trained on and compared between such runs but is no likelihood of the data.
+    """
+    likelihood = LIKELIHOODS[name]
+    return likelihood.is_density and not (likelihood.binary_data and binarize == "none")

@@ -42,13 +42,14 @@ class ImportanceWeighted:
         return {"reconstruction": -tf.reduce_mean(log_px_z, axis=1), "kl": tf.reduce_sum(kl_per_dimension, axis=-1),
                 "kl_per_dimension": kl_per_dimension, "log_px_z": log_px_z, "log_prior_ratio": log_prior_ratio}
 
-    def log_weights(self, terms):
+    def log_weights(self, terms, kl_weight=None):
         """log p(x|z_k) + beta * warm-up weight * (log p(z_k) - log q(z_k|x)), `[batch, K]` nats."""
-        return terms["log_px_z"] + self.beta * tf.cast(self.kl_weight, tf.float32) * terms["log_prior_ratio"]
+        kl_weight = self.kl_weight if kl_weight is None else kl_weight
+        return terms["log_px_z"] + self.beta * tf.cast(kl_weight, tf.float32) * terms["log_prior_ratio"]
 
-    def objective(self, terms):
+    def objective(self, terms, kl_weight=None):
         """Minus the importance-weighted bound, `[batch]` nats; log-mean-exp keeps weights of -1e4 nats finite."""
-        return -losses.log_mean_exp(self.log_weights(terms), axis=1)
+        return -losses.log_mean_exp(self.log_weights(terms, kl_weight), axis=1)
 
     def get_config(self):
         return {**super().get_config(), "num_importance_samples": self.num_importance_samples}
