@@ -12,6 +12,7 @@ the contenders take turns, so load from other processes hits them alike: batch-1
 call by call, and in turns of `--calls_per_turn` calls in a row (warm, as in a server).
 """
 
+import json
 import os
 import sys
 import time
@@ -24,6 +25,21 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 from tfvae import config  # noqa: E402
 
 flags.DEFINE_string("saved_model", "saved_models/tf1_tutorial", "A tfvae export of the tutorial network.")
+config.require_existing_folder("saved_model", "an export of --model=tf1_tutorial, e.g. saved_models/tf1_tutorial")
+
+
+def _is_tutorial_export(path):
+    # The TF1 graph timed beside it is the tutorial's; another network would be compared with something else.
+    metadata_file = os.path.join(path or "", "tfvae.json")
+    model = json.load(open(metadata_file)).get("model") if os.path.isfile(metadata_file) else None
+    if not path or not os.path.isdir(path) or model == "tf1_tutorial":
+        return True
+    found = f"a {model} export" if model else "not a tfvae export (no tfvae.json)"
+    raise flags.ValidationError(f"{found}; bench_infer.py times the TF1 tutorial network beside its TF1 graph, "
+                                f"so pass an export of --model=tf1_tutorial, e.g. saved_models/tf1_tutorial")
+
+
+flags.register_validator("saved_model", _is_tutorial_export)
 flags.DEFINE_integer("calls", 2000, "Batch-1 calls timed per contender (after 200 warm-up calls).",
                      lower_bound=1000)
 flags.DEFINE_integer("calls_per_turn", 20, "Batch-1 calls a contender makes in a row in the second measurement (the "

@@ -21,14 +21,15 @@ def main(argv):
     cfg = config.generate_config_from_flags()
     try:
         saved, metadata = export.load_saved_model(cfg.saved_model)
-        labels, rows = inference.parse_labels(cfg.label, metadata.get("num_classes", 0), cfg.rows, cfg.cols)
         if cfg.reconstruct:
+            # A conditional model reconstructs each test image with that image's own label.
             originals, reconstructions = inference.reconstruct_test_images(
                 saved, metadata, cfg.data_dir, cfg.cols, seed=cfg.seed)
             visualization.save_grid_png(cfg.output, np.concatenate([originals, reconstructions]), 2, cfg.cols,
                                         f"{metadata['model']}: test images (top) and reconstructions",
                                         row_labels=["original", "reconstruction"])
         else:
+            labels, rows = inference.parse_labels(cfg.label, metadata.get("num_classes", 0), cfg.rows, cfg.cols)
             samples = inference.decode_samples(saved, metadata, rows, cfg.cols, cfg.seed, labels)
             row_labels = [str(label) for label in labels[::cfg.cols]] if cfg.label == "all" else None
             visualization.save_grid_png(cfg.output, samples, rows, cfg.cols,

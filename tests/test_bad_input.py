@@ -81,6 +81,19 @@ def saved_model_case(script, extra, kind):
     return make
 
 
+def existing_file_case(script, flag, *args):
+    """`script --FLAG=` an existing file where a folder should go (`*args` may name `{file}`)."""
+    def make(ctx):
+        os.makedirs(ctx["in"])
+        path = os.path.join(ctx["in"], "notes.txt")
+        open(path, "w").write("a file")
+        extra = [a.replace("{file}", path).replace("{export}", ctx["export"]) for a in args]
+        if script == "train.py":
+            return train(f"--{flag}={path}", *extra)
+        return (script, [f"--{flag}={path}", *extra])
+    return make
+
+
 def reexport_case(**config_changes):
     """export.py --saved_model= a copy of the tiny export whose tfvae.json describes another model."""
     def make(ctx):
@@ -228,6 +241,23 @@ CASES = {
                                           "--learning_rate must be > 0"),
     "existing foreign classifier export dir": (existing_classifier_dir_case,
                                                "--export_dir exists and is not a classifier export"),
+    "model dir is a file": (existing_file_case("train.py", "model_dir"), "names an existing file, not a folder"),
+    "export dir is a file": (existing_file_case("train.py", "export_dir"), "names an existing file, not a folder"),
+    "plot output dir is a file": (existing_file_case("plot.py", "output_dir", "--saved_model={export}"),
+                                  "names an existing file, not a folder"),
+    "evaluate run folder is a file": (existing_file_case("evaluate.py", "model_dir", "--output={out}/e.json"),
+                                      "names a file, not a folder; pass a run folder of train.py"),
+    # A forgotten --flagfile= is named first, whatever else its absence breaks (here, the run folder exists).
+    "flagfile without --flagfile=": (
+        lambda ctx: ("train.py", [f"{REPO}/configs/tf1_tutorial.flags",
+                                  f"--model_dir={existing_dir_case('model_dir', 'x')(ctx)[1][-1].split('=')[1]}"]),
+        "unexpected arguments"),
+    # An --init_from that does not fit is found after the run folder is made: the folder must go again.
+    "init from another model": (lambda ctx: train(f"--init_from={REPO}/saved_models/cvae_mnist"),
+                                "does not fit this model"),
+    "classifier missing data dir": (lambda ctx: ("train_classifier.py", ["--data_dir=/nonexistent/MNIST_data",
+                                                                         "--export_dir={out}/classifier"]),
+                                    "no such folder; pass an existing folder"),
     # Data.
     "missing data dir": (lambda ctx: train("--data_dir=/nonexistent/MNIST_data"),
                          "--data_dir must be an existing folder"),
@@ -271,6 +301,18 @@ CASES = {
                                  "variables of the model its tfvae.json describes are not in it"),
     "reexport classifier other shapes": (reexport_classifier_case([32, 32, 3]),
                                          "its variables do not fit the classifier its classifier.json describes"),
+    "generate reconstruct with a label": (
+        lambda ctx: ("generate.py", [f"--saved_model={REPO}/saved_models/cvae_mnist", "--reconstruct", "--label=3",
+                                     "--output={out}/s.png"]),
+        "--reconstruct reconstructs each test image with its own label; drop --label"),
+    "restoration grid of another kind": (
+        lambda ctx: ("evaluate_restoration.py", [f"--saved_model={ctx['export']}", "--output={out}/r.json",
+                                                 "--grid={out}/grid.jpg"]),
+        "--grid must name a .png file"),
+    "enhance folder into an image file": (
+        lambda ctx: (os.makedirs(ctx["in"]), ("enhance.py", [f"--saved_model={ctx['export']}", f"--input={ctx['in']}",
+                                                             "--output={out}/restored.png"]))[1],
+        "--input is a folder, so --output must be a folder"),
     # Tensors given to the signatures.
     "generate output is a folder": (output_folder_case("generate.py"), "--output must name a .png file"),
     "tflite output of another kind": (

@@ -145,3 +145,30 @@ def test_sigterm_saves_at_the_step_it_stopped_and_resume_finishes(reference, mni
     print(f"SIGTERM: saved ckpt-{step} and exited with {128 + signal.SIGTERM}; resumed to step {FINAL_STEP}, "
           f"max |weight diff| vs uninterrupted = {diff}")
     assert diff == 0
+
+
+def test_a_signal_at_an_epochs_last_step_waits_for_the_epochs_end(tmp_path):
+    """Stopping at the last step of an epoch would skip its validation and logs, and a resumed run would find
+    the epoch done yet unlogged: the signal is acted on at the epoch's end instead, a moment later."""
+    import types
+
+    from tfvae import training
+
+    state = training.TrainState(step=tf.Variable(0, dtype=tf.int64), epoch=tf.Variable(0, dtype=tf.int64))
+    checkpoint = tf.train.Checkpoint(step=state.step, epoch=state.epoch)
+    manager = tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=3)
+    callback = training.Checkpoints(manager, state, steps_per_epoch=10, every_steps=0)
+    callback.set_model(types.SimpleNamespace(stop_training=False))
+    callback.set_params({"steps": 10})
+    callback.on_epoch_begin(0)
+    callback.on_train_batch_end(4)  # Step 5 of 10, no signal yet.
+    callback.stop_signal = signal.SIGTERM
+    callback.on_train_batch_end(9)  # Step 10 of 10: the epoch's last, so no stop yet...
+    assert manager.latest_checkpoint is None
+    with pytest.raises(training.TrainingInterrupted, match=r"at step 10 \(after epoch 1\)"):
+        callback.on_epoch_end(0)  # ...but at its end, after the other callbacks logged it.
+    assert manager.latest_checkpoint.endswith("ckpt-10") and int(state.epoch.numpy()) == 1
+    # Mid-epoch, the signal stops at that step.
+    callback.on_epoch_begin(1)
+    with pytest.raises(training.TrainingInterrupted, match=r"at step 13 \(in epoch 2, step 3 of 10\)"):
+        callback.on_train_batch_end(2)

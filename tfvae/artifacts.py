@@ -85,3 +85,11 @@ def replace_dir(tmp_dir, path):
     finally:
         if old:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def first_missing_folder(path):
+    """The outermost folder of `path` that does not exist yet (what `os.makedirs(path)` would create), or None."""
+    path, missing = os.path.abspath(path), None
+    while not os.path.exists(path):
+        path, missing = os.path.dirname(path), path
+    return missing

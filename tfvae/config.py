@@ -13,6 +13,7 @@ DATASETS = ("mnist", "fashion_mnist", "cifar10")
 LIKELIHOODS = ("bernoulli", "autoregressive_bernoulli", "gaussian", "sse")
 # Likelihoods of binary pixels: their data are binarized and their losses are discrete nats.
 BINARY_LIKELIHOODS = ("bernoulli", "autoregressive_bernoulli")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # What enhance.py reads and writes.
 SINGLE_CHANNEL_DATASETS = ("mnist", "fashion_mnist")
 OBJECTIVES = ("elbo", "iwae")
 BINARIZE = ("none", "dynamic", "static")
@@ -107,13 +108,29 @@ def _positive(name):
     return lambda value: value is None or value > 0
 
 
-def define_output_file_flag(default, help_text, extension):
-    """Defines --output, a file to write: a folder or another kind of file is refused before any work starts."""
-    flags.DEFINE_string("output", default, help_text)
+def define_output_file_flag(default, help_text, extension, name="output"):
+    """Defines --NAME, a file to write: a folder or another kind of file is refused before any work starts."""
+    flags.DEFINE_string(name, default, help_text)
     flags.register_validator(
-        "output", lambda path: not path or (path.lower().endswith(extension) and not os.path.isdir(path)),
-        message=f"--output must name a {extension} file, not a folder or another kind of file; e.g. "
-                f"--output=results/out{extension}")
+        name, lambda path: not path or (path.lower().endswith(extension) and not os.path.isdir(path)),
+        message=f"--{name} must name a {extension} file, not a folder or another kind of file; e.g. "
+                f"--{name}=results/out{extension}")
+
+
+def require_existing_folder(name, what):
+    """Validates --NAME, when given, as an existing folder: a missing path or a file is a bad flag (exit 2)."""
+    def check(path):
+        if not path or os.path.isdir(path):
+            return True
+        problem = "names a file, not a folder" if os.path.exists(path) else "no such folder"
+        raise flags.ValidationError(f"{problem}; pass {what}")  # absl puts "flag --NAME=PATH: " before it.
+    flags.register_validator(name, check)
+
+
+def refuse_existing_file(name, what):
+    """Validates --NAME, a folder to write into, as not an existing file."""
+    flags.register_validator(name, lambda path: not path or not os.path.isfile(path),
+                             message=f"names an existing file, not a folder; pass {what}")
 
 
 def define_train_flags():
@@ -277,6 +294,8 @@ def define_train_flags():
         flags.register_validator(
             name, lambda path: not path or _is_checkpoint_or_dir(path),
             message=f"--{name} must be an existing folder or a checkpoint prefix (PREFIX.index exists)")
+    refuse_existing_file("model_dir", "a folder for the run (created if missing)")
+    refuse_existing_file("export_dir", "a folder for the SavedModel (created if missing)")
     _quiet_absl_logging()
 
 
@@ -290,6 +309,11 @@ def define_import_tf1_flags():
                         "model.ckpt.index) or a TF1 SavedModel folder of the tutorial graph.", required=True)
     flags.DEFINE_string("export_dir", None, "Where the tfvae SavedModel goes, e.g. saved_models/NAME.",
                         required=True)
+    refuse_existing_file("export_dir", "a folder for the SavedModel")
+    flags.register_validator(
+        "export_dir", lambda export_dir: _is_replaceable(export_dir, "tfvae.json"),
+        message="--export_dir exists and is not a tfvae export (no tfvae.json); the export would replace it, so "
+                "remove it or choose another --export_dir")
     flags.DEFINE_string("variable_map", None, "JSON file {tfvae variable path: TF1 variable name}, for graphs "
                         "whose variables are not the tutorial's Variable ... Variable_7; run once without it to "
                         "see both lists.")
@@ -327,6 +351,7 @@ def import_config_from_flags():
 def define_export_tflite_flags():
     """Defines the flags of `scripts/export_tflite.py`."""
     flags.DEFINE_string("saved_model", None, "A tfvae SavedModel folder.", required=True)
+    require_existing_folder("saved_model", "a tfvae SavedModel folder, e.g. saved_models/tf1_tutorial")
     define_output_file_flag("model.tflite", "The .tflite file to write.", ".tflite")
     flags.DEFINE_enum("quantize", "none", ("none", "dynamic"), "none: float32; dynamic: int8 weights, float "
                       "activations (about 4x smaller, less exact).")
@@ -352,13 +377,18 @@ def define_generate_flags():
     """Defines the flags of `scripts/generate.py`."""
     flags.DEFINE_string("saved_model", None, "A tfvae SavedModel folder (e.g. saved_models/tf1_tutorial).",
                         required=True)
+    require_existing_folder("saved_model", "a tfvae SavedModel folder, e.g. saved_models/tf1_tutorial")
     define_output_file_flag("samples.png", "PNG file to write.", ".png")
     flags.DEFINE_integer("rows", 4, "Grid rows.", lower_bound=1, upper_bound=64)
     flags.DEFINE_integer("cols", 4, "Grid columns.", lower_bound=1, upper_bound=64)
     flags.DEFINE_integer("seed", 0, "Seeds z ~ N(0, I).")
     flags.DEFINE_bool("reconstruct", False, "Instead of samples: test originals (top) above reconstructions.")
     flags.DEFINE_string("data_dir", "", "Data for --reconstruct: MNIST_data/ IDX folder or TFDS data dir.")
+    require_existing_folder("data_dir", "an existing folder (e.g. PATH/MNIST_data), or nothing for TFDS's default")
     flags.DEFINE_string("label", None, "Conditional models: a class (e.g. 7) or 'all' for one row per class.")
+    flags.register_multi_flags_validator(
+        ["label", "reconstruct"], lambda f: not (f["label"] is not None and f["reconstruct"]),
+        message="--reconstruct reconstructs each test image with its own label; drop --label")
     _quiet_absl_logging()
 
 
@@ -389,6 +419,8 @@ def define_classifier_flags():
     flags.register_validator("learning_rate", _positive("learning_rate"), message="--learning_rate must be > 0")
     flags.DEFINE_integer("seed", 0, "Seeds initialisation and data order.")
     flags.DEFINE_string("export_dir", "saved_models/mnist_classifier", "Where the classifier SavedModel goes.")
+    require_existing_folder("data_dir", "an existing folder (e.g. PATH/MNIST_data), or nothing for TFDS's default")
+    refuse_existing_file("export_dir", "a folder for the SavedModel")
     # Checked before training, not when the export is written minutes later.
     flags.register_validator(
         "export_dir", lambda export_dir: _is_replaceable(export_dir, "classifier.json"),
@@ -419,6 +451,8 @@ def define_evaluate_cvae_flags():
                         required=True)
     flags.DEFINE_string("classifier", "saved_models/mnist_classifier", "The classifier export of "
                         "scripts/train_classifier.py that judges the samples.")
+    require_existing_folder("saved_model", "a label-conditioned tfvae SavedModel folder, e.g. saved_models/cvae_mnist")
+    require_existing_folder("classifier", "the folder of a train_classifier.py export")
     flags.DEFINE_integer("samples_per_class", 100, "Samples z ~ N(0, I) decoded per class.", lower_bound=1)
     flags.DEFINE_integer("seed", 0, "Seeds z.")
     define_output_file_flag("cvae_accuracy.json", "JSON file to write: overall and per-class accuracy, "
@@ -451,12 +485,15 @@ def _define_model_source_flags():
     flags.register_multi_flags_validator(
         ["saved_model", "model_dir"], lambda f: bool(f["saved_model"]) != bool(f["model_dir"]),
         message="pass exactly one of --saved_model=EXPORT_DIR and --model_dir=RUN_DIR")
+    require_existing_folder("saved_model", "a tfvae SavedModel folder, e.g. saved_models/tf1_tutorial")
+    require_existing_folder("model_dir", "a run folder of train.py, e.g. runs/tf1_tutorial")
 
 
 def define_evaluate_flags():
     """Defines the flags of `scripts/evaluate.py`."""
     _define_model_source_flags()
     flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder or TFDS data dir.")
+    require_existing_folder("data_dir", "an existing folder (e.g. PATH/MNIST_data), or nothing for TFDS's default")
     flags.DEFINE_enum("split", "test", ("test", "validation"), "Split to evaluate; validation is the first "
                       "--validation_size training examples of the run.")
     flags.DEFINE_integer("num_importance_samples", 1000, "K, samples of q(z|x) per example for the "
@@ -502,7 +539,9 @@ def define_plot_flags():
     _define_model_source_flags()
     flags.DEFINE_list("kinds", ["all"], f"Plots to draw: all, or some of {', '.join(PLOT_KINDS)}.")
     flags.DEFINE_string("output_dir", "plots", "Folder for the PNG files (KIND.png).")
+    refuse_existing_file("output_dir", "a folder for the PNG files (created if missing)")
     flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder or TFDS data dir (test images).")
+    require_existing_folder("data_dir", "an existing folder (e.g. PATH/MNIST_data), or nothing for TFDS's default")
     flags.DEFINE_integer("seed", 0, "Seeds z ~ N(0, I), binarization and the choice of test images.")
     flags.DEFINE_integer("grid_size", 8, "Rows and columns of sample and manifold grids.", lower_bound=2,
                          upper_bound=32)
@@ -542,6 +581,9 @@ def define_export_flags():
     flags.register_multi_flags_validator(
         ["saved_model", "model_dir"], lambda f: bool(f["saved_model"]) != bool(f["model_dir"]),
         message="pass exactly one of --model_dir=RUN_DIR and --saved_model=EXPORT_DIR")
+    require_existing_folder("saved_model", "a tfvae or classifier SavedModel folder")
+    require_existing_folder("model_dir", "a run folder of train.py, e.g. runs/tf1_tutorial")
+    refuse_existing_file("export_dir", "a folder for the SavedModel")
     _quiet_absl_logging()
 
 
@@ -608,8 +650,8 @@ def _quiet_absl_logging():
 def _is_replaceable(export_dir, metadata_file):
     """True when an export may be written to `export_dir`: nothing there, an empty folder, or an earlier export
     (it holds `metadata_file`), which is replaced whole at the end."""
-    if not os.path.exists(export_dir) or os.path.isfile(os.path.join(export_dir, metadata_file)):
-        return True
+    if not os.path.isdir(export_dir) or os.path.isfile(os.path.join(export_dir, metadata_file)):
+        return True  # A file there is refused by its own validator (refuse_existing_file).
     return os.path.isdir(export_dir) and not os.listdir(export_dir)
 
 
@@ -624,23 +666,42 @@ def _model_dir_is_usable(f):
     return not os.listdir(model_dir)
 
 
+def _stray_arguments(argv):
+    """The arguments of `argv` that are neither flags nor the values of flags given as `--name value`."""
+    stray, value_expected = [], False
+    for argument in argv[1:]:
+        if argument == "--":
+            return stray + argv[argv.index("--") + 1:]
+        if value_expected:
+            value_expected = False
+        elif argument.startswith("-"):
+            name = argument.lstrip("-").split("=", 1)[0]
+            value_expected = "=" not in argument and name in FLAGS and not FLAGS[name].boolean
+        else:
+            stray.append(argument)
+    return stray
+
+
 def parse_flags_or_exit(argv):
     """absl `flags_parser`: any flag error or stray argument becomes one line on stderr and exit code 2."""
     # --help lists the main module's key flags, and the scripts define theirs here: make them the script's too.
     for flag in FLAGS.flags_by_module_dict().get(__name__, []):
         FLAGS.register_key_flag_for_module(argv[0], flag)
+    # Found before parsing: absl validates the flags first, and a forgotten "--flagfile=" would surface as
+    # whatever validator its absence trips.
+    stray = _stray_arguments(argv)
+    if stray:
+        print(f"error: unexpected arguments {stray}; every setting is a --flag, a flagfile is --flagfile=PATH "
+              f"(see --help)", file=sys.stderr)
+        sys.exit(2)
     try:
         remaining = FLAGS(argv)
     except flags.Error as e:
         # absl puts each failed validator on a line of its own; kept apart on the one line. Its flagfile errors
         # begin "ERROR::", which our own "error:" already says.
-        lines = [" ".join(line.split()).removeprefix("ERROR:: ") for line in str(e).splitlines()]
+        lines = [" ".join(line.split()).removeprefix("ERROR:: ").rstrip(".") for line in str(e).splitlines()]
         message = "; ".join(line for line in lines if line)
         print(f"error: {message}; see --help", file=sys.stderr)
-        sys.exit(2)
-    if len(remaining) > 1:
-        print(f"error: unexpected arguments {remaining[1:]}; every setting is a --flag (see --help)",
-              file=sys.stderr)
         sys.exit(2)
     if "verbosity" in FLAGS and FLAGS["verbosity"].using_default_value:
         # absl's app.run raises an unset --verbosity to INFO after parsing; set, our default (see above) holds.
@@ -685,6 +746,7 @@ def define_enhance_flags():
     """Defines the flags of `scripts/enhance.py`."""
     flags.DEFINE_string("saved_model", None, "A tfvae SavedModel folder, e.g. saved_models/denoise_mnist.",
                         required=True)
+    require_existing_folder("saved_model", "a tfvae SavedModel folder, e.g. saved_models/denoise_mnist")
     flags.DEFINE_string("input", None, "An image file (PNG or JPEG, gray or RGB) or a folder of them.", required=True)
     flags.DEFINE_string("output", None, "For one input file: the file to write (.png, .jpg or .jpeg) or a folder; "
                         "for an input folder: the folder to write NAME.png files into.", required=True)
@@ -692,6 +754,10 @@ def define_enhance_flags():
                       "without it such images are refused. Outputs have the model's size.")
     flags.DEFINE_bool("invert", False, "Invert gray levels before and after restoring: for dark digits on a light "
                       "background, when the model learned light on dark (MNIST).")
+    flags.register_multi_flags_validator(
+        ["input", "output"], lambda f: not (f["input"] and os.path.isdir(f["input"]) and f["output"]
+                                            and f["output"].lower().endswith(IMAGE_SUFFIXES)),
+        message="--input is a folder, so --output must be a folder to write NAME.png files into, not an image file")
     _quiet_absl_logging()
 
 
@@ -712,14 +778,17 @@ def define_restoration_flags():
     """Defines the flags of `scripts/evaluate_restoration.py`."""
     flags.DEFINE_string("saved_model", None, "A tfvae SavedModel folder, e.g. saved_models/denoise_mnist.",
                         required=True)
+    require_existing_folder("saved_model", "a tfvae SavedModel folder, e.g. saved_models/denoise_mnist")
     flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder or TFDS data dir holding the model's dataset.")
+    require_existing_folder("data_dir", "an existing folder (e.g. PATH/MNIST_data), or nothing for TFDS's default")
     define_output_file_flag("restoration.json", "JSON file to write the PSNR / SSIM table to.", ".json")
     flags.DEFINE_list("corruptions", [], "Corruption kinds to measure (" + ", ".join(CORRUPTION_KINDS) + "), each "
                       "at the strength the model was trained with, else its default. Empty: the model's own kinds "
                       "(all four for mixed).")
     flags.DEFINE_integer("num_examples", 10000, "Test images to measure on (the first ones).", lower_bound=1)
     flags.DEFINE_integer("seed", 0, "Seeds the corruptions.")
-    flags.DEFINE_string("grid", "", "Optional PNG: a few test images, clean, then corrupted and restored per kind.")
+    define_output_file_flag("", "Optional PNG: a few test images, clean, then corrupted and restored per kind.",
+                            ".png", name="grid")
     flags.register_validator(
         "corruptions", lambda kinds: all(kind in CORRUPTION_KINDS for kind in kinds),
         message="--corruptions must be a comma-separated list of " + ", ".join(CORRUPTION_KINDS))

@@ -6,10 +6,10 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from tfvae import artifacts, export
+from tfvae import artifacts, config, export
 
 # What a folder of inputs is scanned for; a single input file may be any format tf.io.decode_image reads.
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+IMAGE_EXTENSIONS = config.IMAGE_SUFFIXES
 OUTPUT_ENCODERS = {".png": tf.io.encode_png, ".jpg": tf.io.encode_jpeg, ".jpeg": tf.io.encode_jpeg}
 RESTORE_BATCH = 256
 

@@ -159,7 +159,8 @@ class Checkpoints(keras.callbacks.Callback):
         self.state.step.assign(step)
         if self.every_steps and step // self.every_steps > self._saved_step // self.every_steps:
             self._save()
-        self.stop_if_signalled()
+        if step % self.steps_per_epoch:  # At an epoch's last step a signal waits for the epoch's end, just after.
+            self.stop_if_signalled()
 
     def on_epoch_end(self, epoch, logs=None):
         if self.model.stop_training:  # Stopped inside the epoch (StopOnBadSteps): it is not done.
@@ -487,7 +488,7 @@ def set_thread_pools(cfg):
 
 def run(cfg):
     """The whole job of `scripts/train.py`: data, model, training, export. Returns the metrics."""
-    from tfvae import corruption, data  # Local import keeps `--help` fast.
+    from tfvae import corruption, data, legacy  # Local import keeps `--help` fast.
     from tfvae.models import build_model
 
     set_thread_pools(cfg)
@@ -510,11 +511,22 @@ def run(cfg):
     datasets = data.make_datasets(cfg, corrupt_fn=corrupt_fn)
     # Every worker takes part in saving (it can involve collectives); only the chief's files are kept.
     run_cfg = cfg if chief else dataclasses.replace(cfg, model_dir=tempfile.mkdtemp(prefix="tfvae-worker-"))
+    fresh_run = cfg.overwrite or not os.path.isdir(run_cfg.model_dir) or not os.listdir(run_cfg.model_dir)
+    created = artifacts.first_missing_folder(run_cfg.model_dir)  # What prepare_model_dir will create, if anything.
     try:
         prepare_model_dir(run_cfg)
         with strategy.scope():
             model = build_model(cfg, datasets.image_shape)
-            metrics = train(model, datasets, run_cfg)
+            try:
+                metrics = train(model, datasets, run_cfg)
+            except legacy.TF1ImportError:
+                # An --init_from that does not fit fails before the first step: leave no run folder behind, so the
+                # corrected command is not refused for an existing one.
+                if fresh_run:
+                    shutil.rmtree(created or run_cfg.model_dir, ignore_errors=True)
+                    if not created:
+                        os.makedirs(run_cfg.model_dir)  # It was there, empty: leave it so.
+                raise
         export_dir = cfg.export_dir if chief else os.path.join(run_cfg.model_dir, "export")
         path = export.export_saved_model(model, export_dir, export_metadata(cfg, datasets.image_shape, model),
                                          extra_json={"metrics.json": metrics})
