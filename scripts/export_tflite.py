@@ -27,7 +27,8 @@ def main(argv):
     for name, outputs in differences.items():
         for key, diff in outputs.items():
             print(f"{name}/{key}: max |LiteRT - SavedModel| = {diff:.3g} on {cfg.check_examples} inputs")
-    print(f"Wrote {cfg.output} ({size} bytes, {cfg.quantize} quantization)")
+    weights = {"none": "float32 weights", "dynamic": "int8 weights, float activations"}[cfg.quantize]
+    print(f"Wrote {cfg.output} ({size} bytes, {weights})")
 
 
 if __name__ == "__main__":

@@ -126,6 +126,19 @@ def test_a_checkpoint_and_its_export_give_the_same_numbers(tiny_run, mnist_dir, 
     assert from_export["binarize"] == "dynamic" and "dynamically binarized" in from_export["protocol"]["data"]
 
 
+def test_a_run_is_evaluated_on_its_own_data_without_data_dir(tiny_run, tmp_path):
+    # Offline, TFDS cannot download: the run's recorded --data_dir (real MNIST IDX files) must be what is read.
+    run_dir, _ = tiny_run
+    output = tmp_path / "evaluation.json"
+    result = run_script("evaluate.py", f"--model_dir={run_dir}", "--num_examples=50", "--num_importance_samples=4",
+                        f"--output={output}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(output.read_text())["num_examples"] == 50
+    from tfvae import data
+    assert data.model_data_dir({"config": {"data_dir": "/nonexistent"}}, "") == ""  # Not here: TFDS's default.
+    assert data.model_data_dir({"config": {"data_dir": str(tmp_path)}}, "/flag") == "/flag"  # The flag wins.
+
+
 @pytest.mark.parametrize("name, label", [("tf1_tutorial", None), ("cvae_mnist", [1, 4, 7])])
 def test_an_export_without_the_samples_signature_gives_the_same_log_likelihoods(name, label):
     """Exports made before `log_likelihood_samples` existed: restore tiles x (and the labels) through
@@ -182,7 +195,8 @@ def test_a_missing_saved_model_fails_in_one_line_and_writes_nothing(tmp_path, mn
     result = run_script("evaluate.py", "--saved_model=/nonexistent/export", f"--data_dir={mnist_dir}",
                         f"--output={output}")
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert result.returncode == 1 and len(errors) == 1 and "no such folder" in errors[0]
+    # A bad flag value, like every other: exit code 2, before any work.
+    assert result.returncode == 2 and len(errors) == 1 and "no such folder" in errors[0]
     assert not output.exists()
 
 

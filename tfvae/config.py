@@ -383,7 +383,8 @@ def define_generate_flags():
     flags.DEFINE_integer("cols", 4, "Grid columns.", lower_bound=1, upper_bound=64)
     flags.DEFINE_integer("seed", 0, "Seeds z ~ N(0, I).")
     flags.DEFINE_bool("reconstruct", False, "Instead of samples: test originals (top) above reconstructions.")
-    flags.DEFINE_string("data_dir", "", "Data for --reconstruct: MNIST_data/ IDX folder or TFDS data dir.")
+    flags.DEFINE_string("data_dir", "", "Data for --reconstruct: MNIST_data/ IDX folder or TFDS data dir."
+                        " Default: the model's own --data_dir when that folder exists here, else TFDS's default.")
     require_existing_folder("data_dir", "an existing folder (e.g. PATH/MNIST_data), or nothing for TFDS's default")
     flags.DEFINE_string("label", None, "Conditional models: a class (e.g. 7) or 'all' for one row per class.")
     flags.register_multi_flags_validator(
@@ -492,7 +493,8 @@ def _define_model_source_flags():
 def define_evaluate_flags():
     """Defines the flags of `scripts/evaluate.py`."""
     _define_model_source_flags()
-    flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder or TFDS data dir.")
+    flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder or TFDS data dir."
+                        " Default: the model's own --data_dir when that folder exists here, else TFDS's default.")
     require_existing_folder("data_dir", "an existing folder (e.g. PATH/MNIST_data), or nothing for TFDS's default")
     flags.DEFINE_enum("split", "test", ("test", "validation"), "Split to evaluate; validation is the first "
                       "--validation_size training examples of the run.")
@@ -540,7 +542,8 @@ def define_plot_flags():
     flags.DEFINE_list("kinds", ["all"], f"Plots to draw: all, or some of {', '.join(PLOT_KINDS)}.")
     flags.DEFINE_string("output_dir", "plots", "Folder for the PNG files (KIND.png).")
     refuse_existing_file("output_dir", "a folder for the PNG files (created if missing)")
-    flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder or TFDS data dir (test images).")
+    flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder or TFDS data dir (test images)."
+                        " Default: the model's own --data_dir when that folder exists here, else TFDS's default.")
     require_existing_folder("data_dir", "an existing folder (e.g. PATH/MNIST_data), or nothing for TFDS's default")
     flags.DEFINE_integer("seed", 0, "Seeds z ~ N(0, I), binarization and the choice of test images.")
     flags.DEFINE_integer("grid_size", 8, "Rows and columns of sample and manifold grids.", lower_bound=2,
@@ -779,7 +782,8 @@ def define_restoration_flags():
     flags.DEFINE_string("saved_model", None, "A tfvae SavedModel folder, e.g. saved_models/denoise_mnist.",
                         required=True)
     require_existing_folder("saved_model", "a tfvae SavedModel folder, e.g. saved_models/denoise_mnist")
-    flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder or TFDS data dir holding the model's dataset.")
+    flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder or TFDS data dir holding the model's dataset."
+                        " Default: the model's own --data_dir when that folder exists here, else TFDS's default.")
     require_existing_folder("data_dir", "an existing folder (e.g. PATH/MNIST_data), or nothing for TFDS's default")
     define_output_file_flag("restoration.json", "JSON file to write the PSNR / SSIM table to.", ".json")
     flags.DEFINE_list("corruptions", [], "Corruption kinds to measure (" + ", ".join(CORRUPTION_KINDS) + "), each "

@@ -179,6 +179,15 @@ def _load_tfds_split(dataset, data_dir, split):
     return images.astype(np.uint8), labels.astype(np.int32)
 
 
+def model_data_dir(metadata, data_dir):
+    """The data folder to read a model's data from: `data_dir`, or when empty the `--data_dir` the model was trained
+    from (its export's or run's config) if that folder exists here, else "" (TFDS's default)."""
+    if data_dir:
+        return data_dir
+    recorded = (metadata.get("config") or {}).get("data_dir") or ""
+    return recorded if os.path.isdir(recorded) else ""
+
+
 def load_arrays(dataset, data_dir, validation_size=5000):
     """Loads the train / validation / test splits into memory.
 

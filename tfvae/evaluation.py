@@ -38,7 +38,7 @@ def load_split(metadata, data_dir, split, binarize, seed, num_examples=0):
     if split == "validation" and validation_size == 0:
         raise ValueError("this model was trained with --validation_size=0, so it has no validation split; "
                          "pass --split=test")
-    arrays = data.load_arrays(metadata["dataset"], data_dir, validation_size)
+    arrays = data.load_arrays(metadata["dataset"], data.model_data_dir(metadata, data_dir), validation_size)
     images, labels = arrays.split(split)
     if num_examples:
         images, labels = images[:num_examples], labels[:num_examples]

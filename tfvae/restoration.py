@@ -49,7 +49,7 @@ def evaluate_restoration(saved_model, data_dir, kinds=(), num_examples=10000, se
     """
     saved, metadata = export.load_saved_model(saved_model)
     image_shape = tuple(metadata["image_shape"])
-    arrays = data.load_arrays(metadata["dataset"], data_dir, validation_size=0)
+    arrays = data.load_arrays(metadata["dataset"], data.model_data_dir(metadata, data_dir), validation_size=0)
     images, labels = arrays.test_images[:num_examples], arrays.test_labels[:num_examples]
     clean = data.to_unit_float(images).numpy()
     restored_clean = enhance.restore_images(saved, metadata, clean)

@@ -444,7 +444,9 @@ def train(model, datasets, cfg):
             f"checkpoint is {manager.latest_checkpoint or 'none yet'}; lower --learning_rate, set "
             f"--clip_grad_norm, or check the data, then --resume")
     test_metrics = model.evaluate(datasets.test, verbose=0, return_dict=True)
-    print("Test " + " ".join(f"{k}: {v:.4f}" for k, v in test_metrics.items()), flush=True)
+    order = ["loss", "reconstruction", "kl"]  # The tutorial's order, whatever order Keras returns them in.
+    names = [k for k in order if k in test_metrics] + sorted(k for k in test_metrics if k not in order)
+    print("Test " + " ".join(f"{k}: {test_metrics[k]:.4f}" for k in names), flush=True)
     summaries.write_test_metrics(cfg.model_dir, test_metrics, step=cfg.epochs)
     if cfg.image_summaries:
         summaries.write_projector(os.path.join(cfg.model_dir, summaries.PROJECTOR_DIR), model, datasets.test,

@@ -133,7 +133,7 @@ def save_interpolation_png(path, rows, title):
     fractions = np.linspace(0.0, 1.0, steps - 2)
     ax.set_xticks(np.arange(steps) * (width + 1) + width / 2,
                   ["A"] + [f"{t:.2f}" for t in fractions] + ["B"], fontsize=7)
-    ax.set_xlabel("original A | decoded (1 - t) z_A + t z_B, t = | original B")
+    ax.set_xlabel("original A | decoded (1 - t) z_A + t z_B, t as marked | original B")
     ax.set_yticks([r * (height + 1) + height / 2 for r in range(len(rows))], [f"pair {r + 1}" for r in
                                                                                range(len(rows))], fontsize=7)
     ax.set_title(title, fontsize=10)

@@ -11,6 +11,12 @@ RNG_STATE_KEY = "seed_generator_state"
 Z_LOGVAR_RANGE = (-30.0, 30.0)
 
 
+def _map_present(fn, gradients):
+    """`fn` of the gradients that are not None (a variable the loss does not touch has None), in their places."""
+    results = iter(fn([gradient for gradient in gradients if gradient is not None]))
+    return [None if gradient is None else next(results) for gradient in gradients]
+
+
 @keras.saving.register_keras_serializable("tfvae")
 class StepCount(keras.metrics.Metric):
     """A count of train steps, `update_state(1.0)` per step counted, that every replica makes alike.
@@ -203,13 +209,15 @@ class VAE(keras.Model):
         if replicas > 1:
             # Summed here, once, so that the norm below (the grad_norm metric and the finite check), the optimizer's
             # clipping and a loss scale's overflow check see the global batch's gradient, not one replica's share.
-            gradients = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+            gradients = _map_present(
+                lambda present: tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, present),
+                gradients)
         # Unscaled by the loss scale (mixed precision), so the norm is that of d(loss)/d(weights).
         loss_scale = tf.math.divide_no_nan(tf.cast(scaled_loss, tf.float32), tf.cast(replica_loss, tf.float32))
         grad_norm = tf.math.divide_no_nan(tf.linalg.global_norm(gradients), loss_scale)
         if replicas > 1 and not compat.takes_summed_gradients(self.optimizer):
             # An optimizer that sums over replicas itself (not tfvae's Adam): each replica hands it its share.
-            gradients = [gradient / replicas for gradient in gradients]
+            gradients = _map_present(lambda present: [gradient / replicas for gradient in present], gradients)
         if hasattr(self.optimizer, "inner_optimizer"):
             # A loss scale optimizer (float16): its gradients overflow now and then by design; it skips those steps
             # itself and lowers its scale. Only a non-finite loss counts as a bad step.
