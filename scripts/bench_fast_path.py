@@ -42,7 +42,7 @@ PATH_FLAGS = {
 
 flags.DEFINE_string("recipe", "configs/tf1_tutorial.flags", "Flagfile of the run to train.")
 flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder (or TFDS data dir), passed to train.py.")
-config.require_existing_folder("data_dir", "an existing folder (e.g. PATH/MNIST_data), or nothing for TFDS's default")
+config.require_existing_folder("data_dir", config.DATA_DIR_HINT)
 flags.DEFINE_integer("epochs", 10, "Epochs per run.", lower_bound=1)
 flags.DEFINE_integer("seeds", 3, "Seeds 0..N-1, each trained on every path.", lower_bound=1)
 flags.DEFINE_list("paths", list(PATH_FLAGS), f"Paths to train, of {sorted(PATH_FLAGS)}; the first is the "

@@ -1,4 +1,4 @@
-"""Measures restoration on the test set: PSNR / SSIM of corrupted vs clean and of restored vs clean, as JSON.
+r"""Measures restoration on the test set: PSNR / SSIM of corrupted vs clean and of restored vs clean, as JSON.
 
     python scripts/evaluate_restoration.py --saved_model=saved_models/denoise_mnist --data_dir=PATH/MNIST_data \
         --output=saved_models/denoise_mnist/restoration.json --grid=restoration.png

@@ -1,4 +1,4 @@
-"""Imports a TF1 tutorial VAE (Saver checkpoint or SavedModel) as a tfvae SavedModel.
+r"""Imports a TF1 tutorial VAE (Saver checkpoint or SavedModel) as a tfvae SavedModel.
 
     python scripts/import_tf1.py --source=PATH/model.ckpt --export_dir=saved_models/NAME [--with_optimizer]
     python scripts/import_tf1.py --source=PATH/tf1_saved_model --export_dir=saved_models/NAME \

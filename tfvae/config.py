@@ -127,6 +127,16 @@ def require_existing_folder(name, what):
     flags.register_validator(name, check)
 
 
+DATA_DIR_HINT = "an existing folder (e.g. PATH/MNIST_data), or nothing for TFDS's default"
+
+
+def define_model_data_dir_flag(what):
+    """Defines --data_dir for the scripts that read an existing model's data (`data.model_data_dir`)."""
+    flags.DEFINE_string("data_dir", "", f"{what}: MNIST_data/ IDX folder or TFDS data dir. Default: the model's own "
+                        f"--data_dir when that folder exists here, else TFDS's default.")
+    require_existing_folder("data_dir", DATA_DIR_HINT)
+
+
 def refuse_existing_file(name, what):
     """Validates --NAME, a folder to write into, as not an existing file."""
     flags.register_validator(name, lambda path: not path or not os.path.isfile(path),
@@ -383,9 +393,7 @@ def define_generate_flags():
     flags.DEFINE_integer("cols", 4, "Grid columns.", lower_bound=1, upper_bound=64)
     flags.DEFINE_integer("seed", 0, "Seeds z ~ N(0, I).")
     flags.DEFINE_bool("reconstruct", False, "Instead of samples: test originals (top) above reconstructions.")
-    flags.DEFINE_string("data_dir", "", "Data for --reconstruct: MNIST_data/ IDX folder or TFDS data dir."
-                        " Default: the model's own --data_dir when that folder exists here, else TFDS's default.")
-    require_existing_folder("data_dir", "an existing folder (e.g. PATH/MNIST_data), or nothing for TFDS's default")
+    define_model_data_dir_flag("Data for --reconstruct")
     flags.DEFINE_string("label", None, "Conditional models: a class (e.g. 7) or 'all' for one row per class.")
     flags.register_multi_flags_validator(
         ["label", "reconstruct"], lambda f: not (f["label"] is not None and f["reconstruct"]),
@@ -420,7 +428,7 @@ def define_classifier_flags():
     flags.register_validator("learning_rate", _positive("learning_rate"), message="--learning_rate must be > 0")
     flags.DEFINE_integer("seed", 0, "Seeds initialisation and data order.")
     flags.DEFINE_string("export_dir", "saved_models/mnist_classifier", "Where the classifier SavedModel goes.")
-    require_existing_folder("data_dir", "an existing folder (e.g. PATH/MNIST_data), or nothing for TFDS's default")
+    require_existing_folder("data_dir", DATA_DIR_HINT)
     refuse_existing_file("export_dir", "a folder for the SavedModel")
     # Checked before training, not when the export is written minutes later.
     flags.register_validator(
@@ -493,9 +501,7 @@ def _define_model_source_flags():
 def define_evaluate_flags():
     """Defines the flags of `scripts/evaluate.py`."""
     _define_model_source_flags()
-    flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder or TFDS data dir."
-                        " Default: the model's own --data_dir when that folder exists here, else TFDS's default.")
-    require_existing_folder("data_dir", "an existing folder (e.g. PATH/MNIST_data), or nothing for TFDS's default")
+    define_model_data_dir_flag("Data to evaluate on")
     flags.DEFINE_enum("split", "test", ("test", "validation"), "Split to evaluate; validation is the first "
                       "--validation_size training examples of the run.")
     flags.DEFINE_integer("num_importance_samples", 1000, "K, samples of q(z|x) per example for the "
@@ -542,9 +548,7 @@ def define_plot_flags():
     flags.DEFINE_list("kinds", ["all"], f"Plots to draw: all, or some of {', '.join(PLOT_KINDS)}.")
     flags.DEFINE_string("output_dir", "plots", "Folder for the PNG files (KIND.png).")
     refuse_existing_file("output_dir", "a folder for the PNG files (created if missing)")
-    flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder or TFDS data dir (test images)."
-                        " Default: the model's own --data_dir when that folder exists here, else TFDS's default.")
-    require_existing_folder("data_dir", "an existing folder (e.g. PATH/MNIST_data), or nothing for TFDS's default")
+    define_model_data_dir_flag("Test images")
     flags.DEFINE_integer("seed", 0, "Seeds z ~ N(0, I), binarization and the choice of test images.")
     flags.DEFINE_integer("grid_size", 8, "Rows and columns of sample and manifold grids.", lower_bound=2,
                          upper_bound=32)
@@ -655,7 +659,7 @@ def _is_replaceable(export_dir, metadata_file):
     (it holds `metadata_file`), which is replaced whole at the end."""
     if not os.path.isdir(export_dir) or os.path.isfile(os.path.join(export_dir, metadata_file)):
         return True  # A file there is refused by its own validator (refuse_existing_file).
-    return os.path.isdir(export_dir) and not os.listdir(export_dir)
+    return not os.listdir(export_dir)
 
 
 def _export_dir_is_usable(f):
@@ -782,9 +786,7 @@ def define_restoration_flags():
     flags.DEFINE_string("saved_model", None, "A tfvae SavedModel folder, e.g. saved_models/denoise_mnist.",
                         required=True)
     require_existing_folder("saved_model", "a tfvae SavedModel folder, e.g. saved_models/denoise_mnist")
-    flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder or TFDS data dir holding the model's dataset."
-                        " Default: the model's own --data_dir when that folder exists here, else TFDS's default.")
-    require_existing_folder("data_dir", "an existing folder (e.g. PATH/MNIST_data), or nothing for TFDS's default")
+    define_model_data_dir_flag("Test images of the model's dataset")
     define_output_file_flag("restoration.json", "JSON file to write the PSNR / SSIM table to.", ".json")
     flags.DEFINE_list("corruptions", [], "Corruption kinds to measure (" + ", ".join(CORRUPTION_KINDS) + "), each "
                       "at the strength the model was trained with, else its default. Empty: the model's own kinds "

@@ -69,13 +69,18 @@ class EpochLine(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
+        self._steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        # `batch` is the last step of a `steps_per_execution` call: the steps run so far this epoch, fewer than
+        # a whole epoch's in a run resumed mid-epoch or stopped early.
+        self._steps = min(batch + 1, self.params["steps"])
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self._start
         self.epoch_seconds[epoch + 1] = seconds
         logs = logs or {}
-        # params["steps"]: the steps this epoch ran, fewer than a whole epoch's in a run resumed mid-epoch.
-        logs["examples_per_second"] = self.params["steps"] * self.batch_size / seconds
+        logs["examples_per_second"] = self._steps * self.batch_size / seconds
         line = f"Epoch: {epoch + 1} Total Loss: {logs['loss']:.4f}"
         if "val_loss" in logs:
             line += f" Validation Loss: {logs['val_loss']:.4f}"
@@ -380,7 +385,9 @@ def train(model, datasets, cfg):
         epoch, step_in_epoch = divmod(int(state.step.numpy()), steps_per_epoch)
         print(f"Resuming from {manager.latest_checkpoint} at epoch {epoch + 1}"
               + (f", step {step_in_epoch + 1} of {steps_per_epoch}" if step_in_epoch else ""), flush=True)
-    elif cfg.init_from or cfg.init_from_tf1:
+    elif cfg.resume:  # The same command for the first start and every restart (a preemptible job) stays valid.
+        print(f"--resume: no checkpoint in {manager.directory} yet; starting at step 0", flush=True)
+    if not (cfg.resume and manager.latest_checkpoint) and (cfg.init_from or cfg.init_from_tf1):
         from tfvae import legacy
 
         print(legacy.initialize_model(model, init_from=cfg.init_from, init_from_tf1=cfg.init_from_tf1), flush=True)
