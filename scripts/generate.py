@@ -33,7 +33,8 @@ def main(argv):
             samples = inference.decode_samples(saved, metadata, rows, cfg.cols, cfg.seed, labels)
             row_labels = [str(label) for label in labels[::cfg.cols]] if cfg.label == "all" else None
             visualization.save_grid_png(cfg.output, samples, rows, cfg.cols,
-                                        f"{metadata['model']}: samples, z ~ N(0, I), seed {cfg.seed}",
+                                        f"{metadata['model']}: samples, z ~ N(0, I), seed {cfg.seed}"
+                                        + (f", label {cfg.label}" if cfg.label not in (None, "all") else ""),
                                         row_labels=row_labels)
     except (export.ExportError, data.DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -394,7 +394,8 @@ def define_generate_flags():
     flags.DEFINE_integer("seed", 0, "Seeds z ~ N(0, I).")
     flags.DEFINE_bool("reconstruct", False, "Instead of samples: test originals (top) above reconstructions.")
     define_model_data_dir_flag("Data for --reconstruct")
-    flags.DEFINE_string("label", None, "Conditional models: a class (e.g. 7) or 'all' for one row per class.")
+    flags.DEFINE_string("label", None, "Conditional models: a class (e.g. 7) or 'all' for one row per class (the "
+                        "rows are then the classes, whatever --rows says).")
     flags.register_multi_flags_validator(
         ["label", "reconstruct"], lambda f: not (f["label"] is not None and f["reconstruct"]),
         message="--reconstruct reconstructs each test image with its own label; drop --label")
