@@ -162,6 +162,9 @@ BAD_FLAGS = {
     "negative blur": (["--corruption=gaussian_blur", "--corruption_strength=-1"],
                       "--corruption_strength=-1 is outside (0, 4] for --corruption=gaussian_blur"),
     "downsample 1": (["--corruption=downsample", "--corruption_strength=1"], "outside (1, 8]"),
+    # 0.2 of every default would make downsample's 4 a factor of 0.8: no downsampling, and no way to measure it.
+    "mixed too weak": (["--corruption=mixed", "--corruption_strength=0.2"], "is outside (0.25, 1.9] for "
+                       "--corruption=mixed"),
     "strength without kind": (["--corruption_strength=0.3"], "--corruption_strength needs --corruption="),
     "unknown kind": (["--corruption=jpeg"], "--corruption"),
 }

@@ -147,6 +147,19 @@ def test_read_image_converts_channels_and_16_bit(tmp_path):
     assert rgb.shape == (28, 28, 3) and abs(rgb.mean() - 0.5) < 0.01
 
 
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_transparency_is_shown_over_white(mode, tmp_path):
+    # A digit drawn in black on a transparent canvas: its colour is black everywhere, only alpha holds the stroke.
+    pixels = np.zeros((28, 28, len(mode)), np.uint8)
+    pixels[10:18, 12:15, -1] = 255  # The stroke, opaque black.
+    pixels[0, 0, -1] = 128  # Half transparent black over white: mid gray.
+    path = tmp_path / "transparent.png"
+    Image.fromarray(pixels, mode).save(path)
+    image = enhance.read_image(str(path), (28, 28, 1))[..., 0]
+    assert image[10:18, 12:15].max() == 0 and image[0, 0] == pytest.approx(127 / 255, abs=0.01)
+    assert image[20:, :].min() > 0.999  # Transparent: white, so --invert gives MNIST's light stroke on black.
+
+
 def test_pretrained_model_restores_clearly(mnist_dir, tmp_path):
     """The shipped model, measured on 300 test digits in a fresh process: every kind gains > 3 dB and > 0.15 SSIM
     (on all 10000: +4.2 to +7.9 dB, +0.25 to +0.42), and clean digits stay close to themselves."""

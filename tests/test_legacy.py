@@ -383,6 +383,8 @@ IMPORT_REFUSALS = {
     "map not an object": (lambda v: v, '["Variable"]', False, "must be a JSON object of strings"),
     "map misses a path": (lambda v: v, json.dumps(map_without("decoder/logits/bias")), False,
                           "missing tfvae paths ['decoder/logits/bias'], unknown paths []"),
+    "map without hidden layers": (lambda v: v, json.dumps({"encoder/latent_params/kernel": "Variable_2"}), False,
+                                  "--variable_map names no encoder/hidden_0/kernel"),
     "other names, no map": (lambda v: {f"vae/{name}": value for name, value in v.items()}, None, False,
                             "found 0 tutorial variables (Variable, Variable_1, ...), expected 8, 12, ...; name the "
                             "TF1 variables with --variable_map=FILE.json"),
@@ -408,6 +410,34 @@ def test_import_tf1_refuses_what_it_cannot_import_by_name(case, tf1_run, tmp_pat
                           with_optimizer=with_optimizer)
     assert message in str(error.value)
     assert sorted(os.listdir(tmp_path)) == sorted(["tf1"] + (["map.json"] if map_file else []))
+
+
+def test_tf1_step_from_beta_powers_even_after_both_underflow():
+    assert legacy.tf1_step(0.9 ** 11, 0.999 ** 11, 0.9, 0.999) == 10
+    assert legacy.tf1_step(0.0, 0.999 ** 50001, 0.9, 0.999) == 50000  # beta1_power underflowed after ~900 steps.
+    # After ~87,000 steps TensorFlow has flushed beta2_power to 0 too (a TF1 run that long, imported
+    # --with_optimizer): at least the step where it left float32's range, never a math domain error.
+    step = legacy.tf1_step(0.0, 0.0, 0.9, 0.999)
+    assert np.float32(0.999) ** np.float32(step - 1) > 0 and 87000 < step < 88000
+
+
+def test_init_from_an_export_of_weights_only(tmp_path):
+    """Exports without Adam's state (export.py of a checkpoint, import_tf1.py without --with_optimizer, the shipped
+    mnist_best) start a run from their weights, with a fresh Adam."""
+    source = build_model(preset_config(), (28, 28, 1))  # Never compiled: its export holds no optimizer.
+    source(np.zeros((1, 784), np.float32))
+    export_dir = export.export_saved_model(source, str(tmp_path / "weights_only"),
+                                           training.export_metadata(preset_config(), (28, 28, 1), source))
+    model = build_model(preset_config(seed=1), (28, 28, 1))
+    training.compile_model(model, preset_config())
+    assert legacy.initialize_model(model, init_from=export_dir) == f"Initialised weights from {export_dir}"
+    for loaded, original in zip(model.trainable_variables, source.trainable_variables):
+        np.testing.assert_array_equal(loaded.numpy(), original.numpy())
+    assert int(model.optimizer.iterations.numpy()) == 0
+    # A train.py export carries Adam's state inside the model: it is loaded, and the log says so.
+    shipped = os.path.join(REPO, "saved_models", "tf1_tutorial")
+    assert legacy.initialize_model(model, init_from=shipped).startswith("Initialised weights and Adam state at step ")
+    assert int(model.optimizer.iterations.numpy()) > 0
 
 
 def test_init_from_an_export_of_other_sizes_is_refused_by_name():

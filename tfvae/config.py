@@ -38,9 +38,11 @@ DEFAULT_CORRUPTION_STRENGTH = {"gaussian_noise": 0.5, "gaussian_blur": 2.0, "mas
                                "mixed": 1.0}
 CORRUPTION_RANGE = {"gaussian_noise": (0.0, 1.0), "gaussian_blur": (0.0, 4.0), "mask": (0.0, 0.95),
                     "downsample": (1.0, 8.0)}
-# "mixed" scales every kind's default, so its range keeps each of them inside its own.
-CORRUPTION_RANGE["mixed"] = (0.0, min(high / DEFAULT_CORRUPTION_STRENGTH[kind]
-                                      for kind, (_, high) in CORRUPTION_RANGE.items()))
+# "mixed" scales every kind's default, so its range keeps each of them inside its own (downsample's lower bound of
+# 1, no downsampling, is what bounds it below).
+CORRUPTION_RANGE["mixed"] = (
+    max(low / DEFAULT_CORRUPTION_STRENGTH[kind] for kind, (low, _) in CORRUPTION_RANGE.items()),
+    min(high / DEFAULT_CORRUPTION_STRENGTH[kind] for kind, (_, high) in CORRUPTION_RANGE.items()))
 
 FLAGS = flags.FLAGS
 

@@ -60,7 +60,10 @@ def plan_outputs(input_path, output_path):
 
 def _to_channels(image, channels):
     if image.shape[-1] in (2, 4):
-        image = image[..., :-1]  # Drop alpha: the model has no notion of transparency.
+        # Over white, as image viewers show transparency: dark strokes on a transparent canvas stay visible (and
+        # --invert makes them light on dark, as MNIST's); the colour under a transparent pixel means nothing.
+        color, alpha = image[..., :-1], image[..., -1:]
+        image = color * alpha + (1.0 - alpha)
     if image.shape[-1] == channels:
         return image
     return tf.image.grayscale_to_rgb(image) if channels == 3 else tf.image.rgb_to_grayscale(image)
@@ -71,7 +74,7 @@ def read_image(path, image_shape, resize=False):
 
     Args:
       path: image file.
-      image_shape: the model's (H, W, C); channels are converted (RGB <-> gray, alpha dropped).
+      image_shape: the model's (H, W, C); channels are converted (RGB <-> gray, transparency shown over white).
       resize: scale to (H, W) when the size differs; otherwise such an image is an error.
 
     Returns:

@@ -112,6 +112,10 @@ def resolve_variable_map(source, variable_map=None):
         variable_map = default_variable_map(num_hidden)
     else:
         num_hidden = sum(1 for path in variable_map if re.fullmatch(r"encoder/hidden_\d+/kernel", path))
+        if not num_hidden:
+            raise TF1ImportError(f"--variable_map names no encoder/hidden_0/kernel; the tutorial's MLP has at least "
+                                 f"one hidden layer: the keys must be exactly {tutorial_paths(1)} (more layers: "
+                                 f"hidden_1, ...)")
         expected = set(tutorial_paths(num_hidden))
         missing, unknown = sorted(expected - set(variable_map)), sorted(set(variable_map) - expected)
         if missing or unknown:
@@ -165,6 +169,9 @@ def assign_weights(model, source, variable_map):
         variable.assign(_checked_value(source, variable_map[path], path, variable.shape))
 
 
+TINY_FLOAT32 = 1.1754944e-38  # The smallest normal float32; TensorFlow flushes smaller values to 0 on CPUs.
+
+
 def tf1_step(beta1_power, beta2_power, beta_1, beta_2):
     """The number of Adam steps TF1 took, from its beta powers (which are beta^(step + 1)).
 
@@ -173,7 +180,11 @@ def tf1_step(beta1_power, beta2_power, beta_1, beta_2):
     """
     if beta1_power > 1e-30:
         return max(round(math.log(beta1_power) / math.log(beta_1)) - 1, 0)
-    return max(round(math.log(beta2_power) / math.log(beta_2)) - 1, 0)
+    if beta2_power > 0:
+        return max(round(math.log(beta2_power) / math.log(beta_2)) - 1, 0)
+    # Both flushed to 0 (float32 denormals, after ~87,000 steps at beta_2 = 0.999): at least the step where
+    # beta2_power left float32's normal range. TF1Adam takes the powers themselves, so its updates stay exact.
+    return math.ceil(math.log(TINY_FLOAT32) / math.log(beta_2))
 
 
 def assign_optimizer_state(optimizer, model, source, variable_map):
@@ -258,29 +269,49 @@ def initialize_model(model, init_from="", init_from_tf1=""):
         assign_weights(model, source, variable_map)
         return f"Initialised from TF1 weights {init_from_tf1}"
     prefix = checkpoint_prefix(init_from)
-    children = _root_children(prefix)
+    graph = _object_graph(prefix)
+    children = _children(graph, 0)
     if "model" not in children:
         raise TF1ImportError(f"--init_from={init_from}: not a tfvae export or checkpoint (no model in it); "
                              f"for TF1 checkpoints pass --init_from_tf1")
-    has_optimizer = "optimizer" in children
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer) if has_optimizer else \
-        tf.train.Checkpoint(model=model)
-    try:
-        checkpoint.read(prefix).expect_partial().assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as e:
-        raise TF1ImportError(f"--init_from={init_from} does not fit this model ({' '.join(str(e).split())[:300]}); "
-                             f"pass the flags of the run that wrote it") from None
-    state = f"weights and Adam state at step {int(model.optimizer.iterations)}" if has_optimizer else "weights"
-    return f"Initialised {state} from {init_from}"
+    # Adam's state is a root object in a train.py checkpoint, and the model's optimizer in an export of the compiled
+    # model; exports of weights alone (export.py, import_tf1.py without --with_optimizer) have none.
+    root_optimizer = "optimizer" in children
+    has_optimizer = root_optimizer or "optimizer" in _children(graph, children["model"])
+    unfit = f"--init_from={init_from} does not fit this model"
+    if has_optimizer:
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer) if root_optimizer else \
+            tf.train.Checkpoint(model=model)
+        try:
+            checkpoint.read(prefix).expect_partial().assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as e:
+            raise TF1ImportError(f"{unfit} ({' '.join(str(e).split())[:300]}); pass the flags of the run that "
+                                 f"wrote it") from None
+        return f"Initialised weights and Adam state at step {int(model.optimizer.iterations)} from {init_from}"
+    from tfvae import restore  # Here: restore imports modules that import this one.
+
+    try:  # The weights only; the model's Adam state, built already, starts afresh.
+        unread = restore.read_every_variable({"model": model}, model.trainable_variables, prefix)
+    except ValueError as e:
+        raise TF1ImportError(f"{unfit} ({e}); pass the flags of the run that wrote it") from None
+    if unread:
+        raise TF1ImportError(f"{unfit} (it has no value for {', '.join(unread[:3])}); pass the flags of the run "
+                             f"that wrote it")
+    return f"Initialised weights from {init_from}"
 
 
-def _root_children(prefix):
-    """Names of the root objects of a TF2 object-based checkpoint (e.g. {"model", "optimizer"}); TF1: empty."""
+def _object_graph(prefix):
+    """The object graph of a TF2 object-based checkpoint (None for a TF1 name-based one)."""
     from tensorflow.core.protobuf import trackable_object_graph_pb2
 
     reader = tf.train.load_checkpoint(prefix)
     if not reader.has_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"):
-        return set()
+        return None
     graph = trackable_object_graph_pb2.TrackableObjectGraph()
     graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
-    return {child.local_name for child in graph.nodes[0].children}
+    return graph
+
+
+def _children(graph, node):
+    """{name: node id} of the children of `node` in an object graph (e.g. the root's "model", "optimizer")."""
+    return {} if graph is None else {child.local_name: child.node_id for child in graph.nodes[node].children}
