@@ -96,6 +96,16 @@ def test_kl_warmup_moves_every_step_inside_a_multi_step_call():
     assert per_step["loss"][0] > per_step["reconstruction"][0] + 0.1
 
 
+def test_kl_warmup_refuses_a_train_step_traced_without_it():
+    # The slope is read when Keras traces the step: a step traced in an earlier fit would silently ignore it.
+    model = build_model(_mlp(), (28, 28, 1))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    dataset = tf.data.Dataset.from_tensor_slices(_batch(32)).batch(8)
+    model.fit(dataset, epochs=1, verbose=0, shuffle=False)
+    with pytest.raises(RuntimeError, match="pass KLWarmup to the model's first fit"):
+        model.fit(dataset, epochs=1, verbose=0, shuffle=False, callbacks=[training.KLWarmup(2)])
+
+
 def test_iwae_with_one_sample_is_the_elbo():
     batch = _batch()
     elbo_model = build_model(_mlp(), (28, 28, 1))

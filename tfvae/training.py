@@ -298,6 +298,12 @@ class KLWarmup(keras.callbacks.Callback):
         self._line_at_zero = weight - self.model.kl_weight_per_step * iterations
         self.model.kl_weight.assign(self._line_at_zero)
 
+    def on_train_batch_end(self, batch, logs=None):
+        traced = self.model.traced_kl_weight_per_step
+        if traced is not None and traced != self.model.kl_weight_per_step:
+            raise RuntimeError("the train step was traced in an earlier fit without KLWarmup, so it ignores the "
+                               "warm-up's slope; pass KLWarmup to the model's first fit")
+
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:  # The weight of the epoch's last step.
             logs["kl_weight"] = kl_warmup_weight(epoch + 1 - 1 / self._steps_per_epoch(), self.warmup_epochs)

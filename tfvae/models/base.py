@@ -62,6 +62,7 @@ class VAE(keras.Model):
         # The warm-up's slope per optimizer step, set by KLWarmup before the train step is traced; see
         # `train_kl_weight`. 0: every train step uses kl_weight as it is.
         self.kl_weight_per_step = 0.0
+        self.traced_kl_weight_per_step = None
         self.seed_generator = compat.SeedGenerator(seed)
         # Train batches split into this many equal parts whose passes run side by side (training.compile_model).
         self.micro_batches = 1
@@ -198,6 +199,7 @@ class VAE(keras.Model):
         return {m.name: m.result() for m in (self.loss_tracker, self.reconstruction_tracker, self.kl_tracker)}
 
     def train_step(self, batch):
+        self.traced_kl_weight_per_step = self.kl_weight_per_step  # The slope this trace uses; KLWarmup checks it.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             terms = self._compute_terms_in_parts(batch)
