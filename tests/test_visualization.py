@@ -117,6 +117,24 @@ def test_history_of_an_older_resumed_run_is_placed_at_its_epochs(tiny_run, tmp_p
     assert summaries.read_history(str(copy))["loss"] == [None, None, *full["loss"]]
 
 
+def test_history_of_a_run_resumed_past_an_older_metrics_json(tmp_path):
+    """A run of 2 epochs, then resumed with --epochs=4 and stopped in epoch 4: its metrics.json is the 2-epoch
+    run's, its event files hold epoch 3 too, and a resume must carry all three (not None for epoch 3)."""
+    for subdir, values in (("train", [358.7, 223.8, 207.4]), ("validation", [240.6, 215.2, 205.0])):
+        with tf.summary.create_file_writer(str(tmp_path / subdir)).as_default():
+            for step, value in enumerate(values):  # As Keras' TensorBoard callback writes epoch scalars.
+                tf.summary.scalar("epoch_loss", value, step=step)
+                tf.summary.scalar("epoch_learning_rate", 1e-3, step=step)
+    json.dump({"history": {"loss": [358.7, 223.8], "val_loss": [240.6, 215.2]}, "epochs_run": [1, 2]},
+              open(tmp_path / "metrics.json", "w"))
+    assert summaries.read_history(str(tmp_path))["loss"] == pytest.approx([358.7, 223.8, 207.4])
+    before = summaries.history_before(str(tmp_path), 3)
+    assert before["val_loss"] == pytest.approx([240.6, 215.2, 205.0])
+    # Keras' History has no learning rate: neither has a resumed run's metrics.json (it had one None per new epoch).
+    assert "learning_rate" not in before
+    assert summaries.history_before(str(tmp_path), 2)["loss"] == pytest.approx([358.7, 223.8])
+
+
 def test_gaussian_quantile_grid_and_pca_projection():
     z, values = visualization.gaussian_quantile_grid(5)
     assert z.shape == (25, 2) and values[2] == pytest.approx(0.0, abs=1e-6)

@@ -17,23 +17,43 @@ METRICS_FILE = "metrics.json"
 def read_history(folder):
     """Per-epoch values of a run, Keras-History style: {"loss": [...], "val_loss": [...], "kl": [...], ...}.
 
-    Reads `folder/metrics.json` (a finished run or an export) when present, otherwise the TensorBoard event
-    files in `folder/train` and `folder/validation` (a run still in progress).
+    From `folder/metrics.json` (a finished run or an export) or the TensorBoard event files in `folder/train` and
+    `folder/validation`, whichever holds more epochs: a run in progress or stopped has only its event files, a
+    metrics.json may be left from an earlier, shorter run in the same folder, and one written by a resumed run of an
+    older tfvae holds only the epochs that process ran (the event files then win a tie too).
 
     Raises:
       ValueError: neither is there.
     """
+    (metrics, partial), events = _history_from_metrics(folder), _history_from_events(folder)
+    held, events_held = _epochs_with_a_loss(metrics), _epochs_with_a_loss(events)
+    history = events if events_held > held or (partial and events_held == held and events) else metrics or events
+    if not history:
+        raise ValueError(f"{folder}: no {METRICS_FILE} with a history and no TensorBoard epoch scalars in "
+                         f"train/ or validation/; pass a run folder of train.py or an export")
+    return history
+
+
+def _epochs_with_a_loss(history):
+    return sum(value is not None for value in history.get("loss", []))
+
+
+def _history_from_metrics(folder):
+    """(the history in `folder/metrics.json` by epoch or {}, whether it lacks epochs before those it holds)."""
     metrics_path = os.path.join(folder, METRICS_FILE)
-    tail = {}
-    if os.path.isfile(metrics_path):
-        with open(metrics_path) as f:
-            metrics = json.load(f)
-        history, epochs_run = metrics.get("history", {}), metrics.get("epochs_run") or [0]
-        if history and all(len(values) >= epochs_run[-1] for values in history.values()):
-            return history
-        # Written by a resumed run of an older tfvae: only the epochs that process ran (epochs_run), so
-        # the event files hold the whole run better; without them, the earlier epochs are None.
-        tail = {name: [None] * (epochs_run[-1] - len(values)) + list(values) for name, values in history.items()}
+    if not os.path.isfile(metrics_path):
+        return {}, False
+    with open(metrics_path) as f:
+        metrics = json.load(f)
+    history, epochs_run = metrics.get("history", {}), metrics.get("epochs_run") or [0]
+    # An older tfvae's resumed run wrote only the epochs that process ran: its earlier epochs are None here.
+    missing = {name: max(epochs_run[-1] - len(values), 0) for name, values in history.items()}
+    return ({name: [None] * missing[name] + list(values) for name, values in history.items()},
+            any(missing.values()))
+
+
+def _history_from_events(folder):
+    """The epoch scalars of the event files in `folder/train` and `folder/validation`, by epoch ({} if none)."""
     from tensorboard.backend.event_processing import event_accumulator  # Only this path needs it.
 
     by_step = {}
@@ -50,21 +70,26 @@ def read_history(folder):
     # Keras logs epoch e at step e - 1; a quantity logged only in some epochs (a resumed run with a newer
     # metric) gets None elsewhere, so every list is indexed by epoch.
     epochs = 1 + max((step for values in by_step.values() for step in values), default=-1)
-    history = {name: [values.get(step) for step in range(epochs)] for name, values in by_step.items()} or tail
-    if not history:
-        raise ValueError(f"{folder}: no {METRICS_FILE} with a history and no TensorBoard epoch scalars in "
-                         f"train/ or validation/; pass a run folder of train.py or an export")
-    return history
+    return {name: [values.get(step) for step in range(epochs)] for name, values in by_step.items()}
 
 
 def history_before(folder, epochs):
     """The first `epochs` epochs of the history of the run in `folder` ({name: [value or None] * epochs}), for a
-    resumed run to carry the whole run's curves; {} when the folder has none."""
+    resumed run to carry the whole run's curves; {} when the folder has none.
+
+    Only what Keras' History also reports is kept (the event files also hold the learning rate, which History
+    leaves out), so a resumed run's metrics.json names what an uninterrupted run's does.
+    """
     try:
         history = read_history(folder)
     except ValueError:
         return {}
-    return {name: (list(values) + [None] * epochs)[:epochs] for name, values in history.items()}
+    return {name: (list(values) + [None] * epochs)[:epochs] for name, values in history.items()
+            if name not in KERAS_ONLY_IN_EVENTS}
+
+
+# Scalars Keras' TensorBoard callback logs that its History does not report.
+KERAS_ONLY_IN_EVENTS = ("learning_rate", "val_learning_rate")
 
 
 HPARAMS_EXCLUDED = ("model_dir", "export_dir", "data_dir", "resume", "overwrite")
