@@ -196,6 +196,8 @@ CASES = {
     "conflict importance samples": (lambda ctx: train("--num_importance_samples=5"), "add --objective=iwae"),
     "conflict free bits iwae": (lambda ctx: train("--objective=iwae", "--free_bits=0.5"),
                                 "drop one of them"),
+    "conflict corruption cvae": (lambda ctx: train("--model=cvae", "--corruption=gaussian_blur"),
+                                 "--corruption trains a restoration model for enhance.py"),
     "conflict resume across workers": (lambda ctx: train("--resume", "--strategy=multi_worker_mirrored"),
                                        "--resume is not supported with --strategy=multi_worker_mirrored"),
     "conflict steps per execution across workers": (

@@ -284,6 +284,10 @@ def define_train_flags():
         "data_dir", lambda d: not d or os.path.isdir(d),
         message="--data_dir must be an existing folder (e.g. PATH/MNIST_data), or empty for TFDS's default")
     flags.register_multi_flags_validator(
+        ["model", "corruption"], lambda f: not (f["model"] == "cvae" and f["corruption"] != "none"),
+        message="--corruption trains a restoration model for enhance.py, which restores unlabelled images; use "
+                "--model=mlp or --model=conv with it, or drop --corruption for a cvae")
+    flags.register_multi_flags_validator(
         ["resume", "overwrite"], lambda f: not (f["resume"] and f["overwrite"]),
         message="--resume and --overwrite conflict; pass one of them")
     flags.register_multi_flags_validator(

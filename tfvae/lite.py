@@ -1,12 +1,15 @@
 """LiteRT (TFLite) conversion of a tfvae SavedModel's `encode`, `decode` and `reconstruct` signatures, checked
 against it."""
 
+import dataclasses
 import os
+import tempfile
 
 import numpy as np
 import tensorflow as tf
 
 from tfvae import artifacts, export
+from tfvae.compat import keras
 
 # reconstruct is encode then decode in one call (for the denoising models, the restoration); the converter stores
 # the weights the signatures share once, so it adds a few kB.
@@ -23,11 +26,39 @@ def convert(saved_model, quantize="none"):
     Returns:
       The flatbuffer bytes.
     """
-    export.load_metadata(saved_model)  # A clear error for a folder that is not a tfvae export.
+    metadata = export.load_metadata(saved_model)  # A clear error for a folder that is not a tfvae export.
+    if (metadata.get("config") or {}).get("mixed_precision", "none") == "none":
+        return _convert(saved_model, quantize)
+    # Trained with --mixed_precision, its layers compute in bfloat16 or float16, which LiteRT's built-in kernels do
+    # not take: convert the same weights computing in float32.
+    with tempfile.TemporaryDirectory() as folder:
+        return _convert(_float32_twin(saved_model, metadata, os.path.join(folder, "float32")), quantize)
+
+
+def _convert(saved_model, quantize):
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=list(SIGNATURES))
     if quantize == "dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     return converter.convert()
+
+
+def _float32_twin(saved_model, metadata, folder):
+    """Writes to `folder` an export of `saved_model`'s weights in a model rebuilt to compute in float32."""
+    from tfvae import config, legacy, restore  # Local: only mixed-precision exports need them.
+    from tfvae.models import build_model
+
+    cfg = dataclasses.replace(config.run_config_from_dict(metadata["config"]), mixed_precision="none")
+    keras.mixed_precision.set_global_policy("float32")
+    model = build_model(cfg, tuple(metadata["image_shape"]))
+    try:
+        unread = restore.read_every_variable({"model": model}, model.trainable_variables,
+                                             legacy.checkpoint_prefix(saved_model))
+    except ValueError as e:
+        unread = [str(e)]
+    if unread:
+        raise export.ExportError(f"--saved_model={saved_model}: its weights do not fit the model its "
+                                 f"{export.METADATA_FILE} describes ({unread[0]}); export it again from its run")
+    return export.export_saved_model(model, folder, {**metadata, "config": dataclasses.asdict(cfg)})
 
 
 def _inputs(name, metadata, count, rng):
