@@ -82,16 +82,30 @@ def saved_model_case(script, extra, kind):
 
 
 def existing_file_case(script, flag, *args):
-    """`script --FLAG=` an existing file where a folder should go (`*args` may name `{file}`)."""
+    """`script --FLAG=` an existing file where a folder should go (`*args` may name `{export}`)."""
     def make(ctx):
         os.makedirs(ctx["in"])
         path = os.path.join(ctx["in"], "notes.txt")
         open(path, "w").write("a file")
-        extra = [a.replace("{file}", path).replace("{export}", ctx["export"]) for a in args]
+        extra = [a.replace("{export}", ctx["export"]) for a in args]
         if script == "train.py":
             return train(f"--{flag}={path}", *extra)
         return (script, [f"--{flag}={path}", *extra])
     return make
+
+
+def stray_flagfile_case(ctx):
+    """A flagfile passed without --flagfile=, where the run folder also exists (a second, misleading problem)."""
+    folder = os.path.join(ctx["in"], "existing")
+    os.makedirs(folder)
+    open(os.path.join(folder, "keep.txt"), "w").write("previous run")
+    return ("train.py", [f"{REPO}/configs/tf1_tutorial.flags", f"--model_dir={folder}"])
+
+
+def enhance_folder_case(ctx):
+    """enhance.py from a folder of images into what names an image file."""
+    os.makedirs(ctx["in"])
+    return ("enhance.py", [f"--saved_model={ctx['export']}", f"--input={ctx['in']}", "--output={out}/restored.png"])
 
 
 def reexport_case(**config_changes):
@@ -250,10 +264,7 @@ CASES = {
     "evaluate run folder is a file": (existing_file_case("evaluate.py", "model_dir", "--output={out}/e.json"),
                                       "names a file, not a folder; pass a run folder of train.py"),
     # A forgotten --flagfile= is named first, whatever else its absence breaks (here, the run folder exists).
-    "flagfile without --flagfile=": (
-        lambda ctx: ("train.py", [f"{REPO}/configs/tf1_tutorial.flags",
-                                  f"--model_dir={existing_dir_case('model_dir', 'x')(ctx)[1][-1].split('=')[1]}"]),
-        "unexpected arguments"),
+    "flagfile without --flagfile=": (stray_flagfile_case, "unexpected arguments"),
     # An --init_from that does not fit is found after the run folder is made: the folder must go again.
     "init from another model": (lambda ctx: train(f"--init_from={REPO}/saved_models/cvae_mnist"),
                                 "does not fit this model"),
@@ -311,10 +322,7 @@ CASES = {
         lambda ctx: ("evaluate_restoration.py", [f"--saved_model={ctx['export']}", "--output={out}/r.json",
                                                  "--grid={out}/grid.jpg"]),
         "--grid must name a .png file"),
-    "enhance folder into an image file": (
-        lambda ctx: (os.makedirs(ctx["in"]), ("enhance.py", [f"--saved_model={ctx['export']}", f"--input={ctx['in']}",
-                                                             "--output={out}/restored.png"]))[1],
-        "--input is a folder, so --output must be a folder"),
+    "enhance folder into an image file": (enhance_folder_case, "--input is a folder, so --output must be a folder"),
     # Tensors given to the signatures.
     "generate output is a folder": (output_folder_case("generate.py"), "--output must name a .png file"),
     "tflite output of another kind": (
