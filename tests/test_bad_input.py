@@ -96,10 +96,8 @@ def existing_file_case(script, flag, *args):
 
 def stray_flagfile_case(ctx):
     """A flagfile passed without --flagfile=, where the run folder also exists (a second, misleading problem)."""
-    folder = os.path.join(ctx["in"], "existing")
-    os.makedirs(folder)
-    open(os.path.join(folder, "keep.txt"), "w").write("previous run")
-    return ("train.py", [f"{REPO}/configs/tf1_tutorial.flags", f"--model_dir={folder}"])
+    script, args = existing_dir_case("model_dir", "previous run")(ctx)
+    return (script, [f"{REPO}/configs/tf1_tutorial.flags", *args])
 
 
 def enhance_folder_case(ctx):
