@@ -3,6 +3,7 @@ restoration."""
 
 import gzip
 import json
+import math
 import os
 import struct
 
@@ -12,7 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import REPO, error_lines, run_script
-from tfvae import corruption, data, enhance, export
+from tfvae import corruption, data, enhance, export, restoration
 
 PRETRAINED = os.path.join(REPO, "saved_models", "denoise_mnist")
 
@@ -174,3 +175,17 @@ def test_pretrained_model_restores_clearly(mnist_dir, tmp_path):
         assert row["psnr_gain_db"] > 3.0 and row["ssim_gain"] > 0.15, (kind, row)
     assert results["clean_input"]["restored"]["psnr_db"] > 17.0
     assert Image.open(tmp_path / "grid.png").size[1] > 300
+
+
+def test_psnr_summary_counts_identical_pairs_apart():
+    clean = np.random.default_rng(0).uniform(size=(3, 28, 28, 1)).astype(np.float32)
+    noisy = clean.copy()
+    noisy[1] = np.clip(clean[1] + 0.1, 0.0, 1.0)  # One pair differs, two are identical (infinite PSNR).
+    mse = np.mean((noisy[1] - clean[1]) ** 2)
+    summary = restoration._summary(*restoration._scores(noisy, clean))
+    assert summary["identical"] == 2
+    assert summary["psnr_db"] == pytest.approx(10 * np.log10(1.0 / mse), abs=1e-3)
+    differing_ssim = float(tf.image.ssim(noisy[1], clean[1], max_val=1.0))
+    assert differing_ssim < 0.99 and summary["ssim"] == pytest.approx((2 + differing_ssim) / 3)  # Identical: 1.
+    everything_identical = restoration._summary(*restoration._scores(clean, clean))
+    assert everything_identical == {"psnr_db": math.inf, "ssim": pytest.approx(1.0), "identical": 3}

@@ -1,5 +1,7 @@
 """How much an exported VAE restores corrupted test images: PSNR and SSIM against the clean ones, before and after."""
 
+import math
+
 import numpy as np
 import tensorflow as tf
 
@@ -25,9 +27,11 @@ def _scores(images, clean):
 
 
 def _summary(psnr, ssim):
-    # An identical pair has infinite PSNR; report the mean over finite values and how many were dropped.
+    # An identical pair has infinite PSNR; report the mean over finite values (infinite if every pair is identical)
+    # and how many were dropped.
     finite = np.isfinite(psnr)
-    return {"psnr_db": float(psnr[finite].mean()), "ssim": float(ssim.mean()), "identical": int((~finite).sum())}
+    psnr_db = float(psnr[finite].mean()) if finite.any() else math.inf
+    return {"psnr_db": psnr_db, "ssim": float(ssim.mean()), "identical": int((~finite).sum())}
 
 
 def evaluate_restoration(saved_model, data_dir, kinds=(), num_examples=10000, seed=0):
