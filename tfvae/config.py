@@ -47,6 +47,11 @@ CORRUPTION_RANGE["mixed"] = (
 FLAGS = flags.FLAGS
 
 
+def _flag_values(config_class):
+    """{field: value of the flag of that name} for each field of a config dataclass."""
+    return {field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(config_class)}
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """Everything one training run needs; written back as a flagfile beside the run."""
@@ -361,7 +366,7 @@ class ImportConfig:
 
 
 def import_config_from_flags():
-    return ImportConfig(**{field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(ImportConfig)})
+    return ImportConfig(**_flag_values(ImportConfig))
 
 
 def define_export_tflite_flags():
@@ -385,8 +390,7 @@ class ExportTfliteConfig:
 
 
 def export_tflite_config_from_flags():
-    return ExportTfliteConfig(**{field.name: getattr(FLAGS, field.name)
-                                 for field in dataclasses.fields(ExportTfliteConfig)})
+    return ExportTfliteConfig(**_flag_values(ExportTfliteConfig))
 
 
 def define_generate_flags():
@@ -421,7 +425,7 @@ class GenerateConfig:
 
 
 def generate_config_from_flags():
-    return GenerateConfig(**{field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(GenerateConfig)})
+    return GenerateConfig(**_flag_values(GenerateConfig))
 
 
 def define_classifier_flags():
@@ -458,7 +462,7 @@ class ClassifierConfig:
 
 
 def classifier_config_from_flags():
-    return ClassifierConfig(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(ClassifierConfig)})
+    return ClassifierConfig(**_flag_values(ClassifierConfig))
 
 
 def define_evaluate_cvae_flags():
@@ -486,7 +490,7 @@ class EvaluateCVAEConfig:
 
 
 def evaluate_cvae_config_from_flags():
-    return EvaluateCVAEConfig(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(EvaluateCVAEConfig)})
+    return EvaluateCVAEConfig(**_flag_values(EvaluateCVAEConfig))
 
 
 EVAL_BINARIZE = ("auto",) + BINARIZE
@@ -542,7 +546,7 @@ class EvaluateConfig:
 
 
 def evaluate_config_from_flags():
-    values = {field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(EvaluateConfig)}
+    values = _flag_values(EvaluateConfig)
     if not values["output"]:
         values["output"] = os.path.join(values["saved_model"] or values["model_dir"],
                                         f"evaluation_{values['split']}.json")
@@ -579,7 +583,7 @@ class PlotConfig:
 
 
 def plot_config_from_flags():
-    values = {field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(PlotConfig)}
+    values = _flag_values(PlotConfig)
     values["kinds"] = tuple(values["kinds"])
     return PlotConfig(**values)
 
@@ -726,7 +730,7 @@ def parse_flags_or_exit(argv):
 def config_from_flags():
     """Builds the RunConfig of this process's training flags, filling the defaults that derive from others."""
     name = FLAGS.name or FLAGS.model
-    values = {field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(RunConfig)}
+    values = _flag_values(RunConfig)
     values.update(
         name=name,
         hidden_sizes=tuple(int(s) for s in FLAGS.hidden_sizes),
@@ -785,7 +789,7 @@ class EnhanceConfig:
 
 
 def enhance_config_from_flags():
-    return EnhanceConfig(**{field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(EnhanceConfig)})
+    return EnhanceConfig(**_flag_values(EnhanceConfig))
 
 
 def define_restoration_flags():
@@ -820,7 +824,7 @@ class RestorationConfig:
 
 
 def restoration_config_from_flags():
-    values = {field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(RestorationConfig)}
+    values = _flag_values(RestorationConfig)
     return RestorationConfig(**{**values, "corruptions": tuple(values["corruptions"])})
 
 
