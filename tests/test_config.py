@@ -51,5 +51,6 @@ def test_written_flagfile_reads_back_the_same_config(tmp_path):
 def test_help_lists_the_scripts_flags(script, own_flags):
     # The flags are defined in tfvae.config, not in the script; absl's --help shows only the script's key flags.
     result = run_script(script, "--help")
+    assert result.returncode == 0, result.stderr[-2000:]
     listed = {line.split(":")[0].strip() for line in result.stdout.splitlines() if line.startswith("  --")}
     assert set(own_flags) <= listed, result.stdout[-2000:]

@@ -700,6 +700,10 @@ def _stray_arguments(argv):
     return stray
 
 
+HELP_FLAGS = ("--help", "-help", "-?", "--helpshort", "-helpshort", "--helpfull", "-helpfull", "--helpxml",
+              "-helpxml")
+
+
 def parse_flags_or_exit(argv):
     """absl `flags_parser`: any flag error or stray argument becomes one line on stderr and exit code 2."""
     # --help lists the main module's key flags, and the scripts define theirs here: make them the script's too.
@@ -714,6 +718,11 @@ def parse_flags_or_exit(argv):
         sys.exit(2)
     try:
         remaining = FLAGS(argv)
+    except SystemExit as e:
+        # absl's --help and --helpfull print the usage, then exit 1; asking for help is not an error.
+        if e.code == 1 and any(arg.split("=")[0] in HELP_FLAGS for arg in argv[1:]):
+            sys.exit(0)
+        raise
     except flags.Error as e:
         # absl puts each failed validator on a line of its own; kept apart on the one line. Its flagfile errors
         # begin "ERROR::", which our own "error:" already says.
