@@ -137,7 +137,7 @@ class LatentSummaries(keras.callbacks.Callback):
         z_mean, z_logvar = tf.cast(z_mean, tf.float32), tf.cast(z_logvar, tf.float32)
         kl_per_dimension = tf.reduce_mean(losses.kl_per_dimension(z_mean, z_logvar), axis=0)
         active = tf.reduce_sum(tf.cast(tf.math.reduce_variance(z_mean, axis=0) > ACTIVE_UNIT_THRESHOLD, tf.int32))
-        with self.writer.as_default(step=epoch + 1):
+        with self.writer.as_default(step=epoch):  # Keras' epoch index, the step of its epoch scalars.
             tf.summary.histogram("kl_per_dimension", kl_per_dimension,
                                  description="Mean KL(q(z_u|x) || N(0, 1)) of each latent dimension u, nats, on "
                                              f"{len(self.examples['input'])} held-out examples")

@@ -105,7 +105,7 @@ class ImageSummaries(keras.callbacks.Callback):
         reconstructions = model({"input": self.originals["input"], "label": self.originals["label"]})
         as_images = lambda x: visualization.as_images(x, self.image_shape)  # noqa: E731
         pairs = np.concatenate([as_images(self.originals["target"]), as_images(reconstructions)])
-        with self.writer.as_default(step=epoch + 1):
+        with self.writer.as_default(step=epoch):  # Keras' epoch index, the step of its epoch scalars.
             tf.summary.image("samples", visualization.tile_images(as_images(samples), GRID_ROWS, GRID_COLS)[None])
             tf.summary.image("originals_over_reconstructions",
                              visualization.tile_images(pairs, 2, len(pairs) // 2)[None])
@@ -460,7 +460,7 @@ def train(model, datasets, cfg):
     order = ["loss", "reconstruction", "kl"]  # The tutorial's order, whatever order Keras returns them in.
     names = [k for k in order if k in test_metrics] + sorted(k for k in test_metrics if k not in order)
     print("Test " + " ".join(f"{k}: {test_metrics[k]:.4f}" for k in names), flush=True)
-    summaries.write_test_metrics(cfg.model_dir, test_metrics, step=cfg.epochs)
+    summaries.write_test_metrics(cfg.model_dir, test_metrics, step=cfg.epochs - 1)  # The last epoch's step.
     if cfg.image_summaries:
         summaries.write_projector(os.path.join(cfg.model_dir, summaries.PROJECTOR_DIR), model, datasets.test,
                                   *datasets.arrays.split("test"))
