@@ -233,7 +233,10 @@ class VAE(keras.Model):
         norm_counts = finite & tf.math.is_finite(grad_norm)
         self.grad_norm_tracker.update_state(tf.where(norm_counts, grad_norm, 0.0),
                                             sample_weight=tf.cast(norm_counts, tf.float32))
-        logs = {**self._update_trackers(terms, loss, finite), "grad_norm": self.grad_norm_tracker.result(),
+        # The reported loss is the objective at full KL weight, as validation reports it, so the two curves compare
+        # during a warm-up too (its weight is logged as kl_weight).
+        reported_loss = self.objective(terms, 1.0) if self.kl_weight_per_step else loss
+        logs = {**self._update_trackers(terms, reported_loss, finite), "grad_norm": self.grad_norm_tracker.result(),
                 "bad_steps": self.bad_steps_tracker.result()}
         return compat.step_outputs(logs)
 
