@@ -51,6 +51,9 @@ def test_every_summary_of_an_epoch_shares_keras_step(tiny_run):
     assert {"train/epoch_loss", "validation/epoch_loss", "images/samples", "latent/kl_per_dimension",
             "latent/active_units", "/test/loss"} <= set(steps)
     assert all(tag_steps == {0} for tag_steps in steps.values()), steps  # One epoch: step 0 everywhere.
+    # Keras' copies of the validation scalars at the optimizer step (another axis) are left out.
+    validation_tags = _accumulator(os.path.join(model_dir, "validation")).Tags()["tensors"]
+    assert not [tag for tag in validation_tags if not tag.startswith("epoch_")], validation_tags
 
 
 def test_hparams_hold_the_flags_and_test_metrics_sit_beside_them(tiny_run):

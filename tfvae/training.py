@@ -112,6 +112,14 @@ class ImageSummaries(keras.callbacks.Callback):
         self.writer.flush()
 
 
+class EpochTensorBoard(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard callback without the `evaluation_*_vs_iterations` scalars it writes after each validation:
+    they repeat validation's `epoch_*` values at the optimizer step, an axis no other summary of a run uses."""
+
+    def on_test_end(self, logs=None):
+        self._pop_writer()  # What Keras' on_test_end does after writing them.
+
+
 class TrainingInterrupted(Exception):
     """SIGTERM or SIGINT stopped training after a checkpoint was saved; `signal_number` says which."""
 
@@ -404,7 +412,7 @@ def train(model, datasets, cfg):
 
     epoch_line = EpochLine(cfg.batch_size)
     checkpoints = Checkpoints(manager, state, steps_per_epoch, cfg.checkpoint_every_steps)
-    tensorboard = keras.callbacks.TensorBoard(log_dir=cfg.model_dir, write_graph=False, profile_batch=0)
+    tensorboard = EpochTensorBoard(log_dir=cfg.model_dir, write_graph=False, profile_batch=0)
     stop_on_bad_steps = StopOnBadSteps(cfg.max_bad_steps)
     callbacks = [
         stop_on_bad_steps,  # Before Checkpoints: a diverged epoch is stopped, not checkpointed as done.
