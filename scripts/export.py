@@ -16,8 +16,7 @@ config.define_export_flags()
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; every setting is a --flag")
+    del argv  # parse_flags_or_exit refuses stray arguments.
     from tfvae import classifier, export, restore
 
     try:

@@ -14,8 +14,7 @@ config.define_export_tflite_flags()
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; every setting is a --flag")
+    del argv  # parse_flags_or_exit refuses stray arguments.
     from tfvae import export, lite
 
     cfg = config.export_tflite_config_from_flags()

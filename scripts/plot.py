@@ -15,20 +15,21 @@ config.define_plot_flags()
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; every setting is a --flag")
+    del argv  # parse_flags_or_exit refuses stray arguments.
     from tfvae import data, export, plots, restore
 
     cfg = config.plot_config_from_flags()
     try:
         loaded = restore.load(cfg.saved_model, cfg.model_dir)
-        written = plots.run(loaded, cfg.kinds, cfg.output_dir, cfg.data_dir, cfg.seed, cfg.grid_size,
+        written, left_out = plots.run(loaded, cfg.kinds, cfg.output_dir, cfg.data_dir, cfg.seed, cfg.grid_size,
                             cfg.scatter_examples)
     except (export.ExportError, data.DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     for kind, path in written.items():
         print(f"Wrote {path} ({kind})")
+    for kind, reason in left_out.items():
+        print(f"Skipped {kind}: {reason}")
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ def test_every_plot_kind_of_a_trained_2d_run(tiny_run, mnist_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     kinds = {"samples", "reconstructions", "manifold", "latent_scatter", "interpolation", "loss_curves"}
     assert {f[:-4] for f in os.listdir(tmp_path)} == kinds  # No class grid: not conditional; no temp files left.
+    assert "Skipped class_grid: the class grid needs a conditional model" in result.stdout
     for kind in kinds:
         assert_valid_png(tmp_path / f"{kind}.png")
 
@@ -85,7 +86,8 @@ def test_inapplicable_kinds_are_refused_before_any_file_is_written(conditional_e
     with pytest.raises(ValueError, match="2-D latent"):
         plots.run(loaded, ["samples", "manifold"], str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
-    assert "manifold" not in plots.applicable_kinds(loaded, ["all"], conditional_export)
+    kinds, left_out = plots.applicable_kinds(loaded, ["all"], conditional_export)
+    assert "manifold" not in kinds and "2-D latent" in left_out["manifold"]
     result = run_script("plot.py", f"--saved_model={conditional_export}", "--kinds=histogram")
     assert result.returncode == 2 and "--kinds must be" in result.stderr
 
@@ -145,3 +147,18 @@ def test_gaussian_quantile_grid_and_pca_projection():
     projected, names = visualization.project_2d(points)
     assert projected.shape == (500, 2) and names[0].startswith("PC1")
     assert abs(np.corrcoef(projected[:, 0], points[:, 0])[0, 1]) > 0.99
+
+
+@pytest.mark.parametrize("binarize", ["none", "dynamic"])
+def test_plots_show_test_images_as_the_model_was_trained_on_them(conditional_export, mnist_dir, binarize):
+    # A Bernoulli model trained on gray levels (pytorch_tutorial, denoise_mnist) is shown gray test digits, one
+    # trained on binarized digits binary ones; the titles say which.
+    loaded = restore.load_saved_model(conditional_export)
+    loaded.metadata["binarize"] = binarize
+    x, labels, images_are = plots.load_test_images(loaded, mnist_dir, seed=3, count=20)
+    gray_levels = np.unique(x)
+    assert x.shape == (20, 784) and len(labels) == 20
+    if binarize == "none":
+        assert len(gray_levels) > 100 and images_are == "test images"
+    else:
+        assert set(gray_levels) == {0.0, 1.0} and images_are == "binarized test images (seed 3)"

@@ -12,7 +12,9 @@ INTERPOLATION_STEPS = 8
 
 
 def applicable_kinds(loaded, requested, history_folder):
-    """The plot kinds to draw: `requested` ("all" = every kind this model supports), checked before any work.
+    """The plot kinds to draw, checked before any work, and {kind: why not} of those "all" leaves out.
+
+    `requested`: kind names, or "all" for every kind this model supports.
 
     Raises:
       ValueError: a requested kind does not apply to this model, naming why.
@@ -27,11 +29,11 @@ def applicable_kinds(loaded, requested, history_folder):
     except ValueError as e:
         reasons["loss_curves"] = str(e)
     if "all" in requested:
-        return [kind for kind in config.PLOT_KINDS if kind not in reasons]
+        return [kind for kind in config.PLOT_KINDS if kind not in reasons], reasons
     for kind in requested:
         if kind in reasons:
             raise ValueError(f"--kinds={kind}: {reasons[kind]}; drop it from --kinds")
-    return list(requested)
+    return list(requested), {}
 
 
 def _name(loaded):
@@ -54,12 +56,23 @@ def plot_samples(loaded, path, grid_size, seed, **_):
                                 f"{_name(loaded)}: mean of p(x|z), z ~ N(0, I), seed {seed}{note}")
 
 
-def plot_reconstructions(loaded, path, grid_size, x, labels, **_):
+def load_test_images(loaded, data_dir, seed, count):
+    """The first `count` test images prepared as the model was trained on them (binarized, seeded, if it was).
+
+    Returns:
+      (x float32 `[n, *input_shape]` in [0, 1], labels int32 `[n]`, a phrase naming the images for titles).
+    """
+    trained_on = loaded.metadata.get("binarize", "none")
+    x, labels = evaluation.load_split(loaded.metadata, data_dir, "test", trained_on, seed, count)
+    return x, labels, "test images" if trained_on == "none" else f"binarized test images (seed {seed})"
+
+
+def plot_reconstructions(loaded, path, grid_size, x, labels, images_are, **_):
     count = min(grid_size, len(x))
     z_mean, _ = loaded.encode(x[:count], labels[:count])
     reconstructions = loaded.decode(z_mean, labels[:count])
     images = np.concatenate([_images(loaded, x[:count]), _images(loaded, reconstructions)])
-    visualization.save_grid_png(path, images, 2, count, f"{_name(loaded)}: test images and reconstructions "
+    visualization.save_grid_png(path, images, 2, count, f"{_name(loaded)}: {images_are} and reconstructions "
                                 f"(mean of p(x|z_mean))", row_labels=["original", "reconstruction"])
 
 
@@ -77,15 +90,15 @@ def encode_all(loaded, x, labels, batch_size=500):
                            for i in range(0, len(x), batch_size)])
 
 
-def plot_latent_scatter(loaded, path, x, labels, scatter_examples, **_):
+def plot_latent_scatter(loaded, path, x, labels, scatter_examples, images_are, **_):
     n = min(scatter_examples, len(x))
     z_mean = encode_all(loaded, x[:n], labels[:n])
     how = "" if loaded.latent_dim <= 2 else f", PCA of {loaded.latent_dim}-D"
     visualization.save_latent_scatter_png(path, z_mean, labels[:n],
-                                          f"{_name(loaded)}: z_mean of {n} test images by label{how}")
+                                          f"{_name(loaded)}: z_mean of {n} {images_are} by label{how}")
 
 
-def plot_interpolation(loaded, path, x, labels, seed, **_):
+def plot_interpolation(loaded, path, x, labels, seed, images_are, **_):
     rng = np.random.default_rng(seed)
     rows = []
     for _ in range(INTERPOLATION_PAIRS):
@@ -100,7 +113,7 @@ def plot_interpolation(loaded, path, x, labels, seed, **_):
         rows.append(np.concatenate([_images(loaded, x[[a]]), _images(loaded, steps), _images(loaded, x[[b]])]))
     note = " (decoded with the label of A)" if loaded.num_classes else ""
     visualization.save_interpolation_png(path, rows, f"{_name(loaded)}: linear interpolation between the "
-                                         f"z_mean of two test images{note}")
+                                         f"z_mean of two {images_are}{note}")
 
 
 def plot_loss_curves(loaded, path, history_folder, **_):
@@ -137,21 +150,20 @@ NEEDS_DATA = ("reconstructions", "latent_scatter", "interpolation")
 def run(loaded, kinds, output_dir, data_dir="", seed=0, grid_size=8, scatter_examples=5000):
     """Draws `kinds` ("all" or names of PLOTTERS) of `loaded` into `output_dir/KIND.png`.
 
-    Test images are prepared as `evaluate.py` does (binary for Bernoulli models, seeded).
+    Test images are prepared as the model was trained on them (`load_test_images`).
 
     Returns:
-      {kind: path} of the files written.
+      ({kind: path} of the files written, {kind: why not} of the kinds "all" left out).
     """
     history_folder = loaded.source
-    kinds = applicable_kinds(loaded, kinds, history_folder)
+    kinds, left_out = applicable_kinds(loaded, kinds, history_folder)
     inputs = dict(grid_size=grid_size, seed=seed, scatter_examples=scatter_examples, history_folder=history_folder)
     if any(kind in NEEDS_DATA for kind in kinds):
-        binarize = evaluation.resolve_binarize(loaded.metadata)
-        inputs["x"], inputs["labels"] = evaluation.load_split(loaded.metadata, data_dir, "test", binarize, seed,
-                                                              max(scatter_examples, grid_size))
+        inputs["x"], inputs["labels"], inputs["images_are"] = load_test_images(
+            loaded, data_dir, seed, max(scatter_examples, grid_size))
     written = {}
     for kind in kinds:
         path = os.path.join(output_dir, f"{kind}.png")
         PLOTTERS[kind](loaded, path, **inputs)
         written[kind] = path
-    return written
+    return written, left_out

@@ -168,7 +168,8 @@ def save_loss_curves_png(path, history, title, units="nats per example"):
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_xlim(0.5, num_epochs + 0.5)
         ax.set_xlabel("epoch")
-        ax.set_ylabel(units if name in ("loss", "reconstruction", "kl") else name)
+        # The KL is between two densities of z, in nats whatever p(x|z) is.
+        ax.set_ylabel("nats per example" if name == "kl" else units if name in ("loss", "reconstruction") else name)
         ax.set_title(name)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
