@@ -26,14 +26,15 @@ def main(argv):
             originals, reconstructions = inference.reconstruct_test_images(
                 saved, metadata, cfg.data_dir, cfg.cols, seed=cfg.seed)
             visualization.save_grid_png(cfg.output, np.concatenate([originals, reconstructions]), 2, cfg.cols,
-                                        f"{metadata['model']}: test images (top) and reconstructions",
+                                        f"{export.model_name(metadata)}: {inference.test_images_are(metadata, cfg.seed)} "
+                                        f"and reconstructions",
                                         row_labels=["original", "reconstruction"])
         else:
             labels, rows = inference.parse_labels(cfg.label, metadata.get("num_classes", 0), cfg.rows, cfg.cols)
             samples = inference.decode_samples(saved, metadata, rows, cfg.cols, cfg.seed, labels)
             row_labels = [str(label) for label in labels[::cfg.cols]] if cfg.label == "all" else None
             visualization.save_grid_png(cfg.output, samples, rows, cfg.cols,
-                                        f"{metadata['model']}: samples, z ~ N(0, I), seed {cfg.seed}"
+                                        f"{export.model_name(metadata)}: samples, z ~ N(0, I), seed {cfg.seed}"
                                         + (f", label {cfg.label}" if cfg.label not in (None, "all") else ""),
                                         row_labels=row_labels)
     except (export.ExportError, data.DataError, ValueError) as e:

@@ -194,6 +194,11 @@ def load_metadata(path):
         return json.load(f)
 
 
+def model_name(metadata):
+    """The run's --name recorded in an export's tfvae.json (its model type for exports that hold none)."""
+    return metadata.get("config", {}).get("name") or metadata.get("model", "model")
+
+
 def load_saved_model(path):
     """Loads a tfvae SavedModel. Returns (loaded object with `.signatures`, metadata dict).
 

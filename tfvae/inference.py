@@ -35,6 +35,11 @@ def decode_samples(saved, metadata, rows, cols, seed=0, labels=None):
     return visualization.as_images(x_hat.numpy(), metadata["image_shape"])
 
 
+def test_images_are(metadata, seed):
+    """How test images prepared as in training look, for titles: "test images" or "binarized test images (seed S)"."""
+    return "test images" if metadata.get("binarize", "none") == "none" else f"binarized test images (seed {seed})"
+
+
 def reconstruct_test_images(saved, metadata, data_dir, count, seed=0):
     """The first `count` test images, prepared as in training, and their reconstructions.
 

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from tfvae import config, evaluation, summaries, visualization
+from tfvae import config, evaluation, export, inference, summaries, visualization
 
 INTERPOLATION_PAIRS = 3
 INTERPOLATION_STEPS = 8
@@ -37,7 +37,7 @@ def applicable_kinds(loaded, requested, history_folder):
 
 
 def _name(loaded):
-    return loaded.metadata.get("config", {}).get("name") or loaded.metadata.get("model", "model")
+    return export.model_name(loaded.metadata)
 
 
 def _images(loaded, x):
@@ -64,7 +64,7 @@ def load_test_images(loaded, data_dir, seed, count):
     """
     trained_on = loaded.metadata.get("binarize", "none")
     x, labels = evaluation.load_split(loaded.metadata, data_dir, "test", trained_on, seed, count)
-    return x, labels, "test images" if trained_on == "none" else f"binarized test images (seed {seed})"
+    return x, labels, inference.test_images_are(loaded.metadata, seed)
 
 
 def plot_reconstructions(loaded, path, grid_size, x, labels, images_are, **_):
