@@ -129,11 +129,11 @@ def test_a_checkpoint_and_its_export_give_the_same_numbers(tiny_run, mnist_dir, 
 def test_a_run_is_evaluated_on_its_own_data_without_data_dir(tiny_run, tmp_path):
     # Offline, TFDS cannot download: the run's recorded --data_dir (real MNIST IDX files) must be what is read.
     run_dir, _ = tiny_run
-    output = tmp_path / "evaluation.json"
-    result = run_script("evaluate.py", f"--model_dir={run_dir}", "--num_examples=50", "--num_importance_samples=4",
-                        f"--output={output}")
+    result = run_script("evaluate.py", f"--model_dir={run_dir}", "--num_examples=50", "--num_importance_samples=4")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads(output.read_text())["num_examples"] == 50
+    # Named by K and the examples, beside the run, so a quick evaluation does not replace a thorough one.
+    output = os.path.join(run_dir, "evaluation_test_k4_n50.json")
+    assert json.loads(open(output).read())["num_examples"] == 50
     from tfvae import data
     assert data.model_data_dir({"config": {"data_dir": "/nonexistent"}}, "") == ""  # Not here: TFDS's default.
     assert data.model_data_dir({"config": {"data_dir": str(tmp_path)}}, "/flag") == "/flag"  # The flag wins.

@@ -525,8 +525,9 @@ def define_evaluate_flags():
     flags.DEFINE_enum("binarize", "auto", EVAL_BINARIZE, "Test-data protocol. auto: dynamic (a fresh Bernoulli "
                       "sample with --seed, the standard protocol) for Bernoulli models, gray levels otherwise.")
     flags.DEFINE_integer("seed", 0, "Seeds binarization and the samples of q(z|x).")
-    define_output_file_flag(None, "JSON file to write. Default: evaluation_SPLIT.json in the --saved_model "
-                            "or --model_dir folder.", ".json")
+    define_output_file_flag(None, "JSON file to write. Default: evaluation_SPLIT_kK_nN.json (N: --num_examples "
+                            "or all) in the --saved_model or --model_dir folder, so that a quick evaluation does "
+                            "not replace a thorough one.", ".json")
     _quiet_absl_logging()
 
 
@@ -548,8 +549,9 @@ class EvaluateConfig:
 def evaluate_config_from_flags():
     values = _flag_values(EvaluateConfig)
     if not values["output"]:
-        values["output"] = os.path.join(values["saved_model"] or values["model_dir"],
-                                        f"evaluation_{values['split']}.json")
+        examples = values["num_examples"] or "all"
+        values["output"] = os.path.join(values["saved_model"] or values["model_dir"], f"evaluation_{values['split']}"
+                                        f"_k{values['num_importance_samples']}_n{examples}.json")
     return EvaluateConfig(**values)
 
 
