@@ -178,6 +178,15 @@ def test_a_bernoulli_of_gray_levels_is_not_called_a_density(likelihood):
     assert evaluation.likelihood_is_density(gaussian, "none")  # A density of gray levels.
 
 
+def test_a_conditional_models_likelihood_is_named_given_the_label():
+    metadata = {"dataset": "mnist", "likelihood": "bernoulli", "likelihood_is_density": True, "input_shape": [784],
+                "binarize": "dynamic", "num_classes": 10}
+    nll = evaluation.describe_protocol(metadata, "test", 10, "dynamic", 0, 5)["nll"]
+    assert nll.startswith("-log p(x|y) given each example's true label") and "log 10 = 2.30 nats" in nll
+    unconditional = evaluation.describe_protocol({**metadata, "num_classes": 0}, "test", 10, "dynamic", 0, 5)["nll"]
+    assert unconditional.startswith("-log p(x) by importance sampling")
+
+
 def test_log_mean_exp_is_stable_for_very_small_weights():
     # Weights around exp(-5000) underflow any float; accumulated chunk by chunk, as evaluate() does, their log-sum
     # must still come out: log(e^-5000 + e^-5001 + e^-5002) = -5000 + log(1 + e^-1 + e^-2).

@@ -65,7 +65,14 @@ def describe_protocol(metadata, split, num_examples, binarize, seed, num_importa
         "none": f"{metadata['dataset']} {split}, {num_examples} examples, gray levels scaled to [0, 1]",
     }[binarize]
     nll_text = (f"-log p(x) by importance sampling, log-mean-exp over K={num_importance_samples} samples of "
-                f"q(z|x) (Burda et al. 2015), nats per example")
+                f"q(z|x) (Burda et al. 2015), nats per example; ± is the standard error over examples")
+    classes = metadata.get("num_classes")
+    if classes:
+        nll_text = (f"-log p(x|y) given each example's true label y (a conditional likelihood: at most "
+                    f"log {classes} = {math.log(classes):.2f} nats below the model's -log p(x) with uniform "
+                    f"labels, so not comparable with unconditional models' -log p(x)), by importance sampling, "
+                    f"log-mean-exp over K={num_importance_samples} samples of q(z|x,y), nats per example; ± is the "
+                    f"standard error over examples")
     is_density = likelihood_is_density(metadata, binarize)
     if not is_density and metadata.get("likelihood") in config.BINARY_LIKELIHOODS:
         nll_text = (f"NOT A DENSITY: the {metadata['likelihood']} likelihood is normalised over binary pixels only; "
@@ -231,7 +238,7 @@ def format_table(results, protocol):
         ("negative ELBO", f"{results['negative_elbo']:.3f}", units, "elbo"),
         ("  reconstruction", f"{results['reconstruction']:.3f}", units, "elbo"),
         ("  KL", f"{results['kl']:.3f}", "nats", "elbo"),
-        (f"NLL (K={results['num_importance_samples']})",
+        (f"NLL{' -log p(x|y)' if results.get('num_classes') else ''} (K={results['num_importance_samples']})",
          f"{results['nll']:.3f} ± {results['nll_standard_error']:.3f}", units, "nll"),
         ("bits/dim", f"{results['bits_per_dim']:.4f}", "bits" if units == "nats" else "not bits", "bits_per_dim"),
         ("active units", f"{results['active_units']} / {results['latent_dim']}", "", "active_units"),
@@ -253,7 +260,7 @@ def run(loaded, data_dir, split="test", num_importance_samples=1000, num_example
 
     Returns:
       The results dict of `evaluate`, plus "protocol" (texts), "split", "binarize", "seed", "source", "model",
-      "likelihood", "likelihood_is_density", "units".
+      "num_classes" (> 0: the likelihoods are given the label), "likelihood", "likelihood_is_density", "units".
     """
     binarize = resolve_binarize(loaded.metadata, binarize)
     x, labels = load_split(loaded.metadata, data_dir, split, binarize, seed, num_examples)
@@ -262,6 +269,7 @@ def run(loaded, data_dir, split="test", num_importance_samples=1000, num_example
     results.update(
         protocol=describe_protocol(loaded.metadata, split, len(x), binarize, seed, num_importance_samples),
         split=split, binarize=binarize, seed=seed, source=loaded.source, model=loaded.metadata.get("model"),
+        num_classes=loaded.num_classes,
         likelihood=loaded.metadata.get("likelihood"), likelihood_is_density=is_density,
         units="nats per example" if is_density else "not a density: -log of exp(-loss) per example",
         elbo_gap=results["negative_elbo"] - results["nll"])
