@@ -33,6 +33,14 @@ def test_defaults_derive_from_the_name(tmp_path):
     assert (cfg.model_dir, cfg.export_dir, cfg.likelihood) == ("runs/wide", "saved_models/wide", "bernoulli")
 
 
+def test_data_dir_is_recorded_absolute(tmp_path):
+    # The run's flags.txt and export record it; evaluate/plot/generate read it back from any folder.
+    (tmp_path / "MNIST_data").mkdir()
+    os.chdir(tmp_path)
+    cfg = _parse("--model=mlp", "--data_dir=MNIST_data", f"--model_dir={tmp_path}/run")
+    assert cfg.data_dir == str(tmp_path / "MNIST_data")
+
+
 def test_written_flagfile_reads_back_the_same_config(tmp_path):
     cfg = _parse("--model=mlp", "--hidden_sizes=400,200", "--latent_dim=7", "--jit_compile",
                  f"--model_dir={tmp_path}/a", "--binarize=dynamic", "--checkpoint_every_steps=50", "--deterministic",

@@ -748,6 +748,8 @@ def config_from_flags():
         conv_filters=tuple(int(s) for s in FLAGS.conv_filters),
         likelihood=FLAGS.likelihood or DEFAULT_LIKELIHOOD.get(FLAGS.model, "bernoulli"),
         adam=FLAGS.adam or DEFAULT_ADAM.get(FLAGS.model, "keras"),
+        # Absolute, so that the run's tools find its data from any folder (`data.model_data_dir`).
+        data_dir=os.path.abspath(FLAGS.data_dir) if FLAGS.data_dir else "",
         model_dir=FLAGS.model_dir or os.path.join("runs", name),
         export_dir=FLAGS.export_dir or os.path.join("saved_models", name))
     if FLAGS.corruption_strength is None:  # The kind's default, written out so the run's flagfile shows it.
