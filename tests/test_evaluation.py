@@ -178,6 +178,22 @@ def test_a_bernoulli_of_gray_levels_is_not_called_a_density(likelihood):
     assert evaluation.likelihood_is_density(gaussian, "none")  # A density of gray levels.
 
 
+def test_numbers_depend_on_the_seed_not_on_batching(linear_gaussian, mnist_dir):
+    # Each example draws its K samples from a seed of its own: batch size and samples per decoder call only
+    # regroup the same arithmetic.
+    loaded = restore.load_saved_model(linear_gaussian[0])
+    x, labels = evaluation.load_split(loaded.metadata, mnist_dir, "test", "none", seed=0, num_examples=60)
+    runs = {(batch_size, samples_per_batch, seed): evaluation.evaluate(
+        loaded, x, labels, num_importance_samples=50, batch_size=batch_size, samples_per_batch=samples_per_batch,
+        seed=seed, progress=False) for batch_size, samples_per_batch, seed in
+        [(60, 50, 0), (7, 50, 0), (25, 13, 0), (60, 50, 1)]}
+    reference = runs[(60, 50, 0)]
+    for key in ("nll", "reconstruction", "negative_elbo"):
+        for batching in ((7, 50, 0), (25, 13, 0)):
+            assert runs[batching][key] == pytest.approx(reference[key], rel=1e-6), (key, batching)
+    assert abs(runs[(60, 50, 1)]["nll"] - reference["nll"]) > 1e-4  # Another seed, other samples.
+
+
 def test_a_conditional_models_likelihood_is_named_given_the_label():
     metadata = {"dataset": "mnist", "likelihood": "bernoulli", "likelihood_is_density": True, "input_shape": [784],
                 "binarize": "dynamic", "num_classes": 10}

@@ -125,13 +125,12 @@ class Progress:
 def make_log_weights_fn(loaded):
     """A tf.function giving, for a batch and S samples z_s ~ q(z|x), log p(x|z_s) and the importance log-weights.
 
-    The returned function maps (x `[B, ...]`, label `[B]`, z_mean `[B, L]`, z_logvar `[B, L]`, num_samples S,
-    seed int32 `[2]`) to (log_px_z `[S, B]`, log_w `[S, B]`) with log_w = log p(x|z) + log p(z) - log q(z|x).
+    The returned function maps (x `[B, ...]`, label `[B]`, z_mean `[B, L]`, z_logvar `[B, L]`, standard normal
+    noise eps `[S, B, L]`) to (log_px_z `[S, B]`, log_w `[S, B]`) with log_w = log p(x|z) + log p(z) - log q(z|x).
     """
 
     @tf.function(reduce_retracing=True)
-    def log_weights(x, label, z_mean, z_logvar, num_samples, seed):
-        eps = tf.random.stateless_normal(tf.concat([[num_samples], tf.shape(z_mean)], 0), seed)
+    def log_weights(x, label, z_mean, z_logvar, eps):
         z = z_mean + tf.exp(0.5 * z_logvar) * eps  # [S, B, L]
         log_q = losses.log_normal(z, z_mean, z_logvar)
         log_prior = losses.log_standard_normal(z)
@@ -140,6 +139,15 @@ def make_log_weights_fn(loaded):
         return log_px_z, log_px_z + log_prior - log_q
 
     return log_weights
+
+
+@tf.function(reduce_retracing=True)
+def example_noise(first_index, count, num_samples, latent_dim, seed):
+    """Standard normal noise `[count, num_samples, latent_dim]` for examples first_index, ..., each drawn from a seed
+    of its own ([seed, example index]), so an example's samples do not depend on how examples are batched."""
+    indices = first_index + tf.range(count)
+    return tf.map_fn(lambda i: tf.random.stateless_normal(tf.stack([num_samples, latent_dim]), tf.stack([seed, i])),
+                     indices, fn_output_signature=tf.float32)
 
 
 def add_log_sum_exp(log_sum, log_w):
@@ -182,18 +190,20 @@ def evaluate(loaded, x, labels, num_importance_samples=1000, batch_size=100, sam
     z_mean_sq_sum = np.zeros(latent_dim)
     bar = Progress(n, "examples") if progress else None
     start = time.perf_counter()
-    for batch_index, begin in enumerate(range(0, n, batch_size)):
+    for begin in range(0, n, batch_size):
         x_batch = tf.constant(x[begin:begin + batch_size])
         label_batch = tf.constant(labels[begin:begin + batch_size], tf.int32)
         z_mean, z_logvar = loaded.encode(x_batch, label_batch)
         z_mean, z_logvar = tf.cast(z_mean, tf.float32), tf.cast(z_logvar, tf.float32)
         log_sum_w = np.full(len(x_batch), -np.inf)
         sum_log_px_z = np.zeros(len(x_batch))
-        for chunk_index, k in enumerate(range(0, num_importance_samples, samples_per_batch)):
-            num_samples = min(samples_per_batch, num_importance_samples - k)
-            chunk_seed = tf.constant([seed, batch_index * 1_000_003 + chunk_index], tf.int32)
-            log_px_z, log_w = log_weights(x_batch, label_batch, z_mean, z_logvar, tf.constant(num_samples),
-                                          chunk_seed)
+        # Every example's K samples drawn at once from its own seed: the numbers depend on --seed alone, not on
+        # batch_size or samples_per_batch (memory: K * latent_dim floats an example).
+        noise = example_noise(tf.constant(begin), tf.constant(len(x_batch)), tf.constant(num_importance_samples),
+                              tf.constant(latent_dim), tf.constant(seed))
+        for k in range(0, num_importance_samples, samples_per_batch):
+            eps = tf.transpose(noise[:, k:k + samples_per_batch], [1, 0, 2])  # [S, B, L]
+            log_px_z, log_w = log_weights(x_batch, label_batch, z_mean, z_logvar, eps)
             log_sum_w = add_log_sum_exp(log_sum_w, log_w.numpy().astype(np.float64))
             sum_log_px_z += log_px_z.numpy().astype(np.float64).sum(axis=0)
         nll = -(log_sum_w - math.log(num_importance_samples))
