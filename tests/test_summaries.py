@@ -64,6 +64,10 @@ def test_hparams_hold_the_flags_and_test_metrics_sit_beside_them(tiny_run):
     assert start.hparams["latent_dim"].number_value == LATENT_DIM
     assert start.hparams["hidden_sizes"].string_value == "32"
     assert start.hparams["binarize"].string_value == "dynamic" and "model_dir" not in start.hparams
+    # What this Bernoulli MLP never reads, and settings of speed, are no columns of its row.
+    assert not {"conv_filters", "ar_channels", "gaussian_stddev", "num_importance_samples", "corruption_strength",
+                "steps_per_execution", "intra_op_threads", "tpu"} & set(start.hparams)
+    assert {"learning_rate", "batch_size", "beta", "likelihood", "seed"} <= set(start.hparams)
     assert start.group_name == "run"  # the run folder's name
     test_loss = root.Tensors("test/loss")
     assert test_loss and 60 < float(tf.make_ndarray(test_loss[0].tensor_proto)) < 400

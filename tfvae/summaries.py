@@ -92,7 +92,31 @@ def history_before(folder, epochs):
 KERAS_ONLY_IN_EVENTS = ("learning_rate", "val_learning_rate")
 
 
-HPARAMS_EXCLUDED = ("model_dir", "export_dir", "data_dir", "resume", "overwrite")
+# Paths and settings of speed, devices and bookkeeping: they do not change what a run learns (mixed precision and
+# --deterministic, which can, stay).
+HPARAMS_EXCLUDED = ("model_dir", "export_dir", "data_dir", "resume", "overwrite", "jit_compile", "steps_per_execution",
+                    "micro_batches", "data_threads", "intra_op_threads", "inter_op_threads", "keep_checkpoints",
+                    "checkpoint_every_steps", "image_summaries", "tpu", "cpu_devices", "max_bad_steps")
+
+
+def _unused_hparams(cfg):
+    """The flags this run's model and objective never read, left out of its HParams row."""
+    unused = set()
+    if cfg.model != "conv":
+        unused.add("conv_filters")
+    if cfg.likelihood != "autoregressive_bernoulli":
+        unused |= {"ar_kernel_size", "ar_channels"}
+    if cfg.likelihood != "gaussian":
+        unused |= {"gaussian_stddev", "learn_variance"}
+    if cfg.objective != "iwae":
+        unused.add("num_importance_samples")
+    if cfg.corruption == "none":
+        unused.add("corruption_strength")
+    if not cfg.init_from:
+        unused.add("init_from")
+    if not cfg.init_from_tf1:
+        unused.add("init_from_tf1")
+    return unused
 KL_EXAMPLES = 1000
 PROJECTOR_DIR = "projector"
 PROJECTOR_EXAMPLES = 10000
@@ -101,10 +125,12 @@ ACTIVE_UNIT_THRESHOLD = 0.01
 
 
 def hparams_of(cfg):
-    """The run's flags as HParams values (bool, int, float or str; tuples joined by commas), paths left out."""
+    """The flags that shape what the run learns, as HParams values (bool, int, float or str; tuples joined by
+    commas): paths, speed and bookkeeping settings and flags this model does not read are left out."""
     values = {}
+    unused = _unused_hparams(cfg)
     for name, value in dataclasses.asdict(cfg).items():
-        if name in HPARAMS_EXCLUDED or value is None:
+        if name in HPARAMS_EXCLUDED or name in unused or value is None:
             continue
         values[name] = ",".join(str(v) for v in value) if isinstance(value, (tuple, list)) else value
     return values
