@@ -209,10 +209,12 @@ def test_classifier_reexport_keeps_every_value_and_refuses_bad_images(tmp_path):
 
 def test_shipped_cvae_draws_the_requested_digits(tmp_path):
     output = tmp_path / "accuracy.json"
-    result = run_script("evaluate_cvae.py", f"--saved_model={SHIPPED_CVAE}", f"--classifier={SHIPPED_CLASSIFIER}",
-                        "--samples_per_class=50", f"--output={output}")
+    # Run from another folder without --classifier: the default is the shipped classifier beside the package.
+    result = run_script("evaluate_cvae.py", f"--saved_model={SHIPPED_CVAE}", "--samples_per_class=50",
+                        f"--output={output}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.load(open(output))
+    assert os.path.samefile(report["classifier"], SHIPPED_CLASSIFIER)
     assert sorted(report["per_class"], key=int) == [str(c) for c in range(10)]
     assert report["accuracy"] >= 0.9
     assert min(report["per_class"].values()) >= 0.7

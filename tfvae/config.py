@@ -465,12 +465,21 @@ def classifier_config_from_flags():
     return ClassifierConfig(**_flag_values(ClassifierConfig))
 
 
+def _shipped(path):
+    """A shipped file's `path` from here when it is here, else beside the tfvae package (a source checkout used
+    from another folder)."""
+    if os.path.exists(path):
+        return path
+    beside_package = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
+    return beside_package if os.path.exists(beside_package) else path
+
+
 def define_evaluate_cvae_flags():
     """Defines the flags of `scripts/evaluate_cvae.py`."""
     flags.DEFINE_string("saved_model", None, "A label-conditioned tfvae SavedModel (e.g. saved_models/cvae_mnist).",
                         required=True)
-    flags.DEFINE_string("classifier", "saved_models/mnist_classifier", "The classifier export of "
-                        "scripts/train_classifier.py that judges the samples.")
+    flags.DEFINE_string("classifier", _shipped("saved_models/mnist_classifier"), "The classifier export of "
+                        "scripts/train_classifier.py that judges the samples (default: the shipped one).")
     require_existing_folder("saved_model", "a label-conditioned tfvae SavedModel folder, e.g. saved_models/cvae_mnist")
     require_existing_folder("classifier", "the folder of a train_classifier.py export")
     flags.DEFINE_integer("samples_per_class", 100, "Samples z ~ N(0, I) decoded per class.", lower_bound=1)
