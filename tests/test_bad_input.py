@@ -201,6 +201,8 @@ CASES = {
     "zero max bad steps": (lambda ctx: train("--max_bad_steps=0"), "--max_bad_steps must be > 0"),
     "negative checkpoint steps": (lambda ctx: train("--checkpoint_every_steps=-5"),
                                   "--checkpoint_every_steps must be >= 0"),
+    "negative kl warmup": (lambda ctx: train("--kl_warmup_epochs=-2"), "--kl_warmup_epochs must be >= 0"),
+    "negative free bits": (lambda ctx: train("--free_bits=-0.5"), "--free_bits must be >= 0"),
     "conflict resume overwrite": (lambda ctx: train("--resume", "--overwrite"), "--resume and --overwrite conflict"),
     "conflict tpu address": (lambda ctx: train("--tpu=grpc://10.0.0.2:8470"), "--tpu is needed with --strategy=tpu"),
     "conflict learn variance": (lambda ctx: train("--learn_variance", "--likelihood=bernoulli"),

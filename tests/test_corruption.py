@@ -82,6 +82,23 @@ def test_blur_is_a_gaussian_that_keeps_flat_images():
     assert abs(np.sqrt(variance) - 1.5) < 0.02  # The spread is sigma.
 
 
+def test_blur_mirrors_the_edge_pixel_itself_at_a_corner():
+    # The documented kernel: taps -r..r, r = ceil(3 sigma), weights exp(-t^2 / (2 sigma^2)) normalised; edges padded
+    # symmetrically (the edge pixel repeated, as np.pad "symmetric"), not reflected about it.
+    sigma, radius = 1.5, 5
+    taps = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (taps / sigma) ** 2)
+    kernel /= kernel.sum()
+    impulse = np.zeros((28, 28))
+    impulse[0, 0] = 1.0
+    padded = np.pad(impulse, radius, mode="symmetric")
+    rows = np.apply_along_axis(lambda line: np.convolve(line, kernel, mode="valid"), 0, padded)
+    expected = np.apply_along_axis(lambda line: np.convolve(line, kernel, mode="valid"), 1, rows)
+    out = corruption.gaussian_blur(impulse[None, :, :, None].astype(np.float32), sigma).numpy()[0, :, :, 0]
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    assert out[0, 0] > out[1, 1] and abs(out.sum() - 1.0) < 1e-5  # The mass folded back stays in the image.
+
+
 def test_downsample_loses_fine_detail_and_keeps_flat_images():
     flat = np.full((2, 28, 28, 1), 0.25, np.float32)
     np.testing.assert_allclose(corruption.downsample(flat, 4.0), flat, atol=1e-6)

@@ -1,5 +1,6 @@
 """The IDX reader on the real files and on broken ones, the TFDS path on mock data, and the tf.data pipelines."""
 
+import gzip
 import http.server
 import os
 import shutil
@@ -23,6 +24,13 @@ def test_real_mnist_splits(mnist_dir):
     assert set(np.unique(arrays.test_labels)) == set(range(10))
     # The first test digit of MNIST is a 7, as every tutorial shows.
     assert arrays.test_labels[0] == 7
+    # Validation is the first 5000 training examples, train the rest, labels kept with their images: read here
+    # straight from the IDX bytes (labels start after the 8-byte header).
+    with gzip.open(os.path.join(mnist_dir, "train-labels-idx1-ubyte.gz")) as f:
+        raw_labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    np.testing.assert_array_equal(arrays.validation_labels[:10], raw_labels[0:10])
+    np.testing.assert_array_equal(arrays.train_labels[:10], raw_labels[5000:5010])
+    np.testing.assert_array_equal(arrays.train_labels[-10:], raw_labels[-10:])
 
 
 def _fake_mnist_dir(tmp_path, *, n_train=20, n_test=10, images_magic=2051, train_labels=None, truncate=0):
@@ -52,6 +60,20 @@ def test_broken_idx_files_name_the_file(tmp_path, breakage, message):
         data.load_arrays("mnist", _fake_mnist_dir(tmp_path, **breakage), validation_size=5)
     assert message in str(error.value)
     assert "-ubyte.gz" in str(error.value)
+
+
+def test_trailing_bytes_after_the_promised_length_are_refused(tmp_path):
+    # Bytes past what the header promises mean a corrupt or mismatched file, as missing ones do.
+    folder = _fake_mnist_dir(tmp_path)
+    path = os.path.join(folder, "t10k-labels-idx1-ubyte.gz")
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    assert len(raw) == 8 + 10  # Magic and count, then 10 labels.
+    with gzip.open(path, "wb") as f:
+        f.write(raw + b"\x03")
+    with pytest.raises(data.DataError, match="t10k-labels-idx1-ubyte.gz: 19 bytes, header promises 18; "
+                                             "the file is truncated or corrupt"):
+        data.load_arrays("mnist", folder, validation_size=5)
 
 
 def test_not_gzip_and_missing_files(tmp_path):
@@ -148,7 +170,10 @@ def test_pipeline_batches_flat_and_image(tmp_path):
     images, labels = arrays.split("train")
     batch = next(iter(_pipeline(images, labels, flatten=True, drop_remainder=True)))
     assert batch["input"].shape == (4, 784) and batch["label"].shape == (4,)
-    np.testing.assert_allclose(batch["input"].numpy().max() <= 1.0, True)
+    x = batch["input"].numpy()
+    # uint8 gray levels scaled to [0, 1] exactly: multiples of 1/255, the images' full range reached.
+    assert x.min() == 0.0 and x.max() == 1.0
+    np.testing.assert_allclose(x * 255, np.round(x * 255), atol=1e-4)
     image_batches = _pipeline(images, labels, drop_remainder=True)
     assert image_batches.element_spec["input"].shape == (4, 28, 28, 1)  # Static batch shapes for training.
 
@@ -182,6 +207,9 @@ def test_static_binarization_eagerly_and_fixed():
     a, b = data.binarize_static(images, 1), data.binarize_static(images, 1)
     np.testing.assert_array_equal(a, b)
     assert set(np.unique(a)) == {0, 255}
+    # A gray level of 51 is white with probability 51/255 = 0.2 (6272 pixels: a standard error of 0.005).
+    dim = data.binarize_static(np.full((8, 28, 28, 1), 51, np.uint8), 2)
+    assert abs((dim == 255).mean() - 0.2) < 0.03
 
 
 def test_to_unit_float_eagerly_and_in_tf_data():

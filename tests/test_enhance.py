@@ -175,6 +175,18 @@ def test_pretrained_model_restores_clearly(mnist_dir, tmp_path):
         assert row["psnr_gain_db"] > 3.0 and row["ssim_gain"] > 0.15, (kind, row)
     assert results["clean_input"]["restored"]["psnr_db"] > 17.0
     assert Image.open(tmp_path / "grid.png").size[1] > 300
+    # PSNR of pixels in [0, 1], recomputed here: mean over digits of 10 log10(1 / MSE) of the reconstructions the
+    # SavedModel's reconstruct signature gives for the clean test digits.
+    clean = _test_digits(mnist_dir, 300).reshape(300, 784)
+    reconstruct = tf.saved_model.load(PRETRAINED).signatures["reconstruct"]
+    restored = np.clip(reconstruct(input=tf.constant(clean))["x_hat"].numpy(), 0.0, 1.0).astype(np.float64)
+    psnr = np.mean(10 * np.log10(1.0 / np.mean((restored - clean) ** 2, axis=1)))
+    assert results["clean_input"]["restored"]["psnr_db"] == pytest.approx(psnr, abs=1e-3)
+    for kind, row in results["corruptions"].items():
+        # Corrupted digits are neither intact nor noise in another scale (a max_val of 255 adds 48 dB), and
+        # restoring them falls short of reconstructing the clean digit: "restored" is of the corrupted input.
+        assert 5 < row["corrupted"]["psnr_db"] < 30, (kind, row)
+        assert row["restored"]["psnr_db"] < results["clean_input"]["restored"]["psnr_db"], (kind, row)
 
 
 def test_psnr_summary_counts_identical_pairs_apart():

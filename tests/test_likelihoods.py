@@ -68,6 +68,20 @@ def test_mean_field_image_is_the_raster_order_fixed_point():
     assert x_hat.shape == (3, 784) and 0.0 < float(tf.reduce_min(x_hat)) < float(tf.reduce_max(x_hat)) < 1.0
 
 
+def test_learned_gaussian_variance_is_floored():
+    # A pixel always 0 would drive its learned log-variance, and the density, without bound: below the floor
+    # (log-variance -9, a stddev of 0.011) the likelihood is that of the floor.
+    likelihood = likelihoods.Gaussian(stddev=0.1, learn_variance=True)
+    likelihood.build((None, 4))
+    likelihood.logvar.assign(np.array([-30.0, -12.0, -9.0, -2.0], np.float32))
+    x = np.array([[0.0, 0.3, 0.52, 1.0], [0.5, 0.5, 0.5, 0.5]], np.float32)
+    logits = np.array([[-4.0, -0.8, 0.1, 2.0], [0.0, 0.05, -0.05, 1.0]], np.float32)
+    logvar = np.array([-9.0, -9.0, -9.0, -2.0])
+    mean = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    expected = np.sum(-0.5 * (np.log(2 * np.pi) + logvar + (x - mean) ** 2 / np.exp(logvar)), axis=1)
+    np.testing.assert_allclose(likelihood.log_prob(x, logits).numpy(), expected, rtol=1e-5)
+
+
 @pytest.mark.parametrize("make", [
     lambda: likelihoods.Bernoulli(),
     lambda: _trained_looking(likelihoods.AutoregressiveBernoulli((28, 28, 1), 7, 8), (1, 28, 28, 1)),

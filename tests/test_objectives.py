@@ -87,6 +87,19 @@ def test_kl_warmup_in_a_real_fit():
     assert float(model.kl_weight.numpy()) == 1.0
 
 
+def test_kl_warmup_continues_a_resumed_epoch_where_it_stopped():
+    # A run resumed at step 2 of epoch 2 (4 steps an epoch) fits only that epoch's last 2 steps: they are the
+    # epoch's steps 2 and 3, at (1 + 2/4) / 2 and (1 + 3/4) / 2 of a 2-epoch warm-up, not its steps 0 and 1.
+    recorder = _RecordWeights()
+    model = build_model(_mlp(), (28, 28, 1))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    remaining = tf.data.Dataset.from_tensor_slices(_batch(16)).batch(8)  # 2 steps.
+    history = model.fit(remaining, initial_epoch=1, epochs=2, verbose=0, shuffle=False,
+                        callbacks=[training.KLWarmup(2, steps_per_epoch=4), recorder])
+    np.testing.assert_allclose(recorder.weights, [6 / 8, 7 / 8], atol=1e-7)
+    np.testing.assert_allclose(history.history["kl_weight"], [7 / 8], atol=1e-7)
+
+
 def test_kl_warmup_moves_every_step_inside_a_multi_step_call():
     # A whole epoch per call (as the tutorial recipe runs): Keras calls back once per epoch, yet each step must
     # get its own weight, so the run is the one-step-per-call run.
@@ -120,6 +133,24 @@ def test_iwae_with_one_sample_is_the_elbo():
     log_ratio = iwae_terms["log_prior_ratio"][:, 0].numpy()
     np.testing.assert_allclose(iwae_model.objective(iwae_terms), elbo_terms["reconstruction"] - log_ratio,
                                rtol=1e-6)
+
+
+def test_beta_scales_the_kl_term_of_both_objectives():
+    # beta-VAE: loss = reconstruction + beta KL; the IWAE bound scales log p(z) - log q(z|x) in each weight, so with
+    # one sample it is the same beta-weighted single-sample ELBO.
+    batch = _batch()
+    elbo_model = build_model(_mlp(beta=0.5), (28, 28, 1))
+    iwae_model = build_model(_mlp(beta=0.5, objective="iwae", num_importance_samples=1), (28, 28, 1))
+    iwae_model.set_weights(elbo_model.get_weights())
+    terms = elbo_model.compute_terms(batch)
+    assert elbo_model.beta == iwae_model.beta == 0.5 and np.all(terms["kl"].numpy() > 0.01)
+    np.testing.assert_allclose(elbo_model.objective(terms).numpy(),
+                               terms["reconstruction"].numpy() + 0.5 * terms["kl"].numpy(), rtol=1e-6)
+    iwae_terms = iwae_model.compute_terms(batch)
+    log_ratio = iwae_terms["log_prior_ratio"][:, 0].numpy()
+    assert np.all(np.abs(log_ratio) > 0.01)
+    np.testing.assert_allclose(iwae_model.objective(iwae_terms).numpy(),
+                               iwae_terms["reconstruction"].numpy() - 0.5 * log_ratio, rtol=1e-6)
 
 
 def test_iwae_bound_is_at_least_the_elbo_on_the_same_batch():

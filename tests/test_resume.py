@@ -172,3 +172,27 @@ def test_a_signal_at_an_epochs_last_step_waits_for_the_epochs_end(tmp_path):
     callback.on_epoch_begin(1)
     with pytest.raises(training.TrainingInterrupted, match=r"at step 13 \(in epoch 2, step 3 of 10\)"):
         callback.on_train_batch_end(2)
+
+
+def test_checkpoints_of_a_resumed_epoch_count_the_steps_it_skipped(tmp_path):
+    """Resumed at step 130 (epoch 2, step 30 of 100), fit runs that epoch's last 70 steps as its batches 0-69:
+    batch 0 is global step 131, and each checkpoint is numbered by, and holds, the global step."""
+    import types
+
+    from tfvae import training
+
+    state = training.TrainState(step=tf.Variable(130, dtype=tf.int64), epoch=tf.Variable(1, dtype=tf.int64))
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(step=state.step, epoch=state.epoch), str(tmp_path),
+                                         max_to_keep=5)
+    callback = training.Checkpoints(manager, state, steps_per_epoch=100, every_steps=30)
+    callback.set_model(types.SimpleNamespace(stop_training=False))
+    callback.set_params({"steps": 70})
+    callback.on_epoch_begin(1)
+    callback.on_train_batch_end(0)
+    assert int(state.step.numpy()) == 131 and manager.latest_checkpoint is None  # 131 // 30 == 130 // 30.
+    callback.on_train_batch_end(19)  # Step 150: a multiple of 30.
+    assert manager.latest_checkpoint.endswith("ckpt-150") and _step_of(manager.latest_checkpoint) == 150
+    callback.on_train_batch_end(69)  # Step 200, the epoch's last.
+    callback.on_epoch_end(1)
+    assert [os.path.basename(p) for p in manager.checkpoints] == ["ckpt-150", "ckpt-200"]
+    assert _step_of(manager.latest_checkpoint) == 200 and int(state.epoch.numpy()) == 2

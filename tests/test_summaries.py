@@ -12,7 +12,7 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.plugins.projector import projector_config_pb2
 from google.protobuf import text_format
 
-from tfvae import summaries
+from tfvae import data, summaries
 
 LATENT_DIM = 2  # of the shared tiny_run
 
@@ -23,15 +23,23 @@ def _accumulator(path):
     return accumulator
 
 
-def test_latent_histograms_active_units_and_gradient_norm(tiny_run):
-    model_dir, _ = tiny_run
+def test_latent_histograms_active_units_and_gradient_norm(tiny_run, mnist_dir):
+    model_dir, export_dir = tiny_run
     latent = _accumulator(os.path.join(model_dir, "latent"))
     (histogram,) = latent.Tensors("kl_per_dimension")
     buckets = tf.make_ndarray(histogram.tensor_proto)  # [buckets, 3]: left edge, right edge, count
     assert buckets[:, 2].sum() == LATENT_DIM
     assert buckets[:, 0].min() >= 0.0  # KL is never negative
     (active,) = latent.Tensors("active_units")
-    assert 0 <= int(tf.make_ndarray(active.tensor_proto)) <= LATENT_DIM
+    # Recounted from the export: Var over 1000 held-out digits (the first of the validation split, binarized here
+    # with numpy) of the posterior mean, against Burda et al.'s 0.01. Each variance must sit far from 0.01, so that
+    # another binarization of the same digits cannot move a unit across it.
+    images = data.load_idx_split(mnist_dir, "train")[0][:1000].reshape(1000, 784) / 255.0
+    binary = (np.random.default_rng(0).random(images.shape) < images).astype(np.float32)
+    z_mean = tf.saved_model.load(export_dir).signatures["encode"](input=tf.constant(binary))["z_mean"].numpy()
+    variances = np.var(z_mean.astype(np.float64), axis=0)
+    assert np.all((variances > 0.05) | (variances < 0.002)), variances
+    assert int(tf.make_ndarray(active.tensor_proto)) == int((variances > 0.01).sum())
     history = json.load(open(os.path.join(model_dir, "metrics.json")))["history"]
     assert history["grad_norm"][0] > 0 and "val_grad_norm" not in history
     train_tags = _accumulator(os.path.join(model_dir, "train")).Tags()["tensors"]

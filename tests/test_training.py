@@ -94,7 +94,9 @@ loaded = tf.saved_model.load(sys.argv[1])
 x = np.load(sys.argv[2])
 out = {k: v.numpy() for k, v in loaded.signatures["encode"](input=tf.constant(x)).items()}
 out["x_hat"] = loaded.signatures["serving_default"](input=tf.constant(x))["x_hat"].numpy()
-out["decoded"] = loaded.signatures["decode"](z=tf.constant(out["z_mean"]))["x_hat"].numpy()
+decoded = loaded.signatures["decode"](z=tf.constant(out["z_mean"]))
+out["decode_outputs"] = np.array(sorted(decoded))
+out["decoded"], out["decoded_logits"] = decoded["x_hat"].numpy(), decoded["logits"].numpy()
 np.savez(sys.argv[3], **out)
 """
 
@@ -123,6 +125,9 @@ def test_export_loads_in_a_fresh_process_without_tfvae(short_run, tmp_path):
     np.testing.assert_allclose(out["z_logvar"], z_logvar.numpy(), atol=1e-6)
     np.testing.assert_allclose(out["x_hat"], model(x).numpy(), atol=1e-6)
     np.testing.assert_allclose(out["decoded"], out["x_hat"], atol=1e-6)
+    # decode gives the TF1 tutorial's x_hat and the logits it is the sigmoid of (the tutorial's SSE likelihood).
+    assert out["decode_outputs"].tolist() == ["logits", "x_hat"]
+    np.testing.assert_allclose(out["decoded"], 1 / (1 + np.exp(-out["decoded_logits"].astype(np.float64))), atol=1e-6)
 
 
 def test_saved_model_cli_shows_the_tutorial_interface(short_run):
