@@ -19,13 +19,14 @@ def main(argv):
     cfg = config.evaluate_cvae_config_from_flags()
     try:
         saved, metadata = export.load_saved_model(cfg.saved_model)
-        classify, classifier_metadata = classifier.load_classifier(cfg.classifier)
+        classifier_dir = cfg.classifier or config.shipped_path(config.classifier_export_dir(metadata["dataset"]))
+        classify, classifier_metadata = classifier.load_classifier(classifier_dir)
         result = classifier.evaluate_conditional_samples(saved, metadata, classify, classifier_metadata,
                                                          cfg.samples_per_class, cfg.seed)
     except (export.ExportError, classifier.ClassifierError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    result.update(saved_model=cfg.saved_model, classifier=cfg.classifier)
+    result.update(saved_model=cfg.saved_model, classifier=classifier_dir)
     artifacts.write_json(cfg.output, result)
     print("class     " + " ".join(f"{c:>5}" for c in result["per_class"]))
     print("accuracy  " + " ".join(f"{a:5.2f}" for a in result["per_class"].values()))

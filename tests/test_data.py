@@ -76,6 +76,18 @@ def test_trailing_bytes_after_the_promised_length_are_refused(tmp_path):
         data.load_arrays("mnist", folder, validation_size=5)
 
 
+def test_an_idx_folder_of_the_other_dataset_is_refused(tmp_path, mnist_dir):
+    # MNIST and Fashion-MNIST share file names; read as the other, a run would silently learn the wrong images.
+    with pytest.raises(data.DataError, match="holds mnist's IDX files, not fashion_mnist's"):
+        data.load_arrays("fashion_mnist", mnist_dir)
+    folder = _fake_mnist_dir(tmp_path)
+    # Fashion-MNIST's first ten test labels: ankle boot, pullover, trouser, trouser, shirt, ...
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", 2049, np.array([9, 2, 1, 1, 6, 1, 4, 6, 5, 7]))
+    with pytest.raises(data.DataError, match="holds fashion_mnist's IDX files, not mnist's.*--dataset=fashion_mnist"):
+        data.load_arrays("mnist", folder, validation_size=5)
+    assert data.load_arrays("fashion_mnist", folder, validation_size=5).test_labels[0] == 9
+
+
 def test_not_gzip_and_missing_files(tmp_path):
     folder = _fake_mnist_dir(tmp_path)
     with open(os.path.join(folder, "t10k-images-idx3-ubyte.gz"), "wb") as f:

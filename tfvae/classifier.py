@@ -119,9 +119,9 @@ def _compiled(model, learning_rate):
 def _read_metadata(path):
     metadata_path = os.path.join(path, METADATA_FILE)
     if not os.path.isdir(path):
-        raise ClassifierError(f"--classifier={path}: no such folder (from {os.getcwd()}); pass the path of "
-                              f"saved_models/mnist_classifier in the repository, or train one with "
-                              f"scripts/train_classifier.py --export_dir={path}")
+        raise ClassifierError(f"--classifier={path}: no such folder (from {os.getcwd()}); pass --classifier= a "
+                              f"classifier export of the model's dataset (saved_models/mnist_classifier ships for "
+                              f"MNIST), or train one with scripts/train_classifier.py --export_dir={path}")
     if not os.path.isfile(metadata_path):
         raise ClassifierError(f"--classifier={path}: not a classifier export (no {METADATA_FILE}); train one with "
                               f"scripts/train_classifier.py --export_dir={path}")

@@ -134,7 +134,8 @@ def require_existing_folder(name, what):
     flags.register_validator(name, check)
 
 
-DATA_DIR_HINT = "an existing folder (e.g. PATH/MNIST_data), or nothing for TFDS's default"
+DATA_DIR_HINT = ("an existing folder (an IDX folder such as PATH/MNIST_data, or a TFDS data dir), or nothing for "
+                 "TFDS's default")
 
 
 def define_model_data_dir_flag(what):
@@ -438,12 +439,14 @@ def define_classifier_flags():
     flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
     flags.register_validator("learning_rate", _positive("learning_rate"), message="--learning_rate must be > 0")
     flags.DEFINE_integer("seed", 0, "Seeds initialisation and data order.")
-    flags.DEFINE_string("export_dir", "saved_models/mnist_classifier", "Where the classifier SavedModel goes.")
+    flags.DEFINE_string("export_dir", None, "Where the classifier SavedModel goes. Default: "
+                        "saved_models/DATASET_classifier (evaluate_cvae.py's default for models of that dataset).")
     require_existing_folder("data_dir", DATA_DIR_HINT)
     refuse_existing_file("export_dir", "a folder for the SavedModel")
     # Checked before training, not when the export is written minutes later.
-    flags.register_validator(
-        "export_dir", lambda export_dir: _is_replaceable(export_dir, "classifier.json"),
+    flags.register_multi_flags_validator(
+        ["export_dir", "dataset"],
+        lambda f: _is_replaceable(f["export_dir"] or classifier_export_dir(f["dataset"]), "classifier.json"),
         message="--export_dir exists and is not a classifier export (no classifier.json); the export would replace "
                 "it, so remove it or choose another --export_dir")
     _quiet_absl_logging()
@@ -462,10 +465,16 @@ class ClassifierConfig:
 
 
 def classifier_config_from_flags():
-    return ClassifierConfig(**_flag_values(ClassifierConfig))
+    values = _flag_values(ClassifierConfig)
+    return ClassifierConfig(**{**values, "export_dir": values["export_dir"] or classifier_export_dir(values["dataset"])})
 
 
-def _shipped(path):
+def classifier_export_dir(dataset):
+    """train_classifier.py's default --export_dir for `dataset`, where evaluate_cvae.py looks by default."""
+    return os.path.join("saved_models", f"{dataset}_classifier")
+
+
+def shipped_path(path):
     """A shipped file's `path` from here when it is here, else beside the tfvae package (a source checkout used
     from another folder)."""
     if os.path.exists(path):
@@ -478,8 +487,9 @@ def define_evaluate_cvae_flags():
     """Defines the flags of `scripts/evaluate_cvae.py`."""
     flags.DEFINE_string("saved_model", None, "A label-conditioned tfvae SavedModel (e.g. saved_models/cvae_mnist).",
                         required=True)
-    flags.DEFINE_string("classifier", _shipped("saved_models/mnist_classifier"), "The classifier export of "
-                        "scripts/train_classifier.py that judges the samples (default: the shipped one).")
+    flags.DEFINE_string("classifier", "", "The classifier export of scripts/train_classifier.py that judges the "
+                        "samples. Default: saved_models/DATASET_classifier of the model's dataset (for MNIST the "
+                        "shipped one), from here or beside the tfvae package.")
     require_existing_folder("saved_model", "a label-conditioned tfvae SavedModel folder, e.g. saved_models/cvae_mnist")
     require_existing_folder("classifier", "the folder of a train_classifier.py export")
     flags.DEFINE_integer("samples_per_class", 100, "Samples z ~ N(0, I) decoded per class.", lower_bound=1)
@@ -792,8 +802,8 @@ def define_enhance_flags():
                         "for an input folder: the folder to write NAME.png files into.", required=True)
     flags.DEFINE_bool("resize", False, "Scale images whose height and width differ from the model's to fit; "
                       "without it such images are refused. Outputs have the model's size.")
-    flags.DEFINE_bool("invert", False, "Invert gray levels before and after restoring: for dark digits on a light "
-                      "background, when the model learned light on dark (MNIST).")
+    flags.DEFINE_bool("invert", False, "Invert the image (gray levels, or each colour) before and after restoring: "
+                      "for dark digits on a light background, when the model learned light on dark (MNIST).")
     flags.register_multi_flags_validator(
         ["input", "output"], lambda f: not (f["input"] and os.path.isdir(f["input"]) and f["output"]
                                             and f["output"].lower().endswith(IMAGE_SUFFIXES)),

@@ -69,7 +69,8 @@ def _read_idx(path, expected_magic, item_shape):
         with gzip.open(path, "rb") as f:
             raw = f.read()
     except FileNotFoundError:
-        raise DataError(f"{path}: file not found; point --data_dir at a folder holding the four MNIST IDX .gz files")
+        raise DataError(f"{path}: file not found; point --data_dir at a folder holding all four IDX .gz files "
+                        f"(MNIST_data/ layout)")
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: not a readable gzip file ({e}); download {name} again")
     ndim = len(item_shape) + 1
@@ -188,6 +189,19 @@ def model_data_dir(metadata, data_dir):
     return recorded if os.path.isdir(recorded) else ""
 
 
+# The first test labels of each IDX dataset: both use the same file names, so a folder is told apart by them.
+FIRST_TEST_LABELS = {"mnist": (7, 2, 1, 0, 4, 1, 4, 9, 5, 9), "fashion_mnist": (9, 2, 1, 1, 6, 1, 4, 6, 5, 7)}
+
+
+def _check_idx_dataset(dataset, data_dir, test_labels):
+    """Refuses an IDX folder that holds the other IDX dataset's files (MNIST's read as fashion_mnist, or back)."""
+    first = tuple(int(label) for label in test_labels[:10])
+    for other, labels in FIRST_TEST_LABELS.items():
+        if other != dataset and first == labels:
+            raise DataError(f"--data_dir={data_dir} holds {other}'s IDX files, not {dataset}'s (they share file "
+                            f"names); point --data_dir at a {dataset} folder or pass --dataset={other}")
+
+
 def load_arrays(dataset, data_dir, validation_size=5000):
     """Loads the train / validation / test splits into memory.
 
@@ -195,11 +209,12 @@ def load_arrays(dataset, data_dir, validation_size=5000):
     When `data_dir` holds the TF1 IDX files they are read directly; otherwise TFDS loads `dataset`.
     """
     if data_dir and not os.path.isdir(data_dir):
-        raise DataError(f"--data_dir={data_dir}: no such directory; pass a folder holding MNIST_data "
-                        f"IDX files or a TFDS data directory")
+        raise DataError(f"--data_dir={data_dir}: no such directory; pass a folder holding the IDX files "
+                        f"(MNIST_data/ layout, mnist and fashion_mnist) or a TFDS data directory")
     if dataset in IDX_DATASETS and has_idx_files(data_dir):
         train_images, train_labels = load_idx_split(data_dir, "train")
         test_images, test_labels = load_idx_split(data_dir, "test")
+        _check_idx_dataset(dataset, data_dir, test_labels)
     else:
         train_images, train_labels = _load_tfds_split(dataset, data_dir, "train")
         test_images, test_labels = _load_tfds_split(dataset, data_dir, "test")

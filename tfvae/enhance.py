@@ -109,8 +109,8 @@ def restore_images(saved, metadata, images):
       float32 `[n, H, W, C]` in [0, 1].
     """
     if metadata.get("num_classes"):
-        raise EnhanceError(f"{metadata['model']} is label-conditioned; restoring needs an unconditional model "
-                           f"such as saved_models/denoise_mnist")
+        raise EnhanceError(f"{metadata['model']} is label-conditioned; restoring needs an unconditional model, "
+                           f"e.g. one trained with --corruption as saved_models/denoise_mnist")
     reconstruct = saved.signatures["reconstruct"]
     images = np.asarray(images, np.float32)
     restored = []

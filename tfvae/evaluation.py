@@ -57,12 +57,13 @@ def likelihood_is_density(metadata, binarize):
 
 def describe_protocol(metadata, split, num_examples, binarize, seed, num_importance_samples):
     """One sentence per number family saying how it was measured and what it may be compared with."""
+    levels = "gray levels" if metadata.get("image_shape", [1])[-1] == 1 else "pixel values"
     data_text = {
         "dynamic": f"{metadata['dataset']} {split}, {num_examples} examples, binarized by one Bernoulli sample of "
                    f"each gray level with seed {seed} (dynamically binarized protocol)",
         "static": f"{metadata['dataset']} {split}, {num_examples} examples, binarized by one Bernoulli sample with "
                   f"seed {seed}",
-        "none": f"{metadata['dataset']} {split}, {num_examples} examples, gray levels scaled to [0, 1]",
+        "none": f"{metadata['dataset']} {split}, {num_examples} examples, {levels} scaled to [0, 1]",
     }[binarize]
     nll_text = (f"-log p(x) by importance sampling, log-mean-exp over K={num_importance_samples} samples of "
                 f"q(z|x) (Burda et al. 2015), nats per example; ± is the standard error over examples")
@@ -84,8 +85,8 @@ def describe_protocol(metadata, split, num_examples, binarize, seed, num_importa
                     f"so 'nll' and 'bits_per_dim' are the same K={num_importance_samples} estimator applied to "
                     f"exp(-{metadata.get('likelihood')}); compare them only between runs of that likelihood")
     elif binarize == "none":
-        nll_text += ("; a continuous density of [0, 1]-scaled gray levels, not comparable with binarized-MNIST "
-                     "numbers nor with discrete bits/dim")
+        nll_text += (f"; a continuous density of [0, 1]-scaled {levels}, not comparable with numbers on binarized "
+                     f"data nor with discrete (8-bit) bits/dim")
     elif metadata.get("binarize") == "none":
         nll_text += "; the model was trained on gray levels, evaluated on binary images"
     return {
@@ -244,13 +245,15 @@ def evaluate(loaded, x, labels, num_importance_samples=1000, batch_size=100, sam
 def format_table(results, protocol):
     """The main numbers as an aligned text table, each with the protocol it was measured under."""
     units = "nats" if results.get("likelihood_is_density", True) else "not nats"
+    # Of [0, 1]-scaled pixels a density is continuous: its bits/dim are not those of 8-bit (discrete) pixels.
+    bits_unit = "not bits" if units != "nats" else "bits (continuous)" if results.get("binarize") == "none" else "bits"
     rows = [
         ("negative ELBO", f"{results['negative_elbo']:.3f}", units, "elbo"),
         ("  reconstruction", f"{results['reconstruction']:.3f}", units, "elbo"),
         ("  KL", f"{results['kl']:.3f}", "nats", "elbo"),
         (f"NLL{' -log p(x|y)' if results.get('num_classes') else ''} (K={results['num_importance_samples']})",
          f"{results['nll']:.3f} ± {results['nll_standard_error']:.3f}", units, "nll"),
-        ("bits/dim", f"{results['bits_per_dim']:.4f}", "bits" if units == "nats" else "not bits", "bits_per_dim"),
+        ("bits/dim", f"{results['bits_per_dim']:.4f}", bits_unit, "bits_per_dim"),
         ("active units", f"{results['active_units']} / {results['latent_dim']}", "", "active_units"),
     ]
     width = max(len(r[0]) for r in rows)
