@@ -25,9 +25,9 @@ def main(argv):
             # A conditional model reconstructs each test image with that image's own label.
             originals, reconstructions = inference.reconstruct_test_images(
                 saved, metadata, cfg.data_dir, cfg.cols, seed=cfg.seed)
-            visualization.save_grid_png(cfg.output, np.concatenate([originals, reconstructions]), 2, cfg.cols,
-                                        f"{export.model_name(metadata)}: {inference.test_images_are(metadata, cfg.seed)} "
-                                        f"and reconstructions",
+            title = (f"{export.model_name(metadata)}: {inference.test_images_are(metadata, cfg.seed)} and "
+                     f"reconstructions")
+            visualization.save_grid_png(cfg.output, np.concatenate([originals, reconstructions]), 2, cfg.cols, title,
                                         row_labels=["original", "reconstruction"])
         else:
             labels, rows = inference.parse_labels(cfg.label, metadata.get("num_classes", 0), cfg.rows, cfg.cols)

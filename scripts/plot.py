@@ -22,7 +22,7 @@ def main(argv):
     try:
         loaded = restore.load(cfg.saved_model, cfg.model_dir)
         written, left_out = plots.run(loaded, cfg.kinds, cfg.output_dir, cfg.data_dir, cfg.seed, cfg.grid_size,
-                            cfg.scatter_examples)
+                                      cfg.scatter_examples)
     except (export.ExportError, data.DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

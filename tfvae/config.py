@@ -466,7 +466,8 @@ class ClassifierConfig:
 
 def classifier_config_from_flags():
     values = _flag_values(ClassifierConfig)
-    return ClassifierConfig(**{**values, "export_dir": values["export_dir"] or classifier_export_dir(values["dataset"])})
+    values["export_dir"] = values["export_dir"] or classifier_export_dir(values["dataset"])
+    return ClassifierConfig(**values)
 
 
 def classifier_export_dir(dataset):
