@@ -448,3 +448,7 @@ def test_init_from_an_export_of_other_sizes_is_refused_by_name():
     with pytest.raises(legacy.TF1ImportError, match=f"--init_from={shipped} does not fit this model .*; pass the "
                                                     f"flags of the run that wrote it"):
         legacy.initialize_model(model, init_from=shipped)
+    # An export of other images is named as such, before any kernel's shape is compared.
+    with pytest.raises(legacy.TF1ImportError, match=r"was trained on mnist images \[28, 28, 1\], this run has "
+                                                    r"cifar10 images \[32, 32, 3\]; pass --dataset=mnist"):
+        legacy.initialize_model(model, init_from=shipped, dataset="cifar10", image_shape=(32, 32, 3))

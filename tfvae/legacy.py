@@ -257,12 +257,14 @@ def import_tf1(source_path, export_dir, variable_map_file=None, with_optimizer=F
     return path, report
 
 
-def initialize_model(model, init_from="", init_from_tf1=""):
+def initialize_model(model, init_from="", init_from_tf1="", dataset="", image_shape=None):
     """Loads starting weights into a compiled, built `model` for `train.py --init_from[_tf1]`. Returns a log line.
 
     init_from: a tfvae export (weights, plus Adam state when exported with it) or a tfvae checkpoint prefix.
     init_from_tf1: a TF1 tutorial checkpoint prefix or SavedModel folder (weights only, tutorial names).
+    dataset, image_shape: this run's; an export of other images is refused by name (not by a kernel's shape).
     """
+    _refuse_other_images(init_from, dataset, image_shape)
     if init_from_tf1:
         source = open_source(init_from_tf1)
         variable_map, _ = resolve_variable_map(source)
@@ -298,6 +300,19 @@ def initialize_model(model, init_from="", init_from_tf1=""):
         raise TF1ImportError(f"{unfit} (it has no value for {', '.join(unread[:3])}); pass the flags of the run "
                              f"that wrote it")
     return f"Initialised weights from {init_from}"
+
+
+def _refuse_other_images(init_from, dataset, image_shape):
+    metadata_path = os.path.join(init_from, "tfvae.json") if init_from and image_shape else ""
+    if not os.path.isfile(metadata_path):
+        return
+    with open(metadata_path) as f:
+        metadata = json.load(f)
+    trained_on = tuple(metadata.get("image_shape", image_shape))
+    if trained_on != tuple(image_shape):
+        raise TF1ImportError(f"--init_from={init_from} was trained on {metadata.get('dataset')} images "
+                             f"{list(trained_on)}, this run has {dataset} images {list(image_shape)}; pass "
+                             f"--dataset={metadata.get('dataset')} or an export of {dataset}")
 
 
 def _object_graph(prefix):

@@ -404,7 +404,8 @@ def train(model, datasets, cfg):
     if not (cfg.resume and manager.latest_checkpoint) and (cfg.init_from or cfg.init_from_tf1):
         from tfvae import legacy
 
-        print(legacy.initialize_model(model, init_from=cfg.init_from, init_from_tf1=cfg.init_from_tf1), flush=True)
+        print(legacy.initialize_model(model, init_from=cfg.init_from, init_from_tf1=cfg.init_from_tf1,
+                                      dataset=cfg.dataset, image_shape=datasets.image_shape), flush=True)
     initial_epoch, first_step = divmod(int(state.step.numpy()), steps_per_epoch)
     first_epoch = initial_epoch
     # Read before this process's epochs are logged: a resumed run's metrics.json and export keep the whole curves.
