@@ -3,7 +3,8 @@
     python scripts/evaluate.py --saved_model=saved_models/mnist_best --data_dir=PATH/MNIST_data
     python scripts/evaluate.py --model_dir=runs/mnist_best --split=validation --num_importance_samples=5000
 
-Prints a table and writes JSON (default: evaluation_SPLIT.json inside the model folder).
+Prints a table and writes JSON (default: evaluation_SPLIT_kK_nN.json inside the model folder, N = --num_examples or
+all).
 """
 
 import sys

@@ -11,7 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import run_script
-from tfvae import export, plots, restore, summaries, visualization
+from tfvae import export, inference, plots, restore, summaries, visualization
 from tfvae.compat import keras
 from tfvae.models import likelihoods
 from tfvae.models.base import VAE
@@ -162,3 +162,7 @@ def test_plots_show_test_images_as_the_model_was_trained_on_them(conditional_exp
         assert len(gray_levels) > 100 and images_are == "test images"
     else:
         assert set(gray_levels) == {0.0, 1.0} and images_are == "binarized test images (seed 3)"
+    # generate.py --reconstruct shows the same first digits under the same title.
+    originals, _ = inference.reconstruct_test_images(tf.saved_model.load(conditional_export), loaded.metadata,
+                                                     mnist_dir, 4, seed=3)
+    np.testing.assert_array_equal(originals, x[:4].reshape(4, 28, 28, 1))

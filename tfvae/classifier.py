@@ -18,7 +18,7 @@ class ClassifierError(ValueError):
 
 
 def build_classifier(image_shape, num_classes=data.NUM_CLASSES, seed=0):
-    """Conv 16 - pool - conv 32 - pool - dense 64 - logits: ~57k weights, ~99% on MNIST after 3 epochs.
+    """Conv 16 - pool - conv 32 - pool - dense 64 - logits: ~57k weights, 98.4% on MNIST after 3 epochs.
 
     Returns:
       A Keras model mapping images `[batch, H, W, C]` in [0, 1] to logits `[batch, num_classes]`.

@@ -1,4 +1,5 @@
-"""Every training flag and its validator, and the frozen RunConfig built from them; the only reader of FLAGS."""
+"""Every script's flags and validators, and the frozen configs (RunConfig, ...) built from them: the library's only
+reader of FLAGS."""
 
 import dataclasses
 import os
@@ -234,7 +235,8 @@ def define_train_flags():
     flags.DEFINE_bool("deterministic", False, "Bit-reproducible runs: seeds everything from --seed and makes TF ops "
                       "deterministic (tf.config.experimental.enable_op_determinism; can be slower). Without it "
                       "--seed still fixes initialisation, data order and binarization.")
-    flags.DEFINE_bool("image_summaries", True, "Write sample and reconstruction images to TensorBoard each epoch.")
+    flags.DEFINE_bool("image_summaries", True, "Write sample and reconstruction images to TensorBoard each epoch, "
+                      "and the test set's Embedding Projector at the end.")
     flags.DEFINE_string("init_from", "", "Start from a tfvae export (its weights, and its Adam state if it has one, "
                         "e.g. from import_tf1.py --with_optimizer) or a tfvae checkpoint prefix (runs/NAME/"
                         "checkpoints/ckpt-N): continues that run in a new --model_dir.")
@@ -541,7 +543,8 @@ def define_evaluate_flags():
                          lower_bound=0)
     flags.DEFINE_integer("batch_size", 100, "Examples per batch.", lower_bound=1)
     flags.DEFINE_integer("samples_per_batch", 100, "Importance samples per decoder call; memory grows with "
-                         "batch_size * samples_per_batch.", lower_bound=1)
+                         "batch_size * samples_per_batch decoded examples, plus batch_size * "
+                         "num_importance_samples * latent_dim floats of noise.", lower_bound=1)
     flags.DEFINE_enum("binarize", "auto", EVAL_BINARIZE, "Test-data protocol. auto: dynamic (a fresh Bernoulli "
                       "sample with --seed, the standard protocol) for Bernoulli models, gray levels otherwise.")
     flags.DEFINE_integer("seed", 0, "Seeds binarization and the samples of q(z|x).")

@@ -164,8 +164,9 @@ def evaluate(loaded, x, labels, num_importance_samples=1000, batch_size=100, sam
              progress=True):
     """Measures `loaded` on examples `x`.
 
-    Memory is bounded by batch_size * samples_per_batch decoded examples at a time: the log-sum-exp over the K
-    samples is accumulated chunk by chunk (np.logaddexp, in float64), never holding all K weights.
+    Memory is bounded by batch_size * samples_per_batch decoded examples at a time (plus the batch's noise,
+    batch_size * K * latent_dim floats): the log-sum-exp over the K samples is accumulated chunk by chunk
+    (np.logaddexp, in float64), never holding all K weights.
 
     Args:
       loaded: a `restore.LoadedModel`.

@@ -48,12 +48,11 @@ def reconstruct_test_images(saved, metadata, data_dir, count, seed=0):
     """
     arrays = data.load_arrays(metadata["dataset"], data.model_data_dir(metadata, data_dir), validation_size=0)
     images, labels = arrays.test_images[:count], arrays.test_labels[:count]
-    binarize = metadata.get("binarize", "none")
-    if binarize == "static":
+    if metadata.get("binarize", "none") != "none":
+        # One seeded draw, as plot.py and evaluate.py take: the same binary digits for the same seed everywhere.
         images = data.binarize_static(images, seed)
     flat = len(metadata["input_shape"]) == 1
-    batch = next(iter(data.make_pipeline(images, labels, count, shuffle=False, seed=seed,
-                                         binarize=binarize, flatten=flat)))
+    batch = next(iter(data.make_pipeline(images, labels, count, shuffle=False, seed=seed, flatten=flat)))
     inputs = {"input": batch["input"]}
     if metadata.get("num_classes"):
         inputs["label"] = batch["label"]

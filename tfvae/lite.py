@@ -72,7 +72,7 @@ def _inputs(name, metadata, count, rng):
 
 
 def compare(tflite_model, saved_model, count=256, seed=0):
-    """Runs both signatures in the LiteRT interpreter and in TensorFlow on the same seeded inputs.
+    """Runs every converted signature in the LiteRT interpreter and in TensorFlow on the same seeded inputs.
 
     Inputs are x ~ U[0, 1) for encode and reconstruct, and z ~ N(0, I) for decode.
 

@@ -1,4 +1,4 @@
-"""TensorBoard beyond scalars: per-dimension KL histograms, gradient norm, HParams, the Embedding Projector;
+"""TensorBoard beyond Keras' scalars: per-dimension KL histograms, active units, HParams, the Embedding Projector;
 and reading a run's per-epoch history back from its metrics.json or event files."""
 
 import dataclasses

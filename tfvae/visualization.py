@@ -74,8 +74,10 @@ def save_manifold_png(path, images, values, title):
     """Saves images decoded over `gaussian_quantile_grid` with the z values on the axes.
 
     Args:
+      path: PNG file to write.
       images: `[G*G, H, W, C]` in [0, 1], row-major, top row = largest z[1].
       values: `[G]` z values of the grid columns (and, reversed, rows).
+      title: the figure's title.
     """
     grid_size = len(values)
     height, width = images.shape[1:3]
@@ -143,7 +145,8 @@ def save_interpolation_png(path, rows, title):
 def save_loss_curves_png(path, history, title, units="nats per example"):
     """Plots per-epoch curves of `history` ({"loss": [...], "val_loss": [...], "kl": [...], ...}; None = not logged).
 
-    One panel per quantity (loss, reconstruction, kl, then any other), training solid and validation dashed.
+    One panel per quantity (loss, reconstruction, kl, then grad_norm, learning_rate and examples_per_second when
+    logged), training solid and validation dashed.
     """
     names = [k for k in ("loss", "reconstruction", "kl") if k in history]
     names += sorted(k for k in history if not k.startswith("val_") and k not in names
