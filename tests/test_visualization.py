@@ -11,7 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import run_script
-from tfvae import export, inference, plots, restore, summaries, visualization
+from tfvae import config, export, inference, plots, restore, summaries, visualization
 from tfvae.compat import keras
 from tfvae.models import likelihoods
 from tfvae.models.base import VAE
@@ -166,3 +166,11 @@ def test_plots_show_test_images_as_the_model_was_trained_on_them(conditional_exp
     originals, _ = inference.reconstruct_test_images(tf.saved_model.load(conditional_export), loaded.metadata,
                                                      mnist_dir, 4, seed=3)
     np.testing.assert_array_equal(originals, x[:4].reshape(4, 28, 28, 1))
+
+
+def test_plots_name_the_classes_of_datasets_whose_labels_are_not_digits():
+    # The datasets' own label order (Fashion-MNIST's 9 is an ankle boot, CIFAR-10's 3 a cat); MNIST's are digits.
+    assert config.class_label("fashion_mnist", 9) == "9 ankle boot"
+    assert config.class_label("fashion_mnist", 0) == "0 T-shirt/top"
+    assert config.class_label("cifar10", 3) == "3 cat" and config.class_label("cifar10", 9) == "9 truck"
+    assert config.class_label("mnist", 7) == "7"

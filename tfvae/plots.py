@@ -95,7 +95,8 @@ def plot_latent_scatter(loaded, path, x, labels, scatter_examples, images_are, *
     z_mean = encode_all(loaded, x[:n], labels[:n])
     how = "" if loaded.latent_dim <= 2 else f", PCA of {loaded.latent_dim}-D"
     visualization.save_latent_scatter_png(path, z_mean, labels[:n],
-                                          f"{_name(loaded)}: z_mean of {n} {images_are} by label{how}")
+                                          f"{_name(loaded)}: z_mean of {n} {images_are} by label{how}",
+                                          lambda label: config.class_label(loaded.metadata["dataset"], label))
 
 
 def plot_interpolation(loaded, path, x, labels, seed, images_are, **_):
@@ -132,7 +133,8 @@ def plot_class_grid(loaded, path, grid_size, seed, **_):
     labels = np.repeat(np.arange(classes, dtype=np.int32), grid_size)
     visualization.save_grid_png(path, _images(loaded, loaded.decode(z, labels)), classes, grid_size,
                                 f"{_name(loaded)}: one row per class, same z per column",
-                                row_labels=[f"class {c}" for c in range(classes)])
+                                row_labels=[f"class {config.class_label(loaded.metadata['dataset'], c)}"
+                                            for c in range(classes)])
 
 
 PLOTTERS = {

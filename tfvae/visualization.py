@@ -108,14 +108,16 @@ def project_2d(z):
                                          for i in range(2)]
 
 
-def save_latent_scatter_png(path, z_mean, labels, title):
-    """Scatter of `z_mean` `[n, L]` coloured by integer `labels` `[n]` (PCA to 2-D when L > 2), with a legend."""
+def save_latent_scatter_png(path, z_mean, labels, title, label_names=str):
+    """Scatter of `z_mean` `[n, L]` coloured by integer `labels` `[n]` (PCA to 2-D when L > 2), with a legend
+    naming each label by `label_names(label)`."""
     points, axis_names = project_2d(z_mean)
     fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=100)
     cmap = plt.get_cmap("tab10")
     for label in np.unique(labels):
         mask = labels == label
-        ax.scatter(points[mask, 0], points[mask, 1], s=4, alpha=0.6, color=cmap(int(label) % 10), label=str(label))
+        ax.scatter(points[mask, 0], points[mask, 1], s=4, alpha=0.6, color=cmap(int(label) % 10),
+                   label=label_names(int(label)))
     ax.legend(title="label", markerscale=3, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.set_xlabel(axis_names[0])
     ax.set_ylabel(axis_names[1])
