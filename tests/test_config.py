@@ -62,3 +62,19 @@ def test_help_lists_the_scripts_flags(script, own_flags):
     assert result.returncode == 0, result.stderr[-2000:]
     listed = {line.split(":")[0].strip() for line in result.stdout.splitlines() if line.startswith("  --")}
     assert set(own_flags) <= listed, result.stdout[-2000:]
+
+
+@pytest.mark.parametrize("kind, refused, accepted", [
+    ("mask", [0.0, 0.96], [0.01, 0.95]),  # (0, 0.95]: the lower bound excluded, the upper one included.
+    ("downsample", [1.0, 8.5], [1.5, 8.0]),
+    # "mixed" keeps each default (0.5, 2, 0.5, 4) inside its kind's range: above 1 / 4 (downsample's bound of 1)
+    # and at most min(1 / 0.5, 4 / 2, 0.95 / 0.5, 8 / 4) = 1.9.
+    ("mixed", [0.25, 1.91], [0.26, 1.9]),
+])
+def test_corruption_strength_ranges_exclude_low_and_include_high(kind, refused, accepted):
+    for strength in refused:
+        assert config.corruption_strength_error(kind, strength), strength
+    for strength in accepted:
+        assert config.corruption_strength_error(kind, strength) is None, strength
+    assert config.corruption_strength_error("none", 0.0) is None
+    assert "needs --corruption" in config.corruption_strength_error("none", 0.5)

@@ -190,3 +190,31 @@ BAD_FLAGS = {
 @pytest.mark.parametrize("case", sorted(BAD_FLAGS))
 def test_bad_corruption_flags_fail_in_one_line_and_write_nothing(case, tmp_path):
     assert_train_flags_fail_cleanly(*BAD_FLAGS[case], tmp_path)
+
+
+def test_mixed_scales_every_kinds_default():
+    # Each kind at its default times the strength: half strength halves each default of config.py.
+    assert corruption.kind_strengths("mixed", 0.5) == pytest.approx(
+        {"gaussian_noise": 0.25, "gaussian_blur": 1.0, "mask": 0.25, "downsample": 2.0})
+    assert corruption.kind_strengths("mask", 0.3) == {"mask": 0.3}
+    assert corruption.kind_strengths("none", 0.0) == {}
+
+
+@pytest.mark.parametrize("axis", [1, 2])
+def test_downsample_divides_height_and_width_each_by_the_factor(axis):
+    # Stripes two pixels wide along the long side of a 16x32 (or 32x16) image: halving that side keeps them as
+    # one-pixel stripes, so they survive; shrinking it 4x (the short side's divisor) would average them to gray.
+    shape = [1, 16, 16, 1]
+    shape[axis] = 32
+    stripes = (np.arange(32) // 2 % 2).astype(np.float32)
+    image = np.broadcast_to(stripes.reshape([32 if a == axis else 1 for a in range(4)]), shape).copy()
+    out = corruption.downsample(image, 2.0).numpy()
+    assert out.shape == tuple(shape) and out.std() > 0.2
+
+
+def test_noise_is_clipped_to_the_unit_range():
+    # Stddev 1 on black and white: about half of each would leave [0, 1]; all are clipped back onto it.
+    images = np.concatenate([np.zeros((4, 28, 28, 1)), np.ones((4, 28, 28, 1))]).astype(np.float32)
+    out = corruption.gaussian_noise(images, 1.0, SEED).numpy()
+    assert out.min() == 0.0 and out.max() == 1.0
+    assert 0.4 < (out[:4] == 0.0).mean() < 0.6 and 0.4 < (out[4:] == 1.0).mean() < 0.6

@@ -295,3 +295,12 @@ def test_train_pipeline_is_a_function_of_seed_epoch_and_step():
     # Another seed, another order.
     other = data.make_train_pipeline(images, labels, 4, seed=4, epoch=1)
     assert not np.array_equal(_epoch(other)[0], order_1)
+
+
+def test_model_data_dir_is_the_flag_or_the_recorded_folder_if_it_is_here(tmp_path):
+    recorded = {"config": {"data_dir": str(tmp_path)}}
+    assert data.model_data_dir(recorded, "/given") == "/given"
+    assert data.model_data_dir(recorded, "") == str(tmp_path)
+    # Trained on another machine: its folder is not here, so TFDS's default.
+    assert data.model_data_dir({"config": {"data_dir": str(tmp_path / "gone")}}, "") == ""
+    assert data.model_data_dir({}, "") == ""

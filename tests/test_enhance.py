@@ -201,3 +201,29 @@ def test_psnr_summary_counts_identical_pairs_apart():
     assert differing_ssim < 0.99 and summary["ssim"] == pytest.approx((2 + differing_ssim) / 3)  # Identical: 1.
     everything_identical = restoration._summary(*restoration._scores(clean, clean))
     assert everything_identical == {"psnr_db": math.inf, "ssim": pytest.approx(1.0), "identical": 3}
+
+
+def test_resize_scales_height_and_width_of_a_non_square_model(tmp_path):
+    # A 20x40 picture, dark left half and white right half, for a 10x20 model: each half keeps its side.
+    pixels = np.zeros((20, 40), np.uint8)
+    pixels[:, 20:] = 255
+    path = tmp_path / "wide.png"
+    Image.fromarray(pixels).save(path)
+    image = enhance.read_image(str(path), (10, 20, 1), resize=True)
+    assert image.shape == (10, 20, 1)
+    assert image[:, :8].max() < 0.01 and image[:, 12:].min() > 0.99
+
+
+def test_invert_applies_to_the_input_and_back_to_the_output(tmp_path, monkeypatch):
+    # A stand-in model that halves its input: with --invert, 1 - (1 - x) / 2 = (1 + x) / 2 comes out.
+    class Halving:
+        signatures = {"reconstruct": lambda input: {"x_hat": input * 0.5}}
+
+    metadata = {"image_shape": [28, 28, 1], "input_shape": [784], "model": "mlp"}
+    monkeypatch.setattr(export, "load_metadata", lambda path: metadata)
+    monkeypatch.setattr(export, "load_saved_model", lambda path: (Halving(), metadata))
+    _save_png(tmp_path / "in.png", np.full((28, 28, 1), 51 / 255, np.float32))  # x = 0.2
+    enhance.enhance_files("unused", str(tmp_path / "in.png"), str(tmp_path / "out.png"), invert=True)
+    assert np.all(np.asarray(Image.open(tmp_path / "out.png")) == 153)  # 0.6 * 255
+    enhance.enhance_files("unused", str(tmp_path / "in.png"), str(tmp_path / "plain.png"))
+    assert np.all(np.asarray(Image.open(tmp_path / "plain.png")) == 26)  # round(0.1 * 255) = round(25.5)

@@ -5,6 +5,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
@@ -98,3 +99,47 @@ def test_projector_has_test_z_mean_labels_and_sprite(tiny_run, mnist_dir):
         assert sprite.size == (100 * 28, 100 * 28)
     assert list(embedding.sprite.single_image_dim) == [28, 28]
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(folder))  # so TensorBoard lists it as a run
+
+
+def test_hparams_leave_out_only_the_flags_this_run_does_not_read():
+    from tfvae import config
+
+    elbo = summaries.hparams_of(config.RunConfig(model="mlp", likelihood="bernoulli"))
+    assert "num_importance_samples" not in elbo and "gaussian_stddev" not in elbo and "conv_filters" not in elbo
+    assert "model_dir" not in elbo and elbo["hidden_sizes"] == "100"
+    iwae = summaries.hparams_of(config.RunConfig(model="conv", likelihood="gaussian", objective="iwae",
+                                                 num_importance_samples=5, conv_filters=(8, 16)))
+    assert (iwae["num_importance_samples"], iwae["gaussian_stddev"], iwae["conv_filters"]) == (5, 0.1, "8,16")
+
+
+def _write_history(folder, metrics_loss, event_loss):
+    with tf.summary.create_file_writer(os.path.join(folder, "train")).as_default():
+        for step, value in enumerate(event_loss):
+            tf.summary.scalar("epoch_loss", value, step=step)
+    with open(os.path.join(folder, "metrics.json"), "w") as f:
+        json.dump({"history": {"loss": metrics_loss}, "epochs_run": list(range(1, len(metrics_loss) + 1))}, f)
+
+
+def test_metrics_json_wins_a_tie_and_history_before_pads_with_none(tmp_path):
+    # The same epochs in both: metrics.json (the finished run's own record) is read, not the event files.
+    _write_history(str(tmp_path), [1.0, 2.0], [10.0, 20.0])
+    assert summaries.read_history(str(tmp_path))["loss"] == [1.0, 2.0]
+    # A resume at epoch 4 of a run whose history holds 2 epochs: one value or None per earlier epoch.
+    assert summaries.history_before(str(tmp_path), 3) == {"loss": [1.0, 2.0, None]}
+
+
+def test_active_units_count_dimensions_whose_mean_varies_above_the_threshold(tmp_path):
+    # z_mean over 4 examples: variances 1.0, 0.0025 and 0 (numpy's population variance, as reduce_variance).
+    z_mean = np.array([[1, 0.05, 3], [-1, -0.05, 3], [1, 0.05, 3], [-1, -0.05, 3]], np.float32)
+    assert np.var(z_mean, axis=0).tolist() == pytest.approx([1.0, 0.0025, 0.0])
+
+    class Encoder:
+        def encode(self, x, label):
+            return tf.constant(z_mean), tf.zeros_like(z_mean)
+
+    callback = summaries.LatentSummaries(str(tmp_path), {"input": np.zeros((4, 3), np.float32),
+                                                         "label": np.zeros(4, np.int32)})
+    callback.set_model(Encoder())
+    callback.on_epoch_end(0)
+    events = _accumulator(str(tmp_path)).Tensors("active_units")
+    assert [int(tf.make_ndarray(e.tensor_proto)) for e in events] == [1]

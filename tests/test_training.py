@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import REPO, run_script
-from tfvae import config
+from tfvae import config, training
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +171,101 @@ def test_thread_pool_flags_size_tensorflows_pools_before_it_starts():
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.splitlines()[-1]) == {"sized": [1, 3], "after": 1}
     assert "--intra_op_threads=2 ignored: TensorFlow already runs in this process, with 1" in result.stderr
+
+
+# Callbacks and run-folder helpers, driven directly (no training run): fast checks of what the end-to-end tests
+# above only see in aggregate.
+
+def _fake_clock(monkeypatch, times):
+    ticks = iter(times)
+    monkeypatch.setattr(training.time, "perf_counter", lambda: next(ticks))
+
+
+def test_epoch_line_counts_the_examples_of_the_steps_run(monkeypatch, capsys):
+    # A clock that reads 10 s, then 12 s: the epoch took 2 s, whatever the machine's speed.
+    _fake_clock(monkeypatch, [10.0, 12.0])
+    line = training.EpochLine(batch_size=10)
+    line.set_params({"steps": 5})
+    line.on_epoch_begin(0)
+    line.on_train_batch_end(1)  # steps_per_execution=2: batch 1 ends steps 0 and 1 ...
+    line.on_train_batch_end(4)  # ... and batch 4 the epoch's last, the 5th step.
+    logs = {"loss": 1.23456, "val_loss": 2.0}
+    line.on_epoch_end(0, logs)
+    assert logs["examples_per_second"] == pytest.approx(5 * 10 / 2.0)
+    assert line.epoch_seconds == {1: pytest.approx(2.0)}
+    assert capsys.readouterr().out == "Epoch: 1 Total Loss: 1.2346 Validation Loss: 2.0000 (2.0 s, 25 examples/s)\n"
+
+
+def test_epoch_line_of_an_epoch_stopped_early_counts_only_its_steps(monkeypatch, capsys):
+    _fake_clock(monkeypatch, [0.0, 4.0])
+    line = training.EpochLine(batch_size=100)
+    line.set_params({"steps": 600})
+    line.on_epoch_begin(2)
+    line.on_train_batch_end(199)  # Stopped after 200 of 600 steps.
+    logs = {"loss": 3.0}
+    line.on_epoch_end(2, logs)
+    assert logs["examples_per_second"] == pytest.approx(200 * 100 / 4.0)
+    assert capsys.readouterr().out.startswith("Epoch: 3 Total Loss: 3.0000 (4.0 s, 5000 examples/s)")
+
+
+def test_stop_on_bad_steps_counts_every_skipped_step_of_a_multi_step_call():
+    # With steps_per_execution > 1 one callback can report several skipped steps at once.
+    callback = training.StopOnBadSteps(max_bad_steps=4)
+    model = types.SimpleNamespace(optimizer=types.SimpleNamespace(iterations=tf.Variable(11)), stop_training=False)
+    callback.set_model(model)
+    callback.on_epoch_begin(0)
+    callback.on_train_batch_end(2, {"bad_steps": 3.0})  # Steps 0-2 all skipped: 3 in a row.
+    assert not model.stop_training
+    callback.on_train_batch_end(5, {"bad_steps": 5.0})  # 2 more: 5 in a row.
+    assert model.stop_training and callback.stopped_at_step == 11
+
+
+def test_data_epoch_points_the_pipeline_at_the_epoch_about_to_run():
+    epoch = tf.Variable(0, dtype=tf.int64)
+    callback = training.DataEpoch(epoch)
+    callback.on_epoch_begin(4)
+    assert int(epoch.numpy()) == 4
+    callback.on_epoch_end(4)  # tf-keras makes the next epoch's iterator before its on_epoch_begin.
+    assert int(epoch.numpy()) == 5
+
+
+def test_epoch_tensorboard_writes_no_evaluation_vs_iterations_scalars(tmp_path):
+    from tensorboard.backend.event_processing import event_accumulator
+    from tfvae.models import build_model
+
+    cfg = config.RunConfig(model="mlp", hidden_sizes=(8,), latent_dim=2, likelihood="bernoulli", adam="keras")
+    model = build_model(cfg, (28, 28, 1))
+    model.compile(optimizer=training.make_optimizer(cfg))
+    x = np.random.default_rng(0).random((20, 784)).astype(np.float32)
+    batches = tf.data.Dataset.from_tensor_slices({"input": x, "target": x, "label": np.zeros(20, np.int32)}).batch(10)
+    model.fit(batches, validation_data=batches, epochs=1, verbose=0,
+              callbacks=[training.EpochTensorBoard(log_dir=str(tmp_path), write_graph=False, profile_batch=0)])
+    tags = []
+    for subdir in ("train", "validation"):
+        accumulator = event_accumulator.EventAccumulator(str(tmp_path / subdir),
+                                                         size_guidance={event_accumulator.TENSORS: 0})
+        accumulator.Reload()
+        tags += accumulator.Tags()["tensors"]
+    assert "epoch_loss" in tags
+    assert not [tag for tag in tags if tag.startswith("evaluation_")], tags
+
+
+def test_export_metadata_shapes_follow_the_model_kind():
+    model = types.SimpleNamespace(likelihood=types.SimpleNamespace(is_density=True), num_classes=10)
+    flat = training.export_metadata(config.RunConfig(model="cvae", latent_dim=3), (28, 28, 1), model)
+    assert flat["input_shape"] == [784] and flat["image_shape"] == [28, 28, 1]  # 28 * 28 * 1
+    assert (flat["latent_dim"], flat["num_classes"], flat["likelihood_is_density"]) == (3, 10, True)
+    conv = training.export_metadata(config.RunConfig(model="conv"), (32, 32, 3),
+                                    types.SimpleNamespace(likelihood=types.SimpleNamespace(is_density=False)))
+    assert conv["input_shape"] == [32, 32, 3] and conv["num_classes"] == 0
+
+
+def test_prepare_model_dir_clears_an_existing_folder_only_with_overwrite(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "keep.txt").write_text("an earlier run's file")
+    training.prepare_model_dir(config.RunConfig(model_dir=str(run)))  # --resume: the folder is kept.
+    assert sorted(os.listdir(run)) == ["flags.txt", "keep.txt"]
+    training.prepare_model_dir(config.RunConfig(model_dir=str(run), overwrite=True))
+    assert os.listdir(run) == ["flags.txt"]
+    assert "--model_dir=" + str(run) in (run / "flags.txt").read_text().splitlines()

@@ -174,3 +174,41 @@ def test_plots_name_the_classes_of_datasets_whose_labels_are_not_digits():
     assert config.class_label("fashion_mnist", 0) == "0 T-shirt/top"
     assert config.class_label("cifar10", 3) == "3 cat" and config.class_label("cifar10", 9) == "9 truck"
     assert config.class_label("mnist", 7) == "7"
+
+
+def test_tile_images_fills_rows_first_with_white_separators():
+    # 6 images of 2x3 pixels, image i filled with i / 10, in 2 rows of 3 with a 1-pixel white gap between them.
+    images = np.arange(6, dtype=np.float32)[:, None, None, None] / 10 * np.ones((6, 2, 3, 1), np.float32)
+    grid = visualization.tile_images(images, 2, 3)
+    assert grid.shape == (2 * 3 - 1, 3 * 4 - 1, 1)  # rows * (H + 1) - 1, cols * (W + 1) - 1
+    for i in range(6):
+        r, c = i // 3, i % 3
+        np.testing.assert_allclose(grid[r * 3:r * 3 + 2, c * 4:c * 4 + 3], i / 10)
+    assert np.all(grid[2] == 1.0) and np.all(grid[:, 3] == 1.0) and np.all(grid[:, 7] == 1.0)
+
+
+def test_as_images_reshapes_flat_batches_and_clips():
+    flat = np.linspace(-0.5, 1.5, 2 * 12).reshape(2, 12)
+    images = visualization.as_images(flat, (2, 3, 2))
+    assert images.shape == (2, 2, 3, 2) and images.dtype == np.float32
+    np.testing.assert_allclose(images, np.clip(flat, 0, 1).reshape(2, 2, 3, 2), rtol=1e-6)
+
+
+def test_gaussian_quantile_grid_rows_go_down_in_z1_and_columns_up_in_z0():
+    z, values = visualization.gaussian_quantile_grid(3, low=0.1, high=0.9)
+    q = 1.2815516  # the 90% quantile of N(0, 1)
+    np.testing.assert_allclose(values, [-q, 0.0, q], atol=1e-5)
+    np.testing.assert_allclose(z.reshape(3, 3, 2)[0, :, 0], [-q, 0.0, q], atol=1e-5)  # top row: z[0] rises
+    np.testing.assert_allclose(z.reshape(3, 3, 2)[:, 0, 1], [q, 0.0, -q], atol=1e-5)  # left column: z[1] falls
+
+
+def test_parse_labels_gives_one_row_per_class_or_one_label_everywhere():
+    labels, rows = inference.parse_labels("all", 3, rows=5, cols=4)
+    assert rows == 3 and labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    labels, rows = inference.parse_labels("2", 3, rows=2, cols=2)
+    assert rows == 2 and labels.tolist() == [2, 2, 2, 2]
+    with pytest.raises(ValueError, match=r"in \[0, 3\)"):
+        inference.parse_labels("3", 3, rows=2, cols=2)
+    with pytest.raises(ValueError, match="conditional"):
+        inference.parse_labels(None, 3, rows=2, cols=2)
+    assert inference.parse_labels(None, 0, rows=2, cols=2) == (None, 2)

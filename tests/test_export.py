@@ -1,0 +1,75 @@
+"""The export's signatures refuse bad inputs by name and decode S samples of z per example at once; checked on
+live serving functions of a tiny untrained model (what export_saved_model saves), without writing a SavedModel."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfvae import config, export
+from tfvae.models import build_model
+
+LATENT_DIM = 2
+
+
+@pytest.fixture(scope="module")
+def conditional():
+    cfg = config.RunConfig(model="cvae", hidden_sizes=(8,), latent_dim=LATENT_DIM, likelihood="bernoulli")
+    return export.make_serving_functions(build_model(cfg, (28, 28, 1)), [784])
+
+
+@pytest.fixture(scope="module")
+def unconditional():
+    cfg = config.RunConfig(model="mlp", hidden_sizes=(8,), latent_dim=LATENT_DIM, likelihood="bernoulli")
+    return export.make_serving_functions(build_model(cfg, (28, 28, 1)), [784])
+
+
+def _x(n):
+    return tf.constant(np.random.default_rng(n).random((n, 784)), tf.float32)
+
+
+def test_labels_outside_the_classes_are_refused(conditional):
+    x = _x(2)
+    assert conditional["encode"](input=x, label=tf.constant([0, 9]))["z_mean"].shape == (2, LATENT_DIM)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="label must be < num_classes=10"):
+        conditional["encode"](input=x, label=tf.constant([0, 10]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="label must be >= 0"):
+        conditional["decode"](z=tf.zeros((2, LATENT_DIM)), label=tf.constant([-1, 0]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="label and z must hold the same number"):
+        conditional["decode"](z=tf.zeros((2, LATENT_DIM)), label=tf.constant([0, 1, 2]))
+
+
+def test_input_and_z_of_the_wrong_shape_are_refused(tmp_path):
+    # A loaded SavedModel's signature wrappers pass any shape through; the export's own checks name the tensor.
+    cfg = config.RunConfig(model="mlp", hidden_sizes=(8,), latent_dim=LATENT_DIM, likelihood="bernoulli")
+    model = build_model(cfg, (28, 28, 1))
+    export_dir = str(tmp_path / "export")
+    export.export_saved_model(model, export_dir, {"input_shape": [784], "image_shape": [28, 28, 1]})
+    signatures = tf.saved_model.load(export_dir).signatures
+    assert signatures["decode"](z=tf.zeros((2, LATENT_DIM)))["x_hat"].shape == (2, 784)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="z_shape_check"):
+        signatures["decode"](z=tf.zeros((2, LATENT_DIM + 1)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="input_shape_check"):
+        signatures["reconstruct"](input=tf.zeros((2, 783)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="z_shape_check"):  # [S, batch, latent_dim] too.
+        signatures["log_likelihood_samples"](input=tf.zeros((2, 784)), z=tf.zeros((3, 2, LATENT_DIM + 1)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="z and input must hold the same number"):
+        signatures["log_likelihood"](input=tf.zeros((3, 784)), z=tf.zeros((2, LATENT_DIM)))
+
+
+def test_log_likelihood_samples_is_log_likelihood_of_each_sample(unconditional, conditional):
+    # S=3 samples of z for each of 5 examples: [3, 5] log-likelihoods, sample s the same as log_likelihood(x, z[s]).
+    x = _x(5)
+    z = tf.constant(np.random.default_rng(1).standard_normal((3, 5, LATENT_DIM)), tf.float32)
+    samples = unconditional["log_likelihood_samples"](input=x, z=z)["log_px_z"].numpy()
+    assert samples.shape == (3, 5)
+    for s in range(3):
+        np.testing.assert_allclose(samples[s], unconditional["log_likelihood"](input=x, z=z[s])["log_px_z"],
+                                   rtol=1e-5)
+    label = tf.constant([0, 3, 9, 1, 1])
+    samples = conditional["log_likelihood_samples"](input=x, z=z, label=label)["log_px_z"].numpy()
+    assert samples.shape == (3, 5)
+    np.testing.assert_allclose(samples[2], conditional["log_likelihood"](input=x, z=z[2], label=label)["log_px_z"],
+                               rtol=1e-5)
+    # z's second axis is the batch: 4 examples' samples for 5 inputs are refused, not broadcast.
+    with pytest.raises(tf.errors.InvalidArgumentError, match="z and input must hold the same number"):
+        unconditional["log_likelihood_samples"](input=x, z=z[:, :4])
