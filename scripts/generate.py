@@ -32,7 +32,7 @@ def main(argv):
         else:
             labels, rows = inference.parse_labels(cfg.label, metadata.get("num_classes", 0), cfg.rows, cfg.cols)
             samples = inference.decode_samples(saved, metadata, rows, cfg.cols, cfg.seed, labels)
-            row_labels = ([config.class_label(metadata["dataset"], int(label)) for label in labels[::cfg.cols]]
+            row_labels = ([data.class_label(metadata["dataset"], int(label)) for label in labels[::cfg.cols]]
                           if cfg.label == "all" else None)
             visualization.save_grid_png(cfg.output, samples, rows, cfg.cols,
                                         f"{export.model_name(metadata)}: samples, z ~ N(0, I), seed {cfg.seed}"

@@ -11,7 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import run_script
-from tfvae import config, export, inference, plots, restore, summaries, visualization
+from tfvae import data, export, inference, plots, restore, summaries, visualization
 from tfvae.compat import keras
 from tfvae.models import likelihoods
 from tfvae.models.base import VAE
@@ -170,10 +170,10 @@ def test_plots_show_test_images_as_the_model_was_trained_on_them(conditional_exp
 
 def test_plots_name_the_classes_of_datasets_whose_labels_are_not_digits():
     # The datasets' own label order (Fashion-MNIST's 9 is an ankle boot, CIFAR-10's 3 a cat); MNIST's are digits.
-    assert config.class_label("fashion_mnist", 9) == "9 ankle boot"
-    assert config.class_label("fashion_mnist", 0) == "0 T-shirt/top"
-    assert config.class_label("cifar10", 3) == "3 cat" and config.class_label("cifar10", 9) == "9 truck"
-    assert config.class_label("mnist", 7) == "7"
+    assert data.class_label("fashion_mnist", 9) == "9 ankle boot"
+    assert data.class_label("fashion_mnist", 0) == "0 T-shirt/top"
+    assert data.class_label("cifar10", 3) == "3 cat" and data.class_label("cifar10", 9) == "9 truck"
+    assert data.class_label("mnist", 7) == "7"
 
 
 def test_tile_images_fills_rows_first_with_white_separators():

@@ -16,18 +16,7 @@ LIKELIHOODS = ("bernoulli", "autoregressive_bernoulli", "gaussian", "sse")
 BINARY_LIKELIHOODS = ("bernoulli", "autoregressive_bernoulli")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # What enhance.py reads and writes.
 SINGLE_CHANNEL_DATASETS = ("mnist", "fashion_mnist")
-# What each label means, for plots (MNIST's labels are the digits themselves).
-CLASS_NAMES = {
-    "fashion_mnist": ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
-                      "ankle boot"),
-    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-}
 
-
-def class_label(dataset, label):
-    """A label as plots show it: "7" for MNIST, "9 ankle boot" where the dataset names its classes."""
-    names = CLASS_NAMES.get(dataset)
-    return f"{label} {names[label]}" if names and 0 <= label < len(names) else str(label)
 OBJECTIVES = ("elbo", "iwae")
 BINARIZE = ("none", "dynamic", "static")
 # Models whose encoder takes flat vectors; their SavedModel `input` is [None, H*W*C] like the TF1 tutorial.

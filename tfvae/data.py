@@ -189,6 +189,20 @@ def model_data_dir(metadata, data_dir):
     return recorded if os.path.isdir(recorded) else ""
 
 
+# What each label means, for plots (MNIST's labels are the digits themselves).
+CLASS_NAMES = {
+    "fashion_mnist": ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+                      "ankle boot"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+}
+
+
+def class_label(dataset, label):
+    """A label as plots show it: "7" for MNIST, "9 ankle boot" where the dataset names its classes."""
+    names = CLASS_NAMES.get(dataset)
+    return f"{label} {names[label]}" if names and 0 <= label < len(names) else str(label)
+
+
 # The first test labels of each IDX dataset: both use the same file names, so a folder is told apart by them.
 FIRST_TEST_LABELS = {"mnist": (7, 2, 1, 0, 4, 1, 4, 9, 5, 9), "fashion_mnist": (9, 2, 1, 1, 6, 1, 4, 6, 5, 7)}
 

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from tfvae import config, evaluation, export, inference, summaries, visualization
+from tfvae import config, data, evaluation, export, inference, summaries, visualization
 
 INTERPOLATION_PAIRS = 3
 INTERPOLATION_STEPS = 8
@@ -96,7 +96,7 @@ def plot_latent_scatter(loaded, path, x, labels, scatter_examples, images_are, *
     how = "" if loaded.latent_dim <= 2 else f", PCA of {loaded.latent_dim}-D"
     visualization.save_latent_scatter_png(path, z_mean, labels[:n],
                                           f"{_name(loaded)}: z_mean of {n} {images_are} by label{how}",
-                                          lambda label: config.class_label(loaded.metadata["dataset"], label))
+                                          lambda label: data.class_label(loaded.metadata["dataset"], label))
 
 
 def plot_interpolation(loaded, path, x, labels, seed, images_are, **_):
@@ -133,7 +133,7 @@ def plot_class_grid(loaded, path, grid_size, seed, **_):
     labels = np.repeat(np.arange(classes, dtype=np.int32), grid_size)
     visualization.save_grid_png(path, _images(loaded, loaded.decode(z, labels)), classes, grid_size,
                                 f"{_name(loaded)}: one row per class, same z per column",
-                                row_labels=[f"class {config.class_label(loaded.metadata['dataset'], c)}"
+                                row_labels=[f"class {data.class_label(loaded.metadata['dataset'], c)}"
                                             for c in range(classes)])
 
 
