@@ -14,7 +14,7 @@ import re
 
 import tensorflow as tf
 
-from tfvae import compat
+from tfvae import compat, export
 
 TF1_SLOTS = ("Adam", "Adam_1")  # m and v, as TF1's AdamOptimizer names them.
 TF1_POWERS = ("beta1_power", "beta2_power")
@@ -303,7 +303,7 @@ def initialize_model(model, init_from="", init_from_tf1="", dataset="", image_sh
 
 
 def _refuse_other_images(init_from, dataset, image_shape):
-    metadata_path = os.path.join(init_from, "tfvae.json") if init_from and image_shape else ""
+    metadata_path = os.path.join(init_from, export.METADATA_FILE) if init_from and image_shape else ""
     if not os.path.isfile(metadata_path):
         return
     with open(metadata_path) as f:

@@ -18,8 +18,8 @@ class LoadedModel:
     """The signatures of a tfvae export (or the same functions of a live model) and its `tfvae.json` metadata.
 
     `signatures` maps "encode", "decode", "reconstruct", "log_likelihood" (and "log_likelihood_samples" in exports
-    that have it) to callables taking keyword tensors
-    (`input`, `z`, and `label` for conditional models) and returning dicts of tensors, as in `tfvae/export.py`.
+    that have it) to callables taking keyword tensors (`input`, `z`, and `label` for conditional models) and
+    returning dicts of tensors, as in `tfvae/export.py`.
     """
 
     signatures: dict

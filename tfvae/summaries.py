@@ -117,6 +117,8 @@ def _unused_hparams(cfg):
     if not cfg.init_from_tf1:
         unused.add("init_from_tf1")
     return unused
+
+
 KL_EXAMPLES = 1000
 PROJECTOR_DIR = "projector"
 PROJECTOR_EXAMPLES = 10000
