@@ -238,7 +238,7 @@ def test_epoch_tensorboard_writes_no_evaluation_vs_iterations_scalars(tmp_path):
     model.compile(optimizer=training.make_optimizer(cfg))
     x = np.random.default_rng(0).random((20, 784)).astype(np.float32)
     batches = tf.data.Dataset.from_tensor_slices({"input": x, "target": x, "label": np.zeros(20, np.int32)}).batch(10)
-    model.fit(batches, validation_data=batches, epochs=1, verbose=0,
+    model.fit(batches, validation_data=batches, epochs=1, verbose=0, shuffle=False,
               callbacks=[training.EpochTensorBoard(log_dir=str(tmp_path), write_graph=False, profile_batch=0)])
     tags = []
     for subdir in ("train", "validation"):
