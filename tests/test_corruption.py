@@ -125,7 +125,7 @@ def test_pipeline_corrupts_input_and_keeps_target(digits):
     images = (digits * 255).round().astype(np.uint8)
     labels = np.zeros(len(images), np.int32)
     fn = corruption.make_corrupt_fn("gaussian_noise", 0.5, IMAGE_SHAPE)
-    make = lambda: data.make_pipeline(images, labels, 32, shuffle=False, seed=7, flatten=True,  # noqa: E731
+    make = lambda: data.make_pipeline(images, labels, 32, seed=7, flatten=True,  # noqa: E731
                                       corrupt_fn=fn)
     first, again = list(make()), list(make())
     assert first[0]["input"].shape == (32, 784)

@@ -125,7 +125,7 @@ def test_tfds_path_on_mock_data(dataset, shape, monkeypatch):
 
 
 def _pipeline(images, labels, **kwargs):
-    return data.make_pipeline(images, labels, 4, shuffle=True, seed=3, **kwargs)
+    return data.make_pipeline(images, labels, 4, seed=3, **kwargs)
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
@@ -190,27 +190,39 @@ def test_pipeline_batches_flat_and_image(tmp_path):
     assert image_batches.element_spec["input"].shape == (4, 28, 28, 1)  # Static batch shapes for training.
 
 
-def test_pipeline_is_seeded_and_reshuffles(tmp_path):
+def test_evaluation_pipeline_keeps_order_and_ignores_the_global_seed(tmp_path):
     arrays = data.load_arrays("mnist", _fake_mnist_dir(tmp_path), validation_size=0)
     images, labels = arrays.split("train")
-    first = [b["label"].numpy() for b in _pipeline(images, labels)]
-    again = [b["label"].numpy() for b in _pipeline(images, labels)]
-    np.testing.assert_array_equal(np.concatenate(first), np.concatenate(again))
-    dataset = _pipeline(images, labels)
-    epoch_1 = np.concatenate([b["label"].numpy() for b in dataset])
-    epoch_2 = np.concatenate([b["label"].numpy() for b in dataset])
-    assert sorted(epoch_1) == sorted(epoch_2) and not np.array_equal(epoch_1, epoch_2)
+
+    def one_pass(dataset):
+        batches = list(dataset)
+        return [np.concatenate([b[key].numpy() for b in batches]) for key in ("label", "input")]
+
+    dataset = _pipeline(images, labels, binarize="dynamic")
+    labels_seen, binary = one_pass(dataset)
+    np.testing.assert_array_equal(labels_seen, labels)  # In the arrays' order, every example once.
+    # Every pass draws the same sample, whatever TensorFlow's global seed: only `seed` and the batch choose it.
+    for global_seed in (1, 2):
+        tf.random.set_seed(global_seed)
+        np.testing.assert_array_equal(one_pass(dataset)[1], binary)
+        np.testing.assert_array_equal(one_pass(_pipeline(images, labels, binarize="dynamic"))[1], binary)
+    other_seed = one_pass(data.make_pipeline(images, labels, 4, seed=4, binarize="dynamic"))[1]
+    assert np.mean(other_seed != binary) > 0.05
+    # Batches get seeds of their own: the second batch's sample is not the first one's noise again.
+    same_images = np.repeat(images[:1], 8, axis=0)
+    twice = one_pass(data.make_pipeline(same_images, labels[:8], 4, seed=3, binarize="dynamic"))[1]
+    assert np.mean(twice[:4] != twice[4:]) > 0.05
 
 
 def test_dynamic_binarization_is_binary_with_the_right_mean(mnist_dir):
     arrays = data.load_arrays("mnist", mnist_dir)
     images, labels = arrays.test_images[:2000], arrays.test_labels[:2000]
-    batch = next(iter(data.make_pipeline(images, labels, 2000, shuffle=False, seed=0, binarize="dynamic")))
+    batch = next(iter(data.make_pipeline(images, labels, 2000, seed=0, binarize="dynamic")))
     x = batch["input"].numpy()
     assert set(np.unique(x)) == {0.0, 1.0}
     # A Bernoulli sample keeps the mean gray level.
     assert abs(x.mean() - images.mean() / 255.0) < 0.005
-    again = next(iter(data.make_pipeline(images, labels, 2000, shuffle=False, seed=0, binarize="dynamic")))
+    again = next(iter(data.make_pipeline(images, labels, 2000, seed=0, binarize="dynamic")))
     np.testing.assert_array_equal(x, again["input"].numpy())
 
 

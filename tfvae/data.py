@@ -280,16 +280,18 @@ def _private_threads(dataset, threads):
     return dataset.with_options(options)
 
 
-def make_pipeline(images, labels, batch_size, *, shuffle, seed, binarize="none", flatten=False,
-                  drop_remainder=False, corrupt_fn=None, threads=1):
-    """Builds a tf.data pipeline of dicts {"input", "target", "label"}.
+def make_pipeline(images, labels, batch_size, *, seed, binarize="none", flatten=False, drop_remainder=False,
+                  corrupt_fn=None, threads=1):
+    """Builds a tf.data pipeline of dicts {"input", "target", "label"} in the arrays' order (validation, test).
+
+    Each batch's binarization and corruption is a pure function of (seed, batch index): every pass, process and
+    TensorFlow global seed gives the same batches. Training, which reshuffles, uses `make_train_pipeline`.
 
     Args:
       images: uint8 `[n, H, W, C]`, a NumPy array or a `hold_on_host` variable.
       labels: int32 `[n]`, likewise.
       batch_size: examples per batch.
-      shuffle: reshuffle each epoch with `seed`.
-      seed: seeds shuffling, dynamic binarization and corruption, so a run is reproducible.
+      seed: seeds dynamic binarization and corruption.
       binarize: "none", "dynamic" (a fresh Bernoulli sample each time) or "static" (images already sampled).
       flatten: yield `[batch, H*W*C]` instead of `[batch, H, W, C]`.
       drop_remainder: static batch shapes (training).
@@ -304,15 +306,11 @@ def make_pipeline(images, labels, batch_size, *, shuffle, seed, binarize="none",
     # shuffling the examples themselves (the permutation depends only on seed and n), at a fraction of the work
     # per epoch, and nothing to cache.
     images, labels = hold_on_host(images), hold_on_host(labels)
-    dataset = tf.data.Dataset.range(n)
-    if shuffle:
-        dataset = dataset.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    # One stateless seed pair per batch, so random ops are reproducible without Python in the loop.
-    seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True).repeat()
-    dataset = tf.data.Dataset.zip(dataset, seeds)
+    dataset = tf.data.Dataset.range(n).batch(batch_size, drop_remainder=drop_remainder).enumerate()
 
-    def to_example(indices, batch_seed):
+    def to_example(batch_index, indices):
+        # A stateless seed pair per batch (`Dataset.random` would also depend on the global seed).
+        batch_seed = tf.random.experimental.stateless_fold_in(tf.constant([seed, 1], tf.int64), batch_index)
         x = to_unit_float(tf.gather(images, indices))
         if binarize == "dynamic":
             x = tf.cast(tf.random.stateless_uniform(tf.shape(x), batch_seed) < x, tf.float32)
@@ -402,12 +400,11 @@ def make_datasets(cfg, corrupt_fn=None):
     train_split = [hold_on_host(array) for array in arrays.split("train")]
     train_from = functools.partial(make_train_pipeline, *train_split, cfg.batch_size, seed=cfg.seed,
                                    epoch=train_epoch, **common)
-    validation = make_pipeline(*arrays.split("validation"), cfg.batch_size, shuffle=False,
-                               seed=cfg.seed + 1, **common)
-    test = make_pipeline(*arrays.split("test"), cfg.batch_size, shuffle=False, seed=cfg.seed + 2, **common)
+    validation = make_pipeline(*arrays.split("validation"), cfg.batch_size, seed=cfg.seed + 1, **common)
+    test = make_pipeline(*arrays.split("test"), cfg.batch_size, seed=cfg.seed + 2, **common)
     # A fixed handful of validation examples for pictures, built apart so no pipeline's cache is left half-read.
     preview_arrays = [a[:PREVIEW_SIZE] for a in arrays.split("validation" if cfg.validation_size else "test")]
-    preview = next(iter(make_pipeline(*preview_arrays, PREVIEW_SIZE, shuffle=False, seed=cfg.seed + 1, **common)))
+    preview = next(iter(make_pipeline(*preview_arrays, PREVIEW_SIZE, seed=cfg.seed + 1, **common)))
     return Datasets(train=train_from(first_step=0), train_epoch=train_epoch, train_from=train_from,
                     validation=validation, test=test, preview=preview, arrays=arrays,
                     image_shape=tuple(arrays.train_images.shape[1:]))

@@ -52,7 +52,7 @@ def reconstruct_test_images(saved, metadata, data_dir, count, seed=0):
         # One seeded draw, as plot.py and evaluate.py take: the same binary digits for the same seed everywhere.
         images = data.binarize_static(images, seed)
     flat = len(metadata["input_shape"]) == 1
-    batch = next(iter(data.make_pipeline(images, labels, count, shuffle=False, seed=seed, flatten=flat)))
+    batch = next(iter(data.make_pipeline(images, labels, count, seed=seed, flatten=flat)))
     inputs = {"input": batch["input"]}
     if metadata.get("num_classes"):
         inputs["label"] = batch["label"]

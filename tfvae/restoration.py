@@ -73,7 +73,7 @@ def evaluate_restoration(saved_model, data_dir, kinds=(), num_examples=10000, se
     for kind, strength in kinds_to_measure(metadata, kinds).items():
         corrupt_fn = corruption.make_corrupt_fn(kind, strength, image_shape)
         # The training pipeline's own corruption path, seeded per batch.
-        pipeline = data.make_pipeline(*held, BATCH_SIZE, shuffle=False, seed=seed, corrupt_fn=corrupt_fn)
+        pipeline = data.make_pipeline(*held, BATCH_SIZE, seed=seed, corrupt_fn=corrupt_fn)
         corrupted = np.concatenate([batch["input"].numpy() for batch in pipeline])
         restored = enhance.restore_images(saved, metadata, corrupted)
         before, after = _summary(*_scores(corrupted, clean)), _summary(*_scores(restored, clean))
