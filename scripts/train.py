@@ -15,8 +15,9 @@ def main(argv):
 
     try:
         training.run(config.config_from_flags())
-    # Bad data files, an --init_from[_tf1] that does not fit the model, a run whose steps all went non-finite.
-    except (data.DataError, legacy.TF1ImportError, training.TrainingDiverged) as e:
+    # Bad data files, an --init_from[_tf1] that does not fit the model, a damaged checkpoint to resume from, a run
+    # whose steps all went non-finite.
+    except (data.DataError, legacy.TF1ImportError, training.CheckpointError, training.TrainingDiverged) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     except training.RunConfigError as e:  # Flags that fit together but not this machine's replicas.

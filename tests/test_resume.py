@@ -4,6 +4,7 @@ resume."""
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, run_script
+from conftest import REPO, error_lines, run_script
 
 # The tutorial recipe, shrunk: 10,000 training images in batches of 100, 2 epochs of 100 steps.
 STEPS_PER_EPOCH, EPOCHS, EVERY = 100, 2, 30
@@ -196,3 +197,24 @@ def test_checkpoints_of_a_resumed_epoch_count_the_steps_it_skipped(tmp_path):
     callback.on_epoch_end(1)
     assert [os.path.basename(p) for p in manager.checkpoints] == ["ckpt-150", "ckpt-200"]
     assert _step_of(manager.latest_checkpoint) == 200 and int(state.epoch.numpy()) == 2
+
+
+def test_a_truncated_checkpoint_is_named_in_one_line_and_nothing_is_written(tiny_run, tmp_path):
+    """A run folder whose latest checkpoint lost the end of its data file (a full disk, a partial copy): resuming it
+    and evaluating from it each fail in one line naming the checkpoint and the fix, and write nothing."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run[0], run_dir)
+    latest = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+    data_file = f"{latest}.data-00000-of-00001"
+    with open(data_file, "r+b") as f:
+        f.truncate(os.path.getsize(data_file) // 2)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    resume = run_script("train.py", f"--flagfile={run_dir / 'flags.txt'}", f"--model_dir={run_dir}", "--resume",
+                        "--epochs=2", f"--export_dir={tmp_path / 'export'}")
+    evaluate = run_script("evaluate.py", f"--model_dir={run_dir}", "--num_importance_samples=2",
+                          "--num_examples=10", f"--output={tmp_path / 'e.json'}")
+    for result, fix in ((resume, "start a new --model_dir"), (evaluate, "pass --saved_model of the run's export")):
+        lines = error_lines(result)
+        assert result.returncode == 1 and len(lines) == 1, result.stderr[-2000:]
+        assert f"cannot read {latest} (its data file is shorter than its index says" in lines[0] and fix in lines[0]
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 import types
@@ -13,7 +14,7 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import REPO, run_script
-from tfvae import config, training
+from tfvae import config, data, training
 
 
 @pytest.fixture(scope="module")
@@ -269,3 +270,108 @@ def test_prepare_model_dir_clears_an_existing_folder_only_with_overwrite(tmp_pat
     training.prepare_model_dir(config.RunConfig(model_dir=str(run), overwrite=True))
     assert os.listdir(run) == ["flags.txt"]
     assert "--model_dir=" + str(run) in (run / "flags.txt").read_text().splitlines()
+
+
+# metrics.json of resumed runs, through training.train in this process: a tiny MLP on synthetic digits, 6 steps an
+# epoch, a couple of seconds a run. Each process's own epochs are also in the lines it prints.
+TINY_TRAIN, TINY_VALIDATION, TINY_TEST, TINY_BATCH = 60, 20, 20, 10
+TINY_STEPS = TINY_TRAIN // TINY_BATCH
+
+
+def _synthetic_arrays(dataset, data_dir, validation_size=5000):
+    images = np.random.default_rng(0).integers(0, 256, (TINY_TRAIN + validation_size + TINY_TEST, 28, 28, 1),
+                                               dtype=np.uint8)
+    labels = np.arange(len(images), dtype=np.int32) % 10
+    v, t = validation_size, validation_size + TINY_TRAIN
+    return data.ImageArrays(images[v:t], labels[v:t], images[:v], labels[:v], images[t:], labels[t:])
+
+
+def _train_tiny(model_dir, monkeypatch, **flags):
+    """One train.py process's work (its run folder, then training.train), returning its metrics."""
+    from tfvae.models import build_model
+
+    monkeypatch.setattr(data, "load_arrays", _synthetic_arrays)
+    cfg = config.RunConfig(model="mlp", hidden_sizes=(8,), latent_dim=2, likelihood="bernoulli", adam="keras",
+                           batch_size=TINY_BATCH, validation_size=TINY_VALIDATION, image_summaries=False,
+                           model_dir=str(model_dir), **flags)
+    training.prepare_model_dir(cfg)
+    datasets = data.make_datasets(cfg)
+    metrics = training.train(build_model(cfg, datasets.image_shape), datasets, cfg)
+    assert json.load(open(os.path.join(model_dir, "metrics.json")))["history"] == metrics["history"]
+    return metrics
+
+
+def _epoch_lines(stdout):
+    """{epoch: (loss, validation loss)} of the `Epoch: ...` lines a process printed."""
+    return {int(epoch): (float(loss), float(val_loss)) for epoch, loss, val_loss in
+            re.findall(r"^Epoch: (\d+) Total Loss: (\S+) Validation Loss: (\S+) ", stdout, re.M)}
+
+
+def _assert_epochs_from_lines(history, lines):
+    for epoch, (loss, val_loss) in lines.items():
+        assert history["loss"][epoch - 1] == pytest.approx(loss, abs=1e-4), epoch
+        assert history["val_loss"][epoch - 1] == pytest.approx(val_loss, abs=1e-4), epoch
+
+
+def test_resumed_metrics_keep_the_earlier_epochs_and_a_metric_new_since_the_resume_is_none_before(
+        tmp_path, monkeypatch, capsys):
+    first = _train_tiny(tmp_path, monkeypatch, epochs=2)
+    capsys.readouterr()
+    # Resumed with more epochs and a KL warm-up, whose weight (kl_weight) the first process never logged.
+    resumed = _train_tiny(tmp_path, monkeypatch, epochs=4, resume=True, kl_warmup_epochs=4)
+    lines = _epoch_lines(capsys.readouterr().out)
+    assert sorted(lines) == [3, 4]
+    assert resumed["epochs_run"] == [3, 4] and sorted(resumed["epoch_seconds"]) == [3, 4]
+    history = resumed["history"]
+    assert "kl_weight" not in first["history"] and set(history) == {*first["history"], "kl_weight"}
+    for name, values in first["history"].items():
+        assert len(values) == 2 and None not in values
+        assert history[name][:2] == values, name  # The first process's epochs, as it wrote them.
+        assert len(history[name]) == 4 and None not in history[name], name
+    _assert_epochs_from_lines(history, lines)
+    # The weight of each epoch's last step of a 4-epoch warm-up, from the resume on; none before.
+    assert history["kl_weight"] == [None, None, pytest.approx((3 - 1 / TINY_STEPS) / 4),
+                                    pytest.approx((4 - 1 / TINY_STEPS) / 4)]
+
+
+def test_a_metric_dropped_on_resume_and_a_resume_with_fewer_epochs_keep_every_epoch(tmp_path, monkeypatch, capsys):
+    first = _train_tiny(tmp_path, monkeypatch, epochs=1, kl_warmup_epochs=2)
+    assert first["history"]["kl_weight"] == [pytest.approx((1 - 1 / TINY_STEPS) / 2)]
+    capsys.readouterr()
+    second = _train_tiny(tmp_path, monkeypatch, epochs=2, resume=True)  # No warm-up now: no kl_weight.
+    lines = _epoch_lines(capsys.readouterr().out)
+    assert sorted(lines) == [2] and second["epochs_run"] == [2]
+    assert second["history"]["kl_weight"] == [first["history"]["kl_weight"][0], None]
+    assert set(second["history"]) == set(first["history"])
+    for name, values in first["history"].items():
+        assert second["history"][name][0] == values[0], name
+        assert len(second["history"][name]) == 2 and (name == "kl_weight" or None not in second["history"][name])
+    _assert_epochs_from_lines(second["history"], lines)
+    # --epochs lowered below the epochs done: nothing left to train, and the whole history stays, Nones included.
+    third = _train_tiny(tmp_path, monkeypatch, epochs=1, resume=True)
+    assert "Epoch: " not in capsys.readouterr().out
+    assert third["epochs_run"] == [] and third["epoch_seconds"] == {}
+    assert third["history"] == second["history"]
+
+
+def test_a_run_resumed_mid_epoch_keeps_the_epochs_before_and_reports_the_rest_once(tmp_path, monkeypatch, capsys):
+    first = _train_tiny(tmp_path, monkeypatch, epochs=2, checkpoint_every_steps=4, keep_checkpoints=5)
+    # As if it had been killed after step 8 (epoch 2, step 2 of 6): that checkpoint is the latest, no metrics.json.
+    checkpoints = tmp_path / "checkpoints"
+    assert {f"ckpt-{step}.index" for step in (4, 6, 8, 12)} <= set(os.listdir(checkpoints))
+    kept = [str(checkpoints / f"ckpt-{step}") for step in (4, 6, 8)]
+    tf.compat.v1.train.update_checkpoint_state(str(checkpoints), kept[-1], all_model_checkpoint_paths=kept)
+    os.remove(tmp_path / "metrics.json")
+    capsys.readouterr()
+    resumed = _train_tiny(tmp_path, monkeypatch, epochs=3, resume=True)
+    out = capsys.readouterr().out
+    assert f"at epoch 2, step 3 of {TINY_STEPS}" in out
+    lines = _epoch_lines(out)
+    assert sorted(lines) == [2, 3] and resumed["epochs_run"] == [2, 3] and sorted(resumed["epoch_seconds"]) == [2, 3]
+    history = resumed["history"]
+    # Epoch 1 from the event files (no metrics.json), with the names an uninterrupted run's metrics.json has.
+    assert set(history) == set(first["history"])
+    for name, values in first["history"].items():
+        assert len(history[name]) == 3 and None not in history[name], name
+        assert history[name][0] == pytest.approx(values[0], rel=1e-6), name
+    _assert_epochs_from_lines(history, lines)

@@ -281,17 +281,17 @@ def initialize_model(model, init_from="", init_from_tf1="", dataset="", image_sh
     root_optimizer = "optimizer" in children
     has_optimizer = root_optimizer or "optimizer" in _children(graph, children["model"])
     unfit = f"--init_from={init_from} does not fit this model"
+    from tfvae import restore  # Here: restore imports modules that import this one.
+
     if has_optimizer:
         checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer) if root_optimizer else \
             tf.train.Checkpoint(model=model)
         try:
             checkpoint.read(prefix).expect_partial().assert_existing_objects_matched()
-        except (AssertionError, ValueError, tf.errors.OpError) as e:
-            raise TF1ImportError(f"{unfit} ({' '.join(str(e).split())[:300]}); pass the flags of the run that "
+        except restore.CHECKPOINT_READ_ERRORS as e:
+            raise TF1ImportError(f"{unfit} ({restore.checkpoint_read_reason(e)}); pass the flags of the run that "
                                  f"wrote it") from None
         return f"Initialised weights and Adam state at step {int(model.optimizer.iterations)} from {init_from}"
-    from tfvae import restore  # Here: restore imports modules that import this one.
-
     try:  # The weights only; the model's Adam state, built already, starts afresh.
         unread = restore.read_every_variable({"model": model}, model.trainable_variables, prefix)
     except ValueError as e:

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfvae import artifacts, config, distribute, export, optimizers, summaries, visualization
+from tfvae import artifacts, config, distribute, export, optimizers, restore, summaries, visualization
 from tfvae.models import likelihoods
 
 GRID_ROWS = GRID_COLS = 4
@@ -236,6 +236,10 @@ class RunConfigError(ValueError):
     micro-batches); the message names the fix."""
 
 
+class CheckpointError(ValueError):
+    """The run's checkpoint to resume from cannot be read."""
+
+
 class TrainingDiverged(RuntimeError):
     """Too many non-finite train steps in a row; the message names the last good checkpoint and what to change."""
 
@@ -355,14 +359,22 @@ def make_checkpoint_manager(model, cfg):
 
 
 def restore_checkpoint(manager, model, state, steps_per_epoch):
-    """Restores the latest checkpoint of `manager`; every object of the run must be in it."""
+    """Restores the latest checkpoint of `manager`; every object of the run must be in it.
+
+    Raises:
+      CheckpointError: the checkpoint is damaged or does not fit the model.
+    """
     path = manager.latest_checkpoint
-    if "step" in {name.split("/")[0] for name, _ in tf.train.list_variables(path)}:
-        manager.checkpoint.restore(path).assert_existing_objects_matched()
-    else:  # Written by tfvae before checkpoints held the step and RNG state: only at epoch ends.
-        tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=state.epoch).restore(
-            path).assert_existing_objects_matched()
-        state.step.assign(state.epoch * steps_per_epoch)
+    try:
+        if "step" in {name.split("/")[0] for name, _ in tf.train.list_variables(path)}:
+            manager.checkpoint.restore(path).assert_existing_objects_matched()
+        else:  # Written by tfvae before checkpoints held the step and RNG state: only at epoch ends.
+            tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=state.epoch).restore(
+                path).assert_existing_objects_matched()
+            state.step.assign(state.epoch * steps_per_epoch)
+    except restore.CHECKPOINT_READ_ERRORS as e:
+        raise CheckpointError(f"--resume: cannot read {path} ({restore.checkpoint_read_reason(e)}); start a new "
+                              f"--model_dir, or put back an intact copy of that checkpoint") from None
 
 
 def export_metadata(cfg, image_shape, model):

@@ -1,0 +1,110 @@
+"""tfvae.lite: LiteRT conversion of an export, and `compare`'s report of how far the LiteRT model is from a SavedModel,
+on tiny exports made here (no training): a LiteRT model of other weights must show exactly the difference they make."""
+
+import os
+
+import numpy as np
+import pytest
+
+from conftest import run_script
+from tfvae import config, export, lite, training
+from tfvae.models import build_model
+
+IMAGE_SHAPE = (28, 28, 1)
+Z_MEAN_SHIFT, LOGIT_SHIFT = 0.25, -0.5
+
+
+def _export(model, cfg, folder):
+    return export.export_saved_model(model, str(folder), training.export_metadata(cfg, IMAGE_SHAPE, model))
+
+
+def _pair(folder, model_kind):
+    """Two exports of one tiny model: "a" as built, and "b" with the bias of z_mean's first unit raised by
+    Z_MEAN_SHIFT and that of the first pixel's logit moved by LOGIT_SHIFT, everything else the same."""
+    cfg = config.RunConfig(model=model_kind, hidden_sizes=(8,), latent_dim=2, likelihood="bernoulli")
+    model = build_model(cfg, IMAGE_SHAPE)
+    a = _export(model, cfg, folder / "a")
+    z_mean_bias, logits_bias = (model.encoder.get_layer("latent_params").bias,
+                                model.decoder.get_layer("logits").bias)
+    z_mean_bias.assign(z_mean_bias.numpy() + np.eye(1, 4, 0, dtype=np.float32)[0] * Z_MEAN_SHIFT)
+    logits_bias.assign(logits_bias.numpy() + np.eye(1, 784, 0, dtype=np.float32)[0] * LOGIT_SHIFT)
+    b = _export(model, cfg, folder / "b")
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    made = {}
+
+    def get(model_kind):
+        if model_kind not in made:
+            made[model_kind] = _pair(tmp_path_factory.mktemp(model_kind), model_kind)
+        return made[model_kind]
+
+    return get
+
+
+@pytest.mark.parametrize("model_kind", ["mlp", "cvae"])  # cvae: every signature also takes the class labels.
+def test_compare_reports_the_max_abs_difference_of_every_output(pairs, model_kind):
+    a, b = pairs(model_kind)
+    a_lite = lite.convert(a)
+    same = lite.compare(a_lite, a, count=64)
+    outputs = {name: set(export.load_saved_model(a)[0].signatures[name].structured_outputs)
+               for name in lite.SIGNATURES}
+    assert {name: set(values) for name, values in same.items()} == outputs
+    assert outputs["decode"] == {"x_hat", "logits"} and outputs["encode"] == {"z_mean", "z_logvar"}
+    assert all(0 <= diff <= 1e-5 for values in same.values() for diff in values.values()), same
+
+    # b's LiteRT model against a's SavedModel: only the shifted units differ, by the shift's size whatever the inputs.
+    shifted = lite.compare(lite.convert(b), a, count=64)
+    assert shifted["encode"]["z_mean"] == pytest.approx(Z_MEAN_SHIFT, abs=1e-5)
+    assert shifted["encode"]["z_logvar"] <= 1e-5
+    assert shifted["decode"]["logits"] == pytest.approx(abs(LOGIT_SHIFT), abs=1e-5)
+    # sigmoid's slope is at most 1/4: the pixel's mean moves by more than 0, and by at most a quarter of the shift.
+    assert 1e-4 < shifted["decode"]["x_hat"] <= abs(LOGIT_SHIFT) / 4 + 1e-6
+    assert shifted["reconstruct"]["x_hat"] > 1e-4  # Encoded then decoded through both changes.
+    # The difference is symmetric: a's LiteRT model against b's SavedModel reports the same numbers.
+    back = lite.compare(a_lite, b, count=64)
+    assert back["encode"]["z_mean"] == pytest.approx(shifted["encode"]["z_mean"], abs=1e-5)
+    assert back["decode"]["logits"] == pytest.approx(shifted["decode"]["logits"], abs=1e-5)
+
+
+def test_export_tflite_writes_the_converted_model_checked_on_the_asked_number_of_inputs(pairs, tmp_path,
+                                                                                      monkeypatch):
+    from ai_edge_litert import interpreter
+
+    a, _ = pairs("mlp")
+    run = []  # (signature, examples of each input) of every LiteRT call.
+
+    class Interpreter(interpreter.Interpreter):
+        def get_signature_runner(self, name=None):
+            runner = super().get_signature_runner(name)
+            return lambda **inputs: run.append((name, {k: len(v) for k, v in inputs.items()})) or runner(**inputs)
+
+    monkeypatch.setattr(interpreter, "Interpreter", Interpreter)
+    output = tmp_path / "model.tflite"
+    differences, size = lite.export_tflite(a, str(output), count=7)
+    assert run == [("encode", {"input": 7}), ("decode", {"z": 7}), ("reconstruct", {"input": 7})]
+    # float32 weights: the two 784 x 8 kernels alone take 4 bytes a number (int8 weights would take 1).
+    assert size == os.path.getsize(output) and size > 4 * 2 * 784 * 8
+    assert set(differences) == set(lite.SIGNATURES) and max(max(d.values()) for d in differences.values()) <= 1e-5
+    # The file is the LiteRT model of this export: checked against it, it reports the same (rounding) differences.
+    assert lite.compare(output.read_bytes(), a, count=7) == differences
+    assert os.listdir(tmp_path) == ["model.tflite"]  # No temporary file left beside it.
+
+
+def test_export_tflite_script_prints_every_difference_and_the_file_it_wrote(pairs, tmp_path):
+    a, _ = pairs("mlp")
+    output = tmp_path / "vae.tflite"
+    result = run_script("export_tflite.py", f"--saved_model={a}", f"--output={output}", "--check_examples=9")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    reported = {}
+    for line in lines[:-1]:
+        key, rest = line.split(": max |LiteRT - SavedModel| = ")
+        value, tail = rest.split(" ", 1)
+        assert tail == "on 9 inputs", line
+        reported[key] = float(value)
+    assert set(reported) == {"encode/z_mean", "encode/z_logvar", "decode/x_hat", "decode/logits", "reconstruct/x_hat"}
+    assert max(reported.values()) <= 1e-5
+    assert lines[-1] == f"Wrote {output} ({os.path.getsize(output)} bytes, float32 weights)"
