@@ -1,5 +1,6 @@
 """End to end through the scripts: flags, a short real run, its run folder, resume, export and generate."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -375,3 +376,49 @@ def test_a_run_resumed_mid_epoch_keeps_the_epochs_before_and_reports_the_rest_on
         assert len(history[name]) == 3 and None not in history[name], name
         assert history[name][0] == pytest.approx(values[0], rel=1e-6), name
     _assert_epochs_from_lines(history, lines)
+
+
+def test_a_signal_after_the_last_step_stops_before_the_export_and_one_during_it_waits(tmp_path, monkeypatch,
+                                                                                     capsys):
+    """SIGTERM in the test pass: the run stops once its test metrics and metrics.json are written, with the final
+    checkpoint and no export; --resume then trains nothing, tests and exports. SIGTERM during the export: the export
+    is finished first (a kill would leave a half-written folder), and the run ends normally, saying so."""
+    import signal
+
+    from tfvae import export, summaries
+
+    monkeypatch.setattr(data, "load_arrays", _synthetic_arrays)
+    cfg = config.RunConfig(model="mlp", hidden_sizes=(8,), latent_dim=2, likelihood="bernoulli", adam="keras",
+                           batch_size=TINY_BATCH, validation_size=TINY_VALIDATION, image_summaries=False, epochs=2,
+                           model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "export"))
+
+    def signal_first(function):
+        def signalled(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGTERM)  # Delivered to this main thread before the call below starts.
+            return function(*args, **kwargs)
+        return signalled
+
+    default_handler = signal.getsignal(signal.SIGTERM)
+    with monkeypatch.context() as patch:
+        patch.setattr(summaries, "write_test_metrics", signal_first(summaries.write_test_metrics))
+        with pytest.raises(training.TrainingInterrupted, match=rf"SIGTERM at step {2 * TINY_STEPS} \(after epoch 2\)"):
+            training.run(cfg)
+    assert signal.getsignal(signal.SIGTERM) is default_handler
+    assert not os.path.exists(cfg.export_dir)
+    stopped = json.load(open(os.path.join(cfg.model_dir, "metrics.json")))
+    assert stopped["epochs_run"] == [1, 2] and len(stopped["history"]["loss"]) == 2
+    checkpoint = tf.train.latest_checkpoint(os.path.join(cfg.model_dir, "checkpoints"))
+    assert checkpoint.endswith(f"ckpt-{2 * TINY_STEPS}")
+    capsys.readouterr()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(export, "export_saved_model", signal_first(export.export_saved_model))
+        metrics = training.run(dataclasses.replace(cfg, resume=True))
+    out, err = capsys.readouterr()
+    assert f"Resuming from {checkpoint}: its 2 epochs are done; testing and exporting" in out
+    assert "Epoch:" not in out and metrics["epochs_run"] == []
+    assert metrics["history"] == stopped["history"] and metrics["test"] == pytest.approx(stopped["test"], abs=1e-6)
+    assert "SIGTERM came during the export, which finished first; the run is complete" in err
+    assert export.load_metadata(cfg.export_dir)["latent_dim"] == 2
+    assert tf.train.latest_checkpoint(os.path.join(cfg.model_dir, "checkpoints")) == checkpoint
+    assert signal.getsignal(signal.SIGTERM) is default_handler

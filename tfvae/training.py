@@ -9,6 +9,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 
 from tfvae.compat import keras
 import numpy as np
@@ -205,9 +206,10 @@ class Checkpoints(keras.callbacks.Callback):
 
 
 @contextlib.contextmanager
-def stop_at_step_boundary_on_signals(checkpoints):
-    """While active, SIGTERM and SIGINT ask `checkpoints` to save and stop at the next step boundary instead of
-    killing the process mid-step; a second signal acts as usual (SIGINT: KeyboardInterrupt, stop at once)."""
+def defer_signals(target, plan="saving a checkpoint at the next step boundary, then stopping"):
+    """While active, SIGTERM and SIGINT only set `target.stop_signal` (and print `plan`), for the code to act on
+    at its next safe point (`Checkpoints`: the next step boundary) instead of dying mid-step or mid-write; a
+    second signal acts as usual (SIGINT: KeyboardInterrupt, stop at once)."""
     if threading.current_thread() is not threading.main_thread():  # Only the main thread may set handlers.
         yield
         return
@@ -215,12 +217,14 @@ def stop_at_step_boundary_on_signals(checkpoints):
     previous = {number: signal.getsignal(number) for number in handled}
 
     def handler(number, frame):
-        checkpoints.stop_signal = number
+        target.stop_signal = number
         for other in handled:
             signal.signal(other, previous[other])
-        # os.write, not print: a handler that prints while the interrupted code prints raises "reentrant call".
-        os.write(sys.stdout.fileno(), f"\n{signal.Signals(number).name}: saving a checkpoint at the next step "
-                 f"boundary, then stopping (send it again to stop at once)\n".encode())
+        note = f"\n{signal.Signals(number).name}: {plan} (send it again to stop at once)\n"
+        try:  # os.write, not print: a handler that prints while the interrupted code prints raises "reentrant call".
+            os.write(sys.stdout.fileno(), note.encode())
+        except (AttributeError, OSError, ValueError):  # A stdout without a file: a notebook's, pytest's capture.
+            print(note, end="", flush=True)
 
     for number in handled:
         signal.signal(number, handler)
@@ -409,8 +413,12 @@ def train(model, datasets, cfg):
     if cfg.resume and manager.latest_checkpoint:
         restore_checkpoint(manager, model, state, steps_per_epoch)
         epoch, step_in_epoch = divmod(int(state.step.numpy()), steps_per_epoch)
-        print(f"Resuming from {manager.latest_checkpoint} at epoch {epoch + 1}"
-              + (f", step {step_in_epoch + 1} of {steps_per_epoch}" if step_in_epoch else ""), flush=True)
+        if epoch >= cfg.epochs:  # Stopped after its last step, before the test pass and export.
+            print(f"Resuming from {manager.latest_checkpoint}: its {epoch} epochs are done; testing and exporting",
+                  flush=True)
+        else:
+            print(f"Resuming from {manager.latest_checkpoint} at epoch {epoch + 1}"
+                  + (f", step {step_in_epoch + 1} of {steps_per_epoch}" if step_in_epoch else ""), flush=True)
     elif cfg.resume:  # The same command for the first start and every restart (a preemptible job) stays valid.
         print(f"--resume: no checkpoint in {manager.directory} yet; starting at step 0", flush=True)
     if not (cfg.resume and manager.latest_checkpoint) and (cfg.init_from or cfg.init_from_tf1):
@@ -451,7 +459,9 @@ def train(model, datasets, cfg):
     # checkpoint's step: Keras has no "initial step", and its epochs must all have the same number of batches.
     history = {}
     start = time.perf_counter()
-    with stop_at_step_boundary_on_signals(checkpoints):
+    # Signals wait for a safe point: a step boundary while training, then the end of the test pass and its
+    # logs, so an interrupted run has a whole metrics.json or none.
+    with defer_signals(checkpoints):
         try:
             # DataEpoch sets the epoch for the epochs after the first; tf-keras makes the first one's iterator
             # before any callback runs.
@@ -470,34 +480,39 @@ def train(model, datasets, cfg):
         except TrainingInterrupted:
             tensorboard.on_train_end()  # Flushes and closes the event files fit would have closed.
             raise
-    train_seconds = time.perf_counter() - start
-    if stop_on_bad_steps.stopped_at_step is not None:
-        raise TrainingDiverged(
-            f"{cfg.max_bad_steps} train steps in a row had a non-finite loss or gradient (after step "
-            f"{stop_on_bad_steps.stopped_at_step}) and were skipped; the weights never saw them and the last good "
-            f"checkpoint is {manager.latest_checkpoint or 'none yet'}; lower --learning_rate, set "
-            f"--clip_grad_norm, or check the data, then --resume")
-    test_metrics = model.evaluate(datasets.test, verbose=0, return_dict=True)
-    order = ["loss", "reconstruction", "kl"]  # The tutorial's order, whatever order Keras returns them in.
-    names = [k for k in order if k in test_metrics] + sorted(k for k in test_metrics if k not in order)
-    print("Test " + " ".join(f"{k}: {test_metrics[k]:.4f}" for k in names), flush=True)
-    summaries.write_test_metrics(cfg.model_dir, test_metrics, step=cfg.epochs - 1)  # The last epoch's step.
-    if cfg.image_summaries:
-        summaries.write_projector(os.path.join(cfg.model_dir, summaries.PROJECTOR_DIR), model, datasets.test,
-                                  *datasets.arrays.split("test"))
-    epochs_run = list(range(first_epoch + 1, cfg.epochs + 1))
-    whole_history = {name: earlier_history.get(name, [None] * first_epoch)
-                     + list(history.get(name, [None] * len(epochs_run))) for name in {*earlier_history, *history}}
-    metrics = {
-        # Epochs 1..epochs, those before a resume included (None: not logged then).
-        "history": {k: [None if v is None else float(v) for v in values] for k, values in whole_history.items()},
-        "epochs_run": epochs_run,  # The epochs this process ran; epoch_seconds are theirs.
-        "epoch_seconds": epoch_line.epoch_seconds,
-        "test": {k: float(v) for k, v in test_metrics.items()},
-        "train_seconds": train_seconds,
-        "units": _loss_units(cfg),
-    }
-    artifacts.write_json(os.path.join(cfg.model_dir, "metrics.json"), metrics)
+        train_seconds = time.perf_counter() - start
+        if stop_on_bad_steps.stopped_at_step is not None:
+            raise TrainingDiverged(
+                f"{cfg.max_bad_steps} train steps in a row had a non-finite loss or gradient (after step "
+                f"{stop_on_bad_steps.stopped_at_step}) and were skipped; the weights never saw them and "
+                + (f"the last good checkpoint is {manager.latest_checkpoint}; lower --learning_rate, set "
+                   f"--clip_grad_norm, or check the data, then --resume" if manager.latest_checkpoint else
+                   "no checkpoint was saved yet; lower --learning_rate, set --clip_grad_norm, or check the data, "
+                   "then start again with --overwrite"))
+        test_metrics = model.evaluate(datasets.test, verbose=0, return_dict=True)
+        order = ["loss", "reconstruction", "kl"]  # The tutorial's order, whatever order Keras returns them in.
+        names = [k for k in order if k in test_metrics] + sorted(k for k in test_metrics if k not in order)
+        print("Test " + " ".join(f"{k}: {test_metrics[k]:.4f}" for k in names), flush=True)
+        summaries.write_test_metrics(cfg.model_dir, test_metrics, step=cfg.epochs - 1)  # The last epoch's step.
+        if cfg.image_summaries:
+            summaries.write_projector(os.path.join(cfg.model_dir, summaries.PROJECTOR_DIR), model, datasets.test,
+                                      *datasets.arrays.split("test"))
+        epochs_run = list(range(first_epoch + 1, cfg.epochs + 1))
+        whole_history = {name: earlier_history.get(name, [None] * first_epoch)
+                         + list(history.get(name, [None] * len(epochs_run)))
+                         for name in {*earlier_history, *history}}
+        metrics = {
+            # Epochs 1..epochs, those before a resume included (None: not logged then).
+            "history": {k: [None if v is None else float(v) for v in values]
+                        for k, values in whole_history.items()},
+            "epochs_run": epochs_run,  # The epochs this process ran; epoch_seconds are theirs.
+            "epoch_seconds": epoch_line.epoch_seconds,
+            "test": {k: float(v) for k, v in test_metrics.items()},
+            "train_seconds": train_seconds,
+            "units": _loss_units(cfg),
+        }
+        artifacts.write_json(os.path.join(cfg.model_dir, "metrics.json"), metrics)
+        checkpoints.stop_if_signalled()  # Before the export; --resume then tests and exports again.
     return metrics
 
 
@@ -564,11 +579,17 @@ def run(cfg):
                         os.makedirs(run_cfg.model_dir)  # It was there, empty: leave it so.
                 raise
         export_dir = cfg.export_dir if chief else os.path.join(run_cfg.model_dir, "export")
-        path = export.export_saved_model(model, export_dir, export_metadata(cfg, datasets.image_shape, model),
-                                         extra_json={"metrics.json": metrics})
+        # A signal now would leave a half-written export folder beside the old one: the export finishes first.
+        late = types.SimpleNamespace(stop_signal=None)
+        with defer_signals(late, plan="finishing the export first"):
+            path = export.export_saved_model(model, export_dir, export_metadata(cfg, datasets.image_shape, model),
+                                             extra_json={"metrics.json": metrics})
     finally:
         if not chief:
             shutil.rmtree(run_cfg.model_dir, ignore_errors=True)
     if chief:
         print(f"Exported SavedModel to {path}", flush=True)
+    if late.stop_signal is not None:
+        print(f"{signal.Signals(late.stop_signal).name} came during the export, which finished first; the run is "
+              f"complete", file=sys.stderr, flush=True)
     return metrics
