@@ -313,7 +313,7 @@ def main(argv):
     # which serialised the micro-batch bound's two chains.
     os.environ["TF_OVERRIDE_GLOBAL_THREADPOOL"] = "1"
     import tensorflow as tf
-    from tfvae import training
+    from tfvae import data, training
 
     overrides = {name: FLAGS[name].value for name in ("jit_compile", "steps_per_execution", "micro_batches",
                                                       "intra_op_threads", "inter_op_threads")
@@ -323,7 +323,11 @@ def main(argv):
     # As train.py does it: thread pools first, then the precision policy, before the model is built.
     training.set_thread_pools(cfg)
     training.set_precision_policy(cfg)
-    tfvae = TfvaeContender(cfg)
+    try:
+        tfvae = TfvaeContender(cfg)
+    except data.DataError as e:  # Missing, truncated or malformed data files: one line, as train.py says it.
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     arrays = tfvae.datasets.arrays
     images = arrays.train_images.reshape(len(arrays.train_images), -1).astype(np.float32) / 255
     validation = arrays.validation_images.reshape(-1, images.shape[1]).astype(np.float32) / 255

@@ -11,13 +11,14 @@ config.define_train_flags()
 
 def main(argv):
     del argv  # parse_flags_or_exit refuses stray arguments.
-    from tfvae import data, legacy, training
+    from tfvae import data, export, legacy, training
 
     try:
         training.run(config.config_from_flags())
     # Bad data files, an --init_from[_tf1] that does not fit the model, a damaged checkpoint to resume from, a run
-    # whose steps all went non-finite.
-    except (data.DataError, legacy.TF1ImportError, training.CheckpointError, training.TrainingDiverged) as e:
+    # whose steps all went non-finite, an --export_dir that became unusable while training ran.
+    except (data.DataError, legacy.TF1ImportError, training.CheckpointError, training.TrainingDiverged,
+            export.ExportError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     except training.RunConfigError as e:  # Flags that fit together but not this machine's replicas.

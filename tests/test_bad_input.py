@@ -94,6 +94,35 @@ def existing_file_case(script, flag, *args):
     return make
 
 
+def under_file_case(script, flag, *args, leaf="sub"):
+    """`script --FLAG=` a path `leaf` below an existing file, where no folder can be made (`*args` may name
+    `{export}` and `{in}`)."""
+    def make(ctx):
+        os.makedirs(ctx["in"])
+        Image.fromarray(np.zeros((28, 28), np.uint8)).save(os.path.join(ctx["in"], "digit.png"))
+        path = os.path.join(ctx["in"], "notes.txt")
+        open(path, "w").write("a file")
+        extra = [a.replace("{export}", ctx["export"]).replace("{in}", ctx["in"]) for a in args]
+        if script == "train.py":
+            return train(f"--{flag}={path}/{leaf}", *extra)
+        return (script, [f"--{flag}={path}/{leaf}", *extra])
+    return make
+
+
+def broken_export_case(script, extra, breakage):
+    """`script --saved_model=` a copy of the tiny export with its tfvae.json not JSON, or its variables gone."""
+    def make(ctx):
+        folder = os.path.join(ctx["in"], "export")
+        shutil.copytree(ctx["export"], folder)
+        if breakage == "metadata":
+            open(os.path.join(folder, "tfvae.json"), "w").write('{"format": "tfvae", ')
+        else:
+            shutil.rmtree(os.path.join(folder, "variables"))
+        Image.fromarray(np.zeros((28, 28), np.uint8)).save(os.path.join(ctx["in"], "digit.png"))
+        return (script, [f"--saved_model={folder}", *[a.format(**ctx) for a in extra]])
+    return make
+
+
 def stray_flagfile_case(ctx):
     """A flagfile passed without --flagfile=, where the run folder also exists (a second, misleading problem)."""
     script, args = existing_dir_case("model_dir", "previous run")(ctx)
@@ -240,6 +269,9 @@ CASES = {
                          "error: Unable to open flagfile: [Errno 2] No such file or directory: '/nonexistent.flags'"),
     "malformed flagfile": (flagfile_case("--epochs=10\n--latent_dim=twenty\n"), "--latent_dim"),
     "flagfile with unknown flag": (flagfile_case("--epochs=10\n--num_epochs=3\n"), "num_epochs"),
+    # absl passes a line without "--" on as an argument: the setting it meant would be dropped without a word.
+    "flagfile line without dashes": (flagfile_case("--latent_dim=2\nepochs=3\n"),
+                                     "unexpected arguments ['epochs=3'] in a flagfile"),
     "positional argument": (lambda ctx: train("extra"), "unexpected arguments"),
     "batch larger than the data": (lambda ctx: train("--batch_size=70000"),
                                    "--batch_size=70000 is more than the 59995 training examples of mnist"),
@@ -255,12 +287,33 @@ CASES = {
                                                                          "--learning_rate=-1",
                                                                          "--export_dir={out}/export"]),
                                           "--learning_rate must be > 0"),
+    "import_tf1 of a tfvae export": (lambda ctx: ("import_tf1.py", [f"--source={ctx['export']}",
+                                                                    "--export_dir={out}/export"]),
+                                     "a TensorFlow 2 export or checkpoint (tfvae's?), not a TF1 one; pass it to "
+                                     "train.py as --init_from"),
     "existing foreign classifier export dir": (existing_classifier_dir_case,
                                                "--export_dir exists and is not a classifier export"),
     "model dir is a file": (existing_file_case("train.py", "model_dir"), "names an existing file, not a folder"),
     "export dir is a file": (existing_file_case("train.py", "export_dir"), "names an existing file, not a folder"),
     "plot output dir is a file": (existing_file_case("plot.py", "output_dir", "--saved_model={export}"),
                                   "names an existing file, not a folder"),
+    # No folder can be made below a file: refused before the work, not by a traceback once it is done.
+    "export dir below a file": (under_file_case("train.py", "export_dir"), "notes.txt is a file, not a folder"),
+    "model dir below a file": (under_file_case("train.py", "model_dir"), "notes.txt is a file, not a folder"),
+    "generate output below a file": (under_file_case("generate.py", "output", "--saved_model={export}",
+                                                     leaf="s.png"),
+                                     "notes.txt is a file, not a folder; pass a path in a folder you can write to"),
+    "plot output dir below a file": (under_file_case("plot.py", "output_dir", "--saved_model={export}"),
+                                     "notes.txt is a file, not a folder"),
+    "enhance output below a file": (under_file_case("enhance.py", "output", "--saved_model={export}",
+                                                    "--input={in}/digit.png", leaf="r.png"),
+                                    "notes.txt is a file, not a folder"),
+    "tflite output below a file": (under_file_case("export_tflite.py", "output", "--saved_model={export}",
+                                                   leaf="m.tflite"),
+                                   "notes.txt is a file, not a folder"),
+    # The export replaces --export_dir whole: the run folder inside it would go (found after training, before).
+    "model dir inside export dir": (lambda ctx: train("--export_dir={out}/both", "--model_dir={out}/both/run"),
+                                    "--model_dir is --export_dir or inside it"),
     "evaluate run folder is a file": (existing_file_case("evaluate.py", "model_dir", "--output={out}/e.json"),
                                       "names a file, not a folder; pass a run folder of train.py"),
     # A forgotten --flagfile= is named first, whatever else its absence breaks (here, the run folder exists).
@@ -280,6 +333,9 @@ CASES = {
     "wrong magic": (data_case(images_magic=2049), "wrong IDX magic number 2049"),
     "count mismatch": (data_case(n_labels=19), "has 20 images but train-labels-idx1-ubyte.gz has 19 labels"),
     "label out of range": (data_case(label=12), "label 12 outside [0, 10)"),
+    "bench_train wrong magic": (lambda ctx: ("bench_train.py", [
+        f"--data_dir={fake_mnist(ctx['in'] + '/MNIST_data', images_magic=2049)}", "--epochs=2"]),
+                                "wrong IDX magic number 2049"),
     # SavedModels given to the scripts that read them.
     "generate missing export": (saved_model_case("generate.py", ["--output={out}/s.png"], "missing"),
                                 "no such folder"),
@@ -291,6 +347,18 @@ CASES = {
                                 "not a tfvae export"),
     "plot foreign folder": (saved_model_case("plot.py", ["--output_dir={out}/plots"], "not tfvae"),
                             "not a tfvae export"),
+    "enhance export metadata not json": (broken_export_case("enhance.py", ["--input={in}/digit.png",
+                                                                          "--output={out}/r.png"], "metadata"),
+                                         "tfvae.json is not readable JSON"),
+    "tflite export metadata not json": (broken_export_case("export_tflite.py", ["--output={out}/m.tflite"],
+                                                           "metadata"), "tfvae.json is not readable JSON"),
+    "generate export without variables": (broken_export_case("generate.py", ["--output={out}/s.png"], "variables"),
+                                          "its SavedModel files are incomplete or corrupt"),
+    "tflite export without variables": (broken_export_case("export_tflite.py", ["--output={out}/m.tflite"],
+                                                           "variables"),
+                                        "its SavedModel files are incomplete or corrupt"),
+    "plot no kinds": (lambda ctx: ("plot.py", [f"--saved_model={ctx['export']}", "--kinds=",
+                                               "--output_dir={out}/plots"]), "--kinds must be 'all' or"),
     "enhance missing export": (saved_model_case("enhance.py", ["--input={in}/digit.png", "--output={out}/r.png"],
                                                 "missing"), "no such folder"),
     "tflite foreign folder": (saved_model_case("export_tflite.py", ["--output={out}/m.tflite"], "not tfvae"),

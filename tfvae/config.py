@@ -117,13 +117,40 @@ def _positive(name):
     return lambda value: value is None or value > 0
 
 
+def write_problem(path):
+    """Why nothing can be written at `path` (inside it when it is a folder, else beside it), or None: the nearest
+    folder above it that exists must be a folder this process may write in (the rest is created)."""
+    folder = os.path.abspath(path)
+    if not os.path.isdir(folder):
+        folder = os.path.dirname(folder)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        return f"{folder} is a file, not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot write in {folder} (permission denied)"
+    return None
+
+
+def refuse_unwritable(name):
+    """Validates --NAME, a file or folder to write, as creatable: checked before any work starts, not at its end."""
+    def check(path):
+        problem = path and write_problem(path)
+        if problem:
+            raise flags.ValidationError(f"{problem}; pass a path in a folder you can write to")
+        return True
+    flags.register_validator(name, check)
+
+
 def define_output_file_flag(default, help_text, extension, name="output"):
-    """Defines --NAME, a file to write: a folder or another kind of file is refused before any work starts."""
+    """Defines --NAME, a file to write: a folder, another kind of file or a place that cannot be written is refused
+    before any work starts."""
     flags.DEFINE_string(name, default, help_text)
     flags.register_validator(
         name, lambda path: not path or (path.lower().endswith(extension) and not os.path.isdir(path)),
         message=f"--{name} must name a {extension} file, not a folder or another kind of file; e.g. "
                 f"--{name}=results/out{extension}")
+    refuse_unwritable(name)
 
 
 def require_existing_folder(name, what):
@@ -148,9 +175,10 @@ def define_model_data_dir_flag(what):
 
 
 def refuse_existing_file(name, what):
-    """Validates --NAME, a folder to write into, as not an existing file."""
+    """Validates --NAME, a folder to write into, as not an existing file, and as a place that can be written."""
     flags.register_validator(name, lambda path: not path or not os.path.isfile(path),
                              message=f"names an existing file, not a folder; pass {what}")
+    refuse_unwritable(name)
 
 
 def define_train_flags():
@@ -312,6 +340,10 @@ def define_train_flags():
         ["export_dir", "name", "model"], _export_dir_is_usable,
         message="--export_dir exists and is not a tfvae export (no tfvae.json); the export would replace it, so "
                 "remove it or choose another --export_dir")
+    flags.register_multi_flags_validator(
+        ["model_dir", "export_dir", "name", "model"], _run_outside_export,
+        message="--model_dir is --export_dir or inside it, and the export replaces that folder whole; pass an "
+                "--export_dir outside the run folder, e.g. saved_models/NAME")
     flags.register_multi_flags_validator(
         ["init_from", "init_from_tf1"], lambda f: not (f["init_from"] and f["init_from_tf1"]),
         message="--init_from and --init_from_tf1 conflict; pass one of them")
@@ -576,6 +608,12 @@ def evaluate_config_from_flags():
         examples = values["num_examples"] or "all"
         values["output"] = os.path.join(values["saved_model"] or values["model_dir"], f"evaluation_{values['split']}"
                                         f"_k{values['num_importance_samples']}_n{examples}.json")
+        # The flag's validator checked only an --output given; this default is checked before minutes of work.
+        problem = write_problem(values["output"])
+        if problem:
+            print(f"error: the default --output={values['output']}: {problem}; pass --output=PATH.json",
+                  file=sys.stderr)
+            sys.exit(2)
     return EvaluateConfig(**values)
 
 
@@ -591,7 +629,7 @@ def define_plot_flags():
                          upper_bound=32)
     flags.DEFINE_integer("scatter_examples", 5000, "Test examples in the latent scatter.", lower_bound=10)
     flags.register_validator(
-        "kinds", lambda kinds: all(k in PLOT_KINDS + ("all",) for k in kinds),
+        "kinds", lambda kinds: bool(kinds) and all(k in PLOT_KINDS + ("all",) for k in kinds),
         message=f"--kinds must be 'all' or a comma-separated subset of {','.join(PLOT_KINDS)}")
     _quiet_absl_logging()
 
@@ -703,6 +741,13 @@ def _export_dir_is_usable(f):
     return _is_replaceable(f["export_dir"] or os.path.join("saved_models", f["name"] or f["model"]), "tfvae.json")
 
 
+def _run_outside_export(f):
+    name = f["name"] or f["model"]
+    model_dir = os.path.abspath(f["model_dir"] or os.path.join("runs", name))
+    export_dir = os.path.abspath(f["export_dir"] or os.path.join("saved_models", name))
+    return model_dir != export_dir and not model_dir.startswith(os.path.join(export_dir, ""))
+
+
 def _model_dir_is_usable(f):
     model_dir = f["model_dir"] or os.path.join("runs", f["name"] or f["model"])
     if f["resume"] or f["overwrite"] or not os.path.isdir(model_dir):
@@ -756,6 +801,12 @@ def parse_flags_or_exit(argv):
         message = "; ".join(line for line in lines if line)
         print(f"error: {message}; see --help", file=sys.stderr)
         sys.exit(2)
+    if remaining[1:]:
+        # The command line's own strays were refused above: these are flagfile lines without a leading "--",
+        # which absl passes on as arguments, so the setting they meant would be silently ignored.
+        print(f"error: unexpected arguments {remaining[1:]} in a flagfile; each of its lines must be a --flag "
+              f"(e.g. --epochs=10) or a # comment", file=sys.stderr)
+        sys.exit(2)
     if "verbosity" in FLAGS and FLAGS["verbosity"].using_default_value:
         # absl's app.run raises an unset --verbosity to INFO after parsing; set, our default (see above) holds.
         FLAGS.verbosity = FLAGS["verbosity"].default
@@ -805,6 +856,7 @@ def define_enhance_flags():
     flags.DEFINE_string("input", None, "An image file (PNG or JPEG, gray or RGB) or a folder of them.", required=True)
     flags.DEFINE_string("output", None, "For one input file: the file to write (.png, .jpg or .jpeg) or a folder; "
                         "for an input folder: the folder to write NAME.png files into.", required=True)
+    refuse_unwritable("output")
     flags.DEFINE_bool("resize", False, "Scale images whose height and width differ from the model's to fit; "
                       "without it such images are refused. Outputs have the model's size.")
     flags.DEFINE_bool("invert", False, "Invert the image (gray levels, or each colour) before and after restoring: "

@@ -190,8 +190,16 @@ def load_metadata(path):
     if not is_tfvae_export(path):
         raise ExportError(f"--saved_model={path}: not a tfvae export (no {METADATA_FILE}); pass a folder "
                           f"written by train.py or import_tf1.py")
-    with open(os.path.join(path, METADATA_FILE)) as f:
-        return json.load(f)
+    try:
+        with open(os.path.join(path, METADATA_FILE)) as f:
+            metadata = json.load(f)
+    except (OSError, ValueError) as e:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors.
+        raise ExportError(f"--saved_model={path}: {METADATA_FILE} is not readable JSON ({e}); copy or export the "
+                          f"model again") from None
+    if not isinstance(metadata, dict):
+        raise ExportError(f"--saved_model={path}: {METADATA_FILE} holds no JSON object; copy or export the model "
+                          f"again")
+    return metadata
 
 
 def model_name(metadata):
@@ -205,4 +213,9 @@ def load_saved_model(path):
     A SavedModel is code: load only exports from sources you trust.
     """
     metadata = load_metadata(path)
-    return tf.saved_model.load(path), metadata
+    try:
+        return tf.saved_model.load(path), metadata
+    except (OSError, ValueError, tf.errors.OpError) as e:  # A missing or cut-short saved_model.pb or variables/.
+        first_line = (str(e).strip() or type(e).__name__).splitlines()[0][:200]
+        raise ExportError(f"--saved_model={path}: its SavedModel files are incomplete or corrupt ({first_line}); "
+                          f"copy or export the model again") from None

@@ -73,6 +73,10 @@ def open_source(path):
     reader = tf.train.load_checkpoint(prefix)
     shapes = reader.get_variable_to_shape_map()
     dtypes = reader.get_variable_to_dtype_map()
+    # TF2 writes an object graph beside the values; TF1's Saver never did. Mapped by TF1 names, it matches nothing.
+    if export.is_tfvae_export(path) or "_CHECKPOINTABLE_OBJECT_GRAPH" in shapes:
+        raise TF1ImportError(f"{path}: a TensorFlow 2 export or checkpoint (tfvae's?), not a TF1 one; pass it to "
+                             f"train.py as --init_from, or use a tfvae export as it is")
     return Source(path=path, prefix=prefix,
                   variables={name: (tuple(shapes[name]), dtypes[name].name) for name in sorted(shapes)})
 

@@ -26,7 +26,8 @@ def convert(saved_model, quantize="none"):
     Returns:
       The flatbuffer bytes.
     """
-    metadata = export.load_metadata(saved_model)  # A clear error for a folder that is not a tfvae export.
+    # Loaded first for a clear error when the folder is not a tfvae export or its files are incomplete.
+    _, metadata = export.load_saved_model(saved_model)
     if (metadata.get("config") or {}).get("mixed_precision", "none") == "none":
         return _convert(saved_model, quantize)
     # Trained with --mixed_precision, its layers compute in bfloat16 or float16, which LiteRT's built-in kernels do
