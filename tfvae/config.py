@@ -854,6 +854,8 @@ def define_enhance_flags():
                         required=True)
     require_existing_folder("saved_model", "a tfvae SavedModel folder, e.g. saved_models/denoise_mnist")
     flags.DEFINE_string("input", None, "An image file (PNG or JPEG, gray or RGB) or a folder of them.", required=True)
+    flags.register_validator("input", lambda path: not path or os.path.exists(path),
+                             message="no such file or folder; pass an image file (PNG or JPEG) or a folder of them")
     flags.DEFINE_string("output", None, "For one input file: the file to write (.png, .jpg or .jpeg) or a folder; "
                         "for an input folder: the folder to write NAME.png files into.", required=True)
     refuse_unwritable("output")
