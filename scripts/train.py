@@ -11,6 +11,8 @@ config.define_train_flags()
 
 def main(argv):
     del argv  # parse_flags_or_exit refuses stray arguments.
+    import tensorflow as tf
+
     from tfvae import data, export, legacy, training
 
     try:
@@ -20,6 +22,8 @@ def main(argv):
     except (data.DataError, legacy.TF1ImportError, training.CheckpointError, training.TrainingDiverged,
             export.ExportError) as e:
         print(f"error: {e}", file=sys.stderr)
+        # A failed restore makes TensorFlow warn at exit of every value it left unread; the line above says it all.
+        tf.get_logger().setLevel("ERROR")
         sys.exit(1)
     except training.RunConfigError as e:  # Flags that fit together but not this machine's replicas.
         print(f"error: {e}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """Bad input, everywhere: every case gets one error line naming the problem and the fix, a non-zero exit, and no
 file written. Each case is a real script run in a fresh process (or a SavedModel signature called in one)."""
 
+import glob
 import json
 import os
 import shutil
@@ -110,17 +111,28 @@ def under_file_case(script, flag, *args, leaf="sub"):
 
 
 def broken_export_case(script, extra, breakage):
-    """`script --saved_model=` a copy of the tiny export with its tfvae.json not JSON, or its variables gone."""
+    """`script --saved_model=` a copy of the tiny export with its tfvae.json not JSON, its variables cut short, or
+    its variables gone."""
     def make(ctx):
         folder = os.path.join(ctx["in"], "export")
         shutil.copytree(ctx["export"], folder)
         if breakage == "metadata":
             open(os.path.join(folder, "tfvae.json"), "w").write('{"format": "tfvae", ')
+        elif breakage == "truncated":  # Half of the weights' data file, as a full disk or a partial copy leaves it.
+            data_file = glob.glob(os.path.join(folder, "variables", "variables.data-*"))[0]
+            os.truncate(data_file, os.path.getsize(data_file) // 2)
         else:
             shutil.rmtree(os.path.join(folder, "variables"))
         Image.fromarray(np.zeros((28, 28), np.uint8)).save(os.path.join(ctx["in"], "digit.png"))
         return (script, [f"--saved_model={folder}", *[a.format(**ctx) for a in extra]])
     return make
+
+
+def init_from_broken_export_case(ctx):
+    """train.py --init_from= a copy of the tiny export (its architecture) whose weights are cut short."""
+    _, (saved_model_flag,) = broken_export_case("generate.py", [], "truncated")(ctx)
+    return train(f"--init_from={saved_model_flag.split('=', 1)[1]}", "--model=mlp", "--hidden_sizes=32",
+                 "--latent_dim=2", f"--data_dir={ctx['mnist']}")
 
 
 def stray_flagfile_case(ctx):
@@ -354,6 +366,12 @@ CASES = {
                                                            "metadata"), "tfvae.json is not readable JSON"),
     "generate export without variables": (broken_export_case("generate.py", ["--output={out}/s.png"], "variables"),
                                           "its SavedModel files are incomplete or corrupt"),
+    "generate export cut short": (broken_export_case("generate.py", ["--output={out}/s.png"], "truncated"),
+                                  "its SavedModel files are incomplete or corrupt (its data file is shorter than its "
+                                  "index says: truncated or damaged)"),
+    "init from an export cut short": (init_from_broken_export_case,
+                                      "cannot read the checkpoint (its data file is shorter than its index says: "
+                                      "truncated or damaged)"),
     "tflite export without variables": (broken_export_case("export_tflite.py", ["--output={out}/m.tflite"],
                                                            "variables"),
                                         "its SavedModel files are incomplete or corrupt"),
@@ -455,3 +473,18 @@ def test_every_case_the_issue_lists_is_covered():
                 "signature wrong shape", "signature wrong dtype", "signature nan input", "enhance unreadable image",
                 "enhance wrong size image"]
     assert set(required) <= set(CASES) and len(CASES) > len(required)
+
+
+def test_default_run_folders_are_checked_before_any_work(tmp_path):
+    """Without --model_dir or --export_dir, train.py writes runs/NAME and saved_models/NAME: a file in the way of
+    either is named at once, not after training as a traceback."""
+    for blocked, flag in (("runs", "--export_dir=export"), ("saved_models", "--model_dir=run")):
+        folder = tmp_path / blocked
+        folder.mkdir()
+        (folder / blocked).write_text("a file where a folder goes")
+        result = run_script("train.py", *TINY_TRAIN, flag, cwd=folder)
+        lines = error_lines(result)
+        assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+        default = "--model_dir=runs/mlp" if blocked == "runs" else "--export_dir=saved_models/mlp"
+        assert f"the default {default}: {folder / blocked} is a file, not a folder" in lines[0], lines[0]
+        assert sorted(os.listdir(folder)) == [blocked]

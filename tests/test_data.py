@@ -202,10 +202,13 @@ def test_evaluation_pipeline_keeps_order_and_ignores_the_global_seed(tmp_path):
     labels_seen, binary = one_pass(dataset)
     np.testing.assert_array_equal(labels_seen, labels)  # In the arrays' order, every example once.
     # Every pass draws the same sample, whatever TensorFlow's global seed: only `seed` and the batch choose it.
-    for global_seed in (1, 2):
-        tf.random.set_seed(global_seed)
-        np.testing.assert_array_equal(one_pass(dataset)[1], binary)
-        np.testing.assert_array_equal(one_pass(_pipeline(images, labels, binarize="dynamic"))[1], binary)
+    try:
+        for global_seed in (1, 2):
+            tf.random.set_seed(global_seed)
+            np.testing.assert_array_equal(one_pass(dataset)[1], binary)
+            np.testing.assert_array_equal(one_pass(_pipeline(images, labels, binarize="dynamic"))[1], binary)
+    finally:
+        tf.random.set_seed(None)  # Unseeded again for the tests after this one in the process.
     other_seed = one_pass(data.make_pipeline(images, labels, 4, seed=4, binarize="dynamic"))[1]
     assert np.mean(other_seed != binary) > 0.05
     # Batches get seeds of their own: the second batch's sample is not the first one's noise again.

@@ -199,22 +199,36 @@ def test_checkpoints_of_a_resumed_epoch_count_the_steps_it_skipped(tmp_path):
     assert _step_of(manager.latest_checkpoint) == 200 and int(state.epoch.numpy()) == 2
 
 
-def test_a_truncated_checkpoint_is_named_in_one_line_and_nothing_is_written(tiny_run, tmp_path):
+def test_a_checkpoint_that_cannot_be_read_is_named_in_one_line_and_nothing_is_written(tiny_run, tmp_path):
     """A run folder whose latest checkpoint lost the end of its data file (a full disk, a partial copy): resuming it
-    and evaluating from it each fail in one line naming the checkpoint and the fix, and write nothing."""
-    run_dir = tmp_path / "run"
+    and evaluating from it each fail in one line naming the checkpoint and the fix, and write nothing. Resuming an
+    intact one with another architecture says to resume with the run's own flags, which it leaves as they were."""
+    run_dir, intact_dir = tmp_path / "run", tmp_path / "intact"
     shutil.copytree(tiny_run[0], run_dir)
+    shutil.copytree(tiny_run[0], intact_dir)
     latest = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
     data_file = f"{latest}.data-00000-of-00001"
     with open(data_file, "r+b") as f:
         f.truncate(os.path.getsize(data_file) // 2)
-    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+
+    def contents():
+        return {p.relative_to(tmp_path): p.read_bytes() if p.is_file() else None for p in tmp_path.rglob("*")}
+
+    before = contents()
     resume = run_script("train.py", f"--flagfile={run_dir / 'flags.txt'}", f"--model_dir={run_dir}", "--resume",
                         "--epochs=2", f"--export_dir={tmp_path / 'export'}")
     evaluate = run_script("evaluate.py", f"--model_dir={run_dir}", "--num_importance_samples=2",
                           "--num_examples=10", f"--output={tmp_path / 'e.json'}")
-    for result, fix in ((resume, "start a new --model_dir"), (evaluate, "pass --saved_model of the run's export")):
+    other_model = run_script("train.py", f"--flagfile={intact_dir / 'flags.txt'}", f"--model_dir={intact_dir}",
+                             "--resume", "--epochs=2", "--latent_dim=3", f"--export_dir={tmp_path / 'export'}")
+    intact_latest = latest.replace(str(run_dir), str(intact_dir))
+    for result, reason, fix in (
+            (resume, f"cannot read {latest} (its data file is shorter than its index says", "start a new --model_dir"),
+            (evaluate, f"cannot read {latest} (its data file is shorter than its index says",
+             "pass --saved_model of the run's export"),
+            (other_model, f"cannot read {intact_latest} (Received incompatible tensor",
+             f"resume with the flags the run was trained with (--flagfile={intact_dir / 'flags.txt'})")):
         lines = error_lines(result)
         assert result.returncode == 1 and len(lines) == 1, result.stderr[-2000:]
-        assert f"cannot read {latest} (its data file is shorter than its index says" in lines[0] and fix in lines[0]
-    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+        assert reason in lines[0] and fix in lines[0], lines[0]
+    assert contents() == before  # flags.txt too: a refused --resume leaves the run's record of its flags alone.

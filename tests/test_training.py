@@ -378,8 +378,20 @@ def test_a_run_resumed_mid_epoch_keeps_the_epochs_before_and_reports_the_rest_on
     _assert_epochs_from_lines(history, lines)
 
 
+@pytest.fixture
+def global_seeds_restored():
+    """training.run seeds Python, NumPy and TensorFlow for the whole process; later tests in it must not inherit it."""
+    import random
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    yield
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
+    tf.random.set_seed(None)
+
+
 def test_a_signal_after_the_last_step_stops_before_the_export_and_one_during_it_waits(tmp_path, monkeypatch,
-                                                                                     capsys):
+                                                                                     capsys, global_seeds_restored):
     """SIGTERM in the test pass: the run stops once its test metrics and metrics.json are written, with the final
     checkpoint and no export; --resume then trains nothing, tests and exports. SIGTERM during the export: the export
     is finished first (a kill would leave a half-written folder), and the run ends normally, saying so."""
@@ -403,13 +415,14 @@ def test_a_signal_after_the_last_step_stops_before_the_export_and_one_during_it_
         patch.setattr(summaries, "write_test_metrics", signal_first(summaries.write_test_metrics))
         with pytest.raises(training.TrainingInterrupted, match=rf"SIGTERM at step {2 * TINY_STEPS} \(after epoch 2\)"):
             training.run(cfg)
+    assert "SIGTERM: finishing the test pass and metrics.json, then stopping (--resume exports)" in \
+        capsys.readouterr().out
     assert signal.getsignal(signal.SIGTERM) is default_handler
     assert not os.path.exists(cfg.export_dir)
     stopped = json.load(open(os.path.join(cfg.model_dir, "metrics.json")))
     assert stopped["epochs_run"] == [1, 2] and len(stopped["history"]["loss"]) == 2
     checkpoint = tf.train.latest_checkpoint(os.path.join(cfg.model_dir, "checkpoints"))
     assert checkpoint.endswith(f"ckpt-{2 * TINY_STEPS}")
-    capsys.readouterr()
 
     with monkeypatch.context() as patch:
         patch.setattr(export, "export_saved_model", signal_first(export.export_saved_model))

@@ -7,6 +7,8 @@ import sys
 
 from absl import flags, logging
 
+from tfvae import artifacts
+
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 MODELS = ("tf1_tutorial", "mlp", "conv", "cvae")
@@ -117,14 +119,18 @@ def _positive(name):
     return lambda value: value is None or value > 0
 
 
-def write_problem(path):
+def find_write_problem(path, beside=False):
     """Why nothing can be written at `path` (inside it when it is a folder, else beside it), or None: the nearest
-    folder above it that exists must be a folder this process may write in (the rest is created)."""
+    folder above it that exists must be a folder this process may write in (the rest is created).
+
+    `beside`: `path` is a folder replaced whole through a temporary sibling (an export), so the writing happens in
+    its parent even when it exists.
+    """
     folder = os.path.abspath(path)
-    if not os.path.isdir(folder):
+    if beside or not os.path.isdir(folder):
         folder = os.path.dirname(folder)
-    while not os.path.exists(folder):
-        folder = os.path.dirname(folder)
+    missing = artifacts.first_missing_folder(folder)
+    folder = os.path.dirname(missing) if missing else folder
     if not os.path.isdir(folder):
         return f"{folder} is a file, not a folder"
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -132,10 +138,11 @@ def write_problem(path):
     return None
 
 
-def refuse_unwritable(name):
-    """Validates --NAME, a file or folder to write, as creatable: checked before any work starts, not at its end."""
+def refuse_unwritable(name, beside=False):
+    """Validates --NAME, a file or folder to write, as creatable (see `find_write_problem`): checked before any work
+    starts, not at its end."""
     def check(path):
-        problem = path and write_problem(path)
+        problem = path and find_write_problem(path, beside)
         if problem:
             raise flags.ValidationError(f"{problem}; pass a path in a folder you can write to")
         return True
@@ -174,11 +181,13 @@ def define_model_data_dir_flag(what):
     require_existing_folder("data_dir", DATA_DIR_HINT)
 
 
-def refuse_existing_file(name, what):
-    """Validates --NAME, a folder to write into, as not an existing file, and as a place that can be written."""
-    flags.register_validator(name, lambda path: not path or not os.path.isfile(path),
+def refuse_existing_file(name, what, replaced_whole=False):
+    """Validates --NAME, a folder to write into (`replaced_whole`: an export, replaced through a sibling), as not
+    an existing file, and as a place that can be written."""
+    # rstrip: "notes.txt/" names the file notes.txt too, though isfile says no.
+    flags.register_validator(name, lambda path: not path or not os.path.isfile(path.rstrip(os.sep)),
                              message=f"names an existing file, not a folder; pass {what}")
-    refuse_unwritable(name)
+    refuse_unwritable(name, beside=replaced_whole)
 
 
 def define_train_flags():
@@ -340,6 +349,7 @@ def define_train_flags():
         ["export_dir", "name", "model"], _export_dir_is_usable,
         message="--export_dir exists and is not a tfvae export (no tfvae.json); the export would replace it, so "
                 "remove it or choose another --export_dir")
+    flags.register_multi_flags_validator(["model_dir", "export_dir", "name", "model"], _default_run_paths_writable)
     flags.register_multi_flags_validator(
         ["model_dir", "export_dir", "name", "model"], _run_outside_export,
         message="--model_dir is --export_dir or inside it, and the export replaces that folder whole; pass an "
@@ -352,7 +362,7 @@ def define_train_flags():
             name, lambda path: not path or _is_checkpoint_or_dir(path),
             message=f"--{name} must be an existing folder or a checkpoint prefix (PREFIX.index exists)")
     refuse_existing_file("model_dir", "a folder for the run (created if missing)")
-    refuse_existing_file("export_dir", "a folder for the SavedModel (created if missing)")
+    refuse_existing_file("export_dir", "a folder for the SavedModel (created if missing)", replaced_whole=True)
     _quiet_absl_logging()
 
 
@@ -366,7 +376,7 @@ def define_import_tf1_flags():
                         "model.ckpt.index) or a TF1 SavedModel folder of the tutorial graph.", required=True)
     flags.DEFINE_string("export_dir", None, "Where the tfvae SavedModel goes, e.g. saved_models/NAME.",
                         required=True)
-    refuse_existing_file("export_dir", "a folder for the SavedModel")
+    refuse_existing_file("export_dir", "a folder for the SavedModel", replaced_whole=True)
     flags.register_validator(
         "export_dir", lambda export_dir: _is_replaceable(export_dir, "tfvae.json"),
         message="--export_dir exists and is not a tfvae export (no tfvae.json); the export would replace it, so "
@@ -477,7 +487,7 @@ def define_classifier_flags():
     flags.DEFINE_string("export_dir", None, "Where the classifier SavedModel goes. Default: "
                         "saved_models/DATASET_classifier (evaluate_cvae.py's default for models of that dataset).")
     require_existing_folder("data_dir", DATA_DIR_HINT)
-    refuse_existing_file("export_dir", "a folder for the SavedModel")
+    refuse_existing_file("export_dir", "a folder for the SavedModel", replaced_whole=True)
     # Checked before training, not when the export is written minutes later.
     flags.register_multi_flags_validator(
         ["export_dir", "dataset"],
@@ -609,7 +619,7 @@ def evaluate_config_from_flags():
         values["output"] = os.path.join(values["saved_model"] or values["model_dir"], f"evaluation_{values['split']}"
                                         f"_k{values['num_importance_samples']}_n{examples}.json")
         # The flag's validator checked only an --output given; this default is checked before minutes of work.
-        problem = write_problem(values["output"])
+        problem = find_write_problem(values["output"])
         if problem:
             print(f"error: the default --output={values['output']}: {problem}; pass --output=PATH.json",
                   file=sys.stderr)
@@ -665,7 +675,7 @@ def define_export_flags():
         message="pass exactly one of --model_dir=RUN_DIR and --saved_model=EXPORT_DIR")
     require_existing_folder("saved_model", "a tfvae or classifier SavedModel folder")
     require_existing_folder("model_dir", "a run folder of train.py, e.g. runs/tf1_tutorial")
-    refuse_existing_file("export_dir", "a folder for the SavedModel")
+    refuse_existing_file("export_dir", "a folder for the SavedModel", replaced_whole=True)
     _quiet_absl_logging()
 
 
@@ -743,9 +753,22 @@ def _export_dir_is_usable(f):
 
 def _run_outside_export(f):
     name = f["name"] or f["model"]
-    model_dir = os.path.abspath(f["model_dir"] or os.path.join("runs", name))
-    export_dir = os.path.abspath(f["export_dir"] or os.path.join("saved_models", name))
+    # realpath: a symlink must not hide that the export, replaced whole, would take the run with it.
+    model_dir = os.path.realpath(f["model_dir"] or os.path.join("runs", name))
+    export_dir = os.path.realpath(f["export_dir"] or os.path.join("saved_models", name))
     return model_dir != export_dir and not model_dir.startswith(os.path.join(export_dir, ""))
+
+
+def _default_run_paths_writable(f):
+    """The per-flag validators check --model_dir and --export_dir as given; these are their defaults."""
+    name = f["name"] or f["model"]
+    for flag, path, beside in (("model_dir", os.path.join("runs", name), False),
+                               ("export_dir", os.path.join("saved_models", name), True)):
+        problem = not f[flag] and find_write_problem(path, beside)
+        if problem:
+            raise flags.ValidationError(f"the default --{flag}={path}: {problem}; pass --{flag}=PATH in a folder "
+                                        f"you can write to")
+    return True
 
 
 def _model_dir_is_usable(f):

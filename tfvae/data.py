@@ -294,7 +294,7 @@ def make_pipeline(images, labels, batch_size, *, seed, binarize="none", flatten=
       seed: seeds dynamic binarization and corruption.
       binarize: "none", "dynamic" (a fresh Bernoulli sample each time) or "static" (images already sampled).
       flatten: yield `[batch, H*W*C]` instead of `[batch, H, W, C]`.
-      drop_remainder: static batch shapes (training).
+      drop_remainder: drop a last smaller batch, for static batch shapes.
       corrupt_fn: optional `(target, seed[2]) -> input` applied per batch (denoising models).
       threads: size of the pipeline's private thread pool.
 
@@ -302,9 +302,7 @@ def make_pipeline(images, labels, batch_size, *, seed, binarize="none", flatten=
       A dataset of dicts: "input" and "target" float32 in [0, 1], "label" int32 `[batch]`.
     """
     n, num_pixels = int(images.shape[0]), int(np.prod(images.shape[1:]))
-    # Shuffle and batch indices, then gather whole batches from the in-memory arrays: the same batches as
-    # shuffling the examples themselves (the permutation depends only on seed and n), at a fraction of the work
-    # per epoch, and nothing to cache.
+    # Batches of indices, gathered from the in-memory arrays: nothing to cache, nothing copied per epoch.
     images, labels = hold_on_host(images), hold_on_host(labels)
     dataset = tf.data.Dataset.range(n).batch(batch_size, drop_remainder=drop_remainder).enumerate()
 

@@ -12,6 +12,22 @@ METADATA_FILE = "tfvae.json"
 FORMAT_VERSION = 1
 # Variables are written in shards of at most this size: pretrained exports stay ordinary-sized files in git.
 MAX_SHARD_BYTES = 4 * 1024 * 1024
+# What reading saved variables (a checkpoint, an export's variables/) raises: ValueError, OpError or AssertionError
+# for values that do not fit the model, IndexError ("Read less bytes than requested") for a data file shorter than
+# its index says.
+VARIABLE_READ_ERRORS = (AssertionError, ValueError, IndexError, tf.errors.OpError)
+
+
+def is_damaged(error):
+    """Whether a `VARIABLE_READ_ERRORS` error says the files are damaged, not that they belong to another model."""
+    return isinstance(error, (IndexError, tf.errors.DataLossError))
+
+
+def describe_read_error(error):
+    """One line on why saved variables could not be read (a `VARIABLE_READ_ERRORS` error)."""
+    if isinstance(error, IndexError):
+        return "its data file is shorter than its index says: truncated or damaged"
+    return " ".join((str(error) or type(error).__name__).split())[:200]
 
 
 class ExportError(ValueError):
@@ -215,7 +231,8 @@ def load_saved_model(path):
     metadata = load_metadata(path)
     try:
         return tf.saved_model.load(path), metadata
-    except (OSError, ValueError, tf.errors.OpError) as e:  # A missing or cut-short saved_model.pb or variables/.
-        first_line = (str(e).strip() or type(e).__name__).splitlines()[0][:200]
-        raise ExportError(f"--saved_model={path}: its SavedModel files are incomplete or corrupt ({first_line}); "
+    except (OSError, *VARIABLE_READ_ERRORS) as e:  # A missing or cut-short saved_model.pb or variables/.
+        reason = describe_read_error(e) if isinstance(e, IndexError) else \
+            (str(e).strip() or type(e).__name__).splitlines()[0][:200]
+        raise ExportError(f"--saved_model={path}: its SavedModel files are incomplete or corrupt ({reason}); "
                           f"copy or export the model again") from None

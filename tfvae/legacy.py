@@ -292,8 +292,8 @@ def initialize_model(model, init_from="", init_from_tf1="", dataset="", image_sh
             tf.train.Checkpoint(model=model)
         try:
             checkpoint.read(prefix).expect_partial().assert_existing_objects_matched()
-        except restore.CHECKPOINT_READ_ERRORS as e:
-            raise TF1ImportError(f"{unfit} ({restore.checkpoint_read_reason(e)}); pass the flags of the run that "
+        except export.VARIABLE_READ_ERRORS as e:
+            raise TF1ImportError(f"{unfit} ({export.describe_read_error(e)}); pass the flags of the run that "
                                  f"wrote it") from None
         return f"Initialised weights and Adam state at step {int(model.optimizer.iterations)} from {init_from}"
     try:  # The weights only; the model's Adam state, built already, starts afresh.
@@ -310,8 +310,10 @@ def _refuse_other_images(init_from, dataset, image_shape):
     metadata_path = os.path.join(init_from, export.METADATA_FILE) if init_from and image_shape else ""
     if not os.path.isfile(metadata_path):
         return
-    with open(metadata_path) as f:
-        metadata = json.load(f)
+    try:
+        metadata = export.load_metadata(init_from)
+    except export.ExportError as e:
+        raise TF1ImportError(str(e).replace("--saved_model=", "--init_from=", 1)) from None
     trained_on = tuple(metadata.get("image_shape", image_shape))
     if trained_on != tuple(image_shape):
         raise TF1ImportError(f"--init_from={init_from} was trained on {metadata.get('dataset')} images "
@@ -323,11 +325,15 @@ def _object_graph(prefix):
     """The object graph of a TF2 object-based checkpoint (None for a TF1 name-based one)."""
     from tensorflow.core.protobuf import trackable_object_graph_pb2
 
-    reader = tf.train.load_checkpoint(prefix)
-    if not reader.has_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"):
-        return None
-    graph = trackable_object_graph_pb2.TrackableObjectGraph()
-    graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        if not reader.has_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"):
+            return None
+        graph = trackable_object_graph_pb2.TrackableObjectGraph()
+        graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    except export.VARIABLE_READ_ERRORS as e:
+        raise TF1ImportError(f"{prefix}: cannot read the checkpoint ({export.describe_read_error(e)}); pass an "
+                             f"intact one") from None
     return graph
 
 

@@ -11,16 +11,6 @@ from tfvae import compat, config, export
 
 FLAGS_FILE = "flags.txt"
 CHECKPOINTS_DIR = "checkpoints"
-# What reading a checkpoint raises: ValueError/OpError/AssertionError for one that does not fit the model, and
-# IndexError ("Read less bytes than requested") for a data file shorter than its index says.
-CHECKPOINT_READ_ERRORS = (AssertionError, ValueError, IndexError, tf.errors.OpError)
-
-
-def checkpoint_read_reason(error):
-    """One line saying why a checkpoint could not be read (one of `CHECKPOINT_READ_ERRORS`)."""
-    if isinstance(error, IndexError):
-        return "its data file is shorter than its index says: truncated or damaged"
-    return " ".join(str(error).split())[:200]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,8 +101,8 @@ def load_checkpoint(model_dir):
     model = build_model(cfg, image_shape)
     try:  # Only the model: the optimizer and epoch counter in the checkpoint are not needed to evaluate.
         tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
-    except CHECKPOINT_READ_ERRORS as e:
-        raise ValueError(f"--model_dir={model_dir}: cannot read {latest} ({checkpoint_read_reason(e)}); pass "
+    except export.VARIABLE_READ_ERRORS as e:
+        raise ValueError(f"--model_dir={model_dir}: cannot read {latest} ({export.describe_read_error(e)}); pass "
                          f"--saved_model of the run's export instead") from None
     metadata = training.export_metadata(cfg, image_shape, model)
     metadata["checkpoint"] = os.path.abspath(latest)
@@ -168,8 +158,8 @@ def read_every_variable(objects, expected, prefix):
         variable.assign(tf.fill(variable.shape, float("nan")))
     try:
         tf.train.Checkpoint(**objects).read(prefix).expect_partial()
-    except CHECKPOINT_READ_ERRORS as e:
-        raise ValueError(checkpoint_read_reason(e)) from None
+    except export.VARIABLE_READ_ERRORS as e:
+        raise ValueError(export.describe_read_error(e)) from None
     return [getattr(v, "path", v.name) for v in expected if not np.isfinite(v.numpy()).all()]
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfvae import artifacts, config, distribute, export, optimizers, restore, summaries, visualization
+from tfvae import artifacts, config, distribute, export, optimizers, summaries, visualization
 from tfvae.models import likelihoods
 
 GRID_ROWS = GRID_COLS = 4
@@ -161,6 +161,7 @@ class Checkpoints(keras.callbacks.Callback):
         self.steps_per_epoch = steps_per_epoch
         self.every_steps = every_steps
         self.stop_signal = None  # Set by the signal handler; acted on at the next step boundary.
+        self.signal_plan = None  # What the handler says will happen; None: the step-boundary stop.
         self._saved_step = int(state.step.numpy())
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -207,9 +208,9 @@ class Checkpoints(keras.callbacks.Callback):
 
 @contextlib.contextmanager
 def defer_signals(target, plan="saving a checkpoint at the next step boundary, then stopping"):
-    """While active, SIGTERM and SIGINT only set `target.stop_signal` (and print `plan`), for the code to act on
-    at its next safe point (`Checkpoints`: the next step boundary) instead of dying mid-step or mid-write; a
-    second signal acts as usual (SIGINT: KeyboardInterrupt, stop at once)."""
+    """While active, SIGTERM and SIGINT only set `target.stop_signal` (and print `target.signal_plan`, if set,
+    else `plan`), for the code to act on at its next safe point (`Checkpoints`: the next step boundary) instead of
+    dying mid-step or mid-write; a second signal acts as usual (SIGINT: KeyboardInterrupt, stop at once)."""
     if threading.current_thread() is not threading.main_thread():  # Only the main thread may set handlers.
         yield
         return
@@ -220,7 +221,8 @@ def defer_signals(target, plan="saving a checkpoint at the next step boundary, t
         target.stop_signal = number
         for other in handled:
             signal.signal(other, previous[other])
-        note = f"\n{signal.Signals(number).name}: {plan} (send it again to stop at once)\n"
+        note = (f"\n{signal.Signals(number).name}: {getattr(target, 'signal_plan', None) or plan} (send it again "
+                f"to stop at once)\n")
         try:  # os.write, not print: a handler that prints while the interrupted code prints raises "reentrant call".
             os.write(sys.stdout.fileno(), note.encode())
         except (AttributeError, OSError, ValueError):  # A stdout without a file: a notebook's, pytest's capture.
@@ -376,9 +378,11 @@ def restore_checkpoint(manager, model, state, steps_per_epoch):
             tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=state.epoch).restore(
                 path).assert_existing_objects_matched()
             state.step.assign(state.epoch * steps_per_epoch)
-    except restore.CHECKPOINT_READ_ERRORS as e:
-        raise CheckpointError(f"--resume: cannot read {path} ({restore.checkpoint_read_reason(e)}); start a new "
-                              f"--model_dir, or put back an intact copy of that checkpoint") from None
+    except export.VARIABLE_READ_ERRORS as e:
+        fix = ("start a new --model_dir, or put back an intact copy of that checkpoint" if export.is_damaged(e) else
+               f"resume with the flags the run was trained with (--flagfile="
+               f"{os.path.join(os.path.dirname(manager.directory), 'flags.txt')}), or start a new --model_dir")
+        raise CheckpointError(f"--resume: cannot read {path} ({export.describe_read_error(e)}); {fix}") from None
 
 
 def export_metadata(cfg, image_shape, model):
@@ -481,6 +485,7 @@ def train(model, datasets, cfg):
             tensorboard.on_train_end()  # Flushes and closes the event files fit would have closed.
             raise
         train_seconds = time.perf_counter() - start
+        checkpoints.signal_plan = "finishing the test pass and metrics.json, then stopping (--resume exports)"
         if stop_on_bad_steps.stopped_at_step is not None:
             raise TrainingDiverged(
                 f"{cfg.max_bad_steps} train steps in a row had a non-finite loss or gradient (after step "
@@ -564,6 +569,9 @@ def run(cfg):
     run_cfg = cfg if chief else dataclasses.replace(cfg, model_dir=tempfile.mkdtemp(prefix="tfvae-worker-"))
     fresh_run = cfg.overwrite or not os.path.isdir(run_cfg.model_dir) or not os.listdir(run_cfg.model_dir)
     created = artifacts.first_missing_folder(run_cfg.model_dir)  # What prepare_model_dir will create, if anything.
+    flags_file = os.path.join(run_cfg.model_dir, "flags.txt")
+    # A --resume refused for its checkpoint leaves the run's record of its own flags as it was.
+    resumed_flags = open(flags_file).read() if cfg.resume and os.path.isfile(flags_file) else None
     try:
         prepare_model_dir(run_cfg)
         with strategy.scope():
@@ -577,6 +585,10 @@ def run(cfg):
                     shutil.rmtree(created or run_cfg.model_dir, ignore_errors=True)
                     if not created:
                         os.makedirs(run_cfg.model_dir)  # It was there, empty: leave it so.
+                raise
+            except CheckpointError:
+                if resumed_flags is not None:
+                    artifacts.write_text(flags_file, resumed_flags)
                 raise
         export_dir = cfg.export_dir if chief else os.path.join(run_cfg.model_dir, "export")
         # A signal now would leave a half-written export folder beside the old one: the export finishes first.
