@@ -488,3 +488,22 @@ def test_default_run_folders_are_checked_before_any_work(tmp_path):
         default = "--model_dir=runs/mlp" if blocked == "runs" else "--export_dir=saved_models/mlp"
         assert f"the default {default}: {folder / blocked} is a file, not a folder" in lines[0], lines[0]
         assert sorted(os.listdir(folder)) == [blocked]
+
+
+def test_evaluates_default_output_is_checked_before_any_work(tiny_export, tmp_path):
+    """Without --output, evaluate.py writes beside the model: a folder it may not write in is named at once, not
+    after minutes of evaluation. (As root every folder is writable, so os.access says no for that one.)"""
+    export_dir = tmp_path / "export"
+    shutil.copytree(tiny_export, export_dir)
+    before = sorted(os.listdir(export_dir))
+    code = ("import os, runpy, sys\n"
+            "folder, real_access = sys.argv[1], os.access\n"
+            "os.access = lambda path, mode, **kwargs: os.path.abspath(path) != folder and real_access(path, mode)\n"
+            "sys.argv = ['evaluate.py', '--saved_model=' + folder, '--num_examples=10']\n"
+            f"runpy.run_path({os.path.join(REPO, 'scripts', 'evaluate.py')!r}, run_name='__main__')\n")
+    result = run_script(None, code, str(export_dir), cwd=tmp_path)
+    lines = error_lines(result)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith(f"error: the default --output={export_dir}/evaluation_test_k"), lines[0]
+    assert lines[0].endswith(f"_n10.json: cannot write in {export_dir} (permission denied); pass --output=PATH.json")
+    assert sorted(os.listdir(export_dir)) == before

@@ -78,3 +78,55 @@ def test_corruption_strength_ranges_exclude_low_and_include_high(kind, refused, 
         assert config.corruption_strength_error(kind, strength) is None, strength
     assert config.corruption_strength_error("none", 0.0) is None
     assert "needs --corruption" in config.corruption_strength_error("none", 0.5)
+
+
+def _refusal(*args):
+    """The validation error train.py's flags `args` get (each failed check, as parse_flags_or_exit prints them)."""
+    with pytest.raises(flags.IllegalFlagValueError) as error:
+        _parse("--model=mlp", *args)
+    return str(error.value)
+
+
+def test_a_run_folder_that_the_export_would_replace_is_refused_and_a_neighbour_is_not(tmp_path):
+    """The export replaces --export_dir whole: the run folder may be neither that folder nor inside it, also
+    through a symlink; a sibling whose name merely starts with the export's is another folder."""
+    inside = "--model_dir is --export_dir or inside it"
+    assert inside in _refusal(f"--model_dir={tmp_path}/same", f"--export_dir={tmp_path}/same")
+    (tmp_path / "exports").mkdir()
+    (tmp_path / "exports" / "tfvae.json").write_text("{}")  # An earlier export: replaceable.
+    os.symlink(tmp_path / "exports", tmp_path / "link")
+    assert inside in _refusal(f"--model_dir={tmp_path}/link/run", f"--export_dir={tmp_path}/exports")
+    cfg = _parse("--model=mlp", f"--model_dir={tmp_path}/exports_run", f"--export_dir={tmp_path}/exports")
+    assert cfg.model_dir == f"{tmp_path}/exports_run"
+
+
+def test_a_file_named_with_a_trailing_slash_is_still_a_file(tmp_path):
+    (tmp_path / "notes.txt").write_text("a file")
+    for flag in ("model_dir", "export_dir"):
+        assert "names an existing file, not a folder" in _refusal(f"--{flag}={tmp_path}/notes.txt/")
+
+
+def test_given_folders_are_checked_where_they_are_written_and_defaults_only_when_not_given(tmp_path, monkeypatch):
+    """An existing export is replaced through a sibling, so its parent must be writable (not the export itself);
+    a run folder is written inside. runs/NAME and saved_models/NAME are checked only when they are the ones used."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").write_text("a file where the default run folder would go")
+    locked = tmp_path / "locked"
+    for export_dir in (locked / "export", tmp_path / "saved_models" / "mlp"):
+        export_dir.mkdir(parents=True)
+        (export_dir / "tfvae.json").write_text("{}")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kwargs: (
+        os.path.abspath(path) not in (str(locked), str(tmp_path / "saved_models")) and
+        real_access(path, mode, **kwargs)))
+    # The default runs/mlp is blocked by a file, but --model_dir is given: not refused for it.
+    cfg = _parse("--model=mlp", f"--model_dir={tmp_path}/run", f"--export_dir={tmp_path}/new_export")
+    assert cfg.model_dir == f"{tmp_path}/run"
+    assert f"cannot write in {locked} (permission denied)" in _refusal(f"--model_dir={tmp_path}/run",
+                                                                       f"--export_dir={locked}/export")
+    assert f"the default --export_dir=saved_models/mlp: cannot write in {tmp_path}/saved_models (permission " \
+           f"denied)" in _refusal(f"--model_dir={tmp_path}/run")
+    # A run folder in a writable place is written inside itself, whatever its parent allows.
+    (locked / "run").mkdir()
+    cfg = _parse("--model=mlp", f"--model_dir={locked}/run", "--overwrite", f"--export_dir={tmp_path}/new_export")
+    assert cfg.model_dir == f"{locked}/run"

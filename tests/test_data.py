@@ -217,6 +217,28 @@ def test_evaluation_pipeline_keeps_order_and_ignores_the_global_seed(tmp_path):
     assert np.mean(twice[:4] != twice[4:]) > 0.05
 
 
+def test_evaluation_pipeline_keeps_a_last_smaller_batch_unless_told_to_drop_it():
+    images, labels = np.zeros((10, 28, 28, 1), np.uint8), np.arange(10, dtype=np.int32)
+    kept = [b["label"].numpy().tolist() for b in data.make_pipeline(images, labels, 4, seed=0)]
+    assert kept == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]  # Every test example is scored.
+    dropped = data.make_pipeline(images, labels, 4, seed=0, drop_remainder=True)
+    assert [len(b["label"]) for b in dropped] == [4, 4]
+
+
+def test_corruption_draws_apart_from_the_binarization_of_the_same_batch():
+    """corrupt_fn gets a seed of its own: drawn with the binarization's, a mask would fall exactly on the pixels
+    that came out white. Here corrupt_fn returns the uniform draws it would use."""
+    gray = np.full((8, 28, 28, 1), 128, np.uint8)
+    labels = np.zeros(8, np.int32)
+    draws = lambda x, seed: tf.random.stateless_uniform(tf.shape(x), seed)  # noqa: E731
+    epoch = tf.Variable(0, dtype=tf.int64)
+    for pipeline in (data.make_pipeline(gray, labels, 4, seed=5, binarize="dynamic", corrupt_fn=draws),
+                     data.make_train_pipeline(gray, labels, 4, seed=5, epoch=epoch, binarize="dynamic",
+                                              corrupt_fn=draws)):
+        for batch in pipeline:
+            as_if_binarized = (batch["input"].numpy() < 128 / 255).astype(np.float32)
+            assert np.mean(as_if_binarized != batch["target"].numpy()) > 0.3  # Independent draws: about 0.5.
+
 def test_dynamic_binarization_is_binary_with_the_right_mean(mnist_dir):
     arrays = data.load_arrays("mnist", mnist_dir)
     images, labels = arrays.test_images[:2000], arrays.test_labels[:2000]

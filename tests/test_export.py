@@ -73,3 +73,20 @@ def test_log_likelihood_samples_is_log_likelihood_of_each_sample(unconditional, 
     # z's second axis is the batch: 4 examples' samples for 5 inputs are refused, not broadcast.
     with pytest.raises(tf.errors.InvalidArgumentError, match="z and input must hold the same number"):
         unconditional["log_likelihood_samples"](input=x, z=z[:, :4])
+
+
+def test_read_errors_are_told_damaged_or_of_another_model_in_one_line():
+    assert export.is_damaged(IndexError("Read less bytes than requested"))
+    assert export.is_damaged(tf.errors.DataLossError(None, None, "Checksum does not match: stored 1 vs. calculated 2"))
+    assert not export.is_damaged(tf.errors.InvalidArgumentError(None, None, "Received incompatible tensor"))
+    assert not export.is_damaged(AssertionError("Unresolved object in checkpoint"))
+    assert export.describe_read_error(IndexError("Read less bytes than requested")) == (
+        "its data file is shorter than its index says: truncated or damaged")
+    assert export.describe_read_error(AssertionError()) == "AssertionError"  # Never an empty reason.
+    assert export.describe_read_error(ValueError("a\n  b " + "c" * 300)) == ("a b " + "c" * 300)[:200]
+
+
+def test_metadata_that_is_not_a_json_object_is_refused(tmp_path):
+    (tmp_path / "tfvae.json").write_text('["tfvae"]')
+    with pytest.raises(export.ExportError, match="tfvae.json holds no JSON object; copy or export the model again"):
+        export.load_metadata(str(tmp_path))

@@ -452,3 +452,44 @@ def test_init_from_an_export_of_other_sizes_is_refused_by_name():
     with pytest.raises(legacy.TF1ImportError, match=r"was trained on mnist images \[28, 28, 1\], this run has "
                                                     r"cifar10 images \[32, 32, 3\]; pass --dataset=mnist"):
         legacy.initialize_model(model, init_from=shipped, dataset="cifar10", image_shape=(32, 32, 3))
+
+
+def _flip_first_bytes(prefix):
+    """Damages a checkpoint as bad storage does: its data file keeps its length, its first bytes change."""
+    data_file = f"{prefix}.data-00000-of-00001"
+    with open(data_file, "r+b") as f:
+        head = f.read(64)
+        f.seek(0)
+        f.write(bytes(b ^ 0xFF for b in head))
+
+
+def test_init_from_a_damaged_checkpoint_asks_for_an_intact_one_not_other_flags(tmp_path):
+    """Changed bytes (TensorFlow's checksums find them) in a train.py checkpoint or a weights-only export are named
+    as damage, with or without Adam's state in it: other flags would not help."""
+    source = build_model(preset_config(), (28, 28, 1))  # Never compiled: no optimizer in its checkpoint.
+    source(np.zeros((1, 784), np.float32))
+    weights_only = tf.train.Checkpoint(model=source).write(str(tmp_path / "weights" / "ckpt-1"))
+    model = build_model(preset_config(), (28, 28, 1))
+    training.compile_model(model, preset_config())
+    model(np.zeros((1, 784), np.float32))
+    with_adam = tf.train.Checkpoint(model=model, optimizer=model.optimizer).write(str(tmp_path / "run" / "ckpt-1"))
+    for prefix in (with_adam, weights_only):
+        _flip_first_bytes(prefix)
+        with pytest.raises(legacy.TF1ImportError, match=rf"^{re.escape(prefix)}: cannot read the checkpoint "
+                                                        r"\(.*Checksum.*\); pass an intact one$"):
+            legacy.initialize_model(model, init_from=prefix)
+
+
+def test_a_tf2_checkpoint_or_an_unreadable_export_is_named_as_such(tmp_path):
+    """A TF2 checkpoint given as a TF1 one (import_tf1.py, --init_from_tf1) would map to nothing by TF1 names; an
+    --init_from export whose tfvae.json is not JSON is named, not a traceback."""
+    prefix = tf.train.Checkpoint(weights=tf.Variable(tf.ones([3]))).write(str(tmp_path / "tf2" / "ckpt-1"))
+    with pytest.raises(legacy.TF1ImportError, match=f"^{re.escape(prefix)}: a TensorFlow 2 export or checkpoint"):
+        legacy.open_source(prefix)
+    broken = tmp_path / "export"
+    broken.mkdir()
+    (broken / "tfvae.json").write_text('{"format": ')
+    model = build_model(preset_config(), (28, 28, 1))
+    with pytest.raises(legacy.TF1ImportError, match=f"^--init_from={re.escape(str(broken))}: tfvae.json is not "
+                                                    f"readable JSON"):
+        legacy.initialize_model(model, init_from=str(broken), dataset="mnist", image_shape=(28, 28, 1))

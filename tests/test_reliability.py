@@ -70,6 +70,8 @@ def test_an_absurd_learning_rate_stops_the_run_with_a_clear_error(tmp_path, mnis
     assert result.returncode == 1, result.stderr[-3000:]
     assert len(lines) == 1 and "5 train steps in a row had a non-finite loss or gradient" in lines[0], lines
     assert "lower --learning_rate, set --clip_grad_norm" in lines[0]
+    # Nothing to --resume from: it says to start again.
+    assert "no checkpoint was saved yet" in lines[0] and lines[0].endswith("then start again with --overwrite")
     assert not os.path.exists(tmp_path / "export")  # No export of a diverged run...
     assert not os.path.exists(tmp_path / "run" / "metrics.json")
     # ...and no checkpoint of its unfinished epoch: the last good checkpoint stays the last one.

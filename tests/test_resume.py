@@ -232,3 +232,46 @@ def test_a_checkpoint_that_cannot_be_read_is_named_in_one_line_and_nothing_is_wr
         assert result.returncode == 1 and len(lines) == 1, result.stderr[-2000:]
         assert reason in lines[0] and fix in lines[0], lines[0]
     assert contents() == before  # flags.txt too: a refused --resume leaves the run's record of its flags alone.
+
+
+def _flip_first_bytes(prefix):
+    """Damages a checkpoint as bad storage does: its data file keeps its length, its first bytes change."""
+    data_file = f"{prefix}.data-00000-of-00001"
+    with open(data_file, "r+b") as f:
+        head = f.read(64)
+        f.seek(0)
+        f.write(bytes(b ^ 0xFF for b in head))
+
+
+def test_a_checkpoint_whose_bytes_changed_is_told_damaged_not_of_another_run(tmp_path):
+    """TensorFlow's checksums find changed bytes (DataLossError): the fix is an intact copy, not other flags."""
+    from tfvae import training
+
+    state = training.TrainState(step=tf.Variable(10, dtype=tf.int64), epoch=tf.Variable(1, dtype=tf.int64))
+    checkpoint = tf.train.Checkpoint(step=state.step, epoch=state.epoch, weights=tf.Variable(tf.ones([1000])))
+    manager = tf.train.CheckpointManager(checkpoint, str(tmp_path / "checkpoints"), max_to_keep=1)
+    prefix = manager.save(checkpoint_number=10)
+    _flip_first_bytes(prefix)
+    with pytest.raises(training.CheckpointError, match=rf"--resume: cannot read {re.escape(prefix)} \(.*Checksum.*\); "
+                                                       r"start a new --model_dir, or put back an intact copy"):
+        training.restore_checkpoint(manager, None, state, steps_per_epoch=10)
+
+
+def test_a_checkpoint_without_a_value_the_model_now_has_says_to_resume_with_the_runs_flags(tmp_path):
+    """E.g. --learn_variance added on --resume: the new variable is not in the checkpoint (an AssertionError)."""
+    from tfvae import training
+
+    def manager_of(**extra):
+        state = training.TrainState(step=tf.Variable(10, dtype=tf.int64), epoch=tf.Variable(1, dtype=tf.int64))
+        checkpoint = tf.train.Checkpoint(step=state.step, epoch=state.epoch, weights=tf.Variable(tf.ones([3])),
+                                         **extra)
+        return tf.train.CheckpointManager(checkpoint, str(tmp_path / "run" / "checkpoints"), max_to_keep=1), state
+
+    saved, _ = manager_of()
+    prefix = saved.save(checkpoint_number=10)
+    manager, state = manager_of(log_variance=tf.Variable(0.0))
+    flagfile = re.escape(str(tmp_path / "run" / "flags.txt"))
+    with pytest.raises(training.CheckpointError, match=rf"--resume: cannot read {re.escape(prefix)} \(.+\); resume "
+                                                       rf"with the flags the run was trained with \(--flagfile="
+                                                       rf"{flagfile}\), or start a new --model_dir$"):
+        training.restore_checkpoint(manager, None, state, steps_per_epoch=10)

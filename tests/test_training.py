@@ -435,3 +435,31 @@ def test_a_signal_after_the_last_step_stops_before_the_export_and_one_during_it_
     assert export.load_metadata(cfg.export_dir)["latent_dim"] == 2
     assert tf.train.latest_checkpoint(os.path.join(cfg.model_dir, "checkpoints")) == checkpoint
     assert signal.getsignal(signal.SIGTERM) is default_handler
+
+
+def test_a_deferred_signal_is_noted_even_without_a_stdout_file_and_a_second_one_acts_as_before(monkeypatch):
+    """The first SIGTERM only sets stop_signal and says what will happen, also on a stdout that has no file (a
+    notebook's); the handlers from before are back at once, so a second signal acts as it did before the block."""
+    import signal
+
+    received = []
+
+    def previous(number, frame):
+        received.append(number)
+
+    outer = signal.signal(signal.SIGTERM, previous)
+    written = []
+    target = types.SimpleNamespace(stop_signal=None)
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(sys, "stdout", types.SimpleNamespace(write=written.append, flush=lambda: None))
+            with training.defer_signals(target, plan="finishing the export first"):
+                signal.raise_signal(signal.SIGTERM)
+                assert target.stop_signal == signal.SIGTERM and received == []
+                assert signal.getsignal(signal.SIGTERM) is previous
+                signal.raise_signal(signal.SIGTERM)
+                assert received == [signal.SIGTERM]
+        assert "".join(written) == "\nSIGTERM: finishing the export first (send it again to stop at once)\n"
+        assert signal.getsignal(signal.SIGTERM) is previous
+    finally:
+        signal.signal(signal.SIGTERM, outer)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 
 import tensorflow as tf
@@ -27,7 +28,8 @@ def describe_read_error(error):
     """One line on why saved variables could not be read (a `VARIABLE_READ_ERRORS` error)."""
     if isinstance(error, IndexError):
         return "its data file is shorter than its index says: truncated or damaged"
-    return " ".join((str(error) or type(error).__name__).split())[:200]
+    # Without the "{{function_node ...}}" TensorFlow puts first, the reason itself fits in the line.
+    return " ".join(re.sub(r"\{\{function_node [^}]*\}\}", "", str(error) or type(error).__name__).split())[:200]
 
 
 class ExportError(ValueError):

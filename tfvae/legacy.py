@@ -293,11 +293,15 @@ def initialize_model(model, init_from="", init_from_tf1="", dataset="", image_sh
         try:
             checkpoint.read(prefix).expect_partial().assert_existing_objects_matched()
         except export.VARIABLE_READ_ERRORS as e:
+            if export.is_damaged(e):  # Other flags would not help.
+                raise _unreadable(prefix, export.describe_read_error(e)) from None
             raise TF1ImportError(f"{unfit} ({export.describe_read_error(e)}); pass the flags of the run that "
                                  f"wrote it") from None
         return f"Initialised weights and Adam state at step {int(model.optimizer.iterations)} from {init_from}"
     try:  # The weights only; the model's Adam state, built already, starts afresh.
         unread = restore.read_every_variable({"model": model}, model.trainable_variables, prefix)
+    except restore.DamagedCheckpoint as e:
+        raise _unreadable(prefix, e) from None
     except ValueError as e:
         raise TF1ImportError(f"{unfit} ({e}); pass the flags of the run that wrote it") from None
     if unread:
@@ -332,9 +336,12 @@ def _object_graph(prefix):
         graph = trackable_object_graph_pb2.TrackableObjectGraph()
         graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
     except export.VARIABLE_READ_ERRORS as e:
-        raise TF1ImportError(f"{prefix}: cannot read the checkpoint ({export.describe_read_error(e)}); pass an "
-                             f"intact one") from None
+        raise _unreadable(prefix, export.describe_read_error(e)) from None
     return graph
+
+
+def _unreadable(prefix, reason):
+    return TF1ImportError(f"{prefix}: cannot read the checkpoint ({reason}); pass an intact one")
 
 
 def _children(graph, node):

@@ -143,6 +143,10 @@ def export_checkpoint(model_dir, export_dir=None):
                                      extra_json={"metrics.json": metrics} if metrics else None)
 
 
+class DamagedCheckpoint(ValueError):
+    """A checkpoint whose files are damaged (cut short, bytes changed), not one of another model."""
+
+
 def read_every_variable(objects, expected, prefix):
     """Reads the checkpoint at `prefix` into `objects` (the children of a tf.train.Checkpoint) and tells which of
     the `expected` floating variables it held no value for: they are NaN until read, so a weight or slot the
@@ -153,13 +157,14 @@ def read_every_variable(objects, expected, prefix):
 
     Raises:
       ValueError: the checkpoint does not fit (e.g. a kernel of another shape); the message is TensorFlow's reason.
+      DamagedCheckpoint: a ValueError for files cut short or changed.
     """
     for variable in expected:
         variable.assign(tf.fill(variable.shape, float("nan")))
     try:
         tf.train.Checkpoint(**objects).read(prefix).expect_partial()
     except export.VARIABLE_READ_ERRORS as e:
-        raise ValueError(export.describe_read_error(e)) from None
+        raise (DamagedCheckpoint if export.is_damaged(e) else ValueError)(export.describe_read_error(e)) from None
     return [getattr(v, "path", v.name) for v in expected if not np.isfinite(v.numpy()).all()]
 
 
