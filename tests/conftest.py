@@ -66,6 +66,15 @@ def write_idx(path, magic, array, truncate=0):
         f.write(payload[:len(payload) - truncate])
 
 
+def flip_first_bytes(prefix):
+    """Damages a checkpoint as bad storage does: its data file keeps its length, its first bytes change."""
+    data_file = f"{prefix}.data-00000-of-00001"
+    with open(data_file, "r+b") as f:
+        head = f.read(64)
+        f.seek(0)
+        f.write(bytes(b ^ 0xFF for b in head))
+
+
 def error_lines(result):
     """The stderr lines of a finished script that are not TensorFlow's start-up chatter."""
     return [line for line in result.stderr.splitlines() if line.strip() and not TF_STARTUP.match(line)]

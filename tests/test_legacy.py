@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import tf1_reference
-from conftest import REPO, run_script
+from conftest import REPO, flip_first_bytes, run_script
 from tfvae import config, data, export, legacy, training
 from tfvae.compat import keras
 from tfvae.models import build_model
@@ -454,15 +454,6 @@ def test_init_from_an_export_of_other_sizes_is_refused_by_name():
         legacy.initialize_model(model, init_from=shipped, dataset="cifar10", image_shape=(32, 32, 3))
 
 
-def _flip_first_bytes(prefix):
-    """Damages a checkpoint as bad storage does: its data file keeps its length, its first bytes change."""
-    data_file = f"{prefix}.data-00000-of-00001"
-    with open(data_file, "r+b") as f:
-        head = f.read(64)
-        f.seek(0)
-        f.write(bytes(b ^ 0xFF for b in head))
-
-
 def test_init_from_a_damaged_checkpoint_asks_for_an_intact_one_not_other_flags(tmp_path):
     """Changed bytes (TensorFlow's checksums find them) in a train.py checkpoint or a weights-only export are named
     as damage, with or without Adam's state in it: other flags would not help."""
@@ -474,7 +465,7 @@ def test_init_from_a_damaged_checkpoint_asks_for_an_intact_one_not_other_flags(t
     model(np.zeros((1, 784), np.float32))
     with_adam = tf.train.Checkpoint(model=model, optimizer=model.optimizer).write(str(tmp_path / "run" / "ckpt-1"))
     for prefix in (with_adam, weights_only):
-        _flip_first_bytes(prefix)
+        flip_first_bytes(prefix)
         with pytest.raises(legacy.TF1ImportError, match=rf"^{re.escape(prefix)}: cannot read the checkpoint "
                                                         r"\(.*Checksum.*\); pass an intact one$"):
             legacy.initialize_model(model, init_from=prefix)

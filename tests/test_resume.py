@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, error_lines, run_script
+from conftest import REPO, error_lines, flip_first_bytes, run_script
 
 # The tutorial recipe, shrunk: 10,000 training images in batches of 100, 2 epochs of 100 steps.
 STEPS_PER_EPOCH, EPOCHS, EVERY = 100, 2, 30
@@ -234,15 +234,6 @@ def test_a_checkpoint_that_cannot_be_read_is_named_in_one_line_and_nothing_is_wr
     assert contents() == before  # flags.txt too: a refused --resume leaves the run's record of its flags alone.
 
 
-def _flip_first_bytes(prefix):
-    """Damages a checkpoint as bad storage does: its data file keeps its length, its first bytes change."""
-    data_file = f"{prefix}.data-00000-of-00001"
-    with open(data_file, "r+b") as f:
-        head = f.read(64)
-        f.seek(0)
-        f.write(bytes(b ^ 0xFF for b in head))
-
-
 def test_a_checkpoint_whose_bytes_changed_is_told_damaged_not_of_another_run(tmp_path):
     """TensorFlow's checksums find changed bytes (DataLossError): the fix is an intact copy, not other flags."""
     from tfvae import training
@@ -251,7 +242,7 @@ def test_a_checkpoint_whose_bytes_changed_is_told_damaged_not_of_another_run(tmp
     checkpoint = tf.train.Checkpoint(step=state.step, epoch=state.epoch, weights=tf.Variable(tf.ones([1000])))
     manager = tf.train.CheckpointManager(checkpoint, str(tmp_path / "checkpoints"), max_to_keep=1)
     prefix = manager.save(checkpoint_number=10)
-    _flip_first_bytes(prefix)
+    flip_first_bytes(prefix)
     with pytest.raises(training.CheckpointError, match=rf"--resume: cannot read {re.escape(prefix)} \(.*Checksum.*\); "
                                                        r"start a new --model_dir, or put back an intact copy"):
         training.restore_checkpoint(manager, None, state, steps_per_epoch=10)
