@@ -234,7 +234,5 @@ def load_saved_model(path):
     try:
         return tf.saved_model.load(path), metadata
     except (OSError, *VARIABLE_READ_ERRORS) as e:  # A missing or cut-short saved_model.pb or variables/.
-        reason = describe_read_error(e) if isinstance(e, IndexError) else \
-            (str(e).strip() or type(e).__name__).splitlines()[0][:200]
-        raise ExportError(f"--saved_model={path}: its SavedModel files are incomplete or corrupt ({reason}); "
-                          f"copy or export the model again") from None
+        raise ExportError(f"--saved_model={path}: its SavedModel files are incomplete or corrupt "
+                          f"({describe_read_error(e)}); copy or export the model again") from None
