@@ -83,7 +83,11 @@ def test_read_errors_are_told_damaged_or_of_another_model_in_one_line():
     assert export.describe_read_error(IndexError("Read less bytes than requested")) == (
         "its data file is shorter than its index says: truncated or damaged")
     assert export.describe_read_error(AssertionError()) == "AssertionError"  # Never an empty reason.
-    assert export.describe_read_error(ValueError("a\n  b " + "c" * 300)) == ("a b " + "c" * 300)[:200]
+    # The first line, which holds TensorFlow's reason (later lines are hints), on one line of at most 200 characters.
+    assert export.describe_read_error(ValueError("a  b " + "c" * 300)) == ("a b " + "c" * 300)[:200]
+    assert export.describe_read_error(ValueError("{{function_node __wrapped__RestoreV2}} Checksum does not match\n"
+                                                 "  You may be trying to load on a different device")) == (
+        "Checksum does not match")
 
 
 def test_metadata_that_is_not_a_json_object_is_refused(tmp_path):

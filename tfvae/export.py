@@ -28,8 +28,9 @@ def describe_read_error(error):
     """One line on why saved variables could not be read (a `VARIABLE_READ_ERRORS` error)."""
     if isinstance(error, IndexError):
         return "its data file is shorter than its index says: truncated or damaged"
-    # Without the "{{function_node ...}}" TensorFlow puts first, the reason itself fits in the line.
-    return " ".join(re.sub(r"\{\{function_node [^}]*\}\}", "", str(error) or type(error).__name__).split())[:200]
+    # TensorFlow's first line holds the reason; without the "{{function_node ...}}" it may start with, it fits.
+    text = re.sub(r"\{\{function_node [^}]*\}\}", "", str(error)).strip() or type(error).__name__
+    return " ".join(text.splitlines()[0].split())[:200]
 
 
 class ExportError(ValueError):
