@@ -747,23 +747,32 @@ def _is_replaceable(export_dir, metadata_file):
     return not os.listdir(export_dir)
 
 
+def default_run_dirs(name):
+    """(model_dir, export_dir) of a run named `name` when the flags give none: runs/NAME and saved_models/NAME."""
+    return os.path.join("runs", name), os.path.join("saved_models", name)
+
+
+def _run_dirs(f):
+    """(model_dir, export_dir) the train flags `f` (a validator's dict, which may hold only one of them) resolve
+    to."""
+    default_model_dir, default_export_dir = default_run_dirs(f["name"] or f["model"])
+    return f.get("model_dir") or default_model_dir, f.get("export_dir") or default_export_dir
+
+
 def _export_dir_is_usable(f):
-    return _is_replaceable(f["export_dir"] or os.path.join("saved_models", f["name"] or f["model"]), "tfvae.json")
+    return _is_replaceable(_run_dirs(f)[1], "tfvae.json")
 
 
 def _run_outside_export(f):
-    name = f["name"] or f["model"]
     # realpath: a symlink must not hide that the export, replaced whole, would take the run with it.
-    model_dir = os.path.realpath(f["model_dir"] or os.path.join("runs", name))
-    export_dir = os.path.realpath(f["export_dir"] or os.path.join("saved_models", name))
+    model_dir, export_dir = (os.path.realpath(path) for path in _run_dirs(f))
     return model_dir != export_dir and not model_dir.startswith(os.path.join(export_dir, ""))
 
 
 def _default_run_paths_writable(f):
     """The per-flag validators check --model_dir and --export_dir as given; these are their defaults."""
-    name = f["name"] or f["model"]
-    for flag, path, beside in (("model_dir", os.path.join("runs", name), False),
-                               ("export_dir", os.path.join("saved_models", name), True)):
+    default_model_dir, default_export_dir = default_run_dirs(f["name"] or f["model"])
+    for flag, path, beside in (("model_dir", default_model_dir, False), ("export_dir", default_export_dir, True)):
         problem = not f[flag] and find_write_problem(path, beside)
         if problem:
             raise flags.ValidationError(f"the default --{flag}={path}: {problem}; pass --{flag}=PATH in a folder "
@@ -772,7 +781,7 @@ def _default_run_paths_writable(f):
 
 
 def _model_dir_is_usable(f):
-    model_dir = f["model_dir"] or os.path.join("runs", f["name"] or f["model"])
+    model_dir = _run_dirs(f)[0]
     if f["resume"] or f["overwrite"] or not os.path.isdir(model_dir):
         return True
     return not os.listdir(model_dir)
@@ -848,8 +857,8 @@ def config_from_flags():
         adam=FLAGS.adam or DEFAULT_ADAM.get(FLAGS.model, "keras"),
         # Absolute, so that the run's tools find its data from any folder (`data.model_data_dir`).
         data_dir=os.path.abspath(FLAGS.data_dir) if FLAGS.data_dir else "",
-        model_dir=FLAGS.model_dir or os.path.join("runs", name),
-        export_dir=FLAGS.export_dir or os.path.join("saved_models", name))
+        model_dir=FLAGS.model_dir or default_run_dirs(name)[0],
+        export_dir=FLAGS.export_dir or default_run_dirs(name)[1])
     if FLAGS.corruption_strength is None:  # The kind's default, written out so the run's flagfile shows it.
         values["corruption_strength"] = DEFAULT_CORRUPTION_STRENGTH.get(FLAGS.corruption, 0.0)
     return RunConfig(**values)
