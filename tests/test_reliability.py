@@ -2,6 +2,10 @@
 gradient clipping and the z_logvar range hold, and an export that fails midway leaves the previous one intact."""
 
 import os
+import signal
+import socket
+import subprocess
+import sys
 import types
 
 import numpy as np
@@ -9,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, error_lines, run_script
-from tfvae import config, export, training
+from tfvae import artifacts, config, export, training
 from tfvae.compat import keras
 from tfvae.models import build_model
 from tfvae.models.base import Z_LOGVAR_RANGE
@@ -123,6 +127,68 @@ def test_an_export_that_fails_midway_leaves_the_previous_one_intact(tmp_path, mo
     monkeypatch.undo()
     loaded = tf.saved_model.load(export_dir)  # Still a working export.
     assert loaded.signatures["encode"](input=tf.zeros((1, 784)))["z_mean"].shape == (1, 2)
+
+
+WAIT = "print('ready', flush=True); time.sleep(600)"  # A writer's code runs this where it should be killed.
+
+
+def _python(code):
+    return [sys.executable, "-c", f"import os, sys, time\nsys.path.insert(0, {REPO!r})\nfrom tfvae import artifacts\n{code}"]
+
+
+def _killed_while_writing(code):
+    """Runs `code` in a Python process until it reaches WAIT, then kills it with SIGKILL (as `kill -9` would)."""
+    process = _started_writer(code)
+    process.kill()
+    process.wait()
+
+
+def _started_writer(code):
+    process = subprocess.Popen(_python(code), stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "ready\n"
+    return process
+
+
+def test_an_export_killed_midway_leaves_nothing_after_the_next_one(tmp_path):
+    model = build_model(TINY, (28, 28, 1))
+    metadata = {"input_shape": [784], "image_shape": [28, 28, 1], "latent_dim": 2, "likelihood": "bernoulli"}
+    export_dir, grid = str(tmp_path / "export"), str(tmp_path / "grid.png")
+    still_writing = _started_writer(f"d = artifacts.make_temp_dir_beside({export_dir!r})\n{WAIT}")
+    live = f".export.tmp-{socket.gethostname()}-{still_writing.pid}-"
+    try:
+        _killed_while_writing(f"d = artifacts.make_temp_dir_beside({export_dir!r})\n"
+                              "open(d + '/saved_model.pb', 'w').write('half a graph')\n"
+                              f"artifacts.write_text({str(tmp_path / 'metrics.json')!r}, '{{}}')\n{WAIT}")
+        _killed_while_writing(f"artifacts.write_bytes_with({grid!r}, lambda tmp: exec({WAIT!r}))")
+        left = sorted(os.listdir(tmp_path))
+        assert len(left) == 4 and left[-1] == "metrics.json", left
+        assert [name.startswith((".export.tmp-", ".grid.png.tmp-")) for name in left[:3]] == [True] * 3, left
+        export.export_saved_model(model, export_dir, metadata)
+        artifacts.write_bytes_with(grid, lambda tmp: open(tmp, "wb").write(b"png"))
+        after = sorted(os.listdir(tmp_path))
+        # The killed writers' temporaries are gone; the running writer's is kept.
+        assert len(after) == 4 and after[0].startswith(live) and after[1:] == ["export", "grid.png", "metrics.json"], after
+    finally:
+        still_writing.kill()
+        still_writing.wait()
+    assert tf.saved_model.load(export_dir).signatures["encode"](input=tf.zeros((1, 784)))["z_mean"].shape == (1, 2)
+
+
+def test_a_writer_killed_between_its_two_renames_gets_its_previous_folder_back(tmp_path):
+    target = tmp_path / "export"
+    target.mkdir()
+    (target / "weights").write_text("previous")
+    # Killed right after moving the previous folder aside, before the new one is renamed into place.
+    killed = subprocess.run(_python(
+        "rename = os.rename\n"
+        "def rename_then_die(a, b):\n    rename(a, b)\n    os.kill(os.getpid(), 9)\n"
+        "os.rename = rename_then_die\n"
+        f"artifacts.replace_dir(artifacts.make_temp_dir_beside({str(target)!r}), {str(target)!r})"))
+    assert killed.returncode == -signal.SIGKILL and not target.exists()
+    assert len(os.listdir(tmp_path)) == 2  # Its new folder and the previous one, both under temporary names.
+    artifacts.remove_leftovers(str(target))
+    assert (target / "weights").read_text() == "previous"
+    assert sorted(os.listdir(tmp_path)) == ["export"]
 
 
 def test_only_bad_steps_in_a_row_stop_the_run():

@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import socket
 import tempfile
 
 
@@ -17,11 +18,58 @@ FILE_MODE = 0o666 & ~_umask()
 DIR_MODE = 0o777 & ~_umask()
 
 
+def _temp_prefix(path, kind):
+    """`.NAME.KIND-HOST-PID-`: a temporary entry names its writer, so that a later writer can tell which ones a
+    killed process left behind (`remove_leftovers`)."""
+    return f".{os.path.basename(os.path.abspath(path))}.{kind}-{socket.gethostname()}-{os.getpid()}-"
+
+
+def _left_by_a_dead_writer(entry, path, kind):
+    """Whether `entry` is a temporary of `path` whose writer ran on this host and is gone (a `kill -9`, a crash)."""
+    prefix = f".{os.path.basename(os.path.abspath(path))}.{kind}-"
+    if not entry.startswith(prefix):
+        return False
+    host, pid, _ = (entry[len(prefix):].rsplit("-", 2) + ["", ""])[:3]  # mkstemp's random part has no "-".
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # Another machine's, or an older tfvae's: nothing tells whether its writer still runs.
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False  # Alive under another user; or no such pid on this system.
+    return False
+
+
+def remove_leftovers(path):
+    """Removes what writers of `path` killed midway left beside it: their temporary files and folders, and, if one
+    died between its two renames in `replace_dir`, puts the previous `path` back. A live writer's are kept."""
+    path = os.path.abspath(path)
+    folder = os.path.dirname(path)
+    try:
+        entries = os.listdir(folder)
+    except FileNotFoundError:
+        return
+    for entry in sorted(entries):
+        full = os.path.join(folder, entry)
+        if _left_by_a_dead_writer(entry, path, "old"):
+            previous = os.path.join(full, "previous")
+            if os.path.lexists(previous) and not os.path.lexists(path):
+                os.rename(previous, path)
+            shutil.rmtree(full, ignore_errors=True)
+        elif _left_by_a_dead_writer(entry, path, "tmp"):
+            if os.path.isdir(full) and not os.path.islink(full):
+                shutil.rmtree(full, ignore_errors=True)
+            else:
+                os.unlink(full)
+
+
 def write_text(path, text):
     """Writes `text` to `path` through a temporary file in the same folder and an atomic rename."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=folder)
+    remove_leftovers(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path, "tmp"), dir=folder)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -48,7 +96,8 @@ def write_bytes_with(path, write_fn, suffix=""):
     """Calls `write_fn(tmp_path)` to produce a file (e.g. a PNG), then renames it to `path`."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", suffix=suffix, dir=folder)
+    remove_leftovers(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path, "tmp"), suffix=suffix, dir=folder)
     os.close(fd)
     try:
         write_fn(tmp)
@@ -64,7 +113,8 @@ def make_temp_dir_beside(path):
     """A fresh temporary folder next to `path`, so that renaming it onto `path` stays on one filesystem."""
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(path))}.tmp-", dir=parent)
+    remove_leftovers(path)
+    tmp_dir = tempfile.mkdtemp(prefix=_temp_prefix(path, "tmp"), dir=parent)
     os.chmod(tmp_dir, DIR_MODE)
     return tmp_dir
 
@@ -74,7 +124,7 @@ def replace_dir(tmp_dir, path):
     path = os.path.abspath(path)
     old = None
     if os.path.exists(path):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=os.path.dirname(path))
+        old = tempfile.mkdtemp(prefix=_temp_prefix(path, "old"), dir=os.path.dirname(path))
         os.rename(path, os.path.join(old, "previous"))
     try:
         os.rename(tmp_dir, path)
