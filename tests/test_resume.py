@@ -33,11 +33,12 @@ def _train(mnist_dir, run_dir, *extra):
     return result.stdout
 
 
-def _start(mnist_dir, run_dir):
+def _start(mnist_dir, run_dir, *extra):
     """train.py in the background, output in files (a full pipe would stall it)."""
     os.makedirs(run_dir, exist_ok=True)
     out, err = open(os.path.join(run_dir, "stdout"), "w"), open(os.path.join(run_dir, "stderr"), "w")
-    process = subprocess.Popen([sys.executable, os.path.join(REPO, "scripts", "train.py"), *_args(mnist_dir, run_dir)],
+    process = subprocess.Popen([sys.executable, os.path.join(REPO, "scripts", "train.py"), *_args(mnist_dir, run_dir),
+                                *extra],
                                stdout=out, stderr=err, cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     return process, (out, err)
 
@@ -146,6 +147,30 @@ def test_sigterm_saves_at_the_step_it_stopped_and_resume_finishes(reference, mni
     print(f"SIGTERM: saved ckpt-{step} and exited with {128 + signal.SIGTERM}; resumed to step {FINAL_STEP}, "
           f"max |weight diff| vs uninterrupted = {diff}")
     assert diff == 0
+
+
+def test_a_second_train_py_on_a_run_still_going_is_refused_and_changes_nothing(mnist_dir, tmp_path):
+    run_dir = str(tmp_path)
+    process, files = _start(mnist_dir, run_dir, "--epochs=1000")  # Still going when the others try.
+    try:
+        _wait_for_checkpoint(process, run_dir)
+        flags_before = open(os.path.join(run_dir, "run", "flags.txt")).read()
+        for extra in ("--overwrite", "--resume"):
+            result = run_script("train.py", *_args(mnist_dir, run_dir), extra)
+            assert (result.returncode, error_lines(result)) == (2, [
+                f"error: --model_dir={run_dir}/run is in use by another train.py that is still running; wait for it "
+                f"to end (or stop it), or pass another --model_dir"]), extra
+            assert process.poll() is None  # The first run goes on, its folder as it was.
+            assert open(os.path.join(run_dir, "run", "flags.txt")).read() == flags_before
+        process.send_signal(signal.SIGTERM)
+        assert _finish(process, files) == 128 + signal.SIGTERM
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "--epochs=1000" in flags_before and not os.path.exists(os.path.join(run_dir, "export"))
+    # It stopped as any run stops, with its own checkpoint: nothing of it was deleted under it.
+    assert _step_of(tf.train.latest_checkpoint(os.path.join(run_dir, "run", "checkpoints"))) >= EVERY
+    assert open(os.path.join(run_dir, "stderr")).read().splitlines()[-1].startswith("interrupted: stopped by SIGTERM")
 
 
 def test_a_signal_at_an_epochs_last_step_waits_for_the_epochs_end(tmp_path):

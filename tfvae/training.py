@@ -11,6 +11,11 @@ import threading
 import time
 import types
 
+try:
+    import fcntl
+except ImportError:  # Windows: runs are not locked.
+    fcntl = None
+
 from tfvae.compat import keras
 import numpy as np
 import tensorflow as tf
@@ -30,11 +35,38 @@ def _loss_units(cfg):
     return f"{cfg.likelihood} cross-entropy of gray levels + KL nats (not a density: binarize the data for nats)"
 
 
+@contextlib.contextmanager
+def hold_model_dir(model_dir):
+    """Creates `model_dir` if needed and locks it while the block runs (an advisory `flock`, which also ends with the
+    process, however it ends): another train.py on the same folder, such as an `--overwrite` or `--resume` in a second
+    terminal of a run still going, is refused instead of deleting or mixing that run's files."""
+    os.makedirs(model_dir, exist_ok=True)
+    if fcntl is None:
+        yield
+        return
+    folder = os.open(model_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunConfigError(f"--model_dir={model_dir} is in use by another train.py that is still running; wait "
+                                 f"for it to end (or stop it), or pass another --model_dir") from None
+        yield
+    finally:
+        os.close(folder)
+
+
 def prepare_model_dir(cfg):
-    """Creates or clears `cfg.model_dir` as the flags ask, and writes the run's resolved flagfile into it."""
-    if cfg.overwrite and os.path.exists(cfg.model_dir):
-        shutil.rmtree(cfg.model_dir)
+    """Clears `cfg.model_dir` if the flags ask, and writes the run's resolved flagfile into it. The folder itself is
+    kept, so that the lock of `hold_model_dir` on it holds."""
     os.makedirs(cfg.model_dir, exist_ok=True)
+    if cfg.overwrite:
+        for entry in os.listdir(cfg.model_dir):
+            path = os.path.join(cfg.model_dir, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
     artifacts.write_text(os.path.join(cfg.model_dir, "flags.txt"), config.to_flagfile(cfg))
 
 
@@ -568,34 +600,35 @@ def run(cfg):
     # Every worker takes part in saving (it can involve collectives); only the chief's files are kept.
     run_cfg = cfg if chief else dataclasses.replace(cfg, model_dir=tempfile.mkdtemp(prefix="tfvae-worker-"))
     fresh_run = cfg.overwrite or not os.path.isdir(run_cfg.model_dir) or not os.listdir(run_cfg.model_dir)
-    created = artifacts.first_missing_folder(run_cfg.model_dir)  # What prepare_model_dir will create, if anything.
+    created = artifacts.first_missing_folder(run_cfg.model_dir)  # What hold_model_dir will create, if anything.
     flags_file = os.path.join(run_cfg.model_dir, "flags.txt")
     # A --resume refused for its checkpoint leaves the run's record of its own flags as it was.
     resumed_flags = open(flags_file).read() if cfg.resume and os.path.isfile(flags_file) else None
     try:
-        prepare_model_dir(run_cfg)
-        with strategy.scope():
-            model = build_model(cfg, datasets.image_shape)
-            try:
-                metrics = train(model, datasets, run_cfg)
-            except legacy.TF1ImportError:
-                # An --init_from that does not fit fails before the first step: leave no run folder behind, so the
-                # corrected command is not refused for an existing one.
-                if fresh_run:
-                    shutil.rmtree(created or run_cfg.model_dir, ignore_errors=True)
-                    if not created:
-                        os.makedirs(run_cfg.model_dir)  # It was there, empty: leave it so.
-                raise
-            except CheckpointError:
-                if resumed_flags is not None:
-                    artifacts.write_text(flags_file, resumed_flags)
-                raise
-        export_dir = cfg.export_dir if chief else os.path.join(run_cfg.model_dir, "export")
-        # A signal now would leave a half-written export folder beside the old one: the export finishes first.
-        late = types.SimpleNamespace(stop_signal=None)
-        with defer_signals(late, plan="finishing the export first"):
-            path = export.export_saved_model(model, export_dir, export_metadata(cfg, datasets.image_shape, model),
-                                             extra_json={"metrics.json": metrics})
+        with hold_model_dir(run_cfg.model_dir):
+            prepare_model_dir(run_cfg)
+            with strategy.scope():
+                model = build_model(cfg, datasets.image_shape)
+                try:
+                    metrics = train(model, datasets, run_cfg)
+                except legacy.TF1ImportError:
+                    # An --init_from that does not fit fails before the first step: leave no run folder behind, so the
+                    # corrected command is not refused for an existing one.
+                    if fresh_run:
+                        shutil.rmtree(created or run_cfg.model_dir, ignore_errors=True)
+                        if not created:
+                            os.makedirs(run_cfg.model_dir)  # It was there, empty: leave it so.
+                    raise
+                except CheckpointError:
+                    if resumed_flags is not None:
+                        artifacts.write_text(flags_file, resumed_flags)
+                    raise
+            export_dir = cfg.export_dir if chief else os.path.join(run_cfg.model_dir, "export")
+            # A signal now would leave a half-written export folder beside the old one: the export finishes first.
+            late = types.SimpleNamespace(stop_signal=None)
+            with defer_signals(late, plan="finishing the export first"):
+                path = export.export_saved_model(model, export_dir, export_metadata(cfg, datasets.image_shape, model),
+                                                 extra_json={"metrics.json": metrics})
     finally:
         if not chief:
             shutil.rmtree(run_cfg.model_dir, ignore_errors=True)
