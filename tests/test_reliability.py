@@ -157,10 +157,11 @@ def test_an_export_killed_midway_leaves_nothing_after_the_next_one(tmp_path):
     still_writing = _started_writer(f"d = artifacts.make_temp_dir_beside({export_dir!r})\n{WAIT}")
     live = f".export.tmp-{socket.gethostname()}-{still_writing.pid}-"
     try:
+        # Killed in the middle of a PNG, its export half written: two leftovers and a finished file.
         _killed_while_writing(f"d = artifacts.make_temp_dir_beside({export_dir!r})\n"
                               "open(d + '/saved_model.pb', 'w').write('half a graph')\n"
-                              f"artifacts.write_text({str(tmp_path / 'metrics.json')!r}, '{{}}')\n{WAIT}")
-        _killed_while_writing(f"artifacts.write_bytes_with({grid!r}, lambda tmp: exec({WAIT!r}))")
+                              f"artifacts.write_text({str(tmp_path / 'metrics.json')!r}, '{{}}')\n"
+                              f"artifacts.write_bytes_with({grid!r}, lambda tmp: exec({WAIT!r}))")
         left = sorted(os.listdir(tmp_path))
         assert len(left) == 4 and left[-1] == "metrics.json", left
         assert [name.startswith((".export.tmp-", ".grid.png.tmp-")) for name in left[:3]] == [True] * 3, left
@@ -187,9 +188,18 @@ def test_a_writer_killed_between_its_two_renames_gets_its_previous_folder_back(t
         f"artifacts.replace_dir(artifacts.make_temp_dir_beside({str(target)!r}), {str(target)!r})"))
     assert killed.returncode == -signal.SIGKILL and not target.exists()
     assert len(os.listdir(tmp_path)) == 2  # Its new folder and the previous one, both under temporary names.
-    artifacts.remove_leftovers(str(target))
+    artifacts.remove_leftovers(str(tmp_path))
     assert (target / "weights").read_text() == "previous"
     assert sorted(os.listdir(tmp_path)) == ["export"]
+
+
+def test_a_folder_is_searched_for_leftovers_once_however_many_files_go_there(tmp_path, monkeypatch):
+    listed, listdir = [], os.listdir
+    monkeypatch.setattr(os, "listdir", lambda folder: listed.append(folder) or listdir(folder))
+    for name in ("a.json", "b.json", "c.json"):
+        artifacts.write_text(str(tmp_path / name), "{}")
+    artifacts.write_bytes_with(str(tmp_path / "d.png"), lambda tmp: open(tmp, "wb").write(b"png"))
+    assert listed == [str(tmp_path)]  # enhance.py writes one file per image: a listing each would be quadratic.
 
 
 def test_only_bad_steps_in_a_row_stop_the_run():

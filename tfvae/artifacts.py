@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -24,14 +25,15 @@ def _temp_prefix(path, kind):
     return f".{os.path.basename(os.path.abspath(path))}.{kind}-{socket.gethostname()}-{os.getpid()}-"
 
 
-def _left_by_a_dead_writer(entry, path, kind):
-    """Whether `entry` is a temporary of `path` whose writer ran on this host and is gone (a `kill -9`, a crash)."""
-    prefix = f".{os.path.basename(os.path.abspath(path))}.{kind}-"
-    if not entry.startswith(prefix):
+# What `_temp_prefix` names, followed by mkstemp's 8 random characters and the file's suffix, if any.
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<host>.+)-(?P<pid>\d+)-[a-z0-9_]{8}(\.[A-Za-z0-9]+)?")
+_swept_folders = set()
+
+
+def _writer_is_gone(host, pid):
+    """Whether the process `pid` of host `host` has ended; unknown (another host's) counts as running."""
+    if host != socket.gethostname():
         return False
-    host, pid, _ = (entry[len(prefix):].rsplit("-", 2) + ["", ""])[:3]  # mkstemp's random part has no "-".
-    if host != socket.gethostname() or not pid.isdigit():
-        return False  # Another machine's, or an older tfvae's: nothing tells whether its writer still runs.
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -41,34 +43,42 @@ def _left_by_a_dead_writer(entry, path, kind):
     return False
 
 
-def remove_leftovers(path):
-    """Removes what writers of `path` killed midway left beside it: their temporary files and folders, and, if one
-    died between its two renames in `replace_dir`, puts the previous `path` back. A live writer's are kept."""
-    path = os.path.abspath(path)
-    folder = os.path.dirname(path)
+def remove_leftovers(folder):
+    """Removes what writers killed midway (a `kill -9`, a crash) left in `folder`: their temporary files and folders,
+    and, for one that died between its two renames in `replace_dir`, puts the previous folder back. Only the entries
+    of writers on this host that have ended are touched; an older tfvae's temporary names carry no writer."""
     try:
-        entries = os.listdir(folder)
+        entries = sorted(os.listdir(folder))
     except FileNotFoundError:
         return
-    for entry in sorted(entries):
+    for entry in entries:
+        match = _TEMPORARY.fullmatch(entry)
+        if not match or not _writer_is_gone(match["host"], match["pid"]):
+            continue
         full = os.path.join(folder, entry)
-        if _left_by_a_dead_writer(entry, path, "old"):
-            previous = os.path.join(full, "previous")
-            if os.path.lexists(previous) and not os.path.lexists(path):
-                os.rename(previous, path)
+        if match["kind"] == "old":
+            previous, original = os.path.join(full, "previous"), os.path.join(folder, match["name"])
+            if os.path.lexists(previous) and not os.path.lexists(original):
+                os.rename(previous, original)
+        if os.path.isdir(full) and not os.path.islink(full):
             shutil.rmtree(full, ignore_errors=True)
-        elif _left_by_a_dead_writer(entry, path, "tmp"):
-            if os.path.isdir(full) and not os.path.islink(full):
-                shutil.rmtree(full, ignore_errors=True)
-            else:
-                os.unlink(full)
+        else:
+            os.unlink(full)
+
+
+def _remove_leftovers_once(folder):
+    """`remove_leftovers` of `folder` the first time this process writes there: a tool writing thousands of files
+    into one folder lists it once, not once a file."""
+    if folder not in _swept_folders:
+        _swept_folders.add(folder)
+        remove_leftovers(folder)
 
 
 def write_text(path, text):
     """Writes `text` to `path` through a temporary file in the same folder and an atomic rename."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    remove_leftovers(path)
+    _remove_leftovers_once(folder)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path, "tmp"), dir=folder)
     try:
         with os.fdopen(fd, "w") as f:
@@ -96,7 +106,7 @@ def write_bytes_with(path, write_fn, suffix=""):
     """Calls `write_fn(tmp_path)` to produce a file (e.g. a PNG), then renames it to `path`."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    remove_leftovers(path)
+    _remove_leftovers_once(folder)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path, "tmp"), suffix=suffix, dir=folder)
     os.close(fd)
     try:
@@ -113,7 +123,7 @@ def make_temp_dir_beside(path):
     """A fresh temporary folder next to `path`, so that renaming it onto `path` stays on one filesystem."""
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    remove_leftovers(path)
+    _remove_leftovers_once(parent)
     tmp_dir = tempfile.mkdtemp(prefix=_temp_prefix(path, "tmp"), dir=parent)
     os.chmod(tmp_dir, DIR_MODE)
     return tmp_dir

@@ -1,5 +1,6 @@
 """Restoring image files through an exported VAE's `reconstruct` signature: read, fit to the model, restore, write."""
 
+import collections
 import os
 import re
 
@@ -37,8 +38,8 @@ def plan_outputs(input_path, output_path):
             raise EnhanceError(f"--output={output_path} is a file; with an input folder pass an output folder")
         pairs = [(os.path.join(input_path, n), os.path.join(output_path, os.path.splitext(n)[0] + ".png"))
                  for n in names]
-        outputs = [out for _, out in pairs]
-        clash = next((out for out in outputs if outputs.count(out) > 1), None)
+        counts = collections.Counter(out for _, out in pairs)
+        clash = next((out for out, count in counts.items() if count > 1), None)
         if clash:
             raise EnhanceError(f"--input={input_path}: several images share the name of {os.path.basename(clash)} "
                                f"(e.g. a.png and a.jpg); rename one of them")
