@@ -3,7 +3,6 @@ gradient clipping and the z_logvar range hold, and an export that fails midway l
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import types
@@ -155,7 +154,7 @@ def test_an_export_killed_midway_leaves_nothing_after_the_next_one(tmp_path):
     metadata = {"input_shape": [784], "image_shape": [28, 28, 1], "latent_dim": 2, "likelihood": "bernoulli"}
     export_dir, grid = str(tmp_path / "export"), str(tmp_path / "grid.png")
     still_writing = _started_writer(f"d = artifacts.make_temp_dir_beside({export_dir!r})\n{WAIT}")
-    live = f".export.tmp-{socket.gethostname()}-{still_writing.pid}-"
+    live = f".export.tmp-{artifacts._process_space()}-{still_writing.pid}-"
     try:
         # Killed in the middle of a PNG, its export half written: two leftovers and a finished file.
         _killed_while_writing(f"d = artifacts.make_temp_dir_beside({export_dir!r})\n"
@@ -191,6 +190,68 @@ def test_a_writer_killed_between_its_two_renames_gets_its_previous_folder_back(t
     artifacts.remove_leftovers(str(tmp_path))
     assert (target / "weights").read_text() == "previous"
     assert sorted(os.listdir(tmp_path)) == ["export"]
+
+
+def test_a_text_write_killed_before_its_rename_leaves_nothing_after_the_next_one(tmp_path):
+    path = str(tmp_path / "metrics.json")
+    _killed_while_writing(f"os.replace = lambda a, b: exec({WAIT!r})\nartifacts.write_text({path!r}, 'half')")
+    assert [name.startswith(".metrics.json.tmp-") for name in os.listdir(tmp_path)] == [True]
+    artifacts.write_text(path, "{}")
+    assert os.listdir(tmp_path) == ["metrics.json"] and open(path).read() == "{}"
+
+
+def test_what_a_killed_writer_left_is_removed_only_where_its_pid_can_be_checked(tmp_path):
+    """A writer of another machine, container (pid namespace) or boot has pids that mean nothing here."""
+    grid = str(tmp_path / "grid.png")
+    elsewhere = "0000beef" if artifacts._process_space() != "0000beef" else "0000cafe"
+    for space in (artifacts._process_space(), elsewhere):
+        _killed_while_writing(f"artifacts._process_space = lambda: {space!r}\n"
+                              f"artifacts.write_bytes_with({grid!r}, lambda tmp: exec({WAIT!r}), suffix='.png')")
+    artifacts.write_bytes_with(grid, lambda tmp: open(tmp, "wb").write(b"png"), suffix=".png")
+    left = sorted(os.listdir(tmp_path))
+    assert len(left) == 2 and left[0].startswith(f".grid.png.tmp-{elsewhere}-") and left[1] == "grid.png", left
+
+
+def test_the_folder_a_writer_killed_between_its_renames_moved_aside_never_replaces_a_newer_one(tmp_path):
+    target = tmp_path / "export"
+    target.mkdir()
+    (target / "weights").write_text("previous")
+    killed = subprocess.run(_python(
+        "rename = os.rename\n"
+        "def rename_then_die(a, b):\n    rename(a, b)\n    os.kill(os.getpid(), 9)\n"
+        "os.rename = rename_then_die\n"
+        f"artifacts.replace_dir(artifacts.make_temp_dir_beside({str(target)!r}), {str(target)!r})"))
+    assert killed.returncode == -signal.SIGKILL and not target.exists()
+    target.mkdir()  # Written since, by something that does not look for leftovers (a copy, an older tfvae).
+    (target / "weights").write_text("newer")
+    artifacts.remove_leftovers(str(tmp_path))
+    assert (target / "weights").read_text() == "newer" and sorted(os.listdir(tmp_path)) == ["export"]
+
+
+def test_a_leftover_that_cannot_be_removed_does_not_stop_the_write(tmp_path, monkeypatch):
+    """Another user's in a shared (sticky) folder, or one another writer removed first: the write goes on."""
+    grid = str(tmp_path / "grid.png")
+    _killed_while_writing(f"artifacts.write_bytes_with({grid!r}, lambda tmp: exec({WAIT!r}), suffix='.png')")
+    unlink = os.unlink
+
+    def unlink_refused_for_leftovers(path, *args, **kwargs):
+        if os.path.basename(path).startswith(".grid.png.tmp-"):  # This write's own is renamed, not unlinked.
+            raise PermissionError(1, "Operation not permitted", path)
+        return unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink_refused_for_leftovers)
+    artifacts.write_bytes_with(grid, lambda tmp: open(tmp, "wb").write(b"png"), suffix=".png")
+    assert open(grid, "rb").read() == b"png" and len(os.listdir(tmp_path)) == 2  # The grid and the leftover.
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
+                    reason="root may signal any process, so no live process reads as another user's")
+def test_leftovers_of_a_live_writer_of_another_user_are_kept(tmp_path):
+    """pid 1 (init, root's) is alive; a non-root os.kill(1, 0) raises PermissionError, which must read as alive."""
+    leftover = tmp_path / f".grid.png.tmp-{artifacts._process_space()}-1-abcdefgh.png"
+    leftover.write_bytes(b"being written by another user")
+    artifacts.write_bytes_with(str(tmp_path / "grid.png"), lambda tmp: open(tmp, "wb").write(b"png"), suffix=".png")
+    assert leftover.read_bytes() == b"being written by another user"
 
 
 def test_a_folder_is_searched_for_leftovers_once_however_many_files_go_there(tmp_path, monkeypatch):

@@ -279,6 +279,48 @@ TINY_TRAIN, TINY_VALIDATION, TINY_TEST, TINY_BATCH = 60, 20, 20, 10
 TINY_STEPS = TINY_TRAIN // TINY_BATCH
 
 
+# A second holder of a run folder, as a second train.py takes it: "taken", or the line it is refused with.
+SECOND_HOLDER = ("import sys\nfrom tfvae import training\ntry:\n    with training.hold_model_dir(sys.argv[1]):\n"
+                 "        print('taken')\nexcept training.RunConfigError as e:\n    print(e)")
+needs_flock = pytest.mark.skipif(training.fcntl is None, reason="no flock here: runs are not locked")
+
+
+def _second_holder(model_dir):
+    result = run_script(None, SECOND_HOLDER, model_dir, timeout=120)  # A blocking lock would wait: a timeout.
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip()
+
+
+def _in_use(model_dir):
+    return (f"--model_dir={model_dir} is in use by another train.py that is still running; wait for it to end (or "
+            f"stop it), or pass another --model_dir")
+
+
+@needs_flock
+def test_hold_model_dir_refuses_a_second_holder_until_its_block_ends_even_by_an_exception(tmp_path):
+    model_dir = str(tmp_path / "run")
+    with pytest.raises(training.TrainingInterrupted):
+        with training.hold_model_dir(model_dir):
+            assert _second_holder(model_dir) == _in_use(model_dir)
+            raise training.TrainingInterrupted("stopped by SIGTERM", 15)
+    assert _second_holder(model_dir) == "taken"
+
+
+@needs_flock
+def test_prepare_model_dir_with_overwrite_keeps_the_held_folder_and_what_its_links_point_to(tmp_path):
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "data.bin").write_text("not the run's")
+    run.mkdir()
+    (run / "old.txt").write_text("an earlier run's")
+    (run / "linked").symlink_to(elsewhere)
+    with training.hold_model_dir(str(run)):
+        training.prepare_model_dir(config.RunConfig(model_dir=str(run), overwrite=True))
+        assert os.listdir(run) == ["flags.txt"]
+        assert _second_holder(str(run)) == _in_use(str(run))  # Still the folder this process holds.
+    assert (elsewhere / "data.bin").read_text() == "not the run's"
+
+
 def _synthetic_arrays(dataset, data_dir, validation_size=5000):
     images = np.random.default_rng(0).integers(0, 256, (TINY_TRAIN + validation_size + TINY_TEST, 28, 28, 1),
                                                dtype=np.uint8)

@@ -1,5 +1,7 @@
 """Atomic writes: every file and folder a run produces appears whole or not at all."""
 
+import functools
+import hashlib
 import json
 import os
 import re
@@ -19,20 +21,35 @@ FILE_MODE = 0o666 & ~_umask()
 DIR_MODE = 0o777 & ~_umask()
 
 
+@functools.lru_cache(maxsize=None)
+def _process_space():
+    """A short code for where this process's pid means something: the host, its boot and its pid namespace (a
+    container sharing the host's name has its own pids). Two writers with the same code can check each other's pids."""
+    parts = [socket.gethostname()]
+    for source in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(os.readlink(source) if source.endswith("/pid") else open(source).read().strip())
+        except OSError:
+            parts.append("")  # No /proc (macOS): the host name alone.
+    return hashlib.sha1("\0".join(parts).encode()).hexdigest()[:8]
+
+
 def _temp_prefix(path, kind):
-    """`.NAME.KIND-HOST-PID-`: a temporary entry names its writer, so that a later writer can tell which ones a
+    """`.NAME.KIND-SPACE-PID-`: a temporary entry names its writer, so that a later writer can tell which ones a
     killed process left behind (`remove_leftovers`)."""
-    return f".{os.path.basename(os.path.abspath(path))}.{kind}-{socket.gethostname()}-{os.getpid()}-"
+    return f".{os.path.basename(os.path.abspath(path))}.{kind}-{_process_space()}-{os.getpid()}-"
 
 
 # What `_temp_prefix` names, followed by mkstemp's 8 random characters and the file's suffix, if any.
-_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<host>.+)-(?P<pid>\d+)-[a-z0-9_]{8}(\.[A-Za-z0-9]+)?")
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<space>[0-9a-f]{8})-(?P<pid>\d+)-[a-z0-9_]{8}"
+                        r"(\.[A-Za-z0-9]+)?")
 _swept_folders = set()
 
 
-def _writer_is_gone(host, pid):
-    """Whether the process `pid` of host `host` has ended; unknown (another host's) counts as running."""
-    if host != socket.gethostname():
+def _writer_is_gone(space, pid):
+    """Whether process `pid` of process space `space` has ended; another space's (another machine's, container's
+    or boot's) counts as running, since its pids cannot be checked from here."""
+    if space != _process_space() or os.name != "posix":  # On Windows os.kill(pid, 0) would send a Ctrl+C.
         return False
     try:
         os.kill(int(pid), 0)
@@ -45,25 +62,29 @@ def _writer_is_gone(host, pid):
 
 def remove_leftovers(folder):
     """Removes what writers killed midway (a `kill -9`, a crash) left in `folder`: their temporary files and folders,
-    and, for one that died between its two renames in `replace_dir`, puts the previous folder back. Only the entries
-    of writers on this host that have ended are touched; an older tfvae's temporary names carry no writer."""
+    and, for one that died between its two renames in `replace_dir`, puts the previous folder back unless a newer one
+    is there. Only entries of ended writers of this process space are touched (an older tfvae's temporary names carry
+    no writer), and best effort: what another writer removes first, or this user may not remove, is left alone."""
     try:
         entries = sorted(os.listdir(folder))
-    except FileNotFoundError:
+    except OSError:
         return
     for entry in entries:
         match = _TEMPORARY.fullmatch(entry)
-        if not match or not _writer_is_gone(match["host"], match["pid"]):
+        if not match or not _writer_is_gone(match["space"], match["pid"]):
             continue
         full = os.path.join(folder, entry)
-        if match["kind"] == "old":
-            previous, original = os.path.join(full, "previous"), os.path.join(folder, match["name"])
-            if os.path.lexists(previous) and not os.path.lexists(original):
-                os.rename(previous, original)
-        if os.path.isdir(full) and not os.path.islink(full):
-            shutil.rmtree(full, ignore_errors=True)
-        else:
-            os.unlink(full)
+        try:
+            if match["kind"] == "old":
+                previous, original = os.path.join(full, "previous"), os.path.join(folder, match["name"])
+                if os.path.lexists(previous) and not os.path.lexists(original):
+                    os.rename(previous, original)
+            if os.path.isdir(full) and not os.path.islink(full):
+                shutil.rmtree(full)
+            else:
+                os.unlink(full)
+        except OSError:
+            continue  # Removed or restored by another writer meanwhile, or another user's in a shared folder.
 
 
 def _remove_leftovers_once(folder):
