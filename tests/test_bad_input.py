@@ -39,6 +39,12 @@ def train(*args):
     return ("train.py", [*TINY_TRAIN, "--model_dir={out}/run", "--export_dir={out}/export", *args])
 
 
+def init_into_linked_run_folder_case(ctx):
+    os.makedirs(os.path.join(ctx["in"], "runs"))
+    os.symlink(os.path.join(ctx["in"], "runs"), os.path.join(ctx["in"], "link"))
+    return train(f"--init_from={REPO}/saved_models/cvae_mnist", f"--model_dir={ctx['in']}/link")
+
+
 def data_case(**breakage):
     return lambda ctx: ("train.py", [*TINY_TRAIN, f"--data_dir={fake_mnist(ctx['in'] + '/MNIST_data', **breakage)}",
                                      "--model_dir={out}/run", "--export_dir={out}/export"])
@@ -333,6 +339,8 @@ CASES = {
     # An --init_from that does not fit is found after the run folder is made: the folder must go again.
     "init from another model": (lambda ctx: train(f"--init_from={REPO}/saved_models/cvae_mnist"),
                                 "does not fit this model"),
+    # The same into a run folder that is a link to an empty folder: the link and its folder stay, empty.
+    "init from another model into a linked run folder": (init_into_linked_run_folder_case, "does not fit this model"),
     "classifier missing data dir": (lambda ctx: ("train_classifier.py", ["--data_dir=/nonexistent/MNIST_data",
                                                                          "--export_dir={out}/classifier"]),
                                     "no such folder; pass an existing folder"),

@@ -35,6 +35,16 @@ def _loss_units(cfg):
     return f"{cfg.likelihood} cross-entropy of gray levels + KL nats (not a density: binarize the data for nats)"
 
 
+def _empty_folder(folder):
+    """Removes what `folder` holds, not the folder (a symlink's target, a lock on it, stay); links are not followed."""
+    for entry in os.listdir(folder):
+        path = os.path.join(folder, entry)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+
+
 @contextlib.contextmanager
 def hold_model_dir(model_dir):
     """Creates `model_dir` if needed and locks it while the block runs (an advisory `flock`, which also ends with the
@@ -61,12 +71,7 @@ def prepare_model_dir(cfg):
     kept, so that the lock of `hold_model_dir` on it holds."""
     os.makedirs(cfg.model_dir, exist_ok=True)
     if cfg.overwrite:
-        for entry in os.listdir(cfg.model_dir):
-            path = os.path.join(cfg.model_dir, entry)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            else:
-                os.unlink(path)
+        _empty_folder(cfg.model_dir)
     artifacts.write_text(os.path.join(cfg.model_dir, "flags.txt"), config.to_flagfile(cfg))
 
 
@@ -614,10 +619,10 @@ def run(cfg):
                 except legacy.TF1ImportError:
                     # An --init_from that does not fit fails before the first step: leave no run folder behind, so the
                     # corrected command is not refused for an existing one.
-                    if fresh_run:
-                        shutil.rmtree(created or run_cfg.model_dir, ignore_errors=True)
-                        if not created:
-                            os.makedirs(run_cfg.model_dir)  # It was there, empty: leave it so.
+                    if created:
+                        shutil.rmtree(created, ignore_errors=True)
+                    elif fresh_run:
+                        _empty_folder(run_cfg.model_dir)  # It was there, empty (or emptied by --overwrite).
                     raise
                 except CheckpointError:
                     if resumed_flags is not None:
