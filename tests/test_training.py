@@ -307,6 +307,19 @@ def test_hold_model_dir_refuses_a_second_holder_until_its_block_ends_even_by_an_
 
 
 @needs_flock
+def test_a_run_folder_that_cannot_be_locked_is_used_unlocked_with_a_warning(tmp_path, monkeypatch, caplog):
+    def flock_as_on_nfs(fd, operation):  # NFS emulates flock with POSIX locks: exclusive ones need a writable file.
+        raise OSError(9, "Bad file descriptor")
+
+    monkeypatch.setattr(training.fcntl, "flock", flock_as_on_nfs)
+    model_dir = str(tmp_path / "run")
+    with training.hold_model_dir(model_dir):
+        training.prepare_model_dir(config.RunConfig(model_dir=model_dir))
+    assert os.listdir(model_dir) == ["flags.txt"]
+    assert f"--model_dir={model_dir} cannot be locked here (Bad file descriptor)" in caplog.text
+
+
+@needs_flock
 def test_prepare_model_dir_with_overwrite_keeps_the_held_folder_and_what_its_links_point_to(tmp_path):
     run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -61,6 +61,9 @@ def hold_model_dir(model_dir):
         except BlockingIOError:
             raise RunConfigError(f"--model_dir={model_dir} is in use by another train.py that is still running; wait "
                                  f"for it to end (or stop it), or pass another --model_dir") from None
+        except OSError as e:  # E.g. NFS, whose emulated flock refuses an exclusive lock on a read-only folder.
+            logging.warning("--model_dir=%s cannot be locked here (%s): nothing stops a second train.py on it",
+                            model_dir, e.strerror)
         yield
     finally:
         os.close(folder)
