@@ -25,7 +25,7 @@ import tempfile
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from tfvae import artifacts, config
 
@@ -139,4 +139,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=config.parse_flags_or_exit)
+    config.run_main(main)

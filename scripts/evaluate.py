@@ -9,8 +9,6 @@ all).
 
 import sys
 
-from absl import app
-
 from tfvae import config
 
 config.define_evaluate_flags()
@@ -34,4 +32,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=config.parse_flags_or_exit)
+    config.run_main(main)

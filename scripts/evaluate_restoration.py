@@ -6,8 +6,6 @@ r"""Measures restoration on the test set: PSNR / SSIM of corrupted vs clean and 
 
 import sys
 
-from absl import app
-
 from tfvae import config
 
 config.define_restoration_flags()
@@ -37,4 +35,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=config.parse_flags_or_exit)
+    config.run_main(main)

@@ -8,8 +8,6 @@ or writes an older tfvae or classifier export again with this version's signatur
 
 import sys
 
-from absl import app
-
 from tfvae import config
 
 config.define_export_flags()
@@ -33,4 +31,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=config.parse_flags_or_exit)
+    config.run_main(main)

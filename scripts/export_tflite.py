@@ -6,8 +6,6 @@ against it.
 
 import sys
 
-from absl import app
-
 from tfvae import config
 
 config.define_export_tflite_flags()
@@ -35,4 +33,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=config.parse_flags_or_exit)
+    config.run_main(main)

@@ -7,8 +7,6 @@
 import sys
 
 import numpy as np
-from absl import app
-
 from tfvae import config
 
 config.define_generate_flags()
@@ -45,4 +43,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=config.parse_flags_or_exit)
+    config.run_main(main)

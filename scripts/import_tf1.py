@@ -7,8 +7,6 @@ r"""Imports a TF1 tutorial VAE (Saver checkpoint or SavedModel) as a tfvae Saved
 
 import sys
 
-from absl import app
-
 from tfvae import config
 
 config.define_import_tf1_flags()
@@ -34,4 +32,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=config.parse_flags_or_exit)
+    config.run_main(main)

@@ -7,8 +7,6 @@ grid (conditional models), one PNG per kind.
 
 import sys
 
-from absl import app
-
 from tfvae import config
 
 config.define_plot_flags()
@@ -33,4 +31,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=config.parse_flags_or_exit)
+    config.run_main(main)

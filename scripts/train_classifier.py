@@ -7,8 +7,6 @@ Writes a SavedModel with a `classify` signature and classifier.json (test accura
 
 import sys
 
-from absl import app
-
 from tfvae import config
 
 config.define_classifier_flags()
@@ -26,4 +24,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=config.parse_flags_or_exit)
+    config.run_main(main)

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import types
 
 import numpy as np
@@ -268,6 +269,30 @@ def test_a_folder_is_searched_for_leftovers_once_however_many_files_go_there(tmp
         artifacts.write_text(str(tmp_path / name), "{}")
     artifacts.write_bytes_with(str(tmp_path / "d.png"), lambda tmp: open(tmp, "wb").write(b"png"))
     assert listed == [str(tmp_path)]  # enhance.py writes one file per image: a listing each would be quadratic.
+
+
+def test_ctrl_c_ends_a_script_in_one_line_with_code_130_and_writes_nothing(tmp_path, mnist_dir):
+    """evaluate.py (K=5000: minutes of work) interrupted once it is evaluating: no traceback, no JSON."""
+    script, output = os.path.join(REPO, "scripts", "evaluate.py"), str(tmp_path / "evaluation.json")
+    argv = [script, f"--saved_model={REPO}/saved_models/tf1_tutorial", f"--data_dir={mnist_dir}",
+            "--num_importance_samples=5000", f"--output={output}"]
+    # The script as `python scripts/evaluate.py` runs it, saying when its work has begun.
+    code = (f"import runpy, sys\nsys.path.insert(0, {REPO!r})\nfrom tfvae import evaluation\nrun = evaluation.run\n"
+            "def announced(*args, **kwargs):\n    print('evaluating', flush=True)\n    return run(*args, **kwargs)\n"
+            f"evaluation.run = announced\nsys.argv = {argv!r}\nrunpy.run_path({script!r}, run_name='__main__')")
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, cwd=tmp_path, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    try:
+        assert process.stdout.readline() == "evaluating\n"
+        time.sleep(1)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    assert error_lines(types.SimpleNamespace(stderr=stderr)) == [
+        "interrupted: stopped by Ctrl-C (SIGINT); the files it wrote before are whole, none is half-written"]
+    assert os.listdir(tmp_path) == []
 
 
 def test_only_bad_steps_in_a_row_stop_the_run():

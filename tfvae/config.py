@@ -3,9 +3,10 @@ reader of FLAGS."""
 
 import dataclasses
 import os
+import signal
 import sys
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 from tfvae import artifacts
 
@@ -805,6 +806,20 @@ def _stray_arguments(argv):
 
 HELP_FLAGS = ("--help", "-help", "-?", "--helpshort", "-helpshort", "--helpfull", "-helpfull", "--helpxml",
               "-helpxml")
+
+
+def run_main(main):
+    """`app.run(main)` for a script: flags parsed by `parse_flags_or_exit`, and Ctrl-C ending the script with one line
+    and the shell's exit code 130 instead of a traceback (tfvae writes each file whole or not at all)."""
+    def main_or_interrupted(argv):
+        try:
+            return main(argv)
+        except KeyboardInterrupt:
+            print("interrupted: stopped by Ctrl-C (SIGINT); the files it wrote before are whole, none is half-written",
+                  file=sys.stderr, flush=True)
+            sys.exit(128 + signal.SIGINT)
+
+    app.run(main_or_interrupted, flags_parser=parse_flags_or_exit)
 
 
 def parse_flags_or_exit(argv):
