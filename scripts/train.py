@@ -1,5 +1,6 @@
 """Trains a VAE: `python scripts/train.py --flagfile=configs/tf1_tutorial.flags [--data_dir=PATH/MNIST_data]`."""
 
+import signal
 import sys
 
 from tfvae import config
@@ -27,8 +28,10 @@ def main(argv):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except training.TrainingInterrupted as e:  # SIGTERM / SIGINT, after a checkpoint was saved.
+        if e.signal_number == signal.SIGINT:
+            config.exit_interrupted(e)  # Ends by SIGINT: a shell loop of runs stops too.
         print(f"interrupted: {e}", file=sys.stderr)
-        sys.exit(128 + e.signal_number)  # The shell's code for death by that signal: 143 SIGTERM, 130 SIGINT.
+        sys.exit(128 + e.signal_number)  # The shell's code for death by SIGTERM: 143.
 
 
 if __name__ == "__main__":

@@ -155,7 +155,7 @@ def test_an_export_killed_midway_leaves_nothing_after_the_next_one(tmp_path):
     metadata = {"input_shape": [784], "image_shape": [28, 28, 1], "latent_dim": 2, "likelihood": "bernoulli"}
     export_dir, grid = str(tmp_path / "export"), str(tmp_path / "grid.png")
     still_writing = _started_writer(f"d = artifacts.make_temp_dir_beside({export_dir!r})\n{WAIT}")
-    live = f".export.tmp-{artifacts._process_space()}-{still_writing.pid}-"
+    live = f".export.tmp-{'-'.join(artifacts._process_space())}-{still_writing.pid}-"
     try:
         # Killed in the middle of a PNG, its export half written: two leftovers and a finished file.
         _killed_while_writing(f"d = artifacts.make_temp_dir_beside({export_dir!r})\n"
@@ -202,15 +202,20 @@ def test_a_text_write_killed_before_its_rename_leaves_nothing_after_the_next_one
 
 
 def test_what_a_killed_writer_left_is_removed_only_where_its_pid_can_be_checked(tmp_path):
-    """A writer of another machine, container (pid namespace) or boot has pids that mean nothing here."""
+    """A writer of another machine or container has pids that mean nothing here: kept. One of an earlier boot of this
+    host has ended, whatever runs under its pid now: removed."""
     grid = str(tmp_path / "grid.png")
-    elsewhere = "0000beef" if artifacts._process_space() != "0000beef" else "0000cafe"
-    for space in (artifacts._process_space(), elsewhere):
-        _killed_while_writing(f"artifacts._process_space = lambda: {space!r}\n"
+    space, boot = artifacts._process_space()
+    elsewhere, earlier_boot = ("0000cafe" if code == "0000beef" else "0000beef" for code in (space, boot))
+    for code in ((space, boot), (elsewhere, boot)):
+        _killed_while_writing(f"artifacts._process_space = lambda: {code!r}\n"
                               f"artifacts.write_bytes_with({grid!r}, lambda tmp: exec({WAIT!r}), suffix='.png')")
+    # Left before a reboot by a writer whose pid this test process happens to have now.
+    (tmp_path / f".grid.png.tmp-{space}-{earlier_boot}-{os.getpid()}-abcdefgh.png").write_bytes(b"half")
+    assert len(os.listdir(tmp_path)) == 3
     artifacts.write_bytes_with(grid, lambda tmp: open(tmp, "wb").write(b"png"), suffix=".png")
     left = sorted(os.listdir(tmp_path))
-    assert len(left) == 2 and left[0].startswith(f".grid.png.tmp-{elsewhere}-") and left[1] == "grid.png", left
+    assert len(left) == 2 and left[0].startswith(f".grid.png.tmp-{elsewhere}-{boot}-") and left[1] == "grid.png", left
 
 
 def test_the_folder_a_writer_killed_between_its_renames_moved_aside_never_replaces_a_newer_one(tmp_path):
@@ -227,6 +232,30 @@ def test_the_folder_a_writer_killed_between_its_renames_moved_aside_never_replac
     (target / "weights").write_text("newer")
     artifacts.remove_leftovers(str(tmp_path))
     assert (target / "weights").read_text() == "newer" and sorted(os.listdir(tmp_path)) == ["export"]
+
+
+@pytest.mark.parametrize("after_rename", [1, 2])
+def test_a_ctrl_c_just_after_either_rename_of_replace_dir_leaves_one_whole_folder(after_rename, tmp_path, monkeypatch):
+    target, new = tmp_path / "export", tmp_path / "new"
+    target.mkdir()
+    (target / "weights").write_text("previous")
+    new.mkdir()
+    (new / "weights").write_text("new")
+    rename, renames = os.rename, []
+
+    def rename_then_ctrl_c(source, destination):
+        rename(source, destination)
+        renames.append(destination)
+        if len(renames) == after_rename:
+            raise KeyboardInterrupt  # As a SIGINT arriving during the call is raised once it returns.
+
+    monkeypatch.setattr(os, "rename", rename_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        artifacts.replace_dir(str(new), str(target))
+    monkeypatch.undo()
+    # After the first rename the previous folder is put back; after the second the new one stands.
+    assert (target / "weights").read_text() == ("previous" if after_rename == 1 else "new")
+    assert sorted(os.listdir(tmp_path)) == (["export", "new"] if after_rename == 1 else ["export"])
 
 
 def test_a_leftover_that_cannot_be_removed_does_not_stop_the_write(tmp_path, monkeypatch):
@@ -256,7 +285,7 @@ def test_leftovers_of_a_live_writer_of_another_user_are_kept(tmp_path, monkeypat
         return kill(pid, signal_number)
 
     monkeypatch.setattr(os, "kill", kill_as_a_user)
-    leftover = tmp_path / f".grid.png.tmp-{artifacts._process_space()}-1-abcdefgh.png"
+    leftover = tmp_path / f".grid.png.tmp-{'-'.join(artifacts._process_space())}-1-abcdefgh.png"
     leftover.write_bytes(b"being written by another user")
     artifacts.write_bytes_with(str(tmp_path / "grid.png"), lambda tmp: open(tmp, "wb").write(b"png"), suffix=".png")
     assert leftover.read_bytes() == b"being written by another user"
@@ -271,15 +300,18 @@ def test_a_folder_is_searched_for_leftovers_once_however_many_files_go_there(tmp
     assert listed == [str(tmp_path)]  # enhance.py writes one file per image: a listing each would be quadratic.
 
 
-def test_ctrl_c_ends_a_script_in_one_line_with_code_130_and_writes_nothing(tmp_path, mnist_dir):
+def test_ctrl_c_ends_a_script_in_one_line_by_sigint_and_writes_nothing(tmp_path, mnist_dir):
     """evaluate.py (K=5000: minutes of work) interrupted once it is evaluating: no traceback, no JSON."""
     script, output = os.path.join(REPO, "scripts", "evaluate.py"), str(tmp_path / "evaluation.json")
     argv = [script, f"--saved_model={REPO}/saved_models/tf1_tutorial", f"--data_dir={mnist_dir}",
             "--num_importance_samples=5000", f"--output={output}"]
     # The script as `python scripts/evaluate.py` runs it, saying when its work has begun.
-    code = (f"import runpy, sys\nsys.path.insert(0, {REPO!r})\nfrom tfvae import evaluation\nrun = evaluation.run\n"
-            "def announced(*args, **kwargs):\n    print('evaluating', flush=True)\n    return run(*args, **kwargs)\n"
-            f"evaluation.run = announced\nsys.argv = {argv!r}\nrunpy.run_path({script!r}, run_name='__main__')")
+    code = (f"import runpy, sys\nsys.path.insert(0, {REPO!r})\nfrom tfvae import evaluation\n"
+            "add = evaluation.add_log_sum_exp\n"  # Called once per batch of importance samples.
+            "def announced(*args):\n    print('evaluating', flush=True)\n    evaluation.add_log_sum_exp = add\n"
+            "    return add(*args)\n"
+            f"evaluation.add_log_sum_exp = announced\nsys.argv = {argv!r}\n"
+            f"runpy.run_path({script!r}, run_name='__main__')")
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, cwd=tmp_path, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     try:
@@ -289,7 +321,7 @@ def test_ctrl_c_ends_a_script_in_one_line_with_code_130_and_writes_nothing(tmp_p
         _, stderr = process.communicate(timeout=120)
     finally:
         process.kill()
-    assert process.returncode == 130
+    assert process.returncode == -signal.SIGINT  # As an uncaught Ctrl-C ends Python (the shell shows 130).
     assert error_lines(types.SimpleNamespace(stderr=stderr)) == [
         "interrupted: stopped by Ctrl-C (SIGINT); the files it wrote before are whole, none is half-written"]
     assert os.listdir(tmp_path) == []

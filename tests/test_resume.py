@@ -162,15 +162,17 @@ def test_a_second_train_py_on_a_run_still_going_is_refused_and_changes_nothing(m
                 f"to end (or stop it), or pass another --model_dir"]), extra
             assert process.poll() is None  # The first run goes on, its folder as it was.
             assert open(os.path.join(run_dir, "run", "flags.txt")).read() == flags_before
-        process.send_signal(signal.SIGTERM)
-        assert _finish(process, files) == 128 + signal.SIGTERM
+        process.send_signal(signal.SIGINT)  # Ctrl-C: it ends by SIGINT, so that a shell loop of runs stops too.
+        assert _finish(process, files) == -signal.SIGINT
     finally:
         if process.poll() is None:
             process.kill()
     assert "--epochs=1000" in flags_before and not os.path.exists(os.path.join(run_dir, "export"))
     # It stopped as any run stops, with its own checkpoint: nothing of it was deleted under it.
     assert _step_of(tf.train.latest_checkpoint(os.path.join(run_dir, "run", "checkpoints"))) >= EVERY
-    assert open(os.path.join(run_dir, "stderr")).read().splitlines()[-1].startswith("interrupted: stopped by SIGTERM")
+    last_line = open(os.path.join(run_dir, "stderr")).read().splitlines()[-1]
+    assert last_line.startswith("interrupted: stopped by SIGINT at step ") and last_line.endswith(
+        "run the same command with --resume to continue from there")
 
 
 def test_a_signal_at_an_epochs_last_step_waits_for_the_epochs_end(tmp_path):

@@ -21,57 +21,75 @@ FILE_MODE = 0o666 & ~_umask()
 DIR_MODE = 0o777 & ~_umask()
 
 
-@functools.lru_cache(maxsize=None)
-def _process_space():
-    """A short code for where this process's pid means something: the host, its boot and its pid namespace (a
-    container sharing the host's name has its own pids). Two writers with the same code can check each other's pids."""
-    parts = [socket.gethostname()]
-    for source in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
-        try:
-            parts.append(os.readlink(source) if source.endswith("/pid") else open(source).read().strip())
-        except OSError:
-            parts.append("")  # No /proc (macOS): the host name alone.
+def _read(path):
+    with open(path) as f:
+        return f.read().strip()
+
+
+def _code(*parts):
     return hashlib.sha1("\0".join(parts).encode()).hexdigest()[:8]
 
 
+@functools.lru_cache(maxsize=None)
+def _process_space():
+    """Two short codes for where this process's pid means something: its host and pid namespace (a container that
+    shares the host's name has pids of its own), and the host's boot (after a reboot, every earlier writer is gone)."""
+    parts = {}
+    for name, get, source in (("boot", _read, "/proc/sys/kernel/random/boot_id"),
+                              ("namespace", os.readlink, "/proc/self/ns/pid")):
+        try:
+            parts[name] = get(source)
+        except OSError:
+            parts[name] = ""  # No /proc (macOS): the host name and the pid alone.
+    return _code(socket.gethostname(), parts["namespace"]), _code(parts["boot"])
+
+
 def _temp_prefix(path, kind):
-    """`.NAME.KIND-SPACE-PID-`: a temporary entry names its writer, so that a later writer can tell which ones a
+    """`.NAME.KIND-SPACE-BOOT-PID-`: a temporary entry names its writer, so that a later writer can tell which ones a
     killed process left behind (`remove_leftovers`)."""
-    return f".{os.path.basename(os.path.abspath(path))}.{kind}-{_process_space()}-{os.getpid()}-"
+    space, boot = _process_space()
+    return f".{os.path.basename(os.path.abspath(path))}.{kind}-{space}-{boot}-{os.getpid()}-"
 
 
 # What `_temp_prefix` names, followed by mkstemp's 8 random characters and the file's suffix, if any.
-_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<space>[0-9a-f]{8})-(?P<pid>\d+)-[a-z0-9_]{8}"
-                        r"(\.[A-Za-z0-9]+)?")
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<space>[0-9a-f]{8})-(?P<boot>[0-9a-f]{8})-(?P<pid>\d+)-"
+                        r"[a-z0-9_]{8}(\.[A-Za-z0-9]+)?")
 _swept_folders = set()
 
 
-def _writer_is_gone(space, pid):
-    """Whether process `pid` of process space `space` has ended; another space's (another machine's, container's
-    or boot's) counts as running, since its pids cannot be checked from here."""
-    if space != _process_space() or os.name != "posix":  # On Windows os.kill(pid, 0) would send a Ctrl+C.
+def _writer_is_gone(space, boot, pid):
+    """Whether the writer of an entry, process `pid` of host and namespace `space` in boot `boot`, has ended. Another
+    space's (another machine's or container's) counts as running, since its pids cannot be checked from here."""
+    if space != _process_space()[0] or os.name != "posix":  # On Windows os.kill(pid, 0) would send a Ctrl+C.
         return False
+    if boot != _process_space()[1]:
+        return True
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return True
     except (PermissionError, OverflowError):
-        return False  # Alive under another user; or no such pid on this system.
+        pass  # Alive under another user; a pid too large to be one here.
     return False
 
 
 def remove_leftovers(folder):
-    """Removes what writers killed midway (a `kill -9`, a crash) left in `folder`: their temporary files and folders,
-    and, for one that died between its two renames in `replace_dir`, puts the previous folder back unless a newer one
-    is there. Only entries of ended writers of this process space are touched (an older tfvae's temporary names carry
-    no writer), and best effort: what another writer removes first, or this user may not remove, is left alone."""
+    """Removes what writers killed midway (a `kill -9`, a crash, a power loss) left in `folder`: their temporary files
+    and folders, and, for one that died between its two renames in `replace_dir`, puts the previous folder back unless
+    a newer one is there. Only entries of ended writers of this host and container are touched (an older tfvae's
+    temporary names carry no writer), and best effort: what another writer removes first, or this user may not
+    remove, is left alone.
+
+    Args:
+      folder: the folder to clean; one that does not exist is left so.
+    """
     try:
         entries = sorted(os.listdir(folder))
     except OSError:
         return
     for entry in entries:
         match = _TEMPORARY.fullmatch(entry)
-        if not match or not _writer_is_gone(match["space"], match["pid"]):
+        if not match or not _writer_is_gone(match["space"], match["boot"], match["pid"]):
             continue
         full = os.path.join(folder, entry)
         try:
@@ -154,13 +172,13 @@ def replace_dir(tmp_dir, path):
     """Moves the finished folder `tmp_dir` onto `path`; an older `path` is kept until the new one is in place."""
     path = os.path.abspath(path)
     old = None
-    if os.path.exists(path):
-        old = tempfile.mkdtemp(prefix=_temp_prefix(path, "old"), dir=os.path.dirname(path))
-        os.rename(path, os.path.join(old, "previous"))
-    try:
+    try:  # Both renames inside: a Ctrl-C can land just after either.
+        if os.path.exists(path):
+            old = tempfile.mkdtemp(prefix=_temp_prefix(path, "old"), dir=os.path.dirname(path))
+            os.rename(path, os.path.join(old, "previous"))
         os.rename(tmp_dir, path)
     except BaseException:
-        if old:
+        if old and os.path.lexists(os.path.join(old, "previous")) and not os.path.lexists(path):
             os.rename(os.path.join(old, "previous"), path)
         raise
     finally:

@@ -3,7 +3,6 @@ reader of FLAGS."""
 
 import dataclasses
 import os
-import signal
 import sys
 
 from absl import app, flags, logging
@@ -243,7 +242,8 @@ def define_train_flags():
                         "Default: runs/NAME.")
     flags.DEFINE_string("export_dir", None, "Where the SavedModel goes at the end. Default: saved_models/NAME.")
     flags.DEFINE_bool("resume", False, "Continue from the latest checkpoint in --model_dir.")
-    flags.DEFINE_bool("overwrite", False, "Delete an existing --model_dir and start afresh.")
+    flags.DEFINE_bool("overwrite", False, "Empty an existing --model_dir (the folder, or a link to it, stays) and "
+                      "start afresh.")
     flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
     flags.DEFINE_integer("steps_per_execution", 1, "Train steps per tf.function call.")
     flags.DEFINE_integer("micro_batches", 1, "Split each train batch into this many equal parts whose passes run "
@@ -808,16 +808,31 @@ HELP_FLAGS = ("--help", "-help", "-?", "--helpshort", "-helpshort", "--helpfull"
               "-helpxml")
 
 
+def exit_interrupted(message):
+    """Prints `interrupted: MESSAGE` and ends the process by SIGINT, as an uncaught Ctrl-C does (after Python's
+    clean-up) but without the traceback: the shell sees 130, and a shell loop running the script stops, which an
+    exit code of 130 alone would not make it do."""
+    print(f"interrupted: {message}", file=sys.stderr, flush=True)
+    sys.excepthook = lambda *exc_info: None
+    interrupt = KeyboardInterrupt()  # Python ends by SIGINT for this class only, not a subclass.
+    interrupt.reported = True
+    raise interrupt
+
+
 def run_main(main):
-    """`app.run(main)` for a script: flags parsed by `parse_flags_or_exit`, and Ctrl-C ending the script with one line
-    and the shell's exit code 130 instead of a traceback (tfvae writes each file whole or not at all)."""
+    """`app.run(main)` for a script: flags parsed by `parse_flags_or_exit`, and Ctrl-C ending the script in one line
+    (`exit_interrupted`) instead of a traceback; tfvae writes each file whole or not at all.
+
+    Args:
+      main: the script's `main(argv)`.
+    """
     def main_or_interrupted(argv):
         try:
             return main(argv)
-        except KeyboardInterrupt:
-            print("interrupted: stopped by Ctrl-C (SIGINT); the files it wrote before are whole, none is half-written",
-                  file=sys.stderr, flush=True)
-            sys.exit(128 + signal.SIGINT)
+        except KeyboardInterrupt as e:
+            if getattr(e, "reported", False):
+                raise
+            exit_interrupted("stopped by Ctrl-C (SIGINT); the files it wrote before are whole, none is half-written")
 
     app.run(main_or_interrupted, flags_parser=parse_flags_or_exit)
 

@@ -49,15 +49,22 @@ def _empty_folder(folder):
 def hold_model_dir(model_dir):
     """Creates `model_dir` if needed and locks it while the block runs (an advisory `flock`, which also ends with the
     process, however it ends): another train.py on the same folder, such as an `--overwrite` or `--resume` in a second
-    terminal of a run still going, is refused instead of deleting or mixing that run's files."""
+    terminal of a run still going, is refused instead of deleting or mixing that run's files.
+
+    Args:
+      model_dir: the run folder.
+
+    Raises:
+      RunConfigError: another holder has it.
+    """
     os.makedirs(model_dir, exist_ok=True)
     if fcntl is None:
         yield
         return
-    folder = os.open(model_dir, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(model_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
         try:
-            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunConfigError(f"--model_dir={model_dir} is in use by another train.py that is still running; wait "
                                  f"for it to end (or stop it), or pass another --model_dir") from None
@@ -66,7 +73,7 @@ def hold_model_dir(model_dir):
                             model_dir, e.strerror)
         yield
     finally:
-        os.close(folder)
+        os.close(fd)
 
 
 def prepare_model_dir(cfg):
