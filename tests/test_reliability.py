@@ -258,6 +258,31 @@ def test_a_ctrl_c_just_after_either_rename_of_replace_dir_leaves_one_whole_folde
     assert sorted(os.listdir(tmp_path)) == (["export", "new"] if after_rename == 1 else ["export"])
 
 
+@pytest.mark.parametrize("race", ["moved aside first", "put in place between our renames"])
+def test_two_writers_replacing_one_folder_at_once_both_finish_and_the_last_stands(race, tmp_path, monkeypatch):
+    """Runs of a sweep sharing an --export_dir can finish at the same moment: the other writer acts between this
+    one's steps, and this one, the last, starts again instead of failing."""
+    target = tmp_path / "export"
+    for name, content in (("export", "previous"), ("ours", "ours"), ("theirs", "theirs")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "weights").write_text(content)
+    rename, calls = os.rename, []
+
+    def other_writer_acts_first(source, destination):
+        calls.append((source, destination))
+        if race == "moved aside first" and len(calls) == 1:  # Ours is about to move the export aside.
+            rename(str(target), str(tmp_path / "theirs_old"))
+        if race == "put in place between our renames" and len(calls) == 2:  # Ours is about to put its own there.
+            rename(str(tmp_path / "theirs"), str(target))
+        rename(source, destination)
+
+    monkeypatch.setattr(os, "rename", other_writer_acts_first)
+    artifacts.replace_dir(str(tmp_path / "ours"), str(target))
+    monkeypatch.undo()
+    assert (target / "weights").read_text() == "ours"
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]  # Nothing of ours left aside.
+
+
 def test_a_leftover_that_cannot_be_removed_does_not_stop_the_write(tmp_path, monkeypatch):
     """Another user's in a shared (sticky) folder, or one another writer removed first: the write goes on."""
     grid = str(tmp_path / "grid.png")

@@ -446,6 +446,36 @@ def global_seeds_restored():
     tf.random.set_seed(None)
 
 
+def test_a_ctrl_c_before_the_first_checkpoint_leaves_no_run_folder_and_one_after_keeps_it(tmp_path, monkeypatch,
+                                                                                           global_seeds_restored):
+    from tfvae import summaries
+
+    monkeypatch.setattr(data, "load_arrays", _synthetic_arrays)
+    cfg = config.RunConfig(model="mlp", hidden_sizes=(8,), latent_dim=2, likelihood="bernoulli", adam="keras",
+                           batch_size=TINY_BATCH, validation_size=TINY_VALIDATION, image_summaries=False, epochs=1,
+                           model_dir=str(tmp_path / "runs" / "run"), export_dir=str(tmp_path / "export"))
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(summaries, "make_callbacks", ctrl_c)  # While the run starts, before its first step.
+        with pytest.raises(KeyboardInterrupt):
+            training.run(cfg)
+        assert os.listdir(tmp_path) == []  # runs/ too: the same command runs again.
+        os.makedirs(cfg.model_dir)
+        open(os.path.join(cfg.model_dir, "old.txt"), "w").close()
+        with pytest.raises(KeyboardInterrupt):
+            training.run(dataclasses.replace(cfg, overwrite=True))
+        assert os.listdir(cfg.model_dir) == []  # Emptied, as --overwrite asked, and left so.
+    with monkeypatch.context() as patch:
+        patch.setattr(summaries, "write_test_metrics", ctrl_c)  # After the last step: its checkpoint is kept.
+        with pytest.raises(KeyboardInterrupt):
+            training.run(cfg)
+    assert tf.train.latest_checkpoint(os.path.join(cfg.model_dir, "checkpoints"))
+    assert not os.path.exists(cfg.export_dir)
+
+
 def test_a_signal_after_the_last_step_stops_before_the_export_and_one_during_it_waits(tmp_path, monkeypatch,
                                                                                      capsys, global_seeds_restored):
     """SIGTERM in the test pass: the run stops once its test metrics and metrics.json are written, with the final

@@ -1,5 +1,6 @@
 """Atomic writes: every file and folder a run produces appears whole or not at all."""
 
+import errno
 import functools
 import hashlib
 import json
@@ -168,22 +169,42 @@ def make_temp_dir_beside(path):
     return tmp_dir
 
 
+# How often replace_dir starts again when another writer replaces the same folder at the same moment.
+_REPLACE_ATTEMPTS = 10
+
+
 def replace_dir(tmp_dir, path):
-    """Moves the finished folder `tmp_dir` onto `path`; an older `path` is kept until the new one is in place."""
+    """Moves the finished folder `tmp_dir` onto `path`; an older `path` is kept until the new one is in place. When
+    writers replace one folder at once (runs of a sweep sharing an --export_dir), each finishes, and the last stands."""
     path = os.path.abspath(path)
-    old = None
-    try:  # Both renames inside: a Ctrl-C can land just after either.
-        if os.path.exists(path):
-            old = tempfile.mkdtemp(prefix=_temp_prefix(path, "old"), dir=os.path.dirname(path))
-            os.rename(path, os.path.join(old, "previous"))
-        os.rename(tmp_dir, path)
-    except BaseException:
-        if old and os.path.lexists(os.path.join(old, "previous")) and not os.path.lexists(path):
-            os.rename(os.path.join(old, "previous"), path)
-        raise
-    finally:
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
+    for attempt in range(_REPLACE_ATTEMPTS):
+        old = None
+        try:  # Both renames inside: a Ctrl-C can land just after either.
+            if os.path.exists(path):
+                old = tempfile.mkdtemp(prefix=_temp_prefix(path, "old"), dir=os.path.dirname(path))
+                os.rename(path, os.path.join(old, "previous"))
+            os.rename(tmp_dir, path)
+            return
+        except OSError as e:
+            # Another writer moved `path` aside first, or put its own there between our two renames: start again.
+            if (isinstance(e, FileNotFoundError) and os.path.exists(tmp_dir) or
+                    e.errno in (errno.ENOTEMPTY, errno.EEXIST) and os.path.lexists(path)):
+                if attempt + 1 < _REPLACE_ATTEMPTS:
+                    continue
+            _put_back(old, path)
+            raise
+        except BaseException:
+            _put_back(old, path)
+            raise
+        finally:
+            if old:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def _put_back(old, path):
+    """Returns the folder replace_dir moved into `old` to `path`, unless a newer one is there."""
+    if old and os.path.lexists(os.path.join(old, "previous")) and not os.path.lexists(path):
+        os.rename(os.path.join(old, "previous"), path)
 
 
 def first_missing_folder(path):

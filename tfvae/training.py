@@ -626,13 +626,15 @@ def run(cfg):
                 model = build_model(cfg, datasets.image_shape)
                 try:
                     metrics = train(model, datasets, run_cfg)
-                except legacy.TF1ImportError:
-                    # An --init_from that does not fit fails before the first step: leave no run folder behind, so the
-                    # corrected command is not refused for an existing one.
-                    if created:
-                        shutil.rmtree(created, ignore_errors=True)
-                    elif fresh_run:
-                        _empty_folder(run_cfg.model_dir)  # It was there, empty (or emptied by --overwrite).
+                except (legacy.TF1ImportError, KeyboardInterrupt):
+                    # Stopped before its first checkpoint (an --init_from that does not fit, a Ctrl-C while it starts;
+                    # once training runs, Ctrl-C saves one): leave no run folder behind, so the same command, corrected
+                    # if need be, is not refused for an existing one.
+                    if fresh_run and not tf.train.latest_checkpoint(os.path.join(run_cfg.model_dir, "checkpoints")):
+                        if created:
+                            shutil.rmtree(created, ignore_errors=True)
+                        else:
+                            _empty_folder(run_cfg.model_dir)  # It was there, empty (or emptied by --overwrite).
                     raise
                 except CheckpointError:
                     if resumed_flags is not None:
