@@ -249,7 +249,8 @@ def test_a_ctrl_c_just_after_either_rename_of_replace_dir_leaves_one_whole_folde
     assert sorted(os.listdir(tmp_path)) == (["export", "new"] if after_rename == 1 else ["export"])
 
 
-@pytest.mark.parametrize("race", ["moved aside first", "put in place between our renames"])
+@pytest.mark.parametrize("race", ["moved aside first", "put in place between our renames",
+                                  "put in place, then moved aside by a third"])
 def test_two_writers_replacing_one_folder_at_once_both_finish_and_the_last_stands(race, tmp_path, monkeypatch):
     """Runs of a sweep sharing an --export_dir can finish at the same moment: the other writer acts between this
     one's steps, and this one, the last, starts again instead of failing."""
@@ -263,8 +264,13 @@ def test_two_writers_replacing_one_folder_at_once_both_finish_and_the_last_stand
         calls.append((source, destination))
         if race == "moved aside first" and len(calls) == 1:  # Ours is about to move the export aside.
             rename(str(target), str(tmp_path / "theirs_old"))
-        if race == "put in place between our renames" and len(calls) == 2:  # Ours is about to put its own there.
+        if race.startswith("put in place") and len(calls) == 2:  # Ours is about to put its own there.
             rename(str(tmp_path / "theirs"), str(target))
+            if race.endswith("by a third"):
+                try:
+                    rename(source, destination)
+                finally:  # Gone again before ours looks.
+                    rename(str(target), str(tmp_path / "theirs_aside"))
         rename(source, destination)
 
     monkeypatch.setattr(os, "rename", other_writer_acts_first)
@@ -272,6 +278,25 @@ def test_two_writers_replacing_one_folder_at_once_both_finish_and_the_last_stand
     monkeypatch.undo()
     assert (target / "weights").read_text() == "ours"
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]  # Nothing of ours left aside.
+
+
+def test_a_second_ctrl_c_while_replace_dir_puts_the_previous_folder_back_leaves_it_for_the_next_writer(tmp_path):
+    target, new = tmp_path / "export", tmp_path / "new"
+    for folder, content in ((target, "previous"), (new, "new")):
+        folder.mkdir()
+        (folder / "weights").write_text(content)
+    # Ctrl-C just after the previous folder is moved aside, and again while it is being put back.
+    interrupted = subprocess.run(_python(
+        "rename, renames = os.rename, []\n"
+        "def ctrl_c_twice(source, destination):\n"
+        "    renames.append(destination)\n"
+        "    if len(renames) == 1:\n        rename(source, destination)\n"
+        "    raise KeyboardInterrupt\n"
+        "os.rename = ctrl_c_twice\n"
+        f"artifacts.replace_dir({str(new)!r}, {str(target)!r})"), capture_output=True)
+    assert interrupted.returncode != 0 and b"KeyboardInterrupt" in interrupted.stderr and not target.exists()
+    artifacts.remove_leftovers(str(tmp_path))  # What the next tfvae write into the folder does.
+    assert (target / "weights").read_text() == "previous" and sorted(os.listdir(tmp_path)) == ["export", "new"]
 
 
 def test_a_leftover_that_cannot_be_removed_does_not_stop_the_write(tmp_path, monkeypatch):

@@ -458,11 +458,19 @@ def test_a_ctrl_c_before_the_first_checkpoint_leaves_no_run_folder_and_one_after
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
 
+    def ctrl_c_as_another_run_starts_beside(*args, **kwargs):
+        os.makedirs(tmp_path / "runs" / "other" / "checkpoints", exist_ok=True)
+        raise KeyboardInterrupt
+
     with monkeypatch.context() as patch:
         patch.setattr(summaries, "make_callbacks", ctrl_c)  # While the run starts, before its first step.
         with pytest.raises(KeyboardInterrupt):
             training.run(cfg)
         assert os.listdir(tmp_path) == []  # runs/ too: the same command runs again.
+        patch.setattr(summaries, "make_callbacks", ctrl_c_as_another_run_starts_beside)
+        with pytest.raises(KeyboardInterrupt):
+            training.run(cfg)
+        assert os.listdir(tmp_path / "runs") == ["other"]  # runs/ was made for this run, but holds another now.
         os.makedirs(cfg.model_dir)
         open(os.path.join(cfg.model_dir, "old.txt"), "w").close()
         with pytest.raises(KeyboardInterrupt):

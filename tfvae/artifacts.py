@@ -188,8 +188,9 @@ def replace_dir(tmp_dir, path):
         except OSError as e:
             # Another writer moved `path` aside first, or put its own there between our two renames: start again.
             if (isinstance(e, FileNotFoundError) and os.path.exists(tmp_dir) or
-                    e.errno in (errno.ENOTEMPTY, errno.EEXIST) and os.path.lexists(path)):
+                    e.errno in (errno.ENOTEMPTY, errno.EEXIST)):
                 if attempt + 1 < _REPLACE_ATTEMPTS:
+                    _put_back(old, path)  # If a third writer has moved theirs aside meanwhile.
                     continue
             _put_back(old, path)
             raise
@@ -197,7 +198,8 @@ def replace_dir(tmp_dir, path):
             _put_back(old, path)
             raise
         finally:
-            if old:
+            # Kept when nothing else is at `path` (a second Ctrl-C inside _put_back): remove_leftovers puts it back.
+            if old and (os.path.lexists(path) or not os.path.lexists(os.path.join(old, "previous"))):
                 shutil.rmtree(old, ignore_errors=True)
 
 

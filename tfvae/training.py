@@ -45,6 +45,19 @@ def _empty_folder(folder):
             os.unlink(path)
 
 
+def _remove_with_empty_parents(folder, outermost):
+    """Removes `folder`, then each folder above it up to `outermost` while it is empty: what was made for a run, and
+    not another run started beside it meanwhile (runs/b when runs/ was made for runs/a)."""
+    folder, outermost = os.path.abspath(folder), os.path.abspath(outermost)
+    shutil.rmtree(folder, ignore_errors=True)
+    while folder != outermost and folder.startswith(outermost + os.sep):
+        folder = os.path.dirname(folder)
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return  # Not empty: another run's too.
+
+
 @contextlib.contextmanager
 def hold_model_dir(model_dir):
     """Creates `model_dir` if needed and locks it while the block runs (an advisory `flock`, which also ends with the
@@ -632,7 +645,7 @@ def run(cfg):
                     # if need be, is not refused for an existing one.
                     if fresh_run and not tf.train.latest_checkpoint(os.path.join(run_cfg.model_dir, "checkpoints")):
                         if created:
-                            shutil.rmtree(created, ignore_errors=True)
+                            _remove_with_empty_parents(run_cfg.model_dir, created)
                         else:
                             _empty_folder(run_cfg.model_dir)  # It was there, empty (or emptied by --overwrite).
                     raise
