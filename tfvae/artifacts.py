@@ -61,9 +61,10 @@ _swept_folders = set()
 def _writer_is_gone(space, boot, pid):
     """Whether the writer of an entry, process `pid` of host and namespace `space` in boot `boot`, has ended. Another
     space's (another machine's or container's) counts as running, since its pids cannot be checked from here."""
-    if space != _process_space()[0] or os.name != "posix":  # On Windows os.kill(pid, 0) would send a Ctrl+C.
+    here, this_boot = _process_space()
+    if space != here or os.name != "posix":  # On Windows os.kill(pid, 0) would send a Ctrl+C.
         return False
-    if boot != _process_space()[1]:
+    if boot != this_boot:
         return True
     try:
         os.kill(int(pid), 0)

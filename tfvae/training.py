@@ -36,7 +36,8 @@ def _loss_units(cfg):
 
 
 def _empty_folder(folder):
-    """Removes what `folder` holds, not the folder (a symlink's target, a lock on it, stay); links are not followed."""
+    """Removes everything in `folder` but the folder itself, so a lock on it or a link to it stays; links inside are
+    removed, not followed."""
     for entry in os.listdir(folder):
         path = os.path.join(folder, entry)
         if os.path.isdir(path) and not os.path.islink(path):
