@@ -91,13 +91,14 @@ class TfvaeContender:
         self.datasets = data.make_datasets(cfg)
         self.model = build_model(cfg, self.datasets.image_shape)
         training.compile_model(self.model, cfg)
+        self.train_batches = training.training_batches(self.model, self.datasets, cfg)  # As train.py fits.
         self.examples = (len(self.datasets.arrays.train_images) // cfg.batch_size) * cfg.batch_size
         self.epoch = 0
 
     def run_epoch(self):
         self.datasets.train_epoch.assign(self.epoch)  # Each epoch its own shuffle, as in training.train.
         self.epoch += 1
-        return self.model.fit(self.datasets.train, epochs=1, verbose=0, shuffle=False).history["loss"][-1]
+        return self.model.fit(self.train_batches, epochs=1, verbose=0, shuffle=False).history["loss"][-1]
 
     def validation_loss(self):
         return self.model.evaluate(self.datasets.validation, verbose=0, return_dict=True)["loss"]

@@ -261,12 +261,42 @@ def test_static_binarization_eagerly_and_fixed():
     assert abs((dim == 255).mean() - 0.2) < 0.03
 
 
-def test_to_unit_float_eagerly_and_in_tf_data():
-    images = np.array([[0, 255, 51]], np.uint8)
+def test_to_unit_float_is_numpys_division_eagerly_in_tf_data_and_in_a_tf_function():
+    # In a tf.function Grappler made `cast(x) / 255` a multiplication: 126 of the 256 values were an ulp off.
+    images = np.arange(256, dtype=np.uint8)[None]
+    expected = images.astype(np.float32) / np.float32(255)
     eager = data.to_unit_float(images).numpy()
     in_pipeline = next(iter(tf.data.Dataset.from_tensors(images).map(data.to_unit_float))).numpy()
-    np.testing.assert_allclose(eager, [[0.0, 1.0, 0.2]], atol=1e-7)
-    np.testing.assert_array_equal(eager, in_pipeline)
+    in_function = tf.function(lambda x: data.to_unit_float(x + tf.zeros_like(x)))(tf.constant(images)).numpy()
+    np.testing.assert_allclose(eager[0, [0, 255, 51]], [0.0, 1.0, 0.2], atol=1e-7)
+    for made in (eager, in_pipeline, in_function):
+        np.testing.assert_array_equal(made, expected)
+
+
+@pytest.mark.parametrize("binarize, corruption", [("none", "none"), ("dynamic", "mixed")])
+def test_batches_made_from_indices_in_a_step_are_the_pipelines(mnist_dir, binarize, corruption):
+    """training.training_batches lets the train step make its batches from index batches: exactly the batches
+    tf.data makes, from any first step, in a tf.function as in the pipeline, corruption and binarization too."""
+    from tfvae import corruption as corruption_lib
+
+    cfg = config.RunConfig(data_dir=mnist_dir, batch_size=50, validation_size=59500, binarize=binarize,
+                           corruption=corruption, corruption_strength=0.5 if corruption != "none" else 0.0)
+    datasets = data.make_datasets(cfg, corrupt_fn=corruption_lib.make_corrupt_fn(
+        cfg.corruption, cfg.corruption_strength, (28, 28, 1)))
+    datasets.train_epoch.assign(2)
+    made_in_step = tf.function(datasets.batch_from_indices)
+    index_batches = datasets.train_indices_from(first_step=3)
+    assert index_batches.cardinality() == datasets.train_from(first_step=3).cardinality() == 7
+    assert index_batches.element_spec["indices"].shape == (50,)
+    pairs = list(zip(index_batches, datasets.train_from(first_step=3)))
+    assert len(pairs) == 7
+    for index_batch, batch in pairs:
+        made = made_in_step(index_batch)
+        for key in ("input", "target", "label"):
+            assert made[key].shape == batch[key].shape
+            np.testing.assert_array_equal(made[key].numpy(), batch[key].numpy(), err_msg=key)
+    if corruption != "none":  # Not trivially equal: the input is a corrupted target.
+        assert not np.array_equal(pairs[0][1]["input"].numpy(), pairs[0][1]["target"].numpy())
 
 
 def test_make_datasets_from_config(mnist_dir):

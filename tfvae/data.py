@@ -50,11 +50,15 @@ class Datasets:
 
     `train` yields one epoch, the one `train_epoch` (an int64 variable) holds when its batches are made;
     `train_from(first_step)` is the same epoch from batch `first_step` on (a resumed run's first epoch).
+    `train_indices_from(first_step)` yields those batches as indices, and `batch_from_indices` makes each batch
+    from them, in a train step (`make_train_index_pipeline`).
     """
 
     train: tf.data.Dataset
     train_epoch: tf.Variable
     train_from: callable
+    train_indices_from: callable
+    batch_from_indices: callable
     validation: tf.data.Dataset
     test: tf.data.Dataset
     preview: dict
@@ -241,8 +245,13 @@ def load_arrays(dataset, data_dir, validation_size=5000):
 
 
 def to_unit_float(images):
-    """uint8 images -> float32 in [0, 1]."""
-    return tf.cast(images, tf.float32) / 255.0
+    """uint8 images -> float32 in [0, 1]: x / 255, rounded as NumPy rounds it, eagerly, in tf.data and in a step.
+
+    Not `cast(x) / 255`: inside a tf.function Grappler turns a division by a constant into a multiplication by its
+    reciprocal, an ulp off for half the values, so batches gathered in the train step would differ from tf.data's.
+    It leaves DivNoNan alone.
+    """
+    return tf.math.divide_no_nan(tf.cast(images, tf.float32), 255.0)
 
 
 def binarize_static(images, seed):
@@ -342,35 +351,68 @@ def make_train_pipeline(images, labels, batch_size, *, seed, epoch, first_step=0
       A dataset of `n // batch_size - first_step` dicts: "input" and "target" float32 in [0, 1] (`[batch, ...]`,
       static shapes), "label" int32 `[batch]`.
     """
-    n, num_pixels = int(images.shape[0]), int(np.prod(images.shape[1:]))
-    steps = n // batch_size
-    # Held on the host and gathered per batch: the shuffle permutes indices, not a buffer of images.
-    images_tensor, labels_tensor = hold_on_host(images), hold_on_host(labels)
+    images, labels = hold_on_host(images), hold_on_host(labels)
+    batch_from_indices = make_batch_from_indices(images, labels, binarize=binarize, flatten=flatten,
+                                                 corrupt_fn=corrupt_fn)
+    dataset = make_train_index_pipeline(int(images.shape[0]), batch_size, seed=seed, epoch=epoch,
+                                        first_step=first_step, threads=threads)
+    dataset = dataset.map(batch_from_indices, num_parallel_calls=threads, deterministic=True)
+    return _private_threads(dataset.prefetch(2), threads)
+
+
+def make_train_index_pipeline(num_examples, batch_size, *, seed, epoch, first_step=0, threads=1):
+    """The batches of `make_train_pipeline` as the indices of their examples, for `make_batch_from_indices`.
+
+    On few cores each op of a tf.data function costs tens of microseconds of thread hand-offs (~180 us a batch for
+    a gather and a cast, ~20 us inside a train step), so a train step that gathers its own batch from these is
+    faster (docs/performance.md); `make_train_pipeline` maps the same function over them.
+
+    Returns:
+      A dataset of `num_examples // batch_size - first_step` dicts: "indices" int64 `[batch]`, the examples of the
+      batch, and "epoch_key" `[batch, 2]` and "step" `[batch]`, which seed its binarization and corruption (the
+      same in every row, so that the dict splits along its first axis as a batch does).
+    """
+    steps = num_examples // batch_size
 
     def epoch_batches(_):
         # Runs once per iteration, when the first batch is asked for: the epoch is read then, not at build time.
         epoch_key = tf.random.experimental.stateless_fold_in(tf.constant([seed, 0], tf.int64),
                                                              tf.cast(epoch, tf.int64))
-        order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=epoch_key)
+        order = tf.random.experimental.stateless_shuffle(tf.range(num_examples, dtype=tf.int64), seed=epoch_key)
         # Unbatching a static [steps, ...] tensor keeps the cardinality known, which Keras needs to count epochs.
         return {"indices": tf.reshape(order[:steps * batch_size], [steps, batch_size]),
-                "epoch_key": tf.tile(epoch_key[None], [steps, 1]),
-                "step": tf.range(steps, dtype=tf.int64)}
+                "epoch_key": tf.tile(epoch_key[None, None], [steps, batch_size, 1]),
+                "step": tf.tile(tf.range(steps, dtype=tf.int64)[:, None], [1, batch_size])}
 
     dataset = tf.data.Dataset.range(1).map(epoch_batches).unbatch().skip(first_step)
+    return _private_threads(dataset.prefetch(2), threads)
 
-    def to_example(batch):
-        batch_seed = tf.random.experimental.stateless_fold_in(batch["epoch_key"], batch["step"])
-        x = to_unit_float(tf.gather(images_tensor, batch["indices"]))
+
+def make_batch_from_indices(images, labels, *, binarize="none", flatten=False, corrupt_fn=None):
+    """The function from a batch of `make_train_index_pipeline` to the batch `make_train_pipeline` yields there.
+
+    Args:
+      images, labels: `hold_on_host` variables (or arrays) of the examples the indices point into.
+      binarize, flatten, corrupt_fn: as in `make_pipeline`.
+
+    Returns:
+      `batch_from_indices(index_batch) -> {"input", "target", "label"}`, TensorFlow ops only (for tf.data and
+      tf.function alike).
+    """
+    num_pixels = int(np.prod(images.shape[1:]))
+
+    def batch_from_indices(index_batch):
+        indices = index_batch["indices"]
+        batch_seed = tf.random.experimental.stateless_fold_in(index_batch["epoch_key"][0], index_batch["step"][0])
+        x = to_unit_float(tf.gather(images, indices))
         if binarize == "dynamic":
             x = tf.cast(tf.random.stateless_uniform(tf.shape(x), batch_seed) < x, tf.float32)
         if flatten:
-            x = tf.reshape(x, [batch_size, num_pixels])
+            x = tf.reshape(x, [-1, num_pixels])
         inputs = corrupt_fn(x, batch_seed + 1) if corrupt_fn else x
-        return {"input": inputs, "target": x, "label": tf.gather(labels_tensor, batch["indices"])}
+        return {"input": inputs, "target": x, "label": tf.gather(labels, indices)}
 
-    dataset = dataset.map(to_example, num_parallel_calls=threads, deterministic=True)
-    return _private_threads(dataset.prefetch(2), threads)
+    return batch_from_indices
 
 
 def make_datasets(cfg, corrupt_fn=None):
@@ -398,11 +440,16 @@ def make_datasets(cfg, corrupt_fn=None):
     train_split = [hold_on_host(array) for array in arrays.split("train")]
     train_from = functools.partial(make_train_pipeline, *train_split, cfg.batch_size, seed=cfg.seed,
                                    epoch=train_epoch, **common)
+    train_indices_from = functools.partial(make_train_index_pipeline, len(arrays.train_images), cfg.batch_size,
+                                           seed=cfg.seed, epoch=train_epoch, threads=cfg.data_threads)
+    batch_from_indices = make_batch_from_indices(*train_split, binarize=cfg.binarize, flatten=cfg.flatten_inputs,
+                                                 corrupt_fn=corrupt_fn)
     validation = make_pipeline(*arrays.split("validation"), cfg.batch_size, seed=cfg.seed + 1, **common)
     test = make_pipeline(*arrays.split("test"), cfg.batch_size, seed=cfg.seed + 2, **common)
     # A fixed handful of validation examples for pictures, built apart so no pipeline's cache is left half-read.
     preview_arrays = [a[:PREVIEW_SIZE] for a in arrays.split("validation" if cfg.validation_size else "test")]
     preview = next(iter(make_pipeline(*preview_arrays, PREVIEW_SIZE, seed=cfg.seed + 1, **common)))
     return Datasets(train=train_from(first_step=0), train_epoch=train_epoch, train_from=train_from,
+                    train_indices_from=train_indices_from, batch_from_indices=batch_from_indices,
                     validation=validation, test=test, preview=preview, arrays=arrays,
                     image_shape=tuple(arrays.train_images.shape[1:]))

@@ -67,6 +67,8 @@ class VAE(keras.Model):
         # Train batches split into this many equal parts whose passes run side by side (training.compile_model).
         self.micro_batches = 1
         self._shared_noise = None  # While a split batch is traced: its noise, drawn once for all parts.
+        # Set by training.training_batches when the train step gets index batches: makes the batch of each.
+        self.batch_from_indices = None
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
@@ -200,6 +202,8 @@ class VAE(keras.Model):
 
     def train_step(self, batch):
         self.traced_kl_weight_per_step = self.kl_weight_per_step  # The slope this trace uses; KLWarmup checks it.
+        if "indices" in batch:  # training.training_batches: gathered here, where it costs less than in tf.data.
+            batch = self.batch_from_indices(batch)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             terms = self._compute_terms_in_parts(batch)
