@@ -273,6 +273,18 @@ def test_to_unit_float_is_numpys_division_eagerly_in_tf_data_and_in_a_tf_functio
         np.testing.assert_array_equal(made, expected)
 
 
+def test_each_step_of_an_epoch_draws_its_own_binarization_in_tf_data_and_in_a_step():
+    gray = np.full((8, 28, 28, 1), 128, np.uint8)
+    labels = np.zeros(8, np.int32)
+    epoch = tf.Variable(0, dtype=tf.int64)
+    pipeline = data.make_train_pipeline(gray, labels, 4, seed=5, epoch=epoch, binarize="dynamic")
+    batch_from_indices = tf.function(data.make_batch_from_indices(gray, labels, binarize="dynamic"))
+    made_in_step = [batch_from_indices(b) for b in data.make_train_index_pipeline(8, 4, seed=5, epoch=epoch)]
+    for first, second in (list(pipeline), made_in_step):
+        # The same gray images: only the seed of each step tells the two samples apart.
+        assert np.mean(first["input"].numpy() != second["input"].numpy()) > 0.3
+
+
 @pytest.mark.parametrize("binarize, corruption", [("none", "none"), ("dynamic", "mixed")])
 def test_batches_made_from_indices_in_a_step_are_the_pipelines(mnist_dir, binarize, corruption):
     """training.training_batches lets the train step make its batches from index batches: exactly the batches
@@ -287,7 +299,7 @@ def test_batches_made_from_indices_in_a_step_are_the_pipelines(mnist_dir, binari
     made_in_step = tf.function(datasets.batch_from_indices)
     index_batches = datasets.train_indices_from(first_step=3)
     assert index_batches.cardinality() == datasets.train_from(first_step=3).cardinality() == 7
-    assert index_batches.element_spec["indices"].shape == (50,)
+    assert index_batches.element_spec["indices"].shape == (50,) and index_batches.element_spec["step"].shape == ()
     pairs = list(zip(index_batches, datasets.train_from(first_step=3)))
     assert len(pairs) == 7
     for index_batch, batch in pairs:

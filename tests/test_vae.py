@@ -137,3 +137,14 @@ def test_xla_and_replicas_keep_tf_datas_batches(overrides):
     from tfvae import training
 
     assert not training.gathers_in_step(_tutorial(**overrides))
+
+
+def test_index_batches_without_their_batch_maker_are_refused_by_name(mnist_dir):
+    from tfvae import training
+
+    cfg = _tutorial(data_dir=mnist_dir, validation_size=59000)
+    datasets = data.make_datasets(cfg)
+    model = build_model(cfg, datasets.image_shape)
+    training.compile_model(model, cfg)
+    with pytest.raises(ValueError, match=r"batches of indices .* fit on training\.training_batches"):
+        model.fit(datasets.train_indices_from(first_step=0), epochs=1, verbose=0, shuffle=False)

@@ -289,6 +289,24 @@ def _private_threads(dataset, threads):
     return dataset.with_options(options)
 
 
+def _batch_maker(images, labels, binarize, flatten, corrupt_fn):
+    """`make_batch(indices, batch_seed) -> {"input", "target", "label"}`: the examples `indices` of held arrays,
+    binarized and corrupted with draws seeded by `batch_seed`; TensorFlow ops only, for tf.data and tf.function."""
+    num_pixels = int(np.prod(images.shape[1:]))
+
+    def make_batch(indices, batch_seed):
+        x = to_unit_float(tf.gather(images, indices))
+        if binarize == "dynamic":
+            x = tf.cast(tf.random.stateless_uniform(tf.shape(x), batch_seed) < x, tf.float32)
+        if flatten:
+            x = tf.reshape(x, [-1, num_pixels])
+        # Its own seed: drawn with the binarization's, a mask would fall exactly on the pixels that came out white.
+        inputs = corrupt_fn(x, batch_seed + 1) if corrupt_fn else x
+        return {"input": inputs, "target": x, "label": tf.gather(labels, indices)}
+
+    return make_batch
+
+
 def make_pipeline(images, labels, batch_size, *, seed, binarize="none", flatten=False, drop_remainder=False,
                   corrupt_fn=None, threads=1):
     """Builds a tf.data pipeline of dicts {"input", "target", "label"} in the arrays' order (validation, test).
@@ -310,21 +328,15 @@ def make_pipeline(images, labels, batch_size, *, seed, binarize="none", flatten=
     Returns:
       A dataset of dicts: "input" and "target" float32 in [0, 1], "label" int32 `[batch]`.
     """
-    n, num_pixels = int(images.shape[0]), int(np.prod(images.shape[1:]))
     # Batches of indices, gathered from the in-memory arrays: nothing to cache, nothing copied per epoch.
     images, labels = hold_on_host(images), hold_on_host(labels)
-    dataset = tf.data.Dataset.range(n).batch(batch_size, drop_remainder=drop_remainder).enumerate()
+    make_batch = _batch_maker(images, labels, binarize, flatten, corrupt_fn)
+    dataset = tf.data.Dataset.range(int(images.shape[0])).batch(batch_size, drop_remainder=drop_remainder).enumerate()
 
     def to_example(batch_index, indices):
         # A stateless seed pair per batch (`Dataset.random` would also depend on the global seed).
-        batch_seed = tf.random.experimental.stateless_fold_in(tf.constant([seed, 1], tf.int64), batch_index)
-        x = to_unit_float(tf.gather(images, indices))
-        if binarize == "dynamic":
-            x = tf.cast(tf.random.stateless_uniform(tf.shape(x), batch_seed) < x, tf.float32)
-        if flatten:
-            x = tf.reshape(x, [-1, num_pixels])
-        inputs = corrupt_fn(x, batch_seed + 1) if corrupt_fn else x
-        return {"input": inputs, "target": x, "label": tf.gather(labels, indices)}
+        return make_batch(indices, tf.random.experimental.stateless_fold_in(tf.constant([seed, 1], tf.int64),
+                                                                            batch_index))
 
     dataset = dataset.map(to_example, num_parallel_calls=threads, deterministic=True)
     return _private_threads(dataset.prefetch(2), threads)
@@ -354,8 +366,7 @@ def make_train_pipeline(images, labels, batch_size, *, seed, epoch, first_step=0
     images, labels = hold_on_host(images), hold_on_host(labels)
     batch_from_indices = make_batch_from_indices(images, labels, binarize=binarize, flatten=flatten,
                                                  corrupt_fn=corrupt_fn)
-    dataset = make_train_index_pipeline(int(images.shape[0]), batch_size, seed=seed, epoch=epoch,
-                                        first_step=first_step, threads=threads)
+    dataset = _index_batches(int(images.shape[0]), batch_size, seed, epoch, first_step)
     dataset = dataset.map(batch_from_indices, num_parallel_calls=threads, deterministic=True)
     return _private_threads(dataset.prefetch(2), threads)
 
@@ -367,11 +378,18 @@ def make_train_index_pipeline(num_examples, batch_size, *, seed, epoch, first_st
     a gather and a cast, ~20 us inside a train step), so a train step that gathers its own batch from these is
     faster (docs/performance.md); `make_train_pipeline` maps the same function over them.
 
+    Args:
+      num_examples: how many examples the indices point into.
+      batch_size, seed, epoch, first_step, threads: as in `make_train_pipeline`.
+
     Returns:
       A dataset of `num_examples // batch_size - first_step` dicts: "indices" int64 `[batch]`, the examples of the
-      batch, and "epoch_key" `[batch, 2]` and "step" `[batch]`, which seed its binarization and corruption (the
-      same in every row, so that the dict splits along its first axis as a batch does).
+      batch, and "epoch_key" int64 `[2]` and "step" int64 `[]`, which seed its binarization and corruption.
     """
+    return _private_threads(_index_batches(num_examples, batch_size, seed, epoch, first_step).prefetch(2), threads)
+
+
+def _index_batches(num_examples, batch_size, seed, epoch, first_step):
     steps = num_examples // batch_size
 
     def epoch_batches(_):
@@ -381,11 +399,10 @@ def make_train_index_pipeline(num_examples, batch_size, *, seed, epoch, first_st
         order = tf.random.experimental.stateless_shuffle(tf.range(num_examples, dtype=tf.int64), seed=epoch_key)
         # Unbatching a static [steps, ...] tensor keeps the cardinality known, which Keras needs to count epochs.
         return {"indices": tf.reshape(order[:steps * batch_size], [steps, batch_size]),
-                "epoch_key": tf.tile(epoch_key[None, None], [steps, batch_size, 1]),
-                "step": tf.tile(tf.range(steps, dtype=tf.int64)[:, None], [1, batch_size])}
+                "epoch_key": tf.tile(epoch_key[None], [steps, 1]),
+                "step": tf.range(steps, dtype=tf.int64)}
 
-    dataset = tf.data.Dataset.range(1).map(epoch_batches).unbatch().skip(first_step)
-    return _private_threads(dataset.prefetch(2), threads)
+    return tf.data.Dataset.range(1).map(epoch_batches).unbatch().skip(first_step)
 
 
 def make_batch_from_indices(images, labels, *, binarize="none", flatten=False, corrupt_fn=None):
@@ -399,18 +416,11 @@ def make_batch_from_indices(images, labels, *, binarize="none", flatten=False, c
       `batch_from_indices(index_batch) -> {"input", "target", "label"}`, TensorFlow ops only (for tf.data and
       tf.function alike).
     """
-    num_pixels = int(np.prod(images.shape[1:]))
+    make_batch = _batch_maker(images, labels, binarize, flatten, corrupt_fn)
 
     def batch_from_indices(index_batch):
-        indices = index_batch["indices"]
-        batch_seed = tf.random.experimental.stateless_fold_in(index_batch["epoch_key"][0], index_batch["step"][0])
-        x = to_unit_float(tf.gather(images, indices))
-        if binarize == "dynamic":
-            x = tf.cast(tf.random.stateless_uniform(tf.shape(x), batch_seed) < x, tf.float32)
-        if flatten:
-            x = tf.reshape(x, [-1, num_pixels])
-        inputs = corrupt_fn(x, batch_seed + 1) if corrupt_fn else x
-        return {"input": inputs, "target": x, "label": tf.gather(labels, indices)}
+        return make_batch(index_batch["indices"], tf.random.experimental.stateless_fold_in(index_batch["epoch_key"],
+                                                                                          index_batch["step"]))
 
     return batch_from_indices
 

@@ -120,7 +120,11 @@ def gathers_in_step(cfg):
 
 
 def training_batches(model, datasets, cfg, first_step=0):
-    """The dataset to `fit` `model` on for one epoch from `first_step`: the same batches either way (tests)."""
+    """The dataset to `fit` `model` on for one epoch from `first_step`, by `gathers_in_step`.
+
+    Either tf.data's batches or batches of indices, for which it sets `model.batch_from_indices`; the same batches
+    either way (tests/test_vae.py).
+    """
     if not gathers_in_step(cfg):
         return datasets.train_from(first_step=first_step)
     model.batch_from_indices = datasets.batch_from_indices

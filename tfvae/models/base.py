@@ -203,6 +203,9 @@ class VAE(keras.Model):
     def train_step(self, batch):
         self.traced_kl_weight_per_step = self.kl_weight_per_step  # The slope this trace uses; KLWarmup checks it.
         if "indices" in batch:  # training.training_batches: gathered here, where it costs less than in tf.data.
+            if self.batch_from_indices is None:
+                raise ValueError("the train step got batches of indices but has no batch_from_indices to make them; "
+                                 "fit on training.training_batches(model, datasets, cfg), which sets it")
             batch = self.batch_from_indices(batch)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
