@@ -293,6 +293,8 @@ def _batch_maker(images, labels, binarize, flatten, corrupt_fn):
     """`make_batch(indices, batch_seed) -> {"input", "target", "label"}`: the examples `indices` of held arrays,
     binarized and corrupted with draws seeded by `batch_seed`; TensorFlow ops only, for tf.data and tf.function."""
     num_pixels = int(np.prod(images.shape[1:]))
+    # Held, not captured: a tf.function or tf.data function would copy a captured array into its graph.
+    images, labels = hold_on_host(images), hold_on_host(labels)
 
     def make_batch(indices, batch_seed):
         x = to_unit_float(tf.gather(images, indices))
@@ -328,9 +330,8 @@ def make_pipeline(images, labels, batch_size, *, seed, binarize="none", flatten=
     Returns:
       A dataset of dicts: "input" and "target" float32 in [0, 1], "label" int32 `[batch]`.
     """
-    # Batches of indices, gathered from the in-memory arrays: nothing to cache, nothing copied per epoch.
-    images, labels = hold_on_host(images), hold_on_host(labels)
     make_batch = _batch_maker(images, labels, binarize, flatten, corrupt_fn)
+    # Batches of indices, gathered from the in-memory arrays: nothing to cache, nothing copied per epoch.
     dataset = tf.data.Dataset.range(int(images.shape[0])).batch(batch_size, drop_remainder=drop_remainder).enumerate()
 
     def to_example(batch_index, indices):
@@ -363,7 +364,6 @@ def make_train_pipeline(images, labels, batch_size, *, seed, epoch, first_step=0
       A dataset of `n // batch_size - first_step` dicts: "input" and "target" float32 in [0, 1] (`[batch, ...]`,
       static shapes), "label" int32 `[batch]`.
     """
-    images, labels = hold_on_host(images), hold_on_host(labels)
     batch_from_indices = make_batch_from_indices(images, labels, binarize=binarize, flatten=flatten,
                                                  corrupt_fn=corrupt_fn)
     dataset = _index_batches(int(images.shape[0]), batch_size, seed, epoch, first_step)
@@ -409,7 +409,7 @@ def make_batch_from_indices(images, labels, *, binarize="none", flatten=False, c
     """The function from a batch of `make_train_index_pipeline` to the batch `make_train_pipeline` yields there.
 
     Args:
-      images, labels: `hold_on_host` variables (or arrays) of the examples the indices point into.
+      images, labels: the examples the indices point into, as in `make_pipeline`.
       binarize, flatten, corrupt_fn: as in `make_pipeline`.
 
     Returns:
