@@ -6,15 +6,18 @@ The SavedModel path timed is the one tfvae's own tools and the README use:
 `tf.saved_model.load(DIR).signatures["reconstruct"](input=tf.constant(x))["x_hat"].numpy()`. Timed beside it,
 for comparison: the same signature inside a tf.function of one positional tensor, the restored tf.function
 `loaded.reconstruct(x)`, the export's SignatureDef run by a TF1 Session (how TF Serving runs a SavedModel), the
-layers of the signature call (its input tensor made beforehand; the runtime alone), and, with the [lite] extra, the
-export converted to LiteRT as `scripts/export_tflite.py` converts it. Every runtime gets the same thread pools, and
-the contenders take turns, so load from other processes hits them alike: batch-1 calls are timed twice, alternating
-call by call, and in turns of `--calls_per_turn` calls in a row (warm, as in a server).
+layers of the signature call (its input tensor made beforehand; the runtime alone), the floor of any signature call
+(a SavedModel signature that returns its input, and the runtime alone calling such a function), the signature
+compiled with XLA (which drops its input checks), and, with the [lite] extra, the export converted to LiteRT as
+`scripts/export_tflite.py` converts it. Every runtime gets the same thread pools, and the contenders take turns, so
+load from other processes hits them alike: batch-1 calls are timed twice, alternating call by call, and in turns of
+`--calls_per_turn` calls in a row (warm, as in a server).
 """
 
 import json
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -98,9 +101,54 @@ def _call_layers(tf, reconstruct, inputs):
         if len(reconstruct.structured_outputs) == 1:
             layers["diagnostic_runtime_only_private_api"] = lambda x: run(
                 function_name, [tensors[id(x)], *captures], 1)[0].numpy()
+            # The runtime's fixed cost of calling any function: one that returns its input.
+            identity = tf.function(tf.identity).get_concrete_function(reconstruct.inputs[0])
+            layers["diagnostic_identity_function_runtime_private_api"] = lambda x: run(
+                identity._inference_function.name, [tensors[id(x)]], 1)[0].numpy()
     except (AttributeError, ImportError):
         pass
     return layers
+
+
+def _identity_signature(tf, input_shape):
+    """A SavedModel signature that returns its input, saved and loaded as the export is and called the same way: the
+    floor of any signature call from Python, before it computes anything."""
+
+    class Identity(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, *input_shape], tf.float32, name="input")])
+        def reconstruct(self, input):
+            return {"x_hat": tf.identity(input)}
+
+    module = Identity()
+    with tempfile.TemporaryDirectory() as path:
+        tf.saved_model.save(module, path, signatures={"reconstruct": module.reconstruct})
+        identity = tf.saved_model.load(path).signatures["reconstruct"]
+    return lambda x: identity(input=tf.constant(x))["x_hat"].numpy()
+
+
+def _xla_reconstruct(tf, reconstruct, input_shape):
+    """The signature compiled with XLA, which runs it in the caller's thread without the function runtime: (call,
+    details). Exports do not use it: XLA compiles the signature's input checks (Assert) to nothing, and compiles again
+    for every new batch size."""
+    compiled = tf.function(lambda images: reconstruct(input=images)["x_hat"], jit_compile=True).get_concrete_function(
+        tf.TensorSpec([None, *input_shape], tf.float32))
+    start = time.perf_counter()
+    compiled(tf.zeros([1, *input_shape]))
+    compile_seconds = time.perf_counter() - start
+    nan_input = np.full([1, *input_shape], np.nan, np.float32)
+    try:
+        compiled(tf.constant(nan_input)).numpy()
+        refuses_nan_input = False
+    except tf.errors.InvalidArgumentError:
+        refuses_nan_input = True
+    try:  # The export's own signature, for comparison.
+        reconstruct(input=tf.constant(nan_input))
+        export_refuses_nan_input = False
+    except tf.errors.InvalidArgumentError:
+        export_refuses_nan_input = True
+    return (lambda x: compiled(tf.constant(x)).numpy()), {
+        "first_call_seconds_batch1": compile_seconds, "refuses_nan_input": refuses_nan_input,
+        "export_refuses_nan_input": export_refuses_nan_input}
 
 
 def _litert_reconstruct(saved_model, threads):
@@ -162,6 +210,9 @@ def main(argv):
         "tf1_session_run": lambda x: sess.run(g.x_hat_mean, {g.input: x}),
         **_call_layers(tf, reconstruct, (x_one, x_large)),
     }
+    calls["diagnostic_identity_signature"] = _identity_signature(tf, metadata["input_shape"])
+    xla_call, xla = _xla_reconstruct(tf, reconstruct, metadata["input_shape"])
+    calls["diagnostic_xla_without_input_checks"] = xla_call
     litert_call, litert = _litert_reconstruct(FLAGS.saved_model, FLAGS.intra_op_threads)
     if litert_call:
         calls["litert_reconstruct"] = litert_call
@@ -171,6 +222,10 @@ def main(argv):
     outputs = {name: call(x_large) for name, call in calls.items()}
     # LiteRT's kernels round differently from TensorFlow's, whose outputs agree exactly: its difference goes apart.
     litert_output = outputs.pop("litert_reconstruct", None)
+    for name in ("diagnostic_identity_signature", "diagnostic_identity_function_runtime_private_api"):
+        outputs.pop(name, None)  # They return their input.
+    xla["max_abs_output_difference"] = float(np.abs(outputs.pop("diagnostic_xla_without_input_checks")
+                                                    - outputs["tf1_session_run"]).max())
     sess.close()
     serving_sess.close()
     result = {"saved_model": FLAGS.saved_model}
@@ -187,6 +242,7 @@ def main(argv):
         "p50_ratio_savedmodel_over_tf1_in_turns": (result["savedmodel_reconstruct"]["batch1_in_turns_p50_ms"]
                                                    / result["tf1_session_run"]["batch1_in_turns_p50_ms"]),
         "litert": litert,
+        "xla": xla,
         "calls_per_turn": FLAGS.calls_per_turn,
         "max_abs_output_difference": max(float(np.abs(outputs[name] - outputs["tf1_session_run"]).max())
                                          for name in outputs),
@@ -198,6 +254,12 @@ def main(argv):
         "memory_allocator": profiling.memory_allocator(),
         "load_average_1min": os.getloadavg()[0],
     })
+    for suffix in ("", "_in_turns"):
+        # The floor of any signature call from Python (and of the runtime's part of it), beside TF1's whole call.
+        for floor in ("identity_signature", "identity_function_runtime_private_api"):
+            if f"diagnostic_{floor}" in result:
+                result[f"p50_ratio_{floor}_over_tf1{suffix}"] = (result[f"diagnostic_{floor}"][f"batch1{suffix}_p50_ms"]
+                                                               / result["tf1_session_run"][f"batch1{suffix}_p50_ms"])
     if litert_call:
         for suffix in ("", "_in_turns"):
             result[f"p50_ratio_litert_over_tf1{suffix}"] = (result["litert_reconstruct"][f"batch1{suffix}_p50_ms"]

@@ -103,15 +103,24 @@ def test_bench_infer_compares_equal_outputs(tmp_path):
     # The same export converted to LiteRT (the test extra installs it) computes the same up to float rounding.
     assert result["litert"]["num_threads"] == result["threads"]["intra_op"]
     assert 0 < result["litert"]["max_abs_output_difference"] < 1e-5, result["litert"]
+    # XLA computes the same up to rounding, but compiles the export's finite-input check to nothing: why exports
+    # do not use it, though it runs a call without the function runtime's thread hand-off.
+    assert result["xla"]["max_abs_output_difference"] < 1e-5, result["xla"]
+    assert result["xla"]["export_refuses_nan_input"] and not result["xla"]["refuses_nan_input"], result["xla"]
     for name in ("savedmodel_reconstruct", "savedmodel_reconstruct_positional", "savedmodel_signature_def_session_run",
                  "tf1_session_run", "savedmodel_reconstruct_input_made_beforehand",
-                 "diagnostic_without_input_binding_undocumented_api", "litert_reconstruct"):
+                 "diagnostic_without_input_binding_undocumented_api", "diagnostic_identity_signature",
+                 "diagnostic_identity_function_runtime_private_api",
+                 "diagnostic_xla_without_input_checks", "litert_reconstruct"):
         timings = result[name]
         assert 0 < timings["batch1_p50_ms"] <= timings["batch1_p99_ms"], timings
         assert 0 < timings["batch1_in_turns_p50_ms"] <= timings["batch1_in_turns_p99_ms"], timings
         assert timings["batch64_examples_per_second"] > 0
     for suffix in ("", "_in_turns"):
-        for contender, name in (("savedmodel", "savedmodel_reconstruct"), ("litert", "litert_reconstruct")):
+        for contender, name in (("savedmodel", "savedmodel_reconstruct"), ("litert", "litert_reconstruct"),
+                                ("identity_signature", "diagnostic_identity_signature"),
+                                ("identity_function_runtime_private_api",
+                                 "diagnostic_identity_function_runtime_private_api")):
             assert result[f"p50_ratio_{contender}_over_tf1{suffix}"] == pytest.approx(
                 result[name][f"batch1{suffix}_p50_ms"] / result["tf1_session_run"][f"batch1{suffix}_p50_ms"])
     assert result["calls_per_turn"] == 20

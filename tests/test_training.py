@@ -283,8 +283,8 @@ needs_flock = pytest.mark.skipif(training.fcntl is None, reason="no flock here: 
 
 
 def _second_holder(model_dir):
-    """Returns "taken", or the line a second holder of the run folder is refused with. flock locks belong to an open folder,
-    not a process, so a second hold in this process meets the first as a second train.py would."""
+    """Returns "taken", or the line a second holder of the run folder is refused with. flock locks belong to an open
+    folder, not a process, so a second hold in this process meets the first as a second train.py would."""
     try:
         with training.hold_model_dir(model_dir):
             return "taken"

@@ -139,6 +139,23 @@ def test_xla_and_replicas_keep_tf_datas_batches(overrides):
     assert not training.gathers_in_step(_tutorial(**overrides))
 
 
+def test_a_gpu_keeps_tf_datas_batches(mnist_dir, monkeypatch):
+    """Where TensorFlow lists a GPU, the step runs there and cannot gather from the host's arrays: fit gets tf.data's
+    batches and the model no batch maker. (This machine has no GPU, so TensorFlow's device list is stood in for.)"""
+    from tfvae import training
+
+    cfg = _tutorial(data_dir=mnist_dir, validation_size=59000)
+    assert training.gathers_in_step(cfg)
+    real_list = tf.config.list_logical_devices
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: (
+        [tf.config.LogicalDevice("/device:GPU:0", "GPU")] if kind == "GPU" else real_list(kind)))
+    assert not training.gathers_in_step(cfg)
+    datasets = data.make_datasets(cfg)
+    model = build_model(cfg, datasets.image_shape)
+    batches = training.training_batches(model, datasets, cfg)
+    assert "indices" not in batches.element_spec and getattr(model, "batch_from_indices", None) is None
+
+
 def test_index_batches_without_their_batch_maker_are_refused_by_name(mnist_dir):
     from tfvae import training
 
