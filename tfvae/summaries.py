@@ -149,9 +149,15 @@ def take_examples(dataset, count):
     return {k: np.concatenate([p[k] for p in parts])[:count] for k in parts[0]}
 
 
+def kl_dimension_tag(unit, latent_dim):
+    """The scalar tag of latent dimension `unit`'s KL, zero-padded so TensorBoard lists the dimensions in order."""
+    return f"kl_per_dimension/z{unit:0{len(str(latent_dim - 1))}d}"
+
+
 class LatentSummaries(keras.callbacks.Callback):
     """Each epoch, on fixed held-out examples: a histogram of the per-dimension KL (nats, one value per latent
-    dimension) and the number of active units, under `log_dir` (TensorBoard's Histograms / Scalars tabs)."""
+    dimension), each dimension's KL as a scalar, and the number of active units, under `log_dir` (TensorBoard's
+    Histograms / Scalars tabs)."""
 
     def __init__(self, log_dir, examples):
         super().__init__()
@@ -171,6 +177,10 @@ class LatentSummaries(keras.callbacks.Callback):
                                              f"{len(self.examples['input'])} held-out examples")
             tf.summary.scalar("active_units", active, description="Latent dimensions with Var_x(E_q[z_u]) > "
                                                                   f"{ACTIVE_UNIT_THRESHOLD} (Burda et al. 2015)")
+            # The histogram shows how many dimensions collapsed; these name which, and when.
+            for unit, kl in enumerate(kl_per_dimension.numpy()):
+                tf.summary.scalar(kl_dimension_tag(unit, len(kl_per_dimension)), kl,
+                                  description=f"Mean KL(q(z_{unit}|x) || N(0, 1)), nats")
         self.writer.flush()
 
 
