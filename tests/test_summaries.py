@@ -31,11 +31,12 @@ def test_latent_histograms_active_units_and_gradient_norm(tiny_run, mnist_dir):
     buckets = tf.make_ndarray(histogram.tensor_proto)  # [buckets, 3]: left edge, right edge, count
     assert buckets[:, 2].sum() == LATENT_DIM
     assert buckets[:, 0].min() >= 0.0  # KL is never negative
-    per_dimension = {tag: float(tf.make_ndarray(latent.Tensors(tag)[0].tensor_proto))
-                     for tag in latent.Tags()["tensors"] if tag.startswith("kl_per_dimension/")}
-    assert sorted(per_dimension) == ["kl_per_dimension/z0", "kl_per_dimension/z1"]
-    # Each dimension's scalar falls in the histogram's range.
-    assert all(buckets[:, 0].min() <= kl <= buckets[:, 1].max() for kl in per_dimension.values()), per_dimension
+    (table,) = latent.Tensors("latent_dimensions")
+    rows = tf.make_ndarray(table.tensor_proto).item().decode().splitlines()[2:]
+    assert [row.split(" | ")[0] for row in rows] == ["| z0", "| z1"]
+    # Each dimension's KL in the table falls in the histogram's range.
+    kls = [float(row.split(" | ")[1]) for row in rows]
+    assert all(buckets[:, 0].min() - 1e-4 <= kl <= buckets[:, 1].max() + 1e-4 for kl in kls), kls
     (active,) = latent.Tensors("active_units")
     # Recounted from the export: Var over 1000 held-out digits (the first of the validation split, binarized here
     # with numpy) of the posterior mean, against Burda et al.'s 0.01. Each variance must sit far from 0.01, so that
@@ -148,13 +149,16 @@ def test_active_units_count_dimensions_whose_mean_varies_above_the_threshold(tmp
     callback.on_epoch_end(0)
     accumulator = _accumulator(str(tmp_path))
     assert [int(tf.make_ndarray(e.tensor_proto)) for e in accumulator.Tensors("active_units")] == [1]
-    # With z_logvar 0 each dimension's KL is mean(z_mean^2) / 2, and its own scalar names it.
-    kl = {tag: float(tf.make_ndarray(accumulator.Tensors(tag)[0].tensor_proto))
-          for tag in accumulator.Tags()["tensors"] if tag.startswith("kl_per_dimension/")}
-    assert kl == pytest.approx({"kl_per_dimension/z0": 0.5, "kl_per_dimension/z1": 0.00125, "kl_per_dimension/z2": 4.5},
-                               rel=1e-4)  # float32
+    # The text table names each dimension; with z_logvar 0 its KL is mean(z_mean^2) / 2.
+    (table,) = accumulator.Tensors("latent_dimensions")
+    rows = [row.strip("| ").split(" | ") for row in tf.make_ndarray(table.tensor_proto).item().decode().splitlines()]
+    assert rows[0] == ["dimension", "KL (nats)", "Var_x(E_q[z_u])", "active"]
+    assert [row[0] for row in rows[2:]] == ["z0", "z1", "z2"]
+    assert [float(row[1]) for row in rows[2:]] == pytest.approx([0.5, 0.00125, 4.5], abs=1e-4)
+    assert [row[3] for row in rows[2:]] == ["yes", "**no**", "**no**"]
 
 
-def test_kl_scalar_tags_sort_in_dimension_order():
-    tags = [summaries.kl_dimension_tag(unit, 12) for unit in range(12)]
-    assert tags[0] == "kl_per_dimension/z00" and tags[11] == "kl_per_dimension/z11" and sorted(tags) == tags
+def test_latent_dimension_names_sort_in_order():
+    table = summaries.latent_dimensions_table(np.zeros(12), np.ones(12))
+    names = [row.split(" | ")[0].strip("| ") for row in table.splitlines()[2:]]
+    assert names[0] == "z00" and names[11] == "z11" and sorted(names) == names

@@ -149,15 +149,23 @@ def take_examples(dataset, count):
     return {k: np.concatenate([p[k] for p in parts])[:count] for k in parts[0]}
 
 
-def kl_dimension_tag(unit, latent_dim):
-    """The scalar tag of latent dimension `unit`'s KL, zero-padded so TensorBoard lists the dimensions in order."""
-    return f"kl_per_dimension/z{unit:0{len(str(latent_dim - 1))}d}"
+def latent_dimensions_table(kl_per_dimension, mean_variance):
+    """A Markdown table naming each latent dimension with its KL (nats), Var_x(E_q[z_u]) and whether it is active.
+
+    TensorBoard's Text tab shows it, one per epoch: the histogram counts collapsed dimensions, this names them.
+    (Not a scalar per dimension: the HParams tab would list each as a metric column.)"""
+    width = len(str(len(kl_per_dimension) - 1))
+    rows = ["| dimension | KL (nats) | Var_x(E_q[z_u]) | active |", "|---|---|---|---|"]
+    for unit, (kl, variance) in enumerate(zip(kl_per_dimension, mean_variance)):
+        active = "yes" if variance > ACTIVE_UNIT_THRESHOLD else "**no**"
+        rows.append(f"| z{unit:0{width}d} | {kl:.4f} | {variance:.4g} | {active} |")
+    return "\n".join(rows)
 
 
 class LatentSummaries(keras.callbacks.Callback):
     """Each epoch, on fixed held-out examples: a histogram of the per-dimension KL (nats, one value per latent
-    dimension), each dimension's KL as a scalar, and the number of active units, under `log_dir` (TensorBoard's
-    Histograms / Scalars tabs)."""
+    dimension), the number of active units, and a table naming each dimension's KL and activity, under `log_dir`
+    (TensorBoard's Histograms / Scalars / Text tabs)."""
 
     def __init__(self, log_dir, examples):
         super().__init__()
@@ -170,17 +178,18 @@ class LatentSummaries(keras.callbacks.Callback):
         # float32 even under a mixed-precision policy, whose float16 would round small KLs away.
         z_mean, z_logvar = tf.cast(z_mean, tf.float32), tf.cast(z_logvar, tf.float32)
         kl_per_dimension = tf.reduce_mean(losses.kl_per_dimension(z_mean, z_logvar), axis=0)
-        active = tf.reduce_sum(tf.cast(tf.math.reduce_variance(z_mean, axis=0) > ACTIVE_UNIT_THRESHOLD, tf.int32))
+        mean_variance = tf.math.reduce_variance(z_mean, axis=0)
+        active = tf.reduce_sum(tf.cast(mean_variance > ACTIVE_UNIT_THRESHOLD, tf.int32))
         with self.writer.as_default(step=epoch):  # Keras' epoch index, the step of its epoch scalars.
             tf.summary.histogram("kl_per_dimension", kl_per_dimension,
                                  description="Mean KL(q(z_u|x) || N(0, 1)) of each latent dimension u, nats, on "
                                              f"{len(self.examples['input'])} held-out examples")
             tf.summary.scalar("active_units", active, description="Latent dimensions with Var_x(E_q[z_u]) > "
                                                                   f"{ACTIVE_UNIT_THRESHOLD} (Burda et al. 2015)")
-            # The histogram shows how many dimensions collapsed; these name which, and when.
-            for unit, kl in enumerate(kl_per_dimension.numpy()):
-                tf.summary.scalar(kl_dimension_tag(unit, len(kl_per_dimension)), kl,
-                                  description=f"Mean KL(q(z_{unit}|x) || N(0, 1)), nats")
+            tf.summary.text("latent_dimensions", latent_dimensions_table(kl_per_dimension.numpy(),
+                                                                         mean_variance.numpy()),
+                            description="Each latent dimension's KL, variance of its posterior mean, and whether it "
+                                        "is active")
         self.writer.flush()
 
 
