@@ -484,6 +484,25 @@ def test_a_ctrl_c_before_the_first_checkpoint_leaves_no_run_folder_and_one_after
     assert not os.path.exists(cfg.export_dir)
 
 
+def test_an_export_that_replaces_another_runs_export_names_that_run(tmp_path, monkeypatch, capsys,
+                                                                   global_seeds_restored):
+    """Runs of a sweep that share an --export_dir: the last export stands, and its run says whose it replaced; a run
+    that replaces its own earlier export (--overwrite, --resume) says nothing more."""
+    monkeypatch.setattr(data, "load_arrays", _synthetic_arrays)
+    first, second = (config.RunConfig(model="mlp", hidden_sizes=(8,), latent_dim=2, likelihood="bernoulli",
+                                      adam="keras", batch_size=TINY_BATCH, validation_size=TINY_VALIDATION,
+                                      image_summaries=False, epochs=1, model_dir=str(tmp_path / name),
+                                      export_dir=str(tmp_path / "export")) for name in ("first", "second"))
+    training.run(first)
+    assert "replaced" not in capsys.readouterr().out
+    training.run(second)
+    assert f"It replaced the export of another run, {first.model_dir}; pass --export_dir=PATH to keep each run's" in \
+        capsys.readouterr().out
+    training.run(dataclasses.replace(second, overwrite=True))
+    out = capsys.readouterr().out
+    assert "Exported SavedModel to" in out and "replaced" not in out
+
+
 def test_a_signal_after_the_last_step_stops_before_the_export_and_one_during_it_waits(tmp_path, monkeypatch,
                                                                                      capsys, global_seeds_restored):
     """SIGTERM in the test pass: the run stops once its test metrics and metrics.json are written, with the final

@@ -221,6 +221,16 @@ def load_metadata(path):
     return metadata
 
 
+def exported_run(path):
+    """The --model_dir of the run whose tfvae export is at `path` (as its tfvae.json records it), or None: no export
+    there, or one that records no run (an import, or an unreadable tfvae.json, which the export will replace)."""
+    try:
+        model_dir = load_metadata(path).get("config", {}).get("model_dir")
+    except ExportError:
+        return None
+    return model_dir if isinstance(model_dir, str) else None
+
+
 def model_name(metadata):
     """The run's --name recorded in an export's tfvae.json (its model type for exports that hold none)."""
     return metadata.get("config", {}).get("name") or metadata.get("model", "model")
