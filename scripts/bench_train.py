@@ -1,6 +1,6 @@
-"""Training speed of tfvae beside a TF1 feed_dict graph of the same network, the matmul-only ceiling of its
-layer shapes and the bound of those matmuls plus Adam (on whole batches, and split into micro-batches as tfvae
-splits them), measured in one run; writes JSON.
+"""Training speed of tfvae beside a TF1 feed_dict graph of the same network, the same network in PyTorch eager (when
+torch is installed), the matmul-only ceiling of its layer shapes and the bound of those matmuls plus Adam (on whole
+batches, and split into micro-batches as tfvae splits them), measured in one run; writes JSON.
 
     python scripts/bench_train.py --preset=tf1_tutorial --epochs=5 --data_dir=PATH/MNIST_data --output=bench.json
     python scripts/bench_train.py --preset=mlp400 --epochs=5 --data_dir=PATH/MNIST_data
@@ -65,6 +65,8 @@ flags.DEFINE_list("tf1_inter_op_threads", ["1", "0"], "Inter-op pool sizes the T
 for _name in ("tf1_intra_op_threads", "tf1_inter_op_threads"):
     flags.register_validator(_name, lambda sizes: bool(sizes) and all(s.strip().isdigit() for s in sizes),
                              message=f"--{_name} must be a comma-separated list of integers >= 0, e.g. 1,0")
+flags.DEFINE_bool("pytorch", None, "Also train the network in PyTorch eager (tests/torch_reference.py), once per "
+                  "pool size of --tf1_intra_op_threads; default: when torch is installed.")
 flags.DEFINE_integer("validation_size", 5000, "Training images held out (5,000 as TF1's MNIST_data reader; more "
                      "makes epochs shorter, for a quick check).", lower_bound=0, upper_bound=59000)
 FLAGS = flags.FLAGS
@@ -137,6 +139,54 @@ class TF1Contender:
     def validation_loss(self):
         return float(np.mean([self.sess.run(self.graph.loss, {self.graph.input: self.validation[i:i + 1000]})
                               for i in range(0, len(self.validation), 1000)]))
+
+
+class PyTorchContender:
+    """The same network in PyTorch eager (tests/torch_reference.py) as a tuned PyTorch loop trains it: the images
+    in one float32 tensor, each batch indexed from it, a step of forward, backward and Adam, the loss read back."""
+
+    def __init__(self, cfg, images, validation, threads):
+        import torch
+        import torch_reference
+
+        self.torch, self.threads = torch, threads
+        self.images, self.validation = torch.from_numpy(images), torch.from_numpy(validation)
+        torch.manual_seed(cfg.seed)
+        self.net = torch_reference.TutorialNet(hidden_sizes=cfg.hidden_sizes, latent_dim=cfg.latent_dim,
+                                               likelihood=cfg.likelihood, seed=cfg.seed)
+        # Fused: the fastest of PyTorch's three Adam implementations on CPU here (docs/performance.md).
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.learning_rate, eps=cfg.adam_epsilon,
+                                          fused=True)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.batch_size = cfg.batch_size
+        self.steps = len(images) // cfg.batch_size
+        self.examples = self.steps * cfg.batch_size
+
+    def run_epoch(self):
+        self.torch.set_num_threads(self.threads)  # PyTorch's intra-op pool is one per process.
+        order, total = self.torch.randperm(len(self.images), generator=self.generator), 0.0
+        for step in range(self.steps):
+            loss = self.net(self.images[order[step * self.batch_size:(step + 1) * self.batch_size]])
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            total += loss.item()
+        return total / self.steps
+
+    def validation_loss(self):
+        self.torch.set_num_threads(self.threads)
+        with self.torch.no_grad():
+            return float(np.mean([self.net(self.validation[i:i + 1000]).item()
+                                  for i in range(0, len(self.validation), 1000)]))
+
+
+def _torch_version():
+    """PyTorch's version, or None when it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.__version__
 
 
 class MatmulCeiling:
@@ -313,6 +363,12 @@ def main(argv):
     # session with the same intra-op size ran on the first one's inter-op pool (one thread for the TF1 graph's),
     # which serialised the micro-batch bound's two chains.
     os.environ["TF_OVERRIDE_GLOBAL_THREADPOOL"] = "1"
+    torch_version = _torch_version()
+    if FLAGS.pytorch and not torch_version:
+        print("error: --pytorch needs PyTorch, which is not installed; install it (CPU build: pip install torch "
+              "--index-url https://download.pytorch.org/whl/cpu) or pass --nopytorch", file=sys.stderr)
+        sys.exit(1)
+    with_pytorch = FLAGS.pytorch is not False and torch_version is not None
     import tensorflow as tf
     from tfvae import data, training
 
@@ -334,6 +390,8 @@ def main(argv):
     validation = arrays.validation_images.reshape(-1, images.shape[1]).astype(np.float32) / 255
     tf1_by_pools = {pools: TF1Contender(cfg, images, validation, *pools) for pools in tf1_pools}
     tf1 = next(iter(tf1_by_pools.values()))
+    pytorch_by_threads = {threads: PyTorchContender(cfg, images, validation, threads)
+                          for threads in pool_sizes} if with_pytorch else {}
     # The ceiling and the bound of products plus Adam, on whole batches and, when tfvae splits its batches, in its
     # micro-batch structure (name -> (adam, parts)); each once per pool size in its own Session, so an override of
     # tfvae's pools cannot lower them.
@@ -346,6 +404,7 @@ def main(argv):
               for kind, (adam, parts) in limit_kinds.items()}
     contenders = {"tfvae": tfvae.run_epoch,
                   **{_pool_name("tf1_feed_dict", pools): c.run_epoch for pools, c in tf1_by_pools.items()},
+                  **{_pool_name("pytorch_eager", threads): c.run_epoch for threads, c in pytorch_by_threads.items()},
                   **{_pool_name(kind, threads): c.run_epoch
                      for kind, by_threads in limits.items() for threads, c in by_threads.items()}}
     # Epochs alternate between contenders, in a rotating order, so drifting load from other processes hits all
@@ -360,6 +419,9 @@ def main(argv):
     for pools, contender in tf1_by_pools.items():
         name = _pool_name("tf1_feed_dict", pools)
         results[name] = _summary(*times[name][:2], contender.examples, times[name][2], contender.validation_loss())
+    for threads, contender in pytorch_by_threads.items():
+        name = _pool_name("pytorch_eager", threads)
+        results[name] = _summary(*times[name][:2], contender.examples, times[name][2], contender.validation_loss())
     for threads in pool_sizes:
         for contender, (_, parts) in limit_kinds.items():
             name = _pool_name(contender, threads)
@@ -372,8 +434,20 @@ def main(argv):
         limit_threads[kind], results[kind] = _best_pool(results, kind, pool_sizes)
         times[kind] = times[_pool_name(kind, limit_threads[kind])]
     times["tf1_feed_dict"] = times[_pool_name("tf1_feed_dict", baseline_pools)]
-    rate = {name: result["examples_per_second"] for name, result in results.items()}
     examples = {"tfvae": tfvae.examples, "tf1_feed_dict": tf1.examples, **{kind: tf1.examples for kind in limits}}
+    pytorch = {}  # PyTorch's fastest thread count, as the TF1 graph's fastest pools.
+    if pytorch_by_threads:
+        pytorch_threads, results["pytorch_eager"] = _best_pool(results, "pytorch_eager", pool_sizes)
+        times["pytorch_eager"] = times[_pool_name("pytorch_eager", pytorch_threads)]
+        examples["pytorch_eager"] = tf1.examples
+        speedup_vs_pytorch_per_round = _per_round(times, examples, "tfvae", "pytorch_eager")
+        pytorch = {"speedup_vs_pytorch": results["tfvae"]["examples_per_second"] /
+                   results["pytorch_eager"]["examples_per_second"],
+                   "speedup_vs_pytorch_per_round": speedup_vs_pytorch_per_round,
+                   "speedup_vs_pytorch_median_of_rounds": float(np.median(speedup_vs_pytorch_per_round))}
+    else:
+        results["pytorch_eager"] = {"skipped": "--nopytorch" if FLAGS.pytorch is False else "torch is not installed"}
+    rate = {name: result["examples_per_second"] for name, result in results.items() if "examples_per_second" in result}
     speedup_per_round = _per_round(times, examples, "tfvae", "tf1_feed_dict")
     ceiling_fraction_per_round = _per_round(times, examples, "tfvae", "matmul_ceiling")
     result = {
@@ -398,16 +472,20 @@ def main(argv):
         # The same ratios round by round, and their medians: less sensitive to the machine's drift.
         "speedup_vs_tf1_per_round": speedup_per_round,
         "speedup_vs_tf1_median_of_rounds": float(np.median(speedup_per_round)),
+        **pytorch,
         "tfvae_fraction_of_matmul_ceiling_per_round": ceiling_fraction_per_round,
         "tfvae_fraction_of_matmul_ceiling_median_of_rounds": float(np.median(ceiling_fraction_per_round)),
         "order": "each epoch runs every contender once, starting one later each epoch",
         "peak_rss_mb": _peak_rss_mb(),  # Of the process: all contenders' data and graphs.
-        "versions": {"tensorflow": tf.__version__, "python": platform.python_version()},
+        "versions": {"tensorflow": tf.__version__, "python": platform.python_version(),
+                     **({"torch": torch_version} if torch_version else {})},
         "memory_allocator": profiling.memory_allocator(),  # A preloaded jemalloc moved every contender here.
         "threads": {"cpus": os.cpu_count(), "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                     "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
                     "tf1_session": f"intra_op {pool_sizes} x inter_op {sorted({p[1] for p in tf1_pools})} (one "
                                    "session each, with its own pools)",
+                    **({"pytorch": f"torch.set_num_threads {pool_sizes} (one contender each)"}
+                       if pytorch_by_threads else {}),
                     "matmul_ceiling_session": f"intra_op {pool_sizes} (one session each), inter_op "
                                               f"{cfg.inter_op_threads or 'one per core'}; the same for the other "
                                               "ceiling and the bounds",

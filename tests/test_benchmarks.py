@@ -1,6 +1,7 @@
 """The benchmark scripts run and report what they compare; they are checked for behaviour, never for speed."""
 
 import glob
+import importlib.util
 import json
 import os
 
@@ -9,6 +10,8 @@ import pytest
 
 from conftest import error_lines, run_script
 from tfvae import profiling
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 
 def _run_json(script, tmp_path, *args, env=None):
@@ -63,6 +66,21 @@ def test_bench_train_trains_tfvae_and_the_tf1_graph_alike(mnist_dir, tmp_path):
     # One round after the first: its paired ratio is the ratio of that round's two rates.
     tfvae_seconds, tf1_seconds = result["tfvae"]["epoch_seconds"][1], result["tf1_feed_dict"]["epoch_seconds"][1]
     assert result["speedup_vs_tf1_per_round"] == [pytest.approx(tf1_seconds / tfvae_seconds)]
+    # PyTorch, where it is installed, trains the same network once per thread count, and the faster is compared.
+    if HAS_TORCH:
+        torch_runs = {threads: result[f"pytorch_eager_intra_op_{threads}"] for threads in pool_sizes}
+        fastest = max(torch_runs, key=lambda threads: torch_runs[threads]["examples_per_second"])
+        assert result["pytorch_eager"] == {**torch_runs[fastest], "intra_op_threads": fastest}
+        pytorch = result["pytorch_eager"]["final_validation_loss"]
+        assert abs(pytorch - tf1) < 0.05 * tf1, (pytorch, tf1)
+        assert result["speedup_vs_pytorch"] == pytest.approx(
+            rates["tfvae"] / result["pytorch_eager"]["examples_per_second"])
+        assert result["speedup_vs_pytorch_per_round"] == [
+            pytest.approx(result["pytorch_eager"]["epoch_seconds"][1] / tfvae_seconds)]
+        assert result["versions"]["torch"]
+    else:
+        assert result["pytorch_eager"] == {"skipped": "torch is not installed"}
+        assert "speedup_vs_pytorch" not in result and "torch" not in result["versions"]
     for limit in (ceilings[1], *bounds):
         assert result[f"tfvae_fraction_of_{limit}_median_of_rounds"] == pytest.approx(
             result[limit]["epoch_seconds"][1] / tfvae_seconds)
@@ -83,7 +101,8 @@ def test_bench_train_trains_tfvae_and_the_tf1_graph_alike(mnist_dir, tmp_path):
 
 def test_bench_train_mixed_bfloat16_trains_tfvae_as_well_as_the_float32_tf1_graph(mnist_dir, tmp_path):
     result = _run_json("bench_train.py", tmp_path, "--preset=tf1_tutorial", "--epochs=2", "--validation_size=50000",
-                       "--mixed_precision=mixed_bfloat16", f"--data_dir={mnist_dir}")
+                       "--mixed_precision=mixed_bfloat16", "--nopytorch", f"--data_dir={mnist_dir}")
+    assert result["pytorch_eager"] == {"skipped": "--nopytorch"} and "speedup_vs_pytorch" not in result
     assert result["config"]["mixed_precision"] == "mixed_bfloat16" and result["tfvae_compute_dtype"] == "bfloat16"
     # bfloat16 layers with float32 loss: two epochs land where TF1's float32 graph does, up to a few percent.
     tfvae, tf1 = result["tfvae"]["final_validation_loss"], result["tf1_feed_dict"]["final_validation_loss"]
@@ -162,4 +181,17 @@ def test_benchmark_bad_flags(script, args, message, tmp_path):
     result = run_script(script, *args, f"--output={output}")
     lines = error_lines(result)
     assert result.returncode != 0 and len(lines) == 1 and message in lines[0], result.stderr
+    assert not output.exists()
+
+
+def test_bench_train_asked_for_pytorch_without_it_says_how_to_install_it(mnist_dir, tmp_path):
+    # A `torch` package that fails to import, first on the path, stands in for a machine without PyTorch.
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text("raise ImportError('No module named torch')\n")
+    output = tmp_path / "result.json"
+    result = run_script("bench_train.py", "--pytorch", f"--data_dir={mnist_dir}", f"--output={output}",
+                        env={"PYTHONPATH": str(tmp_path)})
+    lines = error_lines(result)
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert "--pytorch needs PyTorch, which is not installed" in lines[0] and "--nopytorch" in lines[0]
     assert not output.exists()
