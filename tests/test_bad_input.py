@@ -430,7 +430,18 @@ CASES = {
     "signature wrong width": (signature_case("encode", "{'input': tf.zeros((2, 100))}"), "784"),
     "signature wrong dtype": (signature_case("reconstruct", "{'input': tf.zeros((2, 784), tf.int32)}"), "int32"),
     "signature nan input": (signature_case("reconstruct", "{'input': tf.fill((2, 784), float('nan'))}"),
-                            "input has NaN or inf values; pass images scaled to [0, 1]"),
+                            "input has values outside [0, 1], or NaN or inf; pass images scaled to [0, 1]"),
+    "signature 8-bit pixels": (signature_case("encode", "{'input': tf.fill((2, 784), 255.0)}"),
+                               "input has values outside [0, 1], or NaN or inf; pass images scaled to [0, 1] "
+                               "(8-bit pixels / 255)"),
+    "signature one nan pixel": (
+        signature_case("reconstruct", "{'input': tf.tensor_scatter_nd_update(tf.fill((2, 784), 0.5), [[1, 3]], "
+                                      "[float('nan')])}"),
+        "input has values outside [0, 1], or NaN or inf"),
+    "signature negative pixel": (
+        signature_case("log_likelihood", "{'input': tf.concat([tf.zeros((1, 784)), tf.fill((1, 784), -0.01)], 0), "
+                                         "'z': tf.zeros((2, 2))}"),
+        "input has values outside [0, 1], or NaN or inf"),
     "signature inf latent": (signature_case("decode", "{'z': tf.fill((2, 2), float('inf'))}"),
                              "z has NaN or inf values; pass finite latent vectors"),
     "signature z for another batch": (

@@ -240,7 +240,8 @@ def test_classifier_reexport_keeps_every_value_and_refuses_bad_images(tmp_path):
     report = json.loads(result.stdout)
     assert report["difference"] == 0.0 and report["spread"] > 0.5, report
     for which in ("new", "shipped"):
-        assert "image has NaN or inf values; pass images scaled to [0, 1]" in report[f"{which} nan"], report
+        assert "image has values outside [0, 1], or NaN or inf; pass images scaled to [0, 1]" in report[
+            f"{which} nan"], report
         assert "[2,784] is not compatible with expected shape [?,28,28,1]" in report[f"{which} flat"], report
 
 

