@@ -273,6 +273,13 @@ CASES = {
     "conflict micro batches": (lambda ctx: train("--batch_size=100", "--micro_batches=3"),
                                "--batch_size must be a multiple of --micro_batches (equal parts)"),
     "zero micro batches": (lambda ctx: train("--micro_batches=0"), "--micro_batches must be > 0"),
+    "negative batch size": (lambda ctx: train("--batch_size=-5", "--micro_batches=2"), "--batch_size must be > 0"),
+    "cpu devices without mirrored": (lambda ctx: train("--cpu_devices=2"),
+                                     "--cpu_devices splits the CPU into devices for --strategy=mirrored, which is not "
+                                     "set; add it or drop --cpu_devices"),
+    "tf1 weights for a conv model": (
+        lambda ctx: train("--model=conv", f"--init_from_tf1={ctx['export']}"),
+        "--init_from_tf1 starts the tutorial's MLP (--model=tf1_tutorial or mlp) from TF1 weights"),
     # 100 over two replicas is 50 each, which does not split in four: known only once the strategy is made.
     "conflict micro batches per replica": (
         lambda ctx: train("--strategy=mirrored", "--cpu_devices=2", "--batch_size=100", "--micro_batches=4"),
@@ -365,6 +372,10 @@ CASES = {
                                 "no such folder"),
     "evaluate foreign folder": (saved_model_case("evaluate.py", ["--output={out}/e.json"], "not tfvae"),
                                 "not a tfvae export"),
+    "evaluate more examples than the split": (
+        lambda ctx: ("evaluate.py", [f"--saved_model={ctx['export']}", f"--data_dir={ctx['mnist']}",
+                                     "--num_examples=20000", "--num_importance_samples=2", "--output={out}/e.json"]),
+        "--num_examples=20000 is more than the 10,000 examples of the test split; pass at most 10000, or 0 for all"),
     "plot foreign folder": (saved_model_case("plot.py", ["--output_dir={out}/plots"], "not tfvae"),
                             "not a tfvae export"),
     "enhance export metadata not json": (broken_export_case("enhance.py", ["--input={in}/digit.png",
@@ -411,6 +422,10 @@ CASES = {
                                  "variables of the model its tfvae.json describes are not in it"),
     "reexport classifier other shapes": (reexport_classifier_case([32, 32, 3]),
                                          "its variables do not fit the classifier its classifier.json describes"),
+    "generate label not a number": (
+        lambda ctx: ("generate.py", [f"--saved_model={REPO}/saved_models/cvae_mnist", "--label=seven",
+                                     "--output={out}/s.png"]),
+        "--label must be a class number (e.g. 7) or 'all'"),
     "generate reconstruct with a label": (
         lambda ctx: ("generate.py", [f"--saved_model={REPO}/saved_models/cvae_mnist", "--reconstruct", "--label=3",
                                      "--output={out}/s.png"]),

@@ -130,3 +130,30 @@ def test_given_folders_are_checked_where_they_are_written_and_defaults_only_when
     (locked / "run").mkdir()
     cfg = _parse("--model=mlp", f"--model_dir={locked}/run", "--overwrite", f"--export_dir={tmp_path}/new_export")
     assert cfg.model_dir == f"{locked}/run"
+
+
+def test_file_system_problems_are_told_in_one_line_and_other_errors_are_not_taken_for_them():
+    import tensorflow as tf
+
+    full = tf.errors.ResourceExhaustedError(
+        None, None, "{{function_node __wrapped__SaveV2_dtypes_40_device_/job:localhost/replica:0/task:0/device:CPU:0}} "
+                    "/out/.exp.tmp-1/variables/variables_temp/part-0; No space left on device [Op:SaveV2]")
+    assert config.file_system_problem(full) == "/out/.exp.tmp-1/variables/variables_temp/part-0: No space left on device"
+    assert config.file_system_problem(full, where="--export_dir=/out/exp") == "--export_dir=/out/exp: No space left on device"
+    assert config.file_system_problem(OSError(13, "Permission denied", "/sys/x.png")) == "/sys/x.png: Permission denied"
+    assert config.file_system_problem(OSError(28, "No space left on device")) == "No space left on device"
+    # Out of memory, a shape error and a Python bug are not the file system's.
+    assert config.file_system_problem(tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")) is None
+    assert config.file_system_problem(tf.errors.InvalidArgumentError(None, None, "Incompatible shapes")) is None
+    assert config.file_system_problem(OSError("no errno")) is None
+    assert config.file_system_problem(KeyError("x")) is None
+
+
+@pytest.mark.skipif(not (os.path.isdir("/sys") and os.access("/sys", os.W_OK)),
+                    reason="needs a folder that access() calls writable and the OS refuses (/sys, as root)")
+def test_a_write_the_os_refuses_despite_the_checks_ends_in_one_line(tmp_path):
+    result = run_script("generate.py", f"--saved_model={REPO}/saved_models/tf1_tutorial", "--output=/sys/tfvae.png")
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines == ["error: /sys/tfvae.png: Permission denied; nothing half-written is left: free some space, or pass "
+                     "a path on another disk or in a folder you can write to"]

@@ -484,3 +484,11 @@ def test_a_tf2_checkpoint_or_an_unreadable_export_is_named_as_such(tmp_path):
     with pytest.raises(legacy.TF1ImportError, match=f"^--init_from={re.escape(str(broken))}: tfvae.json is not "
                                                     f"readable JSON"):
         legacy.initialize_model(model, init_from=str(broken), dataset="mnist", image_shape=(28, 28, 1))
+
+
+def test_import_tf1_refuses_a_dataset_whose_images_the_weights_cannot_take(tf1_run, tmp_path):
+    with pytest.raises(legacy.TF1ImportError) as error:
+        legacy.import_tf1(tf1_run["checkpoint"], str(tmp_path / "export"), dataset="cifar10")
+    assert str(error.value) == ("--dataset=cifar10: its images are 32x32x3, but Variable takes 28x28x1 ones; pass "
+                                "--dataset=fashion_mnist or mnist")
+    assert not (tmp_path / "export").exists()

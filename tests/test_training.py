@@ -576,3 +576,48 @@ def test_a_deferred_signal_is_noted_even_without_a_stdout_file_and_a_second_one_
         assert signal.getsignal(signal.SIGTERM) is previous
     finally:
         signal.signal(signal.SIGTERM, outer)
+
+
+def test_a_checkpoint_the_disk_refuses_stops_the_run_in_one_line_naming_the_last_good_one(tmp_path, monkeypatch):
+    _train_tiny(tmp_path, monkeypatch, epochs=1)
+    last_good = tf.train.latest_checkpoint(os.path.join(tmp_path, "checkpoints"))
+
+    def save_on_a_full_disk(manager, checkpoint_number=None, **kwargs):
+        # What SaveV2 does when the disk is full: it leaves its temporary folder and raises.
+        os.makedirs(os.path.join(manager.directory, f"ckpt-{checkpoint_number}_temp"))
+        raise tf.errors.ResourceExhaustedError(
+            None, None, "{{function_node __wrapped__SaveV2_dtypes_34_device_/job:localhost/replica:0/task:0/device:"
+                        f"CPU:0}}}} {manager.directory}/ckpt-{checkpoint_number}_temp/part-00000-of-00001.data; No "
+                        "space left on device [Op:SaveV2]")
+
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", save_on_a_full_disk)
+    with pytest.raises(training.CheckpointError) as raised:
+        _train_tiny(tmp_path, monkeypatch, epochs=2, resume=True)
+    assert str(raised.value) == (
+        f"saving the checkpoint of step {2 * TINY_TRAIN // TINY_BATCH} failed: {tmp_path}/checkpoints: No space left "
+        f"on device; the last good one is {last_good}: free some space, then run the same command with --resume")
+    assert not glob.glob(os.path.join(tmp_path, "checkpoints", "*_temp"))
+    assert tf.train.latest_checkpoint(os.path.join(tmp_path, "checkpoints")) == last_good
+
+
+def test_an_export_the_disk_refuses_after_training_names_the_command_that_exports_the_kept_checkpoint(
+        tmp_path, monkeypatch):
+    from tfvae import export
+
+    def export_on_a_full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / ".export.tmp-1/variables"))
+
+    monkeypatch.setattr(data, "load_arrays", _synthetic_arrays)
+    monkeypatch.setattr(export, "export_saved_model", export_on_a_full_disk)
+    model_dir, export_dir = tmp_path / "run", tmp_path / "export"
+    cfg = config.RunConfig(model="mlp", hidden_sizes=(8,), latent_dim=2, likelihood="bernoulli", adam="keras",
+                           batch_size=TINY_BATCH, validation_size=TINY_VALIDATION, image_summaries=False, epochs=1,
+                           model_dir=str(model_dir), export_dir=str(export_dir))
+    with pytest.raises(export.ExportError) as raised:
+        training.run(cfg)
+    assert str(raised.value) == (
+        f"--export_dir={export_dir}: No space left on device; the run itself is complete and {model_dir} keeps its "
+        f"checkpoints: free some space or pick another folder, then python scripts/export.py "
+        f"--model_dir={model_dir} --export_dir=PATH")
+    assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    assert json.load(open(model_dir / "metrics.json"))["test"]["loss"] > 0

@@ -120,15 +120,15 @@ def write_text(path, text):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     _remove_leftovers_once(folder)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path, "tmp"), dir=folder)
+    fd, tmp = _temp_file(path, folder)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         os.unlink(tmp)
-        raise
+        _raise_as_error_of(path, e)
 
 
 def write_json(path, obj):
@@ -148,16 +148,32 @@ def write_bytes_with(path, write_fn, suffix=""):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     _remove_leftovers_once(folder)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path, "tmp"), suffix=suffix, dir=folder)
+    fd, tmp = _temp_file(path, folder, suffix)
     os.close(fd)
     try:
         write_fn(tmp)
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+        _raise_as_error_of(path, e)
+
+
+def _temp_file(path, folder, suffix=""):
+    """`tempfile.mkstemp` of a temporary file for `path` in `folder`: (fd, name)."""
+    try:
+        return tempfile.mkstemp(prefix=_temp_prefix(path, "tmp"), suffix=suffix, dir=folder)
+    except OSError as e:
+        _raise_as_error_of(path, e)
+
+
+def _raise_as_error_of(path, error):
+    """Raises `error`; an OS error about a temporary file of `path` (a full disk, a folder the OS refuses) as one
+    about `path`, the name the user gave."""
+    if isinstance(error, OSError) and error.errno is not None:
+        raise OSError(error.errno, error.strerror, path) from error
+    raise error
 
 
 def make_temp_dir_beside(path):
@@ -165,7 +181,10 @@ def make_temp_dir_beside(path):
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     _remove_leftovers_once(parent)
-    tmp_dir = tempfile.mkdtemp(prefix=_temp_prefix(path, "tmp"), dir=parent)
+    try:
+        tmp_dir = tempfile.mkdtemp(prefix=_temp_prefix(path, "tmp"), dir=parent)
+    except OSError as e:
+        _raise_as_error_of(path, e)
     os.chmod(tmp_dir, DIR_MODE)
     return tmp_dir
 

@@ -123,8 +123,11 @@ def _read_metadata(path):
                               f"classifier export of the model's dataset (saved_models/mnist_classifier ships for "
                               f"MNIST), or train one with scripts/train_classifier.py --export_dir={path}")
     if not os.path.isfile(metadata_path):
-        raise ClassifierError(f"--classifier={path}: not a classifier export (no {METADATA_FILE}); train one with "
-                              f"scripts/train_classifier.py --export_dir={path}")
+        # Training into `path` would be refused where something is there already (a VAE export, say).
+        where = "--export_dir=DIR" if os.listdir(path) else f"--export_dir={path}"
+        raise ClassifierError(f"--classifier={path}: not a classifier export (no {METADATA_FILE}); pass one "
+                              f"(saved_models/mnist_classifier ships for MNIST), or train one with "
+                              f"scripts/train_classifier.py {where} and pass that")
     with open(metadata_path) as f:
         return json.load(f)
 

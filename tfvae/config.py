@@ -3,6 +3,7 @@ reader of FLAGS."""
 
 import dataclasses
 import os
+import re
 import sys
 
 from absl import app, flags, logging
@@ -283,6 +284,14 @@ def define_train_flags():
                         "checkpoint prefix or a TF1 SavedModel folder (see scripts/import_tf1.py).")
 
     flags.register_multi_flags_validator(
+        ["cpu_devices", "strategy"], lambda f: (f["cpu_devices"] or 1) <= 1 or f["strategy"] == "mirrored",
+        message="--cpu_devices splits the CPU into devices for --strategy=mirrored, which is not set; add it or drop "
+                "--cpu_devices")
+    flags.register_multi_flags_validator(
+        ["init_from_tf1", "model"], lambda f: not f["init_from_tf1"] or f["model"] in ("tf1_tutorial", "mlp"),
+        message="--init_from_tf1 starts the tutorial's MLP (--model=tf1_tutorial or mlp) from TF1 weights; for "
+                "another --model drop it")
+    flags.register_multi_flags_validator(
         ["strategy", "tpu"], lambda f: (f["strategy"] == "tpu") == bool(f["tpu"]),
         message="--tpu is needed with --strategy=tpu and only then; pass both or neither")
     # Keras 3 runs each step of its multi-step loop inside a tf.cond, and the optimizer's merge_call (which these
@@ -295,7 +304,9 @@ def define_train_flags():
                 "their updates inside its multi-step loop); pass --steps_per_execution=1")
     flags.register_multi_flags_validator(
         ["batch_size", "micro_batches"],
-        lambda f: not f["batch_size"] or not f["micro_batches"] or f["batch_size"] % f["micro_batches"] == 0,
+        # Sizes <= 0 are left to their own validators, which say so.
+        lambda f: (f["batch_size"] or 0) <= 0 or (f["micro_batches"] or 0) <= 0
+        or f["batch_size"] % f["micro_batches"] == 0,
         message="--batch_size must be a multiple of --micro_batches (equal parts); change one of them")
     for name in ("cpu_devices", "latent_dim", "epochs", "batch_size", "learning_rate", "adam_epsilon",
                  "steps_per_execution", "micro_batches", "data_threads", "keep_checkpoints", "gaussian_stddev",
@@ -453,6 +464,9 @@ def define_generate_flags():
     define_model_data_dir_flag("Data for --reconstruct")
     flags.DEFINE_string("label", None, "Conditional models: a class (e.g. 7) or 'all' for one row per class (the "
                         "rows are then the classes, whatever --rows says).")
+    # Its range depends on the model, checked once it is loaded.
+    flags.register_validator("label", lambda label: label is None or label == "all" or label.isdigit(),
+                             message="--label must be a class number (e.g. 7) or 'all'")
     flags.register_multi_flags_validator(
         ["label", "reconstruct"], lambda f: not (f["label"] is not None and f["reconstruct"]),
         message="--reconstruct reconstructs each test image with its own label; drop --label")
@@ -819,6 +833,29 @@ def exit_interrupted(message):
     raise interrupt
 
 
+FILE_SYSTEM_REASONS = ("No space left on device", "Disk quota exceeded", "File too large", "Permission denied",
+                       "Operation not permitted", "Read-only file system")
+
+
+def file_system_problem(error, where=None):
+    """One line for an error the operating system gave while a file was written (a full disk, a folder it refuses),
+    raised by Python or by a TensorFlow op (saving a checkpoint or an export); None for any other error.
+
+    `where`: the file or folder to name instead of the one in the error (a temporary file inside it).
+    """
+    if isinstance(error, OSError) and error.errno is not None:
+        where = where or error.filename
+        return f"{where}: {error.strerror}" if where else error.strerror
+    tf = sys.modules.get("tensorflow")  # Not imported here: --help stays fast.
+    if tf is not None and isinstance(error, tf.errors.OpError):
+        # "{{function_node ...}} PATH; No space left on device [Op:SaveV2]": the path and the reason.
+        message = re.sub(r"\{\{function_node [^}]*\}\}|\[Op:\w+\]", "", " ".join(str(error.message).split())).strip()
+        reason = next((reason for reason in FILE_SYSTEM_REASONS if reason in message), None)
+        if reason:
+            return f"{where}: {reason}" if where else message.replace("; ", ": ", 1)
+    return None
+
+
 def run_main(main):
     """`app.run(main)` for a script: flags parsed by `parse_flags_or_exit`, and Ctrl-C ending the script in one line
     (`exit_interrupted`) instead of a traceback; tfvae writes each file whole or not at all.
@@ -833,6 +870,14 @@ def run_main(main):
             if getattr(e, "reported", False):
                 raise
             exit_interrupted("stopped by Ctrl-C (SIGINT); the files it wrote before are whole, none is half-written")
+        except Exception as e:
+            problem = file_system_problem(e)
+            if not problem:
+                raise
+            # What the up-front checks cannot see: a disk that fills up, a folder the OS refuses despite access().
+            print(f"error: {problem}; nothing half-written is left: free some space, or pass a path on another disk "
+                  f"or in a folder you can write to", file=sys.stderr)
+            sys.exit(1)
 
     app.run(main_or_interrupted, flags_parser=parse_flags_or_exit)
 

@@ -40,6 +40,10 @@ def load_split(metadata, data_dir, split, binarize, seed, num_examples=0):
                          "pass --split=test")
     arrays = data.load_arrays(metadata["dataset"], data.model_data_dir(metadata, data_dir), validation_size)
     images, labels = arrays.split(split)
+    if num_examples > len(images):
+        # Else it would measure fewer examples than asked, in a file named for the number asked.
+        raise ValueError(f"--num_examples={num_examples} is more than the {len(images):,} examples of the {split} "
+                         f"split; pass at most {len(images)}, or 0 for all")
     if num_examples:
         images, labels = images[:num_examples], labels[:num_examples]
     if binarize in ("dynamic", "static"):

@@ -14,7 +14,7 @@ import re
 
 import tensorflow as tf
 
-from tfvae import compat, export
+from tfvae import compat, data, export
 
 TF1_SLOTS = ("Adam", "Adam_1")  # m and v, as TF1's AdamOptimizer names them.
 TF1_POWERS = ("beta1_power", "beta2_power")
@@ -153,24 +153,30 @@ def infer_architecture(source, variable_map, num_hidden):
     return hidden_sizes, latent_outputs // 2, IMAGE_SHAPES[num_pixels]
 
 
-def _checked_value(source, name, path, expected_shape):
+IMPORT_FIX = "fix --variable_map or the model's sizes"
+# train.py has no --variable_map: its TF1 weights must be the tutorial's names and this run's sizes.
+INIT_FROM_TF1_FIX = ("pass the TF1 graph's --hidden_sizes and --latent_dim, or import it with scripts/import_tf1.py "
+                     "(--variable_map for other names) and pass that export as --init_from")
+
+
+def _checked_value(source, name, path, expected_shape, fix):
     shape, dtype = source.variables[name]
     if tuple(shape) != tuple(expected_shape):
         raise TF1ImportError(f"{name} ({path}): expected shape {list(expected_shape)}, found {list(shape)} in "
-                             f"{source.path}; fix --variable_map or the model's sizes")
+                             f"{source.path}; {fix}")
     if dtype != "float32":
         raise TF1ImportError(f"{name} ({path}): expected dtype float32, found {dtype} in {source.path}")
     return source.read(name)
 
 
-def assign_weights(model, source, variable_map):
-    """Copies the mapped TF1 variables into `model`'s trainable variables, checking shape and dtype of each."""
+def assign_weights(model, source, variable_map, fix=IMPORT_FIX):
+    """Copies the mapped TF1 variables into `model`'s trainable variables, checking shape and dtype of each; `fix`
+    ends the message of a variable that does not fit."""
     for variable in model.trainable_variables:
         path = compat.variable_path(variable)
         if path not in variable_map:
-            raise TF1ImportError(f"model variable {path} has no TF1 variable in the map; map it in "
-                                 f"--variable_map")
-        variable.assign(_checked_value(source, variable_map[path], path, variable.shape))
+            raise TF1ImportError(f"model variable {path} has no TF1 variable in the map; {fix}")
+        variable.assign(_checked_value(source, variable_map[path], path, variable.shape, fix))
 
 
 TINY_FLOAT32 = 1.1754944e-38  # The smallest normal float32; TensorFlow flushes smaller values to 0 on CPUs.
@@ -204,7 +210,7 @@ def assign_optimizer_state(optimizer, model, source, variable_map):
             name = f"{variable_map[path]}/{slot_name}"
             if name not in source.variables:
                 raise TF1ImportError(f"{source.path} has no Adam slot {name} for {path}; drop --with_optimizer")
-            slots[index].assign(_checked_value(source, name, f"Adam slot of {path}", variable.shape))
+            slots[index].assign(_checked_value(source, name, f"Adam slot of {path}", variable.shape, IMPORT_FIX))
     beta1_power, beta2_power = (float(source.read(name)) for name in TF1_POWERS)
     step = tf1_step(beta1_power, beta2_power, optimizer.beta_1, optimizer.beta_2)
     optimizer.iterations.assign(step)
@@ -227,6 +233,12 @@ def build_tf1_model(source, variable_map=None, dataset="mnist", learning_rate=1e
 
     variable_map, num_hidden = resolve_variable_map(source, variable_map)
     hidden_sizes, latent_dim, image_shape = infer_architecture(source, variable_map, num_hidden)
+    if tuple(data.DATASET_SHAPES[dataset]) != tuple(image_shape):
+        # Else the export would claim images its weights cannot take, and its users would load the wrong data.
+        fits = sorted(name for name, shape in data.DATASET_SHAPES.items() if tuple(shape) == tuple(image_shape))
+        raise TF1ImportError(f"--dataset={dataset}: its images are {'x'.join(map(str, data.DATASET_SHAPES[dataset]))}"
+                             f", but {variable_map['encoder/hidden_0/kernel']} takes "
+                             f"{'x'.join(map(str, image_shape))} ones; pass --dataset={' or '.join(fits)}")
     cfg = config.RunConfig(name=name, model="tf1_tutorial", dataset=dataset, hidden_sizes=hidden_sizes,
                            latent_dim=latent_dim, likelihood="sse", learning_rate=learning_rate,
                            adam_epsilon=adam_epsilon, adam="tf1", model_dir="", export_dir="")
@@ -272,7 +284,7 @@ def initialize_model(model, init_from="", init_from_tf1="", dataset="", image_sh
     if init_from_tf1:
         source = open_source(init_from_tf1)
         variable_map, _ = resolve_variable_map(source)
-        assign_weights(model, source, variable_map)
+        assign_weights(model, source, variable_map, fix=INIT_FROM_TF1_FIX)
         return f"Initialised from TF1 weights {init_from_tf1}"
     prefix = checkpoint_prefix(init_from)
     graph = _object_graph(prefix)

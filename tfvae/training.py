@@ -271,7 +271,19 @@ class Checkpoints(keras.callbacks.Callback):
     def _save(self):
         step = int(self.state.step.numpy())
         if step != self._saved_step:
-            self.manager.save(checkpoint_number=step)
+            try:
+                self.manager.save(checkpoint_number=step)
+            except (OSError, tf.errors.OpError) as e:
+                problem = config.file_system_problem(e, where=self.manager.directory)
+                if not problem:
+                    raise
+                # TensorFlow leaves the folder it was writing the checkpoint into.
+                shutil.rmtree(os.path.join(self.manager.directory, f"ckpt-{step}_temp"), ignore_errors=True)
+                last = self.manager.latest_checkpoint
+                raise CheckpointError(
+                    f"saving the checkpoint of step {step} failed: {problem}; "
+                    + (f"the last good one is {last}: free some space, then run the same command with --resume"
+                       if last else "free some space or pick another --model_dir, then run again with --overwrite"))
             self._saved_step = step
 
     def stop_if_signalled(self):
@@ -683,8 +695,18 @@ def run(cfg):
             # A signal now would leave a half-written export folder beside the old one: the export finishes first.
             late = types.SimpleNamespace(stop_signal=None)
             with defer_signals(late, plan="finishing the export first"):
-                path = export.export_saved_model(model, export_dir, export_metadata(cfg, datasets.image_shape, model),
-                                                 extra_json={"metrics.json": metrics})
+                try:
+                    path = export.export_saved_model(model, export_dir,
+                                                     export_metadata(cfg, datasets.image_shape, model),
+                                                     extra_json={"metrics.json": metrics})
+                except (OSError, tf.errors.OpError) as e:
+                    problem = config.file_system_problem(e, where=f"--export_dir={export_dir}")
+                    if not problem:
+                        raise
+                    raise export.ExportError(
+                        f"{problem}; the run itself is complete and {cfg.model_dir} "
+                        f"keeps its checkpoints: free some space or pick another folder, then python "
+                        f"scripts/export.py --model_dir={cfg.model_dir} --export_dir=PATH") from e
     finally:
         if not chief:
             shutil.rmtree(run_cfg.model_dir, ignore_errors=True)
