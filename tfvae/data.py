@@ -1,15 +1,18 @@
 """Image datasets as tf.data pipelines: the TF1 `MNIST_data/` IDX files or TFDS, split, binarized, batched."""
 
+import contextlib
 import dataclasses
 import functools
 import gzip
 import os
 import struct
+import tempfile
 import urllib.parse
 import zlib
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 # The four files of the TF1 `read_data_sets` layout, by split.
 IDX_FILES = {
@@ -163,11 +166,28 @@ def _check_download_reachable(dataset, hosts):
                     f"{', '.join(sorted(set(errors)))}); {_offline_fix(dataset)}")
 
 
+@contextlib.contextmanager
+def _quiet_tidy_tfds():
+    """While TFDS makes a builder: its warnings about a dataset not prepared yet stay quiet (the error that follows
+    says what to do, in one line), and the temporary folder it makes to fetch the dataset's info from its bucket,
+    which it does not remove when offline (TFDS 4.9), is removed."""
+    verbosity, temp_root = logging.get_verbosity(), tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix="tfvae-tfds-") as scratch:
+        logging.set_verbosity(logging.ERROR)
+        tempfile.tempdir = scratch
+        try:
+            yield
+        finally:
+            tempfile.tempdir = temp_root
+            logging.set_verbosity(verbosity)
+
+
 def _load_tfds_split(dataset, data_dir, split):
     import tensorflow_datasets as tfds  # Imported lazily: slow, and only the TFDS path needs it.
 
     try:
-        builder = tfds.builder(dataset, data_dir=data_dir or None)
+        with _quiet_tidy_tfds():
+            builder = tfds.builder(dataset, data_dir=data_dir or None)
         if not builder.is_prepared():
             _check_download_reachable(dataset, _download_hosts(builder))
         builder.download_and_prepare()

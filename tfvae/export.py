@@ -54,7 +54,7 @@ def assert_images(tensor, name):
 
     Three reductions: NaN or inf anywhere makes the sum NaN or inf (IEEE arithmetic; min and max may skip a NaN),
     and min and max bound the rest. At batch 1,024 of 784 pixels this took ~0.11 ms more than assert_finite, where
-    elementwise comparisons (`0 <= x <= 1`) took 0.18-0.43 ms more; at batch 1 the same.
+    elementwise forms (`0 <= x <= 1`, `|x - 0.5| <= 0.5`) took 0.17-0.43 ms more; at batch 1 the same.
     """
     in_range = (tf.math.is_finite(tf.reduce_sum(tensor)) & (tf.reduce_min(tensor) >= 0.0)
                 & (tf.reduce_max(tensor) <= 1.0))
