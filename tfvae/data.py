@@ -188,7 +188,8 @@ def _load_tfds_split(dataset, data_dir, split):
     try:
         with _quiet_tidy_tfds():
             builder = tfds.builder(dataset, data_dir=data_dir or None)
-        if not builder.is_prepared():
+            prepared = builder.is_prepared()
+        if not prepared:
             _check_download_reachable(dataset, _download_hosts(builder))
         builder.download_and_prepare()
         # Batches of 10k rather than batch_size=-1, which aborts the process on tfds.testing.mock_data.
