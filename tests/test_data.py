@@ -2,8 +2,10 @@
 
 import gzip
 import http.server
+import logging
 import os
 import shutil
+import tempfile
 import threading
 
 import numpy as np
@@ -145,16 +147,23 @@ def test_download_hosts_are_the_mirror_and_the_sources(dataset, source, tmp_path
 
 @pytest.mark.parametrize("dataset, fix", [("mnist", "--data_dir=PATH/MNIST_data holding the four IDX files"),
                                           ("cifar10", "--data_dir=a TFDS data directory where cifar10 is prepared")])
-def test_unreachable_download_fails_before_tfds_starts_it(dataset, fix, tmp_path, monkeypatch):
+def test_unreachable_download_fails_before_tfds_starts_it(dataset, fix, tmp_path, monkeypatch, caplog):
     # TFDS would retry each file ten times with backoff (minutes); no host answering must end it at once.
     monkeypatch.setattr(data, "_download_hosts", lambda builder: [f"http://127.0.0.1:{unused_port()}"])
-    started = []
+    started, made = [], []
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", lambda *a, **k: started.append(a))
+    make_temp_dir = tempfile.mkdtemp
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **k: made.append(make_temp_dir(*a, **k)) or made[-1])
+    caplog.set_level(logging.WARNING)
     with pytest.raises(data.DataError) as error:
         data.load_arrays(dataset, str(tmp_path))
     message = str(error.value)
     assert f"{dataset} is not downloaded yet and no download host answers" in message and "ConnectionError" in message
     assert message.endswith(fix) and "\n" not in message and not started
+    # The one line is all the user sees: TFDS's warnings stay quiet, and the folder it makes to fetch the dataset's
+    # info (and, offline, leaves) is gone.
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING], caplog.records
+    assert made and not [folder for folder in made if os.path.exists(folder)]
 
 
 def test_any_http_answer_means_reachable():
