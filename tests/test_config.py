@@ -146,6 +146,7 @@ def test_file_system_problems_are_told_in_one_line_and_other_errors_are_not_take
     assert config.file_system_problem(tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")) is None
     assert config.file_system_problem(tf.errors.InvalidArgumentError(None, None, "Incompatible shapes")) is None
     assert config.file_system_problem(OSError("no errno")) is None
+    assert config.file_system_problem(FileNotFoundError(2, "No such file or directory", "/data/x.gz")) is None
     assert config.file_system_problem(KeyError("x")) is None
 
 

@@ -2,6 +2,7 @@
 reader of FLAGS."""
 
 import dataclasses
+import errno
 import os
 import re
 import sys
@@ -833,6 +834,8 @@ def exit_interrupted(message):
     raise interrupt
 
 
+# What the operating system says when it refuses a write, as errno and as TensorFlow's messages put it.
+FILE_SYSTEM_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS)
 FILE_SYSTEM_REASONS = ("No space left on device", "Disk quota exceeded", "File too large", "Permission denied",
                        "Operation not permitted", "Read-only file system")
 
@@ -843,7 +846,7 @@ def file_system_problem(error, where=None):
 
     `where`: the file or folder to name instead of the one in the error (a temporary file inside it).
     """
-    if isinstance(error, OSError) and error.errno is not None:
+    if isinstance(error, OSError) and error.errno in FILE_SYSTEM_ERRNOS:
         where = where or error.filename
         return f"{where}: {error.strerror}" if where else error.strerror
     tf = sys.modules.get("tensorflow")  # Not imported here: --help stays fast.

@@ -168,9 +168,9 @@ def _check_download_reachable(dataset, hosts):
 
 @contextlib.contextmanager
 def _quiet_tidy_tfds():
-    """While TFDS makes a builder: its warnings about a dataset not prepared yet stay quiet (the error that follows
-    says what to do, in one line), and the temporary folder it makes to fetch the dataset's info from its bucket,
-    which it does not remove when offline (TFDS 4.9), is removed."""
+    """While TFDS makes a builder and looks for its prepared files: its warnings about a dataset not prepared yet stay
+    quiet (the error that follows says what to do, in one line), and the temporary folder it makes to fetch the
+    dataset's info from its bucket, which it does not remove when offline (TFDS 4.9), is removed."""
     verbosity, temp_root = logging.get_verbosity(), tempfile.tempdir
     with tempfile.TemporaryDirectory(prefix="tfvae-tfds-") as scratch:
         logging.set_verbosity(logging.ERROR)
