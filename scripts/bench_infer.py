@@ -8,8 +8,9 @@ for comparison: the same signature inside a tf.function of one positional tensor
 `loaded.reconstruct(x)`, the export's SignatureDef run by a TF1 Session (how TF Serving runs a SavedModel), the
 layers of the signature call (its input tensor made beforehand; the runtime alone), the floor of any signature call
 (a SavedModel signature that returns its input, and the runtime alone calling such a function), the signature
-compiled with XLA (which drops its input checks), and, with the [lite] extra, the export converted to LiteRT as
-`scripts/export_tflite.py` converts it. Every runtime gets the same thread pools, and the contenders take turns, so
+compiled with XLA (which drops its input checks), with the [lite] extra, the export converted to LiteRT as
+`scripts/export_tflite.py` converts it, and, when PyTorch is installed, the same network with the export's weights in
+PyTorch eager (tests/torch_reference.py, under `torch.inference_mode`). Every runtime gets the same thread pools, and the contenders take turns, so
 load from other processes hits them alike: batch-1 calls are timed twice, alternating call by call, and in turns of
 `--calls_per_turn` calls in a row (warm, as in a server).
 """
@@ -167,6 +168,24 @@ def _litert_reconstruct(saved_model, threads):
                                                   "num_threads": threads}
 
 
+def _pytorch_reconstruct(weights, hidden_sizes, latent_dim, threads):
+    """The same network with the same weights in PyTorch eager, x_hat of z_mean under `torch.inference_mode`, on
+    `threads` threads: (call, details), or (None, why not) without PyTorch."""
+    try:
+        import torch
+        import torch_reference
+    except ImportError:
+        return None, "not measured: torch is not installed"
+    torch.set_num_threads(threads)
+    net = torch_reference.TutorialNet(initial_weights=weights, hidden_sizes=hidden_sizes, latent_dim=latent_dim)
+
+    def call(x):
+        with torch.inference_mode():
+            return net.reconstruct(torch.from_numpy(x)).numpy()
+
+    return call, {"version": torch.__version__, "num_threads": threads}
+
+
 def main(argv):
     del argv
     import tensorflow as tf
@@ -216,12 +235,18 @@ def main(argv):
     litert_call, litert = _litert_reconstruct(FLAGS.saved_model, FLAGS.intra_op_threads)
     if litert_call:
         calls["litert_reconstruct"] = litert_call
+    pytorch_call, pytorch = _pytorch_reconstruct(weights, tuple(metadata["config"]["hidden_sizes"]),
+                                                 metadata["latent_dim"], FLAGS.intra_op_threads)
+    if pytorch_call:
+        calls["pytorch_eager_reconstruct"] = pytorch_call
     small = _interleaved_seconds(calls, x_one, FLAGS.calls, warmup=200)
     small_turns = _interleaved_seconds(calls, x_one, FLAGS.calls, warmup=0, calls_per_turn=FLAGS.calls_per_turn)
     large = _interleaved_seconds(calls, x_large, FLAGS.large_batch_calls, warmup=2)
     outputs = {name: call(x_large) for name, call in calls.items()}
-    # LiteRT's kernels round differently from TensorFlow's, whose outputs agree exactly: its difference goes apart.
+    # LiteRT's and PyTorch's kernels round differently from TensorFlow's, whose outputs agree exactly: their
+    # differences go apart.
     litert_output = outputs.pop("litert_reconstruct", None)
+    pytorch_output = outputs.pop("pytorch_eager_reconstruct", None)
     for name in ("diagnostic_identity_signature", "diagnostic_identity_function_runtime_private_api"):
         outputs.pop(name, None)  # They return their input.
     xla["max_abs_output_difference"] = float(np.abs(outputs.pop("diagnostic_xla_without_input_checks")
@@ -242,6 +267,7 @@ def main(argv):
         "p50_ratio_savedmodel_over_tf1_in_turns": (result["savedmodel_reconstruct"]["batch1_in_turns_p50_ms"]
                                                    / result["tf1_session_run"]["batch1_in_turns_p50_ms"]),
         "litert": litert,
+        "pytorch": pytorch,
         "xla": xla,
         "calls_per_turn": FLAGS.calls_per_turn,
         "max_abs_output_difference": max(float(np.abs(outputs[name] - outputs["tf1_session_run"]).max())
@@ -265,6 +291,12 @@ def main(argv):
             result[f"p50_ratio_litert_over_tf1{suffix}"] = (result["litert_reconstruct"][f"batch1{suffix}_p50_ms"]
                                                           / result["tf1_session_run"][f"batch1{suffix}_p50_ms"])
         litert["max_abs_output_difference"] = float(np.abs(litert_output - outputs["tf1_session_run"]).max())
+    if pytorch_call:
+        for suffix in ("", "_in_turns"):
+            result[f"p50_ratio_pytorch_over_tf1{suffix}"] = (
+                result["pytorch_eager_reconstruct"][f"batch1{suffix}_p50_ms"]
+                / result["tf1_session_run"][f"batch1{suffix}_p50_ms"])
+        pytorch["max_abs_output_difference"] = float(np.abs(pytorch_output - outputs["tf1_session_run"]).max())
     artifacts.print_json(result, FLAGS.output)
 
 

@@ -143,6 +143,15 @@ def test_bench_infer_compares_equal_outputs(tmp_path):
             assert result[f"p50_ratio_{contender}_over_tf1{suffix}"] == pytest.approx(
                 result[name][f"batch1{suffix}_p50_ms"] / result["tf1_session_run"][f"batch1{suffix}_p50_ms"])
     assert result["calls_per_turn"] == 20
+    # PyTorch, where it is installed, runs the same network with the export's weights: the same up to rounding.
+    if HAS_TORCH:
+        assert result["pytorch"]["num_threads"] == result["threads"]["intra_op"]
+        assert 0 <= result["pytorch"]["max_abs_output_difference"] < 1e-5, result["pytorch"]
+        assert result["pytorch_eager_reconstruct"]["batch64_examples_per_second"] > 0
+        assert result["p50_ratio_pytorch_over_tf1"] == pytest.approx(
+            result["pytorch_eager_reconstruct"]["batch1_p50_ms"] / result["tf1_session_run"]["batch1_p50_ms"])
+    else:
+        assert result["pytorch"] == "not measured: torch is not installed" and "pytorch_eager_reconstruct" not in result
 
 
 def test_bench_fast_path_is_bit_identical_to_the_plain_path(mnist_dir, tmp_path):

@@ -32,6 +32,17 @@ def test_pytorch_network_trains_as_the_tf1_graph(mnist_dir, likelihood, hidden_s
     assert tf1_losses[-1] < 0.9 * tf1_losses[0]
 
 
+def test_pytorch_reconstruction_is_the_tf1_graphs_x_hat_of_z_mean():
+    import torch
+
+    rng = np.random.default_rng(1)
+    weights = [rng.standard_normal(shape).astype(np.float32) * 0.1 for shape in tf1_reference.variable_shapes()]
+    x = rng.random((5, 784), dtype=np.float32)
+    with torch.inference_mode():
+        x_hat = torch_reference.TutorialNet(initial_weights=weights).reconstruct(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(x_hat, tf1_reference.run_outputs(weights, x)["x_hat"], atol=1e-6)
+
+
 def test_pytorch_network_starts_from_the_tutorials_initialisation():
     net = torch_reference.TutorialNet(seed=3)
     weights = net.tf1_weights()

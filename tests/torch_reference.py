@@ -55,9 +55,18 @@ class TutorialNet(torch.nn.Module):
             h = F.relu(layer(h))
         return layers[-1](h)
 
-    def forward(self, x, eps=None):
+    def encode(self, x):
+        """(z_mean, z_logvar) of a batch of flat images."""
         params = self._mlp(x, self.encoder)
-        z_mean, z_logvar = torch.split(torch.tanh(params) if self.tutorial else params, self.latent_dim, dim=1)
+        return torch.split(torch.tanh(params) if self.tutorial else params, self.latent_dim, dim=1)
+
+    def reconstruct(self, x):
+        """x_hat of z_mean: the deterministic reconstruction, as the TF1 graph's `x_hat_mean` and tfvae's
+        `reconstruct` signature compute it."""
+        return torch.sigmoid(self._mlp(self.encode(x)[0], self.decoder))
+
+    def forward(self, x, eps=None):
+        z_mean, z_logvar = self.encode(x)
         if eps is None:
             eps = torch.randn_like(z_mean)
         logits = self._mlp(z_mean + torch.exp(0.5 * z_logvar) * eps, self.decoder)
