@@ -9,10 +9,10 @@ for comparison: the same signature inside a tf.function of one positional tensor
 layers of the signature call (its input tensor made beforehand; the runtime alone), the floor of any signature call
 (a SavedModel signature that returns its input, and the runtime alone calling such a function), the signature
 compiled with XLA (which drops its input checks), with the [lite] extra, the export converted to LiteRT as
-`scripts/export_tflite.py` converts it, and, when PyTorch is installed, the same network with the export's weights in
-PyTorch eager (tests/torch_reference.py, under `torch.inference_mode`). Every runtime gets the same thread pools, and the contenders take turns, so
-load from other processes hits them alike: batch-1 calls are timed twice, alternating call by call, and in turns of
-`--calls_per_turn` calls in a row (warm, as in a server).
+`scripts/export_tflite.py` converts it, and, with `--pytorch`, the same network with the export's weights in PyTorch
+eager (tests/torch_reference.py, under `torch.inference_mode`). Every runtime gets the same thread pools, and the
+contenders take turns, so load from other processes hits them alike: batch-1 calls are timed twice, alternating call
+by call, and in turns of `--calls_per_turn` calls in a row (warm, as in a server).
 """
 
 import json
@@ -56,6 +56,10 @@ flags.DEFINE_integer("inter_op_threads", 1, "Inter-op pool size of both runtimes
                      "tf.config.threading): on few cores a larger pool only adds hand-offs to a serial graph.",
                      lower_bound=1)
 flags.DEFINE_integer("intra_op_threads", 2, "Intra-op pool size of both runtimes.", lower_bound=1)
+flags.DEFINE_bool("pytorch", False, "Also time the same network in PyTorch eager (needs torch). Off by default: "
+                  "PyTorch's OpenMP threads spin between its calls, which keeps the second core awake and made the "
+                  "other contenders' calls faster (TF1's p50 0.26 against 0.33 ms on a 2-core Xeon), so their numbers "
+                  "would not compare with runs without it.")
 config.define_output_file_flag("", "JSON file to write (stdout too).", ".json")
 FLAGS = flags.FLAGS
 
@@ -168,14 +172,20 @@ def _litert_reconstruct(saved_model, threads):
                                                   "num_threads": threads}
 
 
+def _torch_importable():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _pytorch_reconstruct(weights, hidden_sizes, latent_dim, threads):
     """The same network with the same weights in PyTorch eager, x_hat of z_mean under `torch.inference_mode`, on
-    `threads` threads: (call, details), or (None, why not) without PyTorch."""
-    try:
-        import torch
-        import torch_reference
-    except ImportError:
-        return None, "not measured: torch is not installed"
+    `threads` threads: (call, details)."""
+    import torch
+    import torch_reference
+
     torch.set_num_threads(threads)
     net = torch_reference.TutorialNet(initial_weights=weights, hidden_sizes=hidden_sizes, latent_dim=latent_dim)
 
@@ -188,6 +198,10 @@ def _pytorch_reconstruct(weights, hidden_sizes, latent_dim, threads):
 
 def main(argv):
     del argv
+    if FLAGS.pytorch and not _torch_importable():
+        print("error: --pytorch needs PyTorch, which is not installed; install it (CPU build: pip install torch "
+              "--index-url https://download.pytorch.org/whl/cpu) or drop --pytorch", file=sys.stderr)
+        sys.exit(1)
     import tensorflow as tf
 
     # Before anything initialises the eager runtime; the TF1 session below gets the same numbers.
@@ -235,9 +249,10 @@ def main(argv):
     litert_call, litert = _litert_reconstruct(FLAGS.saved_model, FLAGS.intra_op_threads)
     if litert_call:
         calls["litert_reconstruct"] = litert_call
-    pytorch_call, pytorch = _pytorch_reconstruct(weights, tuple(metadata["config"]["hidden_sizes"]),
-                                                 metadata["latent_dim"], FLAGS.intra_op_threads)
-    if pytorch_call:
+    pytorch_call, pytorch = None, "not measured: pass --pytorch"
+    if FLAGS.pytorch:
+        pytorch_call, pytorch = _pytorch_reconstruct(weights, tuple(metadata["config"]["hidden_sizes"]),
+                                                     metadata["latent_dim"], FLAGS.intra_op_threads)
         calls["pytorch_eager_reconstruct"] = pytorch_call
     small = _interleaved_seconds(calls, x_one, FLAGS.calls, warmup=200)
     small_turns = _interleaved_seconds(calls, x_one, FLAGS.calls, warmup=0, calls_per_turn=FLAGS.calls_per_turn)

@@ -113,7 +113,7 @@ def test_bench_infer_compares_equal_outputs(tmp_path):
     # With jemalloc preloaded where it is installed, so the allocator it records is not just the default one.
     jemalloc = glob.glob("/usr/lib/*/libjemalloc.so.2")
     result = _run_json("bench_infer.py", tmp_path, "--saved_model=saved_models/tf1_tutorial", "--calls=1000",
-                       "--large_batch=64", "--large_batch_calls=3",
+                       "--large_batch=64", "--large_batch_calls=3", *(["--pytorch"] if HAS_TORCH else []),
                        env={"LD_PRELOAD": jemalloc[0]} if jemalloc else None)
     assert result["memory_allocator"] == ("jemalloc" if jemalloc else profiling.memory_allocator())
     # The export's reconstruct, however it is called, its SignatureDef in a Session and the TF1 graph with its
@@ -143,7 +143,8 @@ def test_bench_infer_compares_equal_outputs(tmp_path):
             assert result[f"p50_ratio_{contender}_over_tf1{suffix}"] == pytest.approx(
                 result[name][f"batch1{suffix}_p50_ms"] / result["tf1_session_run"][f"batch1{suffix}_p50_ms"])
     assert result["calls_per_turn"] == 20
-    # PyTorch, where it is installed, runs the same network with the export's weights: the same up to rounding.
+    # PyTorch, asked for where it is installed, runs the same network with the export's weights: the same up to
+    # rounding.
     if HAS_TORCH:
         assert result["pytorch"]["num_threads"] == result["threads"]["intra_op"]
         assert 0 <= result["pytorch"]["max_abs_output_difference"] < 1e-5, result["pytorch"]
@@ -151,7 +152,7 @@ def test_bench_infer_compares_equal_outputs(tmp_path):
         assert result["p50_ratio_pytorch_over_tf1"] == pytest.approx(
             result["pytorch_eager_reconstruct"]["batch1_p50_ms"] / result["tf1_session_run"]["batch1_p50_ms"])
     else:
-        assert result["pytorch"] == "not measured: torch is not installed" and "pytorch_eager_reconstruct" not in result
+        assert result["pytorch"] == "not measured: pass --pytorch" and "pytorch_eager_reconstruct" not in result
 
 
 def test_bench_fast_path_is_bit_identical_to_the_plain_path(mnist_dir, tmp_path):
@@ -193,14 +194,16 @@ def test_benchmark_bad_flags(script, args, message, tmp_path):
     assert not output.exists()
 
 
-def test_bench_train_asked_for_pytorch_without_it_says_how_to_install_it(mnist_dir, tmp_path):
-    # A `torch` package that fails to import, first on the path, stands in for a machine without PyTorch.
+@pytest.mark.parametrize("script, fix", [("bench_train.py", "or pass --nopytorch"),
+                                         ("bench_infer.py", "or drop --pytorch")])
+def test_benchmarks_asked_for_pytorch_without_it_say_how_to_install_it(script, fix, mnist_dir, tmp_path):
+    # A `torch` that cannot be imported, first on the path, stands in for a machine without PyTorch.
     (tmp_path / "torch").mkdir()
     (tmp_path / "torch" / "__init__.py").write_text("raise ImportError('No module named torch')\n")
     output = tmp_path / "result.json"
-    result = run_script("bench_train.py", "--pytorch", f"--data_dir={mnist_dir}", f"--output={output}",
-                        env={"PYTHONPATH": str(tmp_path)})
+    source = f"--data_dir={mnist_dir}" if script == "bench_train.py" else "--saved_model=saved_models/tf1_tutorial"
+    result = run_script(script, "--pytorch", source, f"--output={output}", env={"PYTHONPATH": str(tmp_path)})
     lines = error_lines(result)
     assert result.returncode == 1 and len(lines) == 1, result.stderr
-    assert "--pytorch needs PyTorch, which is not installed" in lines[0] and "--nopytorch" in lines[0]
+    assert "--pytorch needs PyTorch, which is not installed" in lines[0] and lines[0].endswith(fix)
     assert not output.exists()
