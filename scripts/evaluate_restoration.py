@@ -24,7 +24,7 @@ def main(argv):
         sys.exit(1)
     artifacts.write_json(cfg.output, results)
     if cfg.grid:
-        restoration.save_grid(cfg.grid, grid, row_labels)
+        restoration.save_grid(cfg.grid, grid, row_labels, results["model_name"])
     print(f"{'corruption':<16} {'strength':>8}  {'PSNR dB before -> after':>24}  {'SSIM before -> after':>21}")
     for kind, row in results["corruptions"].items():
         before, after = row["corrupted"], row["restored"]

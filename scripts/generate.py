@@ -22,11 +22,14 @@ def main(argv):
         if cfg.reconstruct:
             # A conditional model reconstructs each test image with that image's own label.
             originals, reconstructions = inference.reconstruct_test_images(
-                saved, metadata, cfg.data_dir, cfg.cols, seed=cfg.seed)
+                saved, metadata, cfg.data_dir, cfg.rows * cfg.cols, seed=cfg.seed)
             title = (f"{export.model_name(metadata)}: {inference.test_images_are(metadata, cfg.seed)} and "
                      f"reconstructions")
-            visualization.save_grid_png(cfg.output, np.concatenate([originals, reconstructions]), 2, cfg.cols, title,
-                                        row_labels=["original", "reconstruction"])
+            # Each row of originals above the row of their reconstructions.
+            pairs = [rows[start:start + cfg.cols] for start in range(0, cfg.rows * cfg.cols, cfg.cols)
+                     for rows in (originals, reconstructions)]
+            visualization.save_grid_png(cfg.output, np.concatenate(pairs), 2 * cfg.rows, cfg.cols, title,
+                                        row_labels=["original", "reconstruction"] * cfg.rows)
         else:
             labels, rows = inference.parse_labels(cfg.label, metadata.get("num_classes", 0), cfg.rows, cfg.cols)
             samples = inference.decode_samples(saved, metadata, rows, cfg.cols, cfg.seed, labels)

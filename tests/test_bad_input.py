@@ -219,6 +219,22 @@ def big_png(folder):
     return path
 
 
+def enhance_output_case(output):
+    """enhance.py from a good image file into `output`."""
+    def make(ctx):
+        os.makedirs(ctx["in"], exist_ok=True)
+        path = os.path.join(ctx["in"], "digit.png")
+        Image.fromarray(np.zeros((28, 28), np.uint8)).save(path)
+        return ("enhance.py", [f"--saved_model={REPO}/saved_models/denoise_mnist", f"--input={path}",
+                               f"--output={output}"])
+    return make
+
+
+# Cases that are bad flags, checked before any work: exit code 2 (the others may exit 1 after reading data or models).
+FLAG_CASES = ("unknown flag", "wrong type", "zero batch size", "missing flagfile", "enhance folder into an image file",
+              "enhance output of another kind", "generate output is a folder", "tflite output of another kind",
+              "restoration grid of another kind", "generate label not a number")
+
 # name -> (function of the test's folders -> (script, args)), text the one error line must hold.
 CASES = {
     # Flags.
@@ -435,6 +451,13 @@ CASES = {
                                                  "--grid={out}/grid.jpg"]),
         "--grid must name a .png file"),
     "enhance folder into an image file": (enhance_folder_case, "--input is a folder, so --output must be a folder"),
+    "enhance output of another kind": (enhance_output_case("{out}/restored.gif"),
+                                       "--output must end in .png, .jpg or .jpeg, or name an existing folder"),
+    "restoration more examples than the test split": (
+        lambda ctx: ("evaluate_restoration.py", [f"--saved_model={REPO}/saved_models/denoise_mnist",
+                                                 f"--data_dir={ctx['mnist']}", "--num_examples=10001",
+                                                 "--output={out}/r.json"]),
+        "--num_examples=10001 is more than the 10,000 test images of mnist; pass at most 10000"),
     # Tensors given to the signatures.
     "generate output is a folder": (output_folder_case("generate.py"), "--output must name a .png file"),
     "tflite output of another kind": (
@@ -493,6 +516,7 @@ def test_bad_input_fails_in_one_line_and_writes_nothing(case, tmp_path, tiny_exp
     lines = error_lines(result)
     assert result.returncode != 0, result.stdout[-2000:]
     assert len(lines) == 1 and message in lines[0], result.stderr[-3000:]
+    assert result.returncode == 2 or case not in FLAG_CASES, (result.returncode, lines)
     assert not os.path.exists(ctx["out"]) and os.listdir(workdir) == []
     assert (sorted(os.walk(ctx["in"])) if os.path.exists(ctx["in"]) else []) == inputs_before
 
@@ -506,7 +530,7 @@ def test_every_case_the_issue_lists_is_covered():
                 "label out of range", "existing model dir", "generate missing export", "generate foreign folder",
                 "signature wrong shape", "signature wrong dtype", "signature nan input", "enhance unreadable image",
                 "enhance wrong size image"]
-    assert set(required) <= set(CASES) and len(CASES) > len(required)
+    assert set(required) <= set(CASES) and len(CASES) > len(required) and set(FLAG_CASES) <= set(CASES)
 
 
 def test_default_run_folders_are_checked_before_any_work(tmp_path):

@@ -159,6 +159,9 @@ def test_unreachable_download_fails_before_tfds_starts_it(dataset, fix, tmp_path
         data.load_arrays(dataset, str(tmp_path))
     message = str(error.value)
     assert f"{dataset} is not downloaded yet and no download host answers" in message and "ConnectionError" in message
+    # The folder named comes first: a wrong --data_dir is likelier than a wish to download.
+    holds = f"neither {dataset}'s four IDX .gz files nor a prepared TFDS" if dataset == "mnist" else "no prepared TFDS"
+    assert message.startswith(f"--data_dir={tmp_path} holds {holds} {dataset}, and {dataset} is not downloaded")
     assert message.endswith(fix) and "\n" not in message and not started
     # The one line is all the user sees: TFDS's warnings stay quiet, and the folder it makes to fetch the dataset's
     # info (and, offline, leaves) is gone.

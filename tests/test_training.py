@@ -156,6 +156,20 @@ def test_generate_writes_a_png(short_run, tmp_path, extra, size_check):
     assert image.std() > 20  # Digits on black, not a blank canvas.
 
 
+def test_generate_reconstruct_draws_rows_pairs_of_rows(short_run, tmp_path):
+    # --rows with --reconstruct is the number of original-over-reconstruction pairs; the default is one pair.
+    def draw(*rows):
+        output = tmp_path / f"recon{''.join(rows)}.png"
+        result = run_script("generate.py", f"--saved_model={short_run['export_dir']}", f"--output={output}",
+                            f"--data_dir={short_run['mnist_dir']}", "--reconstruct", "--cols=3", *rows)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return np.asarray(Image.open(output).convert("L"), np.float32)
+
+    default, one, three = draw(), draw("--rows=1"), draw("--rows=3")
+    np.testing.assert_array_equal(default, one)
+    assert three.shape[0] / three.shape[1] > 2 * one.shape[0] / one.shape[1]  # Three times the rows, as wide.
+
+
 THREAD_POOLS = """
 import dataclasses, json
 import tensorflow as tf

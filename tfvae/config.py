@@ -458,10 +458,12 @@ def define_generate_flags():
                         required=True)
     require_existing_folder("saved_model", "a tfvae SavedModel folder, e.g. saved_models/tf1_tutorial")
     define_output_file_flag("samples.png", "PNG file to write.", ".png")
-    flags.DEFINE_integer("rows", 4, "Grid rows.", lower_bound=1, upper_bound=64)
+    flags.DEFINE_integer("rows", None, "Grid rows of samples (default 4); with --reconstruct, pairs of rows, "
+                         "originals over their reconstructions (default 1).", lower_bound=1, upper_bound=64)
     flags.DEFINE_integer("cols", 4, "Grid columns.", lower_bound=1, upper_bound=64)
     flags.DEFINE_integer("seed", 0, "Seeds z ~ N(0, I).")
-    flags.DEFINE_bool("reconstruct", False, "Instead of samples: test originals (top) above reconstructions.")
+    flags.DEFINE_bool("reconstruct", False, "Instead of samples: the first test images, each row of them above a "
+                      "row of their reconstructions.")
     define_model_data_dir_flag("Data for --reconstruct")
     flags.DEFINE_string("label", None, "Conditional models: a class (e.g. 7) or 'all' for one row per class (the "
                         "rows are then the classes, whatever --rows says).")
@@ -487,7 +489,10 @@ class GenerateConfig:
 
 
 def generate_config_from_flags():
-    return GenerateConfig(**_flag_values(GenerateConfig))
+    values = _flag_values(GenerateConfig)
+    if values["rows"] is None:
+        values["rows"] = 1 if values["reconstruct"] else 4
+    return GenerateConfig(**values)
 
 
 def define_classifier_flags():
@@ -977,6 +982,11 @@ def define_enhance_flags():
         ["input", "output"], lambda f: not (f["input"] and os.path.isdir(f["input"]) and f["output"]
                                             and f["output"].lower().endswith(IMAGE_SUFFIXES)),
         message="--input is a folder, so --output must be a folder to write NAME.png files into, not an image file")
+    flags.register_multi_flags_validator(
+        ["input", "output"], lambda f: not (f["input"] and os.path.isfile(f["input"]) and f["output"]
+                                            and not os.path.isdir(f["output"])
+                                            and not f["output"].lower().endswith(IMAGE_SUFFIXES)),
+        message="--output must end in .png, .jpg or .jpeg, or name an existing folder")
     _quiet_absl_logging()
 
 

@@ -190,7 +190,15 @@ def _load_tfds_split(dataset, data_dir, split):
             builder = tfds.builder(dataset, data_dir=data_dir or None)
             prepared = builder.is_prepared()
         if not prepared:
-            _check_download_reachable(dataset, _download_hosts(builder))
+            try:
+                _check_download_reachable(dataset, _download_hosts(builder))
+            except DataError as e:
+                if not data_dir:
+                    raise
+                # The folder named is what is wrong, more likely than the network.
+                holds = (f"neither {dataset}'s four IDX .gz files nor a prepared TFDS {dataset}"
+                         if dataset in IDX_DATASETS else f"no prepared TFDS {dataset}")
+                raise DataError(f"--data_dir={data_dir} holds {holds}, and {e}") from None
         builder.download_and_prepare()
         # Batches of 10k rather than batch_size=-1, which aborts the process on tfds.testing.mock_data.
         batches = list(tfds.as_numpy(builder.as_dataset(split=split, as_supervised=True).batch(10000)))

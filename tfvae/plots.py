@@ -104,7 +104,10 @@ def plot_interpolation(loaded, path, x, labels, seed, images_are, **_):
     rows = []
     for _ in range(INTERPOLATION_PAIRS):
         a = int(rng.integers(len(x)))
-        others = np.flatnonzero(labels != labels[a])
+        # A conditional model decodes with one label, so its pairs share it (the path morphs style, not class);
+        # an unconditional model's pairs are of two classes.
+        pair_with = labels == labels[a] if loaded.num_classes else labels != labels[a]
+        others = np.flatnonzero(pair_with & (np.arange(len(x)) != a))
         b = int(rng.choice(others)) if len(others) else int(rng.integers(len(x)))
         z_mean, _ = loaded.encode(x[[a, b]], labels[[a, b]])
         z_mean = z_mean.numpy()
@@ -112,7 +115,7 @@ def plot_interpolation(loaded, path, x, labels, seed, images_are, **_):
         z = (1.0 - t) * z_mean[0] + t * z_mean[1]
         steps = loaded.decode(z, np.full(len(z), labels[a], np.int32))
         rows.append(np.concatenate([_images(loaded, x[[a]]), _images(loaded, steps), _images(loaded, x[[b]])]))
-    note = " (decoded with the label of A)" if loaded.num_classes else ""
+    note = " of one class, decoded with its label" if loaded.num_classes else ""
     visualization.save_interpolation_png(path, rows, f"{_name(loaded)}: linear interpolation between the "
                                          f"z_mean of two {images_are}{note}")
 

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfvae import corruption, data, enhance, export, visualization
-from tfvae.config import CORRUPTION_KINDS, DEFAULT_CORRUPTION_STRENGTH
+from tfvae.config import CORRUPTION_KINDS, CORRUPTION_UNITS, DEFAULT_CORRUPTION_STRENGTH
 
 BATCH_SIZE = 500
 GRID_COLUMNS = 8
@@ -54,17 +54,24 @@ def evaluate_restoration(saved_model, data_dir, kinds=(), num_examples=10000, se
     saved, metadata = export.load_saved_model(saved_model)
     image_shape = tuple(metadata["image_shape"])
     arrays = data.load_arrays(metadata["dataset"], data.model_data_dir(metadata, data_dir), validation_size=0)
+    if num_examples > len(arrays.test_images):
+        # Else it would measure fewer images than asked, and say so only inside the JSON.
+        raise ValueError(f"--num_examples={num_examples} is more than the {len(arrays.test_images):,} test images of "
+                         f"{metadata['dataset']}; pass at most {len(arrays.test_images)}")
     images, labels = arrays.test_images[:num_examples], arrays.test_labels[:num_examples]
     clean = data.to_unit_float(images).numpy()
     restored_clean = enhance.restore_images(saved, metadata, clean)
     results = {
         "saved_model": saved_model,
+        "model_name": export.model_name(metadata),
         "dataset": metadata["dataset"],
         "split": "test",
         "num_examples": len(images),
         "seed": seed,
         "trained_corruption": metadata.get("corruption", "none"),
         "trained_corruption_strength": metadata.get("corruption_strength", 0.0),
+        "trained_corruption_strength_unit": CORRUPTION_UNITS.get(metadata.get("corruption", "none"), ""),
+        "identical_means": "images equal to their clean original (infinite PSNR), left out of psnr_db's mean",
         "clean_input": {"restored": _summary(*_scores(restored_clean, clean))},
         "corruptions": {},
     }
@@ -79,6 +86,7 @@ def evaluate_restoration(saved_model, data_dir, kinds=(), num_examples=10000, se
         before, after = _summary(*_scores(corrupted, clean)), _summary(*_scores(restored, clean))
         results["corruptions"][kind] = {
             "strength": strength,
+            "strength_unit": CORRUPTION_UNITS[kind],
             "corrupted": before,
             "restored": after,
             "psnr_gain_db": after["psnr_db"] - before["psnr_db"],
@@ -89,7 +97,7 @@ def evaluate_restoration(saved_model, data_dir, kinds=(), num_examples=10000, se
     return results, np.concatenate(grid), row_labels
 
 
-def save_grid(path, grid, row_labels):
-    """Clean test images, then corrupted and restored rows per kind, as one titled PNG."""
+def save_grid(path, grid, row_labels, model_name):
+    """Clean test images, then corrupted and restored rows per kind, as one PNG titled with the model's name."""
     visualization.save_grid_png(path, grid, len(row_labels), len(grid) // len(row_labels),
-                                "clean, then corrupted / restored per kind", row_labels=row_labels)
+                                f"{model_name}: clean, then corrupted / restored per kind", row_labels=row_labels)
