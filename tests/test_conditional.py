@@ -153,7 +153,7 @@ def test_generate_refuses_a_label_out_of_range(cvae_run, tmp_path):
     # TensorFlow's own start-up lines may precede it; tfvae says one line.
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 1 and len(errors) == 1
-    assert "--label=10 must be 'all' or an integer in [0, 10)" in errors[0]
+    assert "--label=10 is not a class of this model (10 classes); pass --label=0..9 or --label=all" in errors[0]
     assert not output.exists()
 
 

@@ -21,8 +21,8 @@ def parse_labels(label, num_classes, rows, cols):
     if label == "all":
         return np.repeat(np.arange(num_classes, dtype=np.int32), cols), num_classes
     if not label.isdigit() or not 0 <= int(label) < num_classes:
-        raise ValueError(f"--label={label} must be 'all' or an integer in [0, {num_classes}): this model has "
-                         f"{num_classes} classes; pass --label=0..{num_classes - 1} or --label=all")
+        raise ValueError(f"--label={label} is not a class of this model ({num_classes} classes); pass "
+                         f"--label=0..{num_classes - 1} or --label=all")
     return np.full(rows * cols, int(label), np.int32), rows
 
 
