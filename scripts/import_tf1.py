@@ -19,7 +19,9 @@ def main(argv):
     cfg = config.import_config_from_flags()
     try:
         source = legacy.open_source(cfg.source)
-        print(f"{cfg.source}: {len(source.variables)} variables\n{legacy.format_variables(source)}")
+        # A folder's checkpoint is the one its 'checkpoint' file names (or its SavedModel's): say which was read.
+        read = "" if source.prefix == cfg.source else f" (reading {source.prefix})"
+        print(f"{cfg.source}{read}: {len(source.variables)} variables\n{legacy.format_variables(source)}")
         path, report = legacy.import_tf1(cfg.source, cfg.export_dir, cfg.variable_map, cfg.with_optimizer,
                                          cfg.dataset, cfg.learning_rate, cfg.adam_epsilon)
     except (legacy.TF1ImportError, export.ExportError) as e:
@@ -29,6 +31,8 @@ def main(argv):
     if cfg.with_optimizer:
         print(f"Adam state carried over at step {report['adam_step']}")
     print(f"Exported SavedModel to {path}")
+    if "replaced" in report:
+        print(f"It replaced {report['replaced']}; pass another --export_dir to keep both")
 
 
 if __name__ == "__main__":

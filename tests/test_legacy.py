@@ -158,10 +158,19 @@ def test_import_tf1_variable_map_and_shape_errors(tf1_run, tmp_path):
     map_file.write_text(json.dumps(mapping))
     result = run_script("import_tf1.py", f"--source={tf1_run['checkpoint']}", f"--export_dir={export_dir}",
                         f"--variable_map={map_file}")
-    assert result.returncode == 1 and "'enc/b' (for encoder/hidden_0/bias) not in" in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1 and len(errors) == 1, result.stderr[-2000:]
+    assert "'enc/b' (for encoder/hidden_0/bias) not in" in errors[0]
+    assert errors[0].endswith("(its variables: Variable, Variable_1, Variable_2, Variable_3, Variable_4, Variable_5, "
+                              "Variable_6, Variable_7); fix that name in --variable_map"), errors[0]
 
     result = run_script("import_tf1.py", f"--source={tmp_path / 'nothing'}", f"--export_dir={export_dir}")
-    assert result.returncode == 2 and "--source must be a TF1 checkpoint prefix" in result.stderr
+    assert result.returncode == 2 and f"--source={tmp_path / 'nothing'}: must be a TF1 checkpoint prefix" in \
+        result.stderr
+    # One file of the checkpoint instead of its prefix: the prefix to pass is named.
+    result = run_script("import_tf1.py", f"--source={tf1_run['checkpoint']}.index", f"--export_dir={export_dir}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"names one file of a checkpoint; pass its prefix, --source={tf1_run['checkpoint']}" in result.stderr
     assert not export_dir.exists()
 
 
@@ -245,6 +254,28 @@ def test_init_from_tf1_loads_weights(tf1_run):
     assert int(model.optimizer.iterations) == 0  # Weights only: a fresh Adam.
     with pytest.raises(legacy.TF1ImportError, match="not a tfvae export or checkpoint"):
         legacy.initialize_model(model, init_from=tf1_run["checkpoint"])
+
+
+def test_import_tf1_says_which_export_it_replaced(tf1_run, tmp_path):
+    export_dir = str(tmp_path / "export")
+    _, first = legacy.import_tf1(tf1_run["checkpoint"], export_dir)
+    assert "replaced" not in first
+    _, second = legacy.import_tf1(tf1_run["saved_model"], export_dir)
+    assert second["replaced"] == f"an import of the TF1 checkpoint {os.path.abspath(tf1_run['checkpoint'])}"
+    assert export.load_metadata(export_dir)["tf1_import"]["source"] == os.path.abspath(tf1_run["saved_model"])
+
+
+def test_init_from_tf1_of_other_names_points_at_import_tf1(tf1_run, tmp_path):
+    # train.py has no --variable_map: a graph with its own names goes through import_tf1.py, and the error says so.
+    renamed = {f"vae/{name}": value for name, value in tutorial_values(tf1_run).items()}
+    prefix = save_tf1_checkpoint(str(tmp_path / "tf1"), renamed)
+    model = build_model(preset_config(), (28, 28, 1))
+    with pytest.raises(legacy.TF1ImportError) as error:
+        legacy.initialize_model(model, init_from_tf1=prefix)
+    message = str(error.value)
+    assert "\n" not in message and "found 0 tutorial variables" in message
+    assert message.endswith("; import it with scripts/import_tf1.py --source=CHECKPOINT --export_dir=DIR and a "
+                            "--variable_map, then pass --init_from=DIR"), message
 
 
 @pytest.fixture(scope="module")
@@ -386,8 +417,15 @@ IMPORT_REFUSALS = {
     "map without hidden layers": (lambda v: v, json.dumps({"encoder/latent_params/kernel": "Variable_2"}), False,
                                   "--variable_map names no encoder/hidden_0/kernel"),
     "other names, no map": (lambda v: {f"vae/{name}": value for name, value in v.items()}, None, False,
-                            "found 0 tutorial variables (Variable, Variable_1, ...), expected 8, 12, ...; name the "
-                            "TF1 variables with --variable_map=FILE.json"),
+                            "found 0 tutorial variables (Variable, Variable_1, ...), expected 8, 12, ... (its "
+                            "variables: vae/Variable, vae/Variable_1, vae/Variable_2, vae/Variable_3, vae/Variable_4, "
+                            "vae/Variable_5, vae/Variable_6, vae/Variable_7); pass a --variable_map=FILE.json of "
+                            "{tfvae path: TF1 name}, the keys encoder/hidden_0/kernel, "),
+    "map swaps two kernels": (lambda v: v, json.dumps({**legacy.default_variable_map(1),
+                                                       "encoder/hidden_0/kernel": "Variable_4",
+                                                       "decoder/hidden_0/kernel": "Variable"}), False,
+                              "Variable_4 (encoder/hidden_0/kernel): input size 20, expected one of [784, 3072] "
+                              "(MNIST 28x28, CIFAR 32x32x3); map encoder/hidden_0/kernel to the first layer's kernel"),
     "float64 weights": (lambda v: {**v, "Variable_1": v["Variable_1"].astype(np.float64)}, None, False,
                         "Variable_1 (encoder/hidden_0/bias): expected dtype float32, found float64"),
     "odd latent outputs": (lambda v: {**v, "Variable_2": v["Variable_2"][:, :39], "Variable_3": v["Variable_3"][:39]},

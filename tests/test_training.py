@@ -510,7 +510,7 @@ def test_an_export_that_replaces_another_runs_export_names_that_run(tmp_path, mo
     training.run(first)
     assert "replaced" not in capsys.readouterr().out
     training.run(second)
-    assert f"It replaced the export of another run, {first.model_dir}; pass --export_dir=PATH to keep each run's" in \
+    assert f"It replaced the export of run {first.model_dir}; pass --export_dir=PATH to keep both" in \
         capsys.readouterr().out
     training.run(dataclasses.replace(second, overwrite=True))
     out = capsys.readouterr().out

@@ -371,16 +371,33 @@ def define_train_flags():
         ["init_from", "init_from_tf1"], lambda f: not (f["init_from"] and f["init_from_tf1"]),
         message="--init_from and --init_from_tf1 conflict; pass one of them")
     for name in ("init_from", "init_from_tf1"):
-        flags.register_validator(
-            name, lambda path: not path or _is_checkpoint_or_dir(path),
-            message=f"--{name} must be an existing folder or a checkpoint prefix (PREFIX.index exists)")
+        require_checkpoint_or_folder(name, "an existing folder or a checkpoint prefix (PREFIX.index exists)")
     refuse_existing_file("model_dir", "a folder for the run (created if missing)")
     refuse_existing_file("export_dir", "a folder for the SavedModel (created if missing)", replaced_whole=True)
     _quiet_absl_logging()
 
 
-def _is_checkpoint_or_dir(path):
-    return os.path.isdir(path) or os.path.isfile(path + ".index")
+# The files of a checkpoint whose prefix is what TensorFlow reads: model.ckpt.index, model.ckpt.data-00000-of-00001,
+# and TF1's model.ckpt.meta.
+CHECKPOINT_FILE = re.compile(r"(.+)\.(index|meta|data-\d+-of-\d+)$")
+
+
+def require_checkpoint_or_folder(name, what):
+    """Validates --NAME as an existing folder or checkpoint prefix; one of a checkpoint's files gets its prefix."""
+    def check(path):
+        if not path or os.path.isdir(path) or os.path.isfile(path + ".index"):
+            return True
+        one_file = CHECKPOINT_FILE.fullmatch(path)
+        if one_file and os.path.isfile(one_file.group(1) + ".index"):
+            raise flags.ValidationError(f"names one file of a checkpoint; pass its prefix, --{name}="
+                                        f"{one_file.group(1)}")
+        raise flags.ValidationError(f"must be {what}")  # absl puts "flag --NAME=PATH: " before it.
+    flags.register_validator(name, check)
+
+
+# The keys of an import_tf1.py --variable_map: the tutorial MLP's variables in tfvae.
+VARIABLE_MAP_KEYS = ("encoder/hidden_0/kernel, encoder/latent_params/kernel, decoder/hidden_0/kernel, "
+                     "decoder/logits/kernel and the same with bias (more hidden layers: hidden_1, ...)")
 
 
 def define_import_tf1_flags():
@@ -395,8 +412,8 @@ def define_import_tf1_flags():
         message="--export_dir exists and is not a tfvae export (no tfvae.json); the export would replace it, so "
                 "remove it or choose another --export_dir")
     flags.DEFINE_string("variable_map", None, "JSON file {tfvae variable path: TF1 variable name}, for graphs "
-                        "whose variables are not the tutorial's Variable ... Variable_7; run once without it to "
-                        "see both lists.")
+                        f"whose variables are not the tutorial's Variable ... Variable_7. Its keys: "
+                        f"{VARIABLE_MAP_KEYS}; import_tf1.py lists the checkpoint's names, the values.")
     flags.DEFINE_bool("with_optimizer", False, "Also carry Adam's slots and step, so train.py --init_from="
                       "EXPORT continues the TF1 run.")
     flags.DEFINE_enum("dataset", "mnist", DATASETS, "The data the TF1 model was trained on (sets image shape "
@@ -405,9 +422,7 @@ def define_import_tf1_flags():
     flags.DEFINE_float("adam_epsilon", 1e-8, "Adam epsilon of the TF1 run (AdamOptimizer's default 1e-8).")
     for name in ("learning_rate", "adam_epsilon"):
         flags.register_validator(name, _positive(name), message=f"--{name} must be > 0")
-    flags.register_validator("source", _is_checkpoint_or_dir,
-                             message="--source must be a TF1 checkpoint prefix (PREFIX.index exists) or a "
-                                     "SavedModel folder")
+    require_checkpoint_or_folder("source", "a TF1 checkpoint prefix (PREFIX.index exists) or a SavedModel folder")
     flags.register_validator("variable_map", lambda path: path is None or os.path.isfile(path),
                              message="--variable_map must be an existing JSON file")
     _quiet_absl_logging()

@@ -248,6 +248,22 @@ def exported_run(path):
     return model_dir if isinstance(model_dir, str) else None
 
 
+def describe_export(path):
+    """What the tfvae export at `path` is, for a line saying a new export replaced it: "the export of run DIR", "an
+    import of the TF1 checkpoint PREFIX" or "a tfvae export"; None when no tfvae export is there."""
+    if not is_tfvae_export(path):
+        return None
+    try:
+        metadata = load_metadata(path)
+    except ExportError:
+        return "a tfvae export with an unreadable tfvae.json"
+    model_dir = metadata.get("config", {}).get("model_dir")
+    if isinstance(model_dir, str) and model_dir:
+        return f"the export of run {model_dir}"
+    source = (metadata.get("tf1_import") or {}).get("source")
+    return f"an import of the TF1 checkpoint {source}" if isinstance(source, str) else "a tfvae export"
+
+
 def model_name(metadata):
     """The run's --name recorded in an export's tfvae.json (its model type for exports that hold none)."""
     return metadata.get("config", {}).get("name") or metadata.get("model", "model")

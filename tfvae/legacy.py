@@ -14,7 +14,7 @@ import re
 
 import tensorflow as tf
 
-from tfvae import compat, data, export
+from tfvae import compat, config, data, export
 
 TF1_SLOTS = ("Adam", "Adam_1")  # m and v, as TF1's AdamOptimizer names them.
 TF1_POWERS = ("beta1_power", "beta2_power")
@@ -88,6 +88,21 @@ def format_variables(source):
                      for name, (shape, dtype) in source.variables.items())
 
 
+def _some_names(source, count=8):
+    """A few of the source's weight names (not Adam's slots or powers), for a one-line error (import_tf1.py prints
+    every variable)."""
+    names = [name for name in source.variables
+             if name not in TF1_POWERS and not name.endswith(tuple(f"/{slot}" for slot in TF1_SLOTS))]
+    return ", ".join(names[:count]) + (f", ... ({len(names)} in all)" if len(names) > count else "")
+
+
+# What a --variable_map is, for the errors that need one: its keys are tfvae's paths, its values the TF1 names.
+MAP_FORMAT = f"--variable_map=FILE.json of {{tfvae path: TF1 name}}, the keys {config.VARIABLE_MAP_KEYS}"
+# train.py has no --variable_map: a TF1 graph with other names goes through import_tf1.py first.
+INIT_FROM_TF1_MAP_FIX = ("import it with scripts/import_tf1.py --source=CHECKPOINT --export_dir=DIR and a "
+                         "--variable_map, then pass --init_from=DIR")
+
+
 def load_variable_map(path):
     """Reads a --variable_map JSON file: {tfvae variable path: TF1 variable name}."""
     try:
@@ -103,15 +118,17 @@ def load_variable_map(path):
     return variable_map
 
 
-def resolve_variable_map(source, variable_map=None):
-    """Checks a variable map against `source` (default: the tutorial's names). Returns (map, num_hidden)."""
+def resolve_variable_map(source, variable_map=None, map_fix=None):
+    """Checks a variable map against `source` (default: the tutorial's names). Returns (map, num_hidden).
+
+    `map_fix` ends the error when the source needs a map: by default, how to write one (import_tf1.py).
+    """
     if variable_map is None:
         num_tutorial = sum(1 for name in source.variables if re.fullmatch(r"Variable(_\d+)?", name))
         if num_tutorial < 8 or num_tutorial % 4:
             raise TF1ImportError(
                 f"{source.path}: found {num_tutorial} tutorial variables (Variable, Variable_1, ...), expected "
-                f"8, 12, ...; name the TF1 variables with --variable_map=FILE.json. Its variables:\n"
-                f"{format_variables(source)}")
+                f"8, 12, ... (its variables: {_some_names(source)}); {map_fix or 'pass a ' + MAP_FORMAT}")
         num_hidden = num_tutorial // 4 - 1
         variable_map = default_variable_map(num_hidden)
     else:
@@ -127,8 +144,8 @@ def resolve_variable_map(source, variable_map=None):
                                  f"keys must be exactly {tutorial_paths(num_hidden)}")
     for path, name in variable_map.items():
         if name not in source.variables:
-            raise TF1ImportError(f"TF1 variable {name!r} (for {path}) not in {source.path}; its variables:\n"
-                                 f"{format_variables(source)}")
+            raise TF1ImportError(f"TF1 variable {name!r} (for {path}) not in {source.path} (its variables: "
+                                 f"{_some_names(source)}); fix that name in --variable_map")
     return variable_map, num_hidden
 
 
@@ -148,8 +165,9 @@ def infer_architecture(source, variable_map, num_hidden):
         raise TF1ImportError(f"{variable_map['encoder/latent_params/kernel']} (encoder/latent_params/kernel): "
                              f"{latent_outputs} outputs cannot split into z_mean and z_logvar; expected 2 x latent")
     if num_pixels not in IMAGE_SHAPES:
-        raise TF1ImportError(f"{variable_map['encoder/hidden_0/kernel']}: input size {num_pixels}, expected one "
-                             f"of {sorted(IMAGE_SHAPES)} (MNIST 28x28, CIFAR 32x32x3)")
+        raise TF1ImportError(f"{variable_map['encoder/hidden_0/kernel']} (encoder/hidden_0/kernel): input size "
+                             f"{num_pixels}, expected one of {sorted(IMAGE_SHAPES)} (MNIST 28x28, CIFAR 32x32x3); "
+                             f"map encoder/hidden_0/kernel to the first layer's kernel in --variable_map")
     return hidden_sizes, latent_outputs // 2, IMAGE_SHAPES[num_pixels]
 
 
@@ -228,7 +246,7 @@ def build_tf1_model(source, variable_map=None, dataset="mnist", learning_rate=1e
       (model, cfg, image_shape, report): the VAE (compiled with Adam when `with_optimizer`), the RunConfig
       describing it, the images' (H, W, C), and a JSON-able report of the mapping.
     """
-    from tfvae import config, training
+    from tfvae import training
     from tfvae.models import build_model
 
     variable_map, num_hidden = resolve_variable_map(source, variable_map)
@@ -268,8 +286,11 @@ def import_tf1(source_path, export_dir, variable_map_file=None, with_optimizer=F
         with_optimizer=with_optimizer, name=os.path.basename(os.path.normpath(export_dir)))
     cfg = dataclasses.replace(cfg, export_dir=export_dir)
     metadata = training.export_metadata(cfg, image_shape, model)
+    replaced = export.describe_export(export_dir)
     path = export.export_saved_model(model, export_dir, {**metadata, "tf1_import": report},
                                      optimizer=model.optimizer if with_optimizer else None)
+    if replaced:
+        report["replaced"] = replaced
     return path, report
 
 
@@ -283,9 +304,10 @@ def initialize_model(model, init_from="", init_from_tf1="", dataset="", image_sh
     _refuse_other_images(init_from, dataset, image_shape)
     if init_from_tf1:
         source = open_source(init_from_tf1)
-        variable_map, _ = resolve_variable_map(source)
+        variable_map, _ = resolve_variable_map(source, map_fix=INIT_FROM_TF1_MAP_FIX)
         assign_weights(model, source, variable_map, fix=INIT_FROM_TF1_FIX)
-        return f"Initialised from TF1 weights {init_from_tf1}"
+        read = "" if source.prefix == init_from_tf1 else f" (checkpoint {source.prefix})"
+        return f"Initialised from TF1 weights {init_from_tf1}{read}"
     prefix = checkpoint_prefix(init_from)
     graph = _object_graph(prefix)
     children = _children(graph, 0)
