@@ -233,7 +233,7 @@ def enhance_output_case(output):
 # Cases that are bad flags, checked before any work: exit code 2 (the others may exit 1 after reading data or models).
 FLAG_CASES = ("unknown flag", "wrong type", "zero batch size", "missing flagfile", "enhance folder into an image file",
               "enhance output of another kind", "generate output is a folder", "tflite output of another kind",
-              "restoration grid of another kind", "generate label not a number")
+              "restoration grid of another kind", "generate label not a number", "xla over logical cpus")
 
 # name -> (function of the test's folders -> (script, args)), text the one error line must hold.
 CASES = {
@@ -451,6 +451,9 @@ CASES = {
                                                  "--grid={out}/grid.jpg"]),
         "--grid must name a .png file"),
     "enhance folder into an image file": (enhance_folder_case, "--input is a folder, so --output must be a folder"),
+    "xla over logical cpus": (lambda ctx: train("--strategy=mirrored", "--cpu_devices=2", "--jit_compile",
+                                                "--steps_per_execution=1"),
+                              "--jit_compile cannot run over --cpu_devices"),
     "enhance output of another kind": (enhance_output_case("{out}/restored.gif"),
                                        "--output must end in .png, .jpg or .jpeg, or name an existing folder"),
     "restoration more examples than the test split": (
@@ -519,6 +522,29 @@ def test_bad_input_fails_in_one_line_and_writes_nothing(case, tmp_path, tiny_exp
     assert result.returncode == 2 or case not in FLAG_CASES, (result.returncode, lines)
     assert not os.path.exists(ctx["out"]) and os.listdir(workdir) == []
     assert (sorted(os.walk(ctx["in"])) if os.path.exists(ctx["in"]) else []) == inputs_before
+
+
+TWO_WORKERS = {"worker": ["localhost:1", "localhost:2"]}
+
+
+@pytest.mark.parametrize("tf_config, message", [
+    ("", "needs TF_CONFIG, which is not set"),
+    ('{"cluster": {"worker": ["localhost:1"', "TF_CONFIG is not JSON (Expecting ',' delimiter"),
+    (json.dumps({"cluster": TWO_WORKERS}), 'TF_CONFIG has no "task" with this process\'s "type" and "index"'),
+    (json.dumps({"cluster": TWO_WORKERS, "task": {"type": "worker", "index": 2}}),
+     "TF_CONFIG's task index 2 is outside its 2 worker hosts"),
+    (json.dumps({"cluster": TWO_WORKERS, "task": {"type": "chief", "index": 0}}),
+     "TF_CONFIG's task type 'chief' is not a job of its cluster (worker)"),
+])
+def test_multi_worker_needs_a_well_formed_tf_config(tf_config, message, tmp_path):
+    # TensorFlow would train alone without TF_CONFIG, and end a malformed one in a traceback after its start-up.
+    result = run_script("train.py", *TINY_TRAIN, "--strategy=multi_worker_mirrored", "--steps_per_execution=1",
+                        f"--model_dir={tmp_path}/run", f"--export_dir={tmp_path}/export", cwd=tmp_path,
+                        env={"TF_CONFIG": tf_config})
+    lines = error_lines(result)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert message in lines[0] and lines[0].endswith("or on one machine use --strategy=mirrored; see --help"), lines
+    assert os.listdir(tmp_path) == []
 
 
 def test_every_case_the_issue_lists_is_covered():

@@ -3,6 +3,7 @@ reader of FLAGS."""
 
 import dataclasses
 import errno
+import json
 import os
 import re
 import sys
@@ -288,6 +289,12 @@ def define_train_flags():
         ["cpu_devices", "strategy"], lambda f: (f["cpu_devices"] or 1) <= 1 or f["strategy"] == "mirrored",
         message="--cpu_devices splits the CPU into devices for --strategy=mirrored, which is not set; add it or drop "
                 "--cpu_devices")
+    # XLA-compiled steps on logical CPU devices read a variable of the other replica's device and fail (TensorFlow
+    # 2.21); on GPUs XLA and mirrored work together.
+    flags.register_multi_flags_validator(
+        ["jit_compile", "cpu_devices"], lambda f: not (f["jit_compile"] and (f["cpu_devices"] or 1) > 1),
+        message="--jit_compile cannot run over --cpu_devices (XLA on logical CPU devices mixes up the replicas' "
+                "variables); drop one of them")
     flags.register_multi_flags_validator(
         ["init_from_tf1", "model"], lambda f: not f["init_from_tf1"] or f["model"] in ("tf1_tutorial", "mlp"),
         message="--init_from_tf1 starts the tutorial's MLP (--model=tf1_tutorial or mlp) from TF1 weights; for "
@@ -374,7 +381,48 @@ def define_train_flags():
         require_checkpoint_or_folder(name, "an existing folder or a checkpoint prefix (PREFIX.index exists)")
     refuse_existing_file("model_dir", "a folder for the run (created if missing)")
     refuse_existing_file("export_dir", "a folder for the SavedModel (created if missing)", replaced_whole=True)
+    # Last, so that a flag conflict of the strategy is named before the environment is.
+    flags.register_validator("strategy", _check_tf_config)
     _quiet_absl_logging()
+
+
+TF_CONFIG_EXAMPLE = ("""TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": """
+                     """"worker", "index": 0}}' (index: this host's place in the list)""")
+
+
+def _check_tf_config(strategy):
+    """--strategy=multi_worker_mirrored needs TF_CONFIG naming the cluster and this task; TensorFlow would train
+    alone without it, or fail with a traceback on a malformed one."""
+    if strategy != "multi_worker_mirrored":
+        return True
+    text = os.environ.get("TF_CONFIG", "").strip()
+    if not text:
+        problem = "needs TF_CONFIG, which is not set"
+    else:
+        problem = _tf_config_problem(text)
+    if problem:
+        raise flags.ValidationError(f"{problem}; set {TF_CONFIG_EXAMPLE} on each host, or on one machine use "
+                                    f"--strategy=mirrored")
+    return True
+
+
+def _tf_config_problem(text):
+    try:
+        tf_config = json.loads(text)
+    except json.JSONDecodeError as e:
+        return f"TF_CONFIG is not JSON ({e})"
+    cluster = tf_config.get("cluster") if isinstance(tf_config, dict) else None
+    task = tf_config.get("task") if isinstance(tf_config, dict) else None
+    if not isinstance(cluster, dict) or not all(isinstance(v, list) and v for v in cluster.values()) or not cluster:
+        return "TF_CONFIG has no \"cluster\" of job names and host:port lists"
+    if not isinstance(task, dict) or "type" not in task or not isinstance(task.get("index"), int):
+        return "TF_CONFIG has no \"task\" with this process's \"type\" and \"index\""
+    hosts = cluster.get(task["type"])
+    if hosts is None:
+        return f"TF_CONFIG's task type {task['type']!r} is not a job of its cluster ({', '.join(cluster)})"
+    if not 0 <= task["index"] < len(hosts):
+        return f"TF_CONFIG's task index {task['index']} is outside its {len(hosts)} {task['type']} hosts"
+    return None
 
 
 # The files of a checkpoint whose prefix is what TensorFlow reads: model.ckpt.index, model.ckpt.data-00000-of-00001,

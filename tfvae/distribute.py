@@ -2,6 +2,8 @@
 
 import json
 import os
+import signal
+import sys
 
 import tensorflow as tf
 
@@ -22,13 +24,33 @@ def make_strategy(name, tpu_address=""):
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
     if name == "multi_worker_mirrored":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        hosts = ", ".join(host for job in json.loads(os.environ["TF_CONFIG"])["cluster"].values() for host in job)
+        return _connect_ending_on_signals(tf.distribute.MultiWorkerMirroredStrategy,
+                                          f"the workers of TF_CONFIG ({hosts})")
     if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
+        def connect():
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+            return tf.distribute.TPUStrategy(resolver)
+        return _connect_ending_on_signals(connect, f"the TPU at --tpu={tpu_address}")
     raise ValueError(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
+
+
+def _connect_ending_on_signals(make, what):
+    """`make()`, which waits for other machines (workers, a TPU) as long as they take.
+
+    TensorFlow's wait holds Python's lock in C++, where no Python signal handler (Ctrl-C's KeyboardInterrupt, the run's
+    SIGTERM handler) can ever run: the run could only be killed with SIGKILL. While it waits, SIGINT and SIGTERM
+    get their default action, ending the process at once; nothing of the run is written yet.
+    """
+    print(f"Connecting to {what}; until connected, Ctrl-C ends the run at once", file=sys.stderr, flush=True)
+    handlers = {signum: signal.signal(signum, signal.SIG_DFL) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return make()
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 def split_cpu(num_devices):
