@@ -207,7 +207,7 @@ def test_parse_labels_gives_one_row_per_class_or_one_label_everywhere():
     assert rows == 3 and labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
     labels, rows = inference.parse_labels("2", 3, rows=2, cols=2)
     assert rows == 2 and labels.tolist() == [2, 2, 2, 2]
-    with pytest.raises(ValueError, match=r"in \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"--label=3 is not a class of this model \(3 classes\); pass --label=0..2"):
         inference.parse_labels("3", 3, rows=2, cols=2)
     with pytest.raises(ValueError, match="conditional"):
         inference.parse_labels(None, 3, rows=2, cols=2)
