@@ -253,13 +253,13 @@ def describe_export(path):
     import of the TF1 checkpoint PREFIX" or "a tfvae export"; None when no tfvae export is there."""
     if not is_tfvae_export(path):
         return None
+    run = exported_run(path)
+    if run:
+        return f"the export of run {run}"
     try:
         metadata = load_metadata(path)
     except ExportError:
         return "a tfvae export with an unreadable tfvae.json"
-    model_dir = metadata.get("config", {}).get("model_dir")
-    if isinstance(model_dir, str) and model_dir:
-        return f"the export of run {model_dir}"
     source = (metadata.get("tf1_import") or {}).get("source")
     return f"an import of the TF1 checkpoint {source}" if isinstance(source, str) else "a tfvae export"
 
