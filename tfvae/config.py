@@ -173,6 +173,12 @@ def require_existing_folder(name, what):
     flags.register_validator(name, check)
 
 
+def define_saved_model_flag(example, kind="tfvae SavedModel folder"):
+    """Defines the required --saved_model of a script that reads one export: an existing folder, or exit 2."""
+    flags.DEFINE_string("saved_model", None, f"A {kind}, e.g. {example}.", required=True)
+    require_existing_folder("saved_model", f"a {kind}, e.g. {example}")
+
+
 DATA_DIR_HINT = ("an existing folder (an IDX folder such as PATH/MNIST_data, or a TFDS data dir), or nothing for "
                  "TFDS's default")
 
@@ -493,8 +499,7 @@ def import_config_from_flags():
 
 def define_export_tflite_flags():
     """Defines the flags of `scripts/export_tflite.py`."""
-    flags.DEFINE_string("saved_model", None, "A tfvae SavedModel folder.", required=True)
-    require_existing_folder("saved_model", "a tfvae SavedModel folder, e.g. saved_models/tf1_tutorial")
+    define_saved_model_flag("saved_models/tf1_tutorial")
     define_output_file_flag("model.tflite", "The .tflite file to write.", ".tflite")
     flags.DEFINE_enum("quantize", "none", ("none", "dynamic"), "none: float32; dynamic: int8 weights, float "
                       "activations (about 4x smaller, less exact).")
@@ -517,9 +522,7 @@ def export_tflite_config_from_flags():
 
 def define_generate_flags():
     """Defines the flags of `scripts/generate.py`."""
-    flags.DEFINE_string("saved_model", None, "A tfvae SavedModel folder (e.g. saved_models/tf1_tutorial).",
-                        required=True)
-    require_existing_folder("saved_model", "a tfvae SavedModel folder, e.g. saved_models/tf1_tutorial")
+    define_saved_model_flag("saved_models/tf1_tutorial")
     define_output_file_flag("samples.png", "PNG file to write.", ".png")
     flags.DEFINE_integer("rows", None, "Grid rows of samples (default 4); with --reconstruct, pairs of rows, "
                          "originals over their reconstructions (default 1).", lower_bound=1, upper_bound=64)
@@ -615,12 +618,10 @@ def shipped_path(path):
 
 def define_evaluate_cvae_flags():
     """Defines the flags of `scripts/evaluate_cvae.py`."""
-    flags.DEFINE_string("saved_model", None, "A label-conditioned tfvae SavedModel (e.g. saved_models/cvae_mnist).",
-                        required=True)
+    define_saved_model_flag("saved_models/cvae_mnist", kind="label-conditioned tfvae SavedModel folder")
     flags.DEFINE_string("classifier", "", "The classifier export of scripts/train_classifier.py that judges the "
                         "samples. Default: saved_models/DATASET_classifier of the model's dataset (for MNIST the "
                         "shipped one), from here or beside the tfvae package.")
-    require_existing_folder("saved_model", "a label-conditioned tfvae SavedModel folder, e.g. saved_models/cvae_mnist")
     require_existing_folder("classifier", "the folder of a train_classifier.py export")
     flags.DEFINE_integer("samples_per_class", 100, "Samples z ~ N(0, I) decoded per class.", lower_bound=1)
     flags.DEFINE_integer("seed", 0, "Seeds z.")
@@ -1028,9 +1029,7 @@ def to_flagfile(cfg):
 
 def define_enhance_flags():
     """Defines the flags of `scripts/enhance.py`."""
-    flags.DEFINE_string("saved_model", None, "A tfvae SavedModel folder, e.g. saved_models/denoise_mnist.",
-                        required=True)
-    require_existing_folder("saved_model", "a tfvae SavedModel folder, e.g. saved_models/denoise_mnist")
+    define_saved_model_flag("saved_models/denoise_mnist")
     flags.DEFINE_string("input", None, "An image file (PNG or JPEG, gray or RGB) or a folder of them.", required=True)
     flags.register_validator("input", lambda path: not path or os.path.exists(path),
                              message="no such file or folder; pass an image file (PNG or JPEG) or a folder of them")
@@ -1068,9 +1067,7 @@ def enhance_config_from_flags():
 
 def define_restoration_flags():
     """Defines the flags of `scripts/evaluate_restoration.py`."""
-    flags.DEFINE_string("saved_model", None, "A tfvae SavedModel folder, e.g. saved_models/denoise_mnist.",
-                        required=True)
-    require_existing_folder("saved_model", "a tfvae SavedModel folder, e.g. saved_models/denoise_mnist")
+    define_saved_model_flag("saved_models/denoise_mnist")
     define_model_data_dir_flag("Test images of the model's dataset")
     define_output_file_flag("restoration.json", "JSON file to write the PSNR / SSIM table to.", ".json")
     flags.DEFINE_list("corruptions", [], "Corruption kinds to measure (" + ", ".join(CORRUPTION_KINDS) + "), each "
