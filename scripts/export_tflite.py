@@ -16,6 +16,12 @@ def main(argv):
     from tfvae import export, lite
 
     cfg = config.export_tflite_config_from_flags()
+    try:  # Checked before converting: the check of the converted model runs it in LiteRT's interpreter.
+        import ai_edge_litert.interpreter  # noqa: F401
+    except ImportError:
+        print('error: LiteRT\'s interpreter (ai-edge-litert) is not installed; pip install -e ".[lite]"',
+              file=sys.stderr)
+        sys.exit(1)
     try:
         differences, size = lite.export_tflite(cfg.saved_model, cfg.output, cfg.quantize, cfg.check_examples)
     except export.ExportError as e:
@@ -28,6 +34,11 @@ def main(argv):
     if precision != "none":
         print(f"(the SavedModel's layers compute in {precision}, the LiteRT model's in float32: the differences are "
               f"mostly the SavedModel's rounding)")
+    elif cfg.quantize == "none":
+        print(f"(all within {lite.FLOAT32_TOLERANCE:g}, as a float32 conversion must be)")
+    else:
+        print("(int8 weights change the outputs: judge the differences above, or the quantized model's images, "
+              "against your task)")
     weights = {"none": "float32 weights", "dynamic": "int8 weights, float activations"}[cfg.quantize]
     print(f"Wrote {cfg.output} ({size} bytes, {weights})")
 

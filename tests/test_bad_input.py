@@ -116,6 +116,19 @@ def under_file_case(script, flag, *args, leaf="sub"):
     return make
 
 
+def broken_link_case(script, flag, leaf, *args):
+    """`script --FLAG=LINK/LEAF`, LINK a symbolic link to a folder that does not exist (`*args` may name
+    `{export}`): writing there would fail only at the end of the work."""
+    def make(ctx):
+        os.makedirs(ctx["in"])
+        link = os.path.join(ctx["in"], "link")
+        os.symlink(os.path.join(ctx["in"], "gone"), link)
+        path = os.path.join(link, leaf) if leaf else link
+        extra = [a.replace("{export}", ctx["export"]) for a in args]
+        return train(f"--{flag}={path}", *extra) if script == "train.py" else (script, [f"--{flag}={path}", *extra])
+    return make
+
+
 def broken_export_case(script, extra, breakage):
     """`script --saved_model=` a copy of the tiny export with its tfvae.json not JSON, its variables cut short, or
     its variables gone."""
@@ -233,11 +246,17 @@ def enhance_output_case(output):
 # Cases that are bad flags, checked before any work: exit code 2 (the others may exit 1 after reading data or models).
 FLAG_CASES = ("unknown flag", "wrong type", "zero batch size", "missing flagfile", "enhance folder into an image file",
               "enhance output of another kind", "generate output is a folder", "tflite output of another kind",
-              "restoration grid of another kind", "generate label not a number", "xla over logical cpus")
+              "restoration grid of another kind", "generate label not a number", "xla over logical cpus",
+              "export into a broken link", "tflite output below a broken link")
 
 # name -> (function of the test's folders -> (script, args)), text the one error line must hold.
 CASES = {
     # Flags.
+    "export into a broken link": (broken_link_case("train.py", "export_dir", ""),
+                                  "link is a symbolic link to "),
+    "tflite output below a broken link": (broken_link_case("export_tflite.py", "output", "vae.tflite",
+                                                           "--saved_model={export}"),
+                                          "gone, which does not exist; create "),
     "unknown flag": (lambda ctx: train("--bogus=1"), "Unknown command line flag 'bogus'"),
     "wrong type": (lambda ctx: train("--epochs=ten"), "--epochs"),
     "zero batch size": (lambda ctx: train("--batch_size=0"), "--batch_size must be > 0"),

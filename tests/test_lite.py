@@ -100,7 +100,8 @@ def test_export_tflite_script_prints_every_difference_and_the_file_it_wrote(pair
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     reported = {}
-    for line in lines[:-1]:
+    assert lines[-2] == "(all within 0.0001, as a float32 conversion must be)"
+    for line in lines[:-2]:
         key, rest = line.split(": max |LiteRT - SavedModel| = ")
         value, tail = rest.split(" ", 1)
         assert tail == "on 9 inputs", line
@@ -108,3 +109,36 @@ def test_export_tflite_script_prints_every_difference_and_the_file_it_wrote(pair
     assert set(reported) == {"encode/z_mean", "encode/z_logvar", "decode/x_hat", "decode/logits", "reconstruct/x_hat"}
     assert max(reported.values()) <= 1e-5
     assert lines[-1] == f"Wrote {output} ({os.path.getsize(output)} bytes, float32 weights)"
+
+
+def test_export_tflite_writes_nothing_when_a_float32_conversion_strays_from_the_savedmodel(pairs, tmp_path,
+                                                                                         monkeypatch):
+    a, _ = pairs("mlp")
+    checked = lite.compare
+
+    def one_output_off(tflite_model, saved_model, count=256, seed=0):
+        differences = checked(tflite_model, saved_model, count, seed)
+        differences["decode"]["x_hat"] = 0.25  # What a converter bug in one kernel would show.
+        return differences
+
+    monkeypatch.setattr(lite, "compare", one_output_off)
+    with pytest.raises(export.ExportError, match=r"decode/x_hat is 0\.25 from the SavedModel's on 5 inputs, more "
+                                                 r"than 0\.0001 .* was not written"):
+        lite.export_tflite(a, str(tmp_path / "model.tflite"), count=5)
+    assert os.listdir(tmp_path) == []
+    # An int8 conversion changes outputs by design: written, its differences reported.
+    differences, _ = lite.export_tflite(a, str(tmp_path / "model.tflite"), quantize="dynamic", count=5)
+    assert differences["decode"]["x_hat"] == 0.25 and os.listdir(tmp_path) == ["model.tflite"]
+
+
+def test_export_tflite_without_litert_says_what_to_install_before_converting(tmp_path):
+    stub = tmp_path / "stub" / "ai_edge_litert"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text("raise ImportError('no LiteRT here')\n")
+    output = tmp_path / "vae.tflite"
+    result = run_script("export_tflite.py", "--saved_model=saved_models/tf1_tutorial", f"--output={output}",
+                        env={"PYTHONPATH": str(tmp_path / "stub")})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: LiteRT's interpreter (ai-edge-litert) is not installed; pip install -e \".[lite]\"")
+    assert not output.exists()

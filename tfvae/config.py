@@ -122,6 +122,20 @@ def _positive(name):
     return lambda value: value is None or value > 0
 
 
+def _broken_link(path):
+    """"LINK is a symbolic link to TARGET, which does not exist" for the first such link on the way to `path` (which
+    writing would trip over, after the work), or None."""
+    parts = os.path.abspath(path).split(os.sep)
+    for end in range(2, len(parts) + 1):
+        link = os.sep.join(parts[:end])
+        if os.path.islink(link) and not os.path.exists(link):
+            target = os.readlink(link)
+            return f"{link} is a symbolic link to {target}, which does not exist; create {target} or pass another path"
+        if not os.path.lexists(link):
+            return None
+    return None
+
+
 def find_write_problem(path, beside=False):
     """Why nothing can be written at `path` (inside it when it is a folder, else beside it), or None: the nearest
     folder above it that exists must be a folder this process may write in (the rest is created).
@@ -130,6 +144,9 @@ def find_write_problem(path, beside=False):
     its parent even when it exists.
     """
     folder = os.path.abspath(path)
+    broken = _broken_link(folder)
+    if broken:
+        return broken
     if beside or not os.path.isdir(folder):
         folder = os.path.dirname(folder)
     missing = artifacts.first_missing_folder(folder)
@@ -147,7 +164,8 @@ def refuse_unwritable(name, beside=False):
     def check(path):
         problem = path and find_write_problem(path, beside)
         if problem:
-            raise flags.ValidationError(f"{problem}; pass a path in a folder you can write to")
+            fix = "" if "; " in problem else "; pass a path in a folder you can write to"  # Or its own fix.
+            raise flags.ValidationError(problem + fix)
         return True
     flags.register_validator(name, check)
 

@@ -198,6 +198,8 @@ def export_saved_model(model, export_dir, metadata, extra_json=None, optimizer=N
             not os.path.isdir(export_dir) or os.listdir(export_dir)):
         raise ExportError(f"--export_dir={export_dir} exists and is not a tfvae export; "
                           f"remove it or choose another --export_dir")
+    if os.path.islink(export_dir):  # A link such as current -> v3 stays one: the folder it names is replaced.
+        export_dir = os.path.realpath(export_dir)
     module = _ServingModule(model, metadata["input_shape"], optimizer)
     tmp_dir = artifacts.make_temp_dir_beside(export_dir)
     try:
