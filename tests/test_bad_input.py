@@ -68,6 +68,13 @@ def existing_dir_case(flag, content):
     return make
 
 
+def reexport_into_foreign_folder_case(ctx):
+    folder = os.path.join(ctx["in"], "existing")
+    os.makedirs(folder)
+    open(os.path.join(folder, "keep.txt"), "w").write("not an export")
+    return ("export.py", [f"--saved_model={ctx['export']}", f"--export_dir={folder}"])
+
+
 def existing_classifier_dir_case(ctx):
     folder = os.path.join(ctx["in"], "existing")
     os.makedirs(folder)
@@ -247,11 +254,13 @@ def enhance_output_case(output):
 FLAG_CASES = ("unknown flag", "wrong type", "zero batch size", "missing flagfile", "enhance folder into an image file",
               "enhance output of another kind", "generate output is a folder", "tflite output of another kind",
               "restoration grid of another kind", "generate label not a number", "xla over logical cpus",
-              "export into a broken link", "tflite output below a broken link")
+              "export into a broken link", "reexport into a foreign folder", "tflite output below a broken link")
 
 # name -> (function of the test's folders -> (script, args)), text the one error line must hold.
 CASES = {
     # Flags.
+    "reexport into a foreign folder": (reexport_into_foreign_folder_case,
+                                       "--export_dir exists and is not an export of the same kind"),
     "export into a broken link": (broken_link_case("train.py", "export_dir", ""),
                                   "link is a symbolic link to "),
     "tflite output below a broken link": (broken_link_case("export_tflite.py", "output", "vae.tflite",

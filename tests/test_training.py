@@ -515,6 +515,13 @@ def test_an_export_that_replaces_another_runs_export_names_that_run(tmp_path, mo
     training.run(dataclasses.replace(second, overwrite=True))
     out = capsys.readouterr().out
     assert "Exported SavedModel to" in out and "replaced" not in out
+    # export.py says the same: its default --export_dir is the run's own export, another run's export is named.
+    own = run_script("export.py", f"--model_dir={second.model_dir}")
+    assert own.returncode == 0 and "replaced" not in own.stdout, own.stderr[-2000:]
+    other = run_script("export.py", f"--model_dir={first.model_dir}", f"--export_dir={second.export_dir}")
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert other.stdout.splitlines()[-1] == (f"It replaced the export of run {second.model_dir}; pass "
+                                             f"--export_dir=PATH to keep both")
 
 
 def test_a_signal_after_the_last_step_stops_before_the_export_and_one_during_it_waits(tmp_path, monkeypatch,

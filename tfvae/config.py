@@ -779,7 +779,19 @@ def define_export_flags():
     require_existing_folder("saved_model", "a tfvae or classifier SavedModel folder")
     require_existing_folder("model_dir", "a run folder of train.py, e.g. runs/tf1_tutorial")
     refuse_existing_file("export_dir", "a folder for the SavedModel", replaced_whole=True)
+    flags.register_multi_flags_validator(
+        ["export_dir", "saved_model"],
+        lambda f: not f["export_dir"] or _is_replaceable(f["export_dir"], _export_metadata_file(f["saved_model"])),
+        message="--export_dir exists and is not an export of the same kind (no tfvae.json, or classifier.json for a "
+                "classifier); the export would replace it, so remove it or choose another --export_dir")
     _quiet_absl_logging()
+
+
+def _export_metadata_file(saved_model):
+    """The file that marks an export of the kind of `saved_model` (a tfvae one when None: a run's checkpoint)."""
+    classifier_file = "classifier.json"
+    is_classifier = saved_model and os.path.isfile(os.path.join(saved_model, classifier_file))
+    return classifier_file if is_classifier else "tfvae.json"
 
 
 # Fields whose default is not what a run meant before the field existed: exports from before --adam trained with

@@ -266,6 +266,15 @@ def describe_export(path):
     return f"an import of the TF1 checkpoint {source}" if isinstance(source, str) else "a tfvae export"
 
 
+def describe_other_export(path, model_dir=None):
+    """`describe_export` of `path`, unless what is there is the export of run `model_dir` itself (written again
+    by the same run, nothing of another is lost) or nothing: then None."""
+    run = exported_run(path)
+    if model_dir and run and os.path.realpath(run) == os.path.realpath(model_dir):
+        return None
+    return describe_export(path)
+
+
 def model_name(metadata):
     """The run's --name recorded in an export's tfvae.json (its model type for exports that hold none)."""
     return metadata.get("config", {}).get("name") or metadata.get("model", "model")

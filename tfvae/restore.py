@@ -122,6 +122,14 @@ def input_size(metadata):
     return int(np.prod(metadata["input_shape"]))
 
 
+def run_export_dir(model_dir):
+    """The --export_dir a run's flags.txt names, or None when it cannot be read (`export_checkpoint` says why)."""
+    try:
+        return config.run_config_from_flagfile(os.path.join(model_dir, FLAGS_FILE)).export_dir
+    except ValueError:
+        return None
+
+
 def export_checkpoint(model_dir, export_dir=None):
     """Exports the latest checkpoint of a run as a SavedModel: the model's weights only (no optimizer slots,
     so a third of the size of an export of the compiled model), with the run's history in metrics.json.

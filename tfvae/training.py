@@ -695,8 +695,7 @@ def run(cfg):
                     raise
             export_dir = cfg.export_dir if chief else os.path.join(run_cfg.model_dir, "export")
             # Runs of a sweep may share an --export_dir: the last one stands, so say whose export it replaces.
-            replaced_run = export.exported_run(export_dir) if chief else None
-            replaced = export.describe_export(export_dir) if chief else None
+            replaced = export.describe_other_export(export_dir, cfg.model_dir) if chief else None
             # A signal now would leave a half-written export folder beside the old one: the export finishes first.
             late = types.SimpleNamespace(stop_signal=None)
             with defer_signals(late, plan="finishing the export first"):
@@ -717,7 +716,7 @@ def run(cfg):
             shutil.rmtree(run_cfg.model_dir, ignore_errors=True)
     if chief:
         print(f"Exported SavedModel to {path}", flush=True)
-        if replaced and not (replaced_run and os.path.realpath(replaced_run) == os.path.realpath(cfg.model_dir)):
+        if replaced:
             print(f"It replaced {replaced}; pass --export_dir=PATH to keep both", flush=True)
     if late.stop_signal is not None:
         print(f"{signal.Signals(late.stop_signal).name} came during the export, which finished first; the run is "
