@@ -23,6 +23,9 @@ def main(argv):
         sys.exit(1)
     for source, destination in pairs:
         print(f"{source} -> {destination}")
+    note = enhance.untrained_for_restoration(export.load_metadata(cfg.saved_model))
+    if note:
+        print(note, file=sys.stderr)
 
 
 if __name__ == "__main__":

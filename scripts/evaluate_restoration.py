@@ -13,7 +13,7 @@ config.define_restoration_flags()
 
 def main(argv):
     del argv  # parse_flags_or_exit refuses stray arguments.
-    from tfvae import artifacts, data, export, restoration
+    from tfvae import artifacts, data, enhance, export, restoration
 
     cfg = config.restoration_config_from_flags()
     try:
@@ -32,6 +32,9 @@ def main(argv):
               f"  {before['ssim']:>10.3f} -> {after['ssim']:<7.3f}")
     print(f"clean input: restored PSNR {results['clean_input']['restored']['psnr_db']:.2f} dB, "
           f"SSIM {results['clean_input']['restored']['ssim']:.3f}; wrote {cfg.output}")
+    note = enhance.untrained_for_restoration(export.load_metadata(cfg.saved_model))
+    if note:
+        print(note, file=sys.stderr)
 
 
 if __name__ == "__main__":

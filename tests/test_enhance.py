@@ -79,6 +79,7 @@ def test_enhance_restores_a_png_folder_in_a_fresh_process(tiny_export, mnist_dir
     result = run_script("enhance.py", f"--saved_model={tiny_export}", f"--input={inputs}",
                         f"--output={tmp_path / 'out'}")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "note:" not in result.stderr  # Trained with --corruption: a restoration model.
     assert sorted(os.listdir(tmp_path / "out")) == ["digit_0.png", "digit_1.png", "digit_2.png", "rgb.png"]
     # The files hold what the SavedModel's reconstruct signature gives for the same inputs, to 8-bit precision.
     reconstruct = tf.saved_model.load(tiny_export).signatures["reconstruct"]
@@ -86,6 +87,18 @@ def test_enhance_restores_a_png_folder_in_a_fresh_process(tiny_export, mnist_dir
     expected = reconstruct(input=tf.constant(x))["x_hat"].numpy().reshape(3, 28, 28, 1)
     for i in range(3):
         np.testing.assert_allclose(_read_gray(tmp_path / "out" / f"digit_{i}.png"), expected[i], atol=0.6 / 255)
+
+
+def test_a_model_trained_without_corruption_restores_with_a_note_saying_so(mnist_dir, tmp_path):
+    noisy = tmp_path / "noisy.png"
+    _save_png(noisy, corruption.corrupt(_test_digits(mnist_dir, 1), "gaussian_noise", 0.5, [1, 2]).numpy()[0])
+    result = run_script("enhance.py", "--saved_model=saved_models/tf1_tutorial", f"--input={noisy}",
+                        f"--output={tmp_path / 'out.png'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "out.png").exists()
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "note: tf1_tutorial was trained without --corruption, to reconstruct clean images; it may not restore "
+        "corrupted ones")
 
 
 def _one_line_error(result):

@@ -98,6 +98,16 @@ def read_image(path, image_shape, resize=False):
     return tf.clip_by_value(image, 0.0, 1.0).numpy()
 
 
+def untrained_for_restoration(metadata):
+    """A note when the export was trained without --corruption: it reproduces clean images and may pass a
+    corruption through, or make it worse; None for a restoration model."""
+    if metadata.get("corruption", "none") != "none":
+        return None
+    return (f"note: {export.model_name(metadata)} was trained without --corruption, to reconstruct clean images; "
+            f"it may not restore corrupted ones (a model trained with --corruption, as saved_models/denoise_mnist, "
+            f"does; evaluate_restoration.py measures either)")
+
+
 def restore_images(saved, metadata, images):
     """Runs images through the SavedModel's `reconstruct` signature (x_hat = mean of p(x | z_mean)).
 
