@@ -254,7 +254,8 @@ def enhance_output_case(output):
 FLAG_CASES = ("unknown flag", "wrong type", "zero batch size", "missing flagfile", "enhance folder into an image file",
               "enhance output of another kind", "generate output is a folder", "tflite output of another kind",
               "restoration grid of another kind", "generate label not a number", "xla over logical cpus",
-              "export into a broken link", "reexport into a foreign folder", "tflite output below a broken link")
+              "export into a broken link", "reexport into a foreign folder", "conv filters on an mlp",
+              "tflite output below a broken link")
 
 # name -> (function of the test's folders -> (script, args)), text the one error line must hold.
 CASES = {
@@ -298,6 +299,14 @@ CASES = {
     "conflict tpu address": (lambda ctx: train("--tpu=grpc://10.0.0.2:8470"), "--tpu is needed with --strategy=tpu"),
     "conflict learn variance": (lambda ctx: train("--learn_variance", "--likelihood=bernoulli"),
                                 "--learn_variance needs --likelihood=gaussian"),
+    "conv filters on an mlp": (lambda ctx: train("--conv_filters=32,64,128"),
+                               "conv_filters=32,64,128: --conv_filters is read only with --model=conv, which is "
+                               "not set; add it or drop "
+                               "--conv_filters"),
+    "ar kernel without ar likelihood": (lambda ctx: train("--ar_kernel_size=5"),
+                                        "--ar_kernel_size is read only with --likelihood=autoregressive_bernoulli"),
+    "gaussian stddev with bernoulli": (lambda ctx: train("--likelihood=bernoulli", "--gaussian_stddev=0.3"),
+                                       "--gaussian_stddev is read only with --likelihood=gaussian"),
     "conflict importance samples": (lambda ctx: train("--num_importance_samples=5"), "add --objective=iwae"),
     "conflict free bits iwae": (lambda ctx: train("--objective=iwae", "--free_bits=0.5"),
                                 "drop one of them"),

@@ -366,6 +366,16 @@ def define_train_flags():
     flags.register_multi_flags_validator(
         ["objective", "free_bits"], lambda f: not (f["objective"] == "iwae" and f["free_bits"]),
         message="--free_bits clamps the KL term of --objective=elbo; the iwae bound has none, drop one of them")
+    # A setting the chosen model never reads would pass silently (e.g. --conv_filters on an MLP): only at default.
+    for name, needed, values in (("conv_filters", "model", ("conv",)),
+                                 ("ar_kernel_size", "likelihood", ("autoregressive_bernoulli",)),
+                                 ("ar_channels", "likelihood", ("autoregressive_bernoulli",)),
+                                 ("gaussian_stddev", "likelihood", ("gaussian",))):
+        flags.register_multi_flags_validator(
+            [needed, name], lambda f, name=name, needed=needed, values=values: (
+                f[needed] in values or f[name] == FLAGS[name].default),
+            message=f"--{name} is read only with --{needed}={'|'.join(values)}, which is not set; add it or drop "
+                    f"--{name}")
     flags.register_multi_flags_validator(
         ["objective", "num_importance_samples"],
         lambda f: f["objective"] == "iwae" or f["num_importance_samples"] == 1,
@@ -1007,6 +1017,9 @@ def parse_flags_or_exit(argv):
         # absl puts each failed validator on a line of its own; kept apart on the one line. Its flagfile errors
         # begin "ERROR::", which our own "error:" already says.
         lines = [" ".join(line.split()).removeprefix("ERROR:: ").rstrip(".") for line in str(e).splitlines()]
+        # absl shows a list flag's value as Python's ['32', '64']: shown as typed, 32,64.
+        lines = [re.sub(r"=\[((?:'[^']*'(?:, )?)*)\]", lambda m: "=" + ",".join(re.findall(r"'([^']*)'", m[1])), line)
+                 for line in lines]
         message = "; ".join(line for line in lines if line)
         print(f"error: {message}; see --help", file=sys.stderr)
         sys.exit(2)
