@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import threading
+import types
 
 import numpy as np
 import pytest
@@ -124,6 +125,36 @@ def test_tfds_path_on_mock_data(dataset, shape, monkeypatch):
         arrays = data.load_arrays(dataset, None, validation_size=10)
     assert arrays.train_images.shape == (20, *shape) and arrays.validation_images.shape == (10, *shape)
     assert arrays.train_images.dtype == np.uint8 and arrays.test_labels.dtype == np.int32
+
+
+def test_a_damaged_prepared_tfds_dataset_is_named_with_its_fix(tmp_path, monkeypatch):
+    records = tmp_path / "mnist-train.tfrecord"
+    with tf.io.TFRecordWriter(str(records)) as writer:
+        writer.write(b"x" * 1000)
+    records.write_bytes(records.read_bytes()[:500])  # Cut short, as a copy that stopped halfway.
+    damaged = tf.data.TFRecordDataset(str(records)).map(lambda record: (record, 0))
+    builder = types.SimpleNamespace(is_prepared=lambda: True, download_and_prepare=lambda: None,
+                                    as_dataset=lambda split, as_supervised: damaged, data_dir=str(tmp_path))
+    monkeypatch.setattr(tfds, "builder", lambda name, data_dir: builder)
+    with pytest.raises(data.DataError) as error:
+        data.load_arrays("mnist", str(tmp_path), validation_size=10)
+    message = str(error.value)
+    assert message.startswith(f"the prepared TFDS mnist in {tmp_path} is damaged (") and "truncated record" in message
+    assert message.endswith("; delete that folder and prepare mnist again") and "function_node" not in message
+
+
+def test_a_datasets_own_tfds_folder_as_data_dir_points_to_the_folder_above(tmp_path, monkeypatch):
+    def offline(dataset, hosts):
+        raise data.DataError(f"{dataset} is not downloaded yet and no download host answers")
+
+    monkeypatch.setattr(data, "_check_download_reachable", offline)
+    version = tmp_path / "cifar10" / "3.0.2"
+    version.mkdir(parents=True)
+    (version / "dataset_info.json").write_text("{}")
+    with pytest.raises(data.DataError, match="it looks like a dataset's own folder: pass the TFDS data dir above it"):
+        data.load_arrays("cifar10", str(tmp_path / "cifar10"))
+    assert data.describe_source("cifar10", str(tmp_path)) == f"TFDS cifar10 in {tmp_path}"
+    assert data.describe_source("cifar10", "") == "TFDS cifar10 in TFDS's default data folder"
 
 
 def _pipeline(images, labels, **kwargs):

@@ -5,6 +5,7 @@ import dataclasses
 import functools
 import gzip
 import os
+import re
 import struct
 import tempfile
 import urllib.parse
@@ -143,7 +144,17 @@ def _offline_fix(dataset):
     if dataset in IDX_DATASETS:
         return "offline, pass --data_dir=PATH/MNIST_data holding the four IDX files" if dataset == "mnist" else (
             f"offline, pass --data_dir=a folder holding {dataset}'s four IDX files")
-    return f"offline, pass --data_dir=a TFDS data directory where {dataset} is prepared"
+    return (f"offline, pass --data_dir=a TFDS data directory where {dataset} is prepared (README: Data: prepare "
+            f"it online and copy the folder)")
+
+
+def _dataset_folder_hint(data_dir):
+    """A hint when `data_dir` is one dataset's own TFDS folder (NAME/ or NAME/VERSION/), not the data dir above."""
+    candidates = [data_dir] + [os.path.join(data_dir, entry) for entry in sorted(os.listdir(data_dir))
+                               if os.path.isdir(os.path.join(data_dir, entry))]
+    if any(os.path.isfile(os.path.join(folder, "dataset_info.json")) for folder in candidates):
+        return "; it looks like a dataset's own folder: pass the TFDS data dir above it, which holds NAME/VERSION/"
+    return ""
 
 
 def _check_download_reachable(dataset, hosts):
@@ -198,7 +209,8 @@ def _load_tfds_split(dataset, data_dir, split):
                 # The folder named is what is wrong, more likely than the network.
                 holds = (f"neither {dataset}'s four IDX .gz files nor a prepared TFDS {dataset}"
                          if dataset in IDX_DATASETS else f"no prepared TFDS {dataset}")
-                raise DataError(f"--data_dir={data_dir} holds {holds}, and {e}") from None
+                raise DataError(f"--data_dir={data_dir} holds {holds}{_dataset_folder_hint(data_dir)}, and {e}"
+                                ) from None
         builder.download_and_prepare()
         # Batches of 10k rather than batch_size=-1, which aborts the process on tfds.testing.mock_data.
         batches = list(tfds.as_numpy(builder.as_dataset(split=split, as_supervised=True).batch(10000)))
@@ -206,6 +218,10 @@ def _load_tfds_split(dataset, data_dir, split):
         labels = np.concatenate([b[1] for b in batches])
     except DataError:
         raise
+    except tf.errors.DataLossError as e:  # A prepared file cut short or changed: preparing again mends it.
+        reason = re.sub(r"\{\{function_node [^}]*\}\}|\[Op:\w+\]", "", " ".join(str(e.message).split())).strip()
+        raise DataError(f"the prepared TFDS {dataset} in {builder.data_dir} is damaged ({reason}); delete that folder "
+                        f"and prepare {dataset} again") from None
     except Exception as e:  # TFDS raises many types; all mean the same thing to the user.
         raise DataError(f"could not load {dataset} split {split!r} through TFDS from data_dir={data_dir!r} "
                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
@@ -220,6 +236,14 @@ def model_data_dir(metadata, data_dir):
         return data_dir
     recorded = (metadata.get("config") or {}).get("data_dir") or ""
     return recorded if os.path.isdir(recorded) else ""
+
+
+def describe_source(dataset, data_dir):
+    """Where `load_arrays(dataset, data_dir)` reads from, for a report: the IDX files of a folder or TFDS. The two
+    hold the same images in other orders, so their validation and test examples differ one by one."""
+    if dataset in IDX_DATASETS and has_idx_files(data_dir):
+        return f"the IDX files in {os.path.abspath(data_dir)}"
+    return f"TFDS {dataset} in " + (os.path.abspath(data_dir) if data_dir else "TFDS's default data folder")
 
 
 # What each label means, for plots (MNIST's labels are the digits themselves).

@@ -284,8 +284,12 @@ def run(loaded, data_dir, split="test", num_importance_samples=1000, num_example
     x, labels = load_split(loaded.metadata, data_dir, split, binarize, seed, num_examples)
     results = evaluate(loaded, x, labels, num_importance_samples, batch_size, samples_per_batch, seed, progress)
     is_density = likelihood_is_density(loaded.metadata, binarize)
+    protocol = describe_protocol(loaded.metadata, split, len(x), binarize, seed, num_importance_samples)
+    # IDX files and TFDS order the examples differently: a number is comparable only with one from the same source.
+    data_source = data.describe_source(loaded.metadata["dataset"], data.model_data_dir(loaded.metadata, data_dir))
+    protocol["data"] += f"; read from {data_source}"
     results.update(
-        protocol=describe_protocol(loaded.metadata, split, len(x), binarize, seed, num_importance_samples),
+        protocol=protocol, data_source=data_source,
         split=split, binarize=binarize, seed=seed, source=loaded.source, model=loaded.metadata.get("model"),
         num_classes=loaded.num_classes,
         likelihood=loaded.metadata.get("likelihood"), likelihood_is_density=is_density,
