@@ -71,6 +71,26 @@ def test_tensorboard_scalars_and_images(short_run):
     assert grid.shape[:2] == (4 * 29 - 1, 4 * 29 - 1)
 
 
+def test_a_restoration_models_images_show_corrupted_restored_and_clean_rows(tmp_path):
+    from tfvae.models import build_model
+
+    model = build_model(config.RunConfig(model="mlp", hidden_sizes=(8,), latent_dim=2, likelihood="bernoulli"),
+                        (28, 28, 1))
+    clean = np.random.default_rng(0).random((5, 784), np.float32)
+    corrupted = np.where(clean > 0.9, 1.0, clean * 0.5).astype(np.float32)
+    originals = {"input": tf.constant(corrupted), "target": tf.constant(clean), "label": tf.zeros([5], tf.int32)}
+    callback = training.ImageSummaries(str(tmp_path), (28, 28, 1), originals, seed=0, restoring=True)
+    callback.set_model(model)
+    callback.on_epoch_end(0)
+    images = _event_tags(str(tmp_path))
+    assert set(images) == {"samples", "corrupted_over_restored_over_clean"}
+    grid = tf.io.decode_png(tf.make_ndarray(images["corrupted_over_restored_over_clean"].tensor)[2]).numpy()
+    assert grid.shape[:2] == (3 * 29 - 1, 5 * 29 - 1)
+    rows = [grid[29 * r:29 * r + 28, :28, 0] for r in (0, 2)]  # The first column's corrupted and clean digits.
+    np.testing.assert_allclose(rows[0], np.round(corrupted[0].reshape(28, 28) * 255), atol=1)
+    np.testing.assert_allclose(rows[1], np.round(clean[0].reshape(28, 28) * 255), atol=1)
+
+
 def test_resume_continues_at_the_saved_epoch(short_run, tmp_path):
     first = json.load(open(os.path.join(short_run["model_dir"], "metrics.json")))["history"]
     result = run_script("train.py", *short_run["args"], "--epochs=2", "--resume",

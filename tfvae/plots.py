@@ -48,12 +48,20 @@ def _cycle_labels(loaded, count):
     return np.arange(count, dtype=np.int32) % loaded.num_classes if loaded.num_classes else None
 
 
+def _decoded(loaded, z="z"):
+    """What a decoded image is, for titles: the mean of p(x|z), or for the autoregressive likelihood, whose mean
+    has no closed form, its raster-order mean-field image."""
+    if loaded.metadata.get("likelihood") == "autoregressive_bernoulli":
+        return f"mean-field image of p(x|{z})"
+    return f"mean of p(x|{z})"
+
+
 def plot_samples(loaded, path, grid_size, seed, **_):
     z = np.random.default_rng(seed).standard_normal((grid_size * grid_size, loaded.latent_dim)).astype(np.float32)
     labels = _cycle_labels(loaded, len(z))
     note = ", labels cycling 0..%d" % (loaded.num_classes - 1) if loaded.num_classes else ""
     visualization.save_grid_png(path, _images(loaded, loaded.decode(z, labels)), grid_size, grid_size,
-                                f"{_name(loaded)}: mean of p(x|z), z ~ N(0, I), seed {seed}{note}")
+                                f"{_name(loaded)}: {_decoded(loaded)}, z ~ N(0, I), seed {seed}{note}")
 
 
 def load_test_images(loaded, data_dir, seed, count):
@@ -73,7 +81,7 @@ def plot_reconstructions(loaded, path, grid_size, x, labels, images_are, **_):
     reconstructions = loaded.decode(z_mean, labels[:count])
     images = np.concatenate([_images(loaded, x[:count]), _images(loaded, reconstructions)])
     visualization.save_grid_png(path, images, 2, count, f"{_name(loaded)}: {images_are} and reconstructions "
-                                f"(mean of p(x|z_mean))", row_labels=["original", "reconstruction"])
+                                f"({_decoded(loaded, 'z_mean')})", row_labels=["original", "reconstruction"])
 
 
 def plot_manifold(loaded, path, grid_size, **_):

@@ -172,14 +172,16 @@ class EpochLine(keras.callbacks.Callback):
 
 
 class ImageSummaries(keras.callbacks.Callback):
-    """Each epoch: a 4x4 grid decoded from a fixed z, and fixed originals above their reconstructions."""
+    """Each epoch: a 4x4 grid decoded from a fixed z, and fixed originals above their reconstructions; for a
+    restoration model (--corruption), the corrupted inputs above their restorations above the clean images."""
 
-    def __init__(self, log_dir, image_shape, originals, seed):
+    def __init__(self, log_dir, image_shape, originals, seed, restoring=False):
         super().__init__()
         self.writer = tf.summary.create_file_writer(log_dir)
         self.image_shape = image_shape
         self.originals = originals
         self.seed = seed
+        self.restoring = restoring
 
     def on_epoch_end(self, epoch, logs=None):
         model = self.model
@@ -188,11 +190,15 @@ class ImageSummaries(keras.callbacks.Callback):
         samples = model.likelihood(model.decode(tf.constant(z, tf.float32), tf.constant(labels)))
         reconstructions = model({"input": self.originals["input"], "label": self.originals["label"]})
         as_images = lambda x: visualization.as_images(x, self.image_shape)  # noqa: E731
-        pairs = np.concatenate([as_images(self.originals["target"]), as_images(reconstructions)])
+        if self.restoring:  # What the model is for: the corruption it sees, what it makes of it, the truth.
+            tag, rows = "corrupted_over_restored_over_clean", [self.originals["input"], reconstructions,
+                                                               self.originals["target"]]
+        else:
+            tag, rows = "originals_over_reconstructions", [self.originals["target"], reconstructions]
+        tiles = np.concatenate([as_images(row) for row in rows])
         with self.writer.as_default(step=epoch):  # Keras' epoch index, the step of its epoch scalars.
             tf.summary.image("samples", visualization.tile_images(as_images(samples), GRID_ROWS, GRID_COLS)[None])
-            tf.summary.image("originals_over_reconstructions",
-                             visualization.tile_images(pairs, 2, len(pairs) // 2)[None])
+            tf.summary.image(tag, visualization.tile_images(tiles, len(rows), len(tiles) // len(rows))[None])
         self.writer.flush()
 
 
@@ -544,7 +550,7 @@ def train(model, datasets, cfg):
         callbacks.insert(0, KLWarmup(cfg.kl_warmup_epochs, steps_per_epoch))
     if cfg.image_summaries:
         callbacks.append(ImageSummaries(os.path.join(cfg.model_dir, "images"), datasets.image_shape,
-                                        datasets.preview, cfg.seed))
+                                        datasets.preview, cfg.seed, restoring=cfg.corruption != "none"))
     callbacks += summaries.make_callbacks(cfg, datasets)  # KL histograms, active units, HParams.
     callbacks.append(checkpoints)  # Last: at an epoch end it saves, and may stop, after the others logged it.
     fit_args = dict(
