@@ -260,11 +260,11 @@ def write_projector(log_dir, model, dataset, images, labels, count=PROJECTOR_EXA
         side * height, side * width, -1)
     artifacts.write_bytes_with(os.path.join(log_dir, "sprite.png"),
                                lambda tmp: tf.io.write_file(tmp, tf.io.encode_png(sprite)), suffix=".png")
-    checkpoint = tf.train.Checkpoint(embedding=tf.Variable(z_mean, name="z_mean"))
+    checkpoint = tf.train.Checkpoint(test_z_mean=tf.Variable(z_mean, name="z_mean"))  # The Projector shows its key.
     checkpoint.save(os.path.join(log_dir, "embedding.ckpt"))
     embedding_config = projector.ProjectorConfig()
     embedding = embedding_config.embeddings.add()
-    embedding.tensor_name = "embedding/.ATTRIBUTES/VARIABLE_VALUE"
+    embedding.tensor_name = "test_z_mean/.ATTRIBUTES/VARIABLE_VALUE"
     embedding.metadata_path = "metadata.tsv"
     embedding.sprite.image_path = "sprite.png"
     embedding.sprite.single_image_dim.extend([width, height])
