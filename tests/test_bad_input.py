@@ -75,6 +75,13 @@ def reexport_into_foreign_folder_case(ctx):
     return ("export.py", [f"--saved_model={ctx['export']}", f"--export_dir={folder}"])
 
 
+def run_folder_as_export_case(ctx):
+    folder = os.path.join(ctx["in"], "run")
+    os.makedirs(folder)
+    open(os.path.join(folder, "flags.txt"), "w").write("--model=mlp\n--export_dir=saved_models/mine\n")
+    return ("generate.py", [f"--saved_model={folder}", "--output={out}/samples.png"])
+
+
 def existing_classifier_dir_case(ctx):
     folder = os.path.join(ctx["in"], "existing")
     os.makedirs(folder)
@@ -260,6 +267,8 @@ FLAG_CASES = ("unknown flag", "wrong type", "zero batch size", "missing flagfile
 # name -> (function of the test's folders -> (script, args)), text the one error line must hold.
 CASES = {
     # Flags.
+    "run folder as export": (run_folder_as_export_case,
+                             "a run folder of train.py, not its export; pass its --export_dir=saved_models/mine"),
     "reexport into a foreign folder": (reexport_into_foreign_folder_case,
                                        "--export_dir exists and is not an export of the same kind"),
     "export into a broken link": (broken_link_case("train.py", "export_dir", ""),

@@ -341,7 +341,14 @@ def test_a_folder_is_searched_for_leftovers_once_however_many_files_go_there(tmp
     assert listed == [str(tmp_path)]  # enhance.py writes one file per image: a listing each would be quadratic.
 
 
-def test_ctrl_c_ends_a_script_in_one_line_by_sigint_and_writes_nothing(tmp_path, mnist_dir):
+@pytest.mark.parametrize("number, returncode, message", [
+    # As an uncaught Ctrl-C ends Python (the shell shows 130).
+    (signal.SIGINT, -signal.SIGINT, "interrupted: stopped by Ctrl-C (SIGINT); the files it wrote before are whole, "
+                                    "none is half-written"),
+    (signal.SIGTERM, 128 + signal.SIGTERM, "interrupted: stopped by SIGTERM; the files it wrote before are whole, "
+                                           "none is half-written")])
+def test_ctrl_c_or_sigterm_ends_a_script_in_one_line_and_writes_nothing(number, returncode, message, tmp_path,
+                                                                         mnist_dir):
     """evaluate.py (K=5000: minutes of work) interrupted once it is evaluating: no traceback, no JSON."""
     script, output = os.path.join(REPO, "scripts", "evaluate.py"), str(tmp_path / "evaluation.json")
     argv = [script, f"--saved_model={REPO}/saved_models/tf1_tutorial", f"--data_dir={mnist_dir}",
@@ -358,13 +365,12 @@ def test_ctrl_c_ends_a_script_in_one_line_by_sigint_and_writes_nothing(tmp_path,
     try:
         assert process.stdout.readline() == "evaluating\n"
         time.sleep(1)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(number)
         _, stderr = process.communicate(timeout=120)
     finally:
         process.kill()
-    assert process.returncode == -signal.SIGINT  # As an uncaught Ctrl-C ends Python (the shell shows 130).
-    assert error_lines(types.SimpleNamespace(stderr=stderr)) == [
-        "interrupted: stopped by Ctrl-C (SIGINT); the files it wrote before are whole, none is half-written"]
+    assert process.returncode == returncode
+    assert error_lines(types.SimpleNamespace(stderr=stderr)) == [message]
     assert os.listdir(tmp_path) == []
 
 

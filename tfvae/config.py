@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import re
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -154,7 +155,8 @@ def find_write_problem(path, beside=False):
     if not os.path.isdir(folder):
         return f"{folder} is a file, not a folder"
     if not os.access(folder, os.W_OK | os.X_OK):
-        return f"cannot write in {folder} (permission denied)"
+        read_only = hasattr(os, "statvfs") and os.statvfs(folder).f_flag & os.ST_RDONLY
+        return f"cannot write in {folder} ({'a read-only file system' if read_only else 'permission denied'})"
     return None
 
 
@@ -968,20 +970,36 @@ def file_system_problem(error, where=None):
     return None
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the script is, so that what it was writing is removed as for Ctrl-C (a BaseException,
+    like KeyboardInterrupt: no `except Exception` swallows it)."""
+
+
+def _raise_terminated(number, frame):
+    raise Terminated()
+
+
 def run_main(main):
-    """`app.run(main)` for a script: flags parsed by `parse_flags_or_exit`, and Ctrl-C ending the script in one line
-    (`exit_interrupted`) instead of a traceback; tfvae writes each file whole or not at all.
+    """`app.run(main)` for a script: flags parsed by `parse_flags_or_exit`, and Ctrl-C or SIGTERM ending the script
+    in one line (exit code 130 / 143) instead of a traceback or a silent death; tfvae writes each file whole or not at
+    all.
 
     Args:
       main: the script's `main(argv)`.
     """
     def main_or_interrupted(argv):
+        signal.signal(signal.SIGTERM, _raise_terminated)  # train.py's training defers it to a checkpoint instead.
         try:
             return main(argv)
         except KeyboardInterrupt as e:
             if getattr(e, "reported", False):
                 raise
             exit_interrupted("stopped by Ctrl-C (SIGINT); the files it wrote before are whole, none is half-written")
+        except Terminated:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            print("interrupted: stopped by SIGTERM; the files it wrote before are whole, none is half-written",
+                  file=sys.stderr, flush=True)
+            sys.exit(128 + signal.SIGTERM)
         except Exception as e:
             problem = file_system_problem(e)
             if not problem:

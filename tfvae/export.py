@@ -226,8 +226,15 @@ def load_metadata(path):
         raise ExportError(f"--saved_model={path}: no such folder; pass the folder train.py exported "
                           f"(e.g. saved_models/tf1_tutorial)")
     if not is_tfvae_export(path):
-        raise ExportError(f"--saved_model={path}: not a tfvae export (no {METADATA_FILE}); pass a folder "
-                          f"written by train.py or import_tf1.py")
+        flags_file = os.path.join(path, "flags.txt")
+        if os.path.isfile(flags_file):  # A run folder: its export is where its --export_dir says.
+            with open(flags_file) as f:
+                exported_to = re.search(r"^--export_dir=(.+)$", f.read(), re.MULTILINE)
+            raise ExportError(f"--saved_model={path}: a run folder of train.py, not its export; pass its --export_dir"
+                              f"{'=' + exported_to[1] if exported_to else ''} (or --model_dir={path} where a script "
+                              f"takes one)")
+        raise ExportError(f"--saved_model={path}: not a tfvae export (no {METADATA_FILE}); pass the --export_dir "
+                          f"of train.py or import_tf1.py (e.g. saved_models/tf1_tutorial)")
     try:
         with open(os.path.join(path, METADATA_FILE)) as f:
             metadata = json.load(f)

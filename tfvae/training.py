@@ -685,7 +685,7 @@ def run(cfg):
                 model = build_model(cfg, datasets.image_shape)
                 try:
                     metrics = train(model, datasets, run_cfg)
-                except (legacy.TF1ImportError, KeyboardInterrupt):
+                except (legacy.TF1ImportError, KeyboardInterrupt, config.Terminated):
                     # Stopped before its first checkpoint (an --init_from that does not fit, a Ctrl-C while it starts;
                     # once training runs, Ctrl-C saves one): leave no run folder behind, so the same command, corrected
                     # if need be, is not refused for an existing one.
