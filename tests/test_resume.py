@@ -252,7 +252,7 @@ def test_a_checkpoint_that_cannot_be_read_is_named_in_one_line_and_nothing_is_wr
     for result, reason, fix in (
             (resume, f"cannot read {latest} (its data file is shorter than its index says", "start a new --model_dir"),
             (evaluate, f"cannot read {latest} (its data file is shorter than its index says",
-             "pass --saved_model of the run's export"),
+             "use the run's export instead: --saved_model="),
             (other_model, f"cannot read {intact_latest} (Received incompatible tensor",
              f"resume with the flags the run was trained with (--flagfile={intact_dir / 'flags.txt'})")):
         lines = error_lines(result)

@@ -96,7 +96,7 @@ def load_checkpoint(model_dir):
     latest = tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINTS_DIR))
     if latest is None:
         raise ValueError(f"--model_dir={model_dir}: no checkpoint in {CHECKPOINTS_DIR}/; train at least one "
-                         f"epoch, or use the run's export ({cfg.export_dir}) instead")
+                         f"epoch, or use the run's export instead: --saved_model={cfg.export_dir}")
     image_shape = data.DATASET_SHAPES[cfg.dataset]
     model = build_model(cfg, image_shape)
     try:  # Only the model: the optimizer and epoch counter in the checkpoint are not needed to evaluate.
@@ -105,7 +105,7 @@ def load_checkpoint(model_dir):
         # The failed restore would warn at exit of every value it left unread; the error says it all.
         tf.get_logger().setLevel("ERROR")
         raise ValueError(f"--model_dir={model_dir}: cannot read {latest} ({export.describe_read_error(e)}); use "
-                         f"the run's export ({cfg.export_dir}) instead") from None
+                         f"the run's export instead: --saved_model={cfg.export_dir}") from None
     metadata = training.export_metadata(cfg, image_shape, model)
     metadata["checkpoint"] = os.path.abspath(latest)
     signatures = export.make_serving_functions(model, metadata["input_shape"])
