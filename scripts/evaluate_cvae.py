@@ -1,6 +1,6 @@
 """Class accuracy of a label-conditioned SavedModel's samples, judged by the project's classifier, as JSON.
 
-    python scripts/evaluate_cvae.py --saved_model=saved_models/cvae_mnist --output=cvae_accuracy.json
+    python scripts/evaluate_cvae.py --saved_model=saved_models/cvae_mnist [--output=cvae_accuracy.json]
 """
 
 import sys

@@ -620,20 +620,26 @@ def test_default_run_folders_are_checked_before_any_work(tmp_path):
         assert sorted(os.listdir(folder)) == [blocked]
 
 
-def test_evaluates_default_output_is_checked_before_any_work(tiny_export, tmp_path):
-    """Without --output, evaluate.py writes beside the model: a folder it may not write in is named at once, not
-    after minutes of evaluation. (As root every folder is writable, so os.access says no for that one.)"""
+@pytest.mark.parametrize("script, args, name", [
+    ("evaluate.py", ["--num_examples=10"], "evaluation_test_k1000_n10.json"),
+    ("evaluate_cvae.py", ["--samples_per_class=20", "--seed=3"], "class_accuracy_n20_seed3.json"),
+    ("evaluate_restoration.py", ["--num_examples=10", "--corruptions=gaussian_noise,mask"],
+     "restoration_gaussian_noise+mask_n10_seed0.json")])
+def test_evaluations_default_output_is_beside_the_model_and_checked_before_any_work(script, args, name, tiny_export,
+                                                                                   tmp_path):
+    """Without --output, an evaluation writes beside the model, named by what it measures: a folder it may not write
+    in is named at once, not after minutes of work. (As root every folder is writable, so os.access says no.)"""
     export_dir = tmp_path / "export"
     shutil.copytree(tiny_export, export_dir)
     before = sorted(os.listdir(export_dir))
     code = ("import os, runpy, sys\n"
             "folder, real_access = sys.argv[1], os.access\n"
             "os.access = lambda path, mode, **kwargs: os.path.abspath(path) != folder and real_access(path, mode)\n"
-            "sys.argv = ['evaluate.py', '--saved_model=' + folder, '--num_examples=10']\n"
-            f"runpy.run_path({os.path.join(REPO, 'scripts', 'evaluate.py')!r}, run_name='__main__')\n")
+            f"sys.argv = [{script!r}, '--saved_model=' + folder, *{args!r}]\n"
+            f"runpy.run_path({os.path.join(REPO, 'scripts', script)!r}, run_name='__main__')\n")
     result = run_script(None, code, str(export_dir), cwd=tmp_path)
     lines = error_lines(result)
     assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
-    assert lines[0].startswith(f"error: the default --output={export_dir}/evaluation_test_k"), lines[0]
-    assert lines[0].endswith(f"_n10.json: cannot write in {export_dir} (permission denied); pass --output=PATH.json")
+    assert lines[0] == (f"error: the default --output={export_dir}/{name}: cannot write in {export_dir} (permission "
+                        f"denied); pass --output=PATH.json")
     assert sorted(os.listdir(export_dir)) == before

@@ -246,11 +246,14 @@ def test_classifier_reexport_keeps_every_value_and_refuses_bad_images(tmp_path):
 
 
 def test_shipped_cvae_draws_the_requested_digits(tmp_path):
-    output = tmp_path / "accuracy.json"
-    # Run from another folder without --classifier: the default is the shipped classifier beside the package.
-    result = run_script("evaluate_cvae.py", f"--saved_model={SHIPPED_CVAE}", "--samples_per_class=50",
-                        f"--output={output}", cwd=tmp_path)
+    # Run from another folder without --classifier: the default is the shipped classifier beside the package; and
+    # without --output, on a copy of the export: the report goes beside it, named by what it measured.
+    shutil.copytree(SHIPPED_CVAE, tmp_path / "cvae")
+    output = tmp_path / "cvae" / "class_accuracy_n50_seed0.json"
+    result = run_script("evaluate_cvae.py", f"--saved_model={tmp_path / 'cvae'}", "--samples_per_class=50",
+                        cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith(f"wrote {output}")
     report = json.load(open(output))
     assert os.path.samefile(report["classifier"], SHIPPED_CLASSIFIER)
     assert sorted(report["per_class"], key=int) == [str(c) for c in range(10)]

@@ -655,8 +655,9 @@ def define_evaluate_cvae_flags():
     require_existing_folder("classifier", "the folder of a train_classifier.py export")
     flags.DEFINE_integer("samples_per_class", 100, "Samples z ~ N(0, I) decoded per class.", lower_bound=1)
     flags.DEFINE_integer("seed", 0, "Seeds z.")
-    define_output_file_flag("cvae_accuracy.json", "JSON file to write: overall and per-class accuracy, "
-                            "confusion matrix.", ".json")
+    define_output_file_flag("", "JSON file to write: overall and per-class accuracy, confusion matrix. Default: "
+                            "class_accuracy_nN_seedS.json (N: --samples_per_class) in the --saved_model folder.",
+                            ".json")
     _quiet_absl_logging()
 
 
@@ -670,7 +671,10 @@ class EvaluateCVAEConfig:
 
 
 def evaluate_cvae_config_from_flags():
-    return EvaluateCVAEConfig(**_flag_values(EvaluateCVAEConfig))
+    values = _flag_values(EvaluateCVAEConfig)
+    values["output"] = _output_beside_model(
+        values, values["saved_model"], f"class_accuracy_n{values['samples_per_class']}_seed{values['seed']}.json")
+    return EvaluateCVAEConfig(**values)
 
 
 EVAL_BINARIZE = ("auto",) + BINARIZE
@@ -727,18 +731,25 @@ class EvaluateConfig:
     output: str
 
 
+def _output_beside_model(values, folder, name):
+    """`values["output"]`, or when not given `folder/name`: an evaluation's JSON goes beside the model it measures,
+    named by what it measured, so a quick one never replaces a thorough one (as the shipped ones are named)."""
+    if values["output"]:
+        return values["output"]
+    output = os.path.join(folder, name)
+    # The flag's validator checked only an --output given; this default is checked before minutes of work.
+    problem = find_write_problem(output)
+    if problem:
+        print(f"error: the default --output={output}: {problem}; pass --output=PATH.json", file=sys.stderr)
+        sys.exit(2)
+    return output
+
+
 def evaluate_config_from_flags():
     values = _flag_values(EvaluateConfig)
-    if not values["output"]:
-        examples = values["num_examples"] or "all"
-        values["output"] = os.path.join(values["saved_model"] or values["model_dir"], f"evaluation_{values['split']}"
-                                        f"_k{values['num_importance_samples']}_n{examples}.json")
-        # The flag's validator checked only an --output given; this default is checked before minutes of work.
-        problem = find_write_problem(values["output"])
-        if problem:
-            print(f"error: the default --output={values['output']}: {problem}; pass --output=PATH.json",
-                  file=sys.stderr)
-            sys.exit(2)
+    values["output"] = _output_beside_model(
+        values, values["saved_model"] or values["model_dir"],
+        f"evaluation_{values['split']}_k{values['num_importance_samples']}_n{values['num_examples'] or 'all'}.json")
     return EvaluateConfig(**values)
 
 
@@ -1130,7 +1141,9 @@ def define_restoration_flags():
     """Defines the flags of `scripts/evaluate_restoration.py`."""
     define_saved_model_flag("saved_models/denoise_mnist")
     define_model_data_dir_flag("Test images of the model's dataset")
-    define_output_file_flag("restoration.json", "JSON file to write the PSNR / SSIM table to.", ".json")
+    define_output_file_flag("", "JSON file to write the PSNR / SSIM table to. Default: "
+                            "restoration[_KINDS]_nN_seedS.json (KINDS: --corruptions joined by +) in the "
+                            "--saved_model folder.", ".json")
     flags.DEFINE_list("corruptions", [], "Corruption kinds to measure (" + ", ".join(CORRUPTION_KINDS) + "), each "
                       "at the strength the model was trained with, else its default. Empty: the model's own kinds "
                       "(all four for mixed).")
@@ -1157,6 +1170,9 @@ class RestorationConfig:
 
 def restoration_config_from_flags():
     values = _flag_values(RestorationConfig)
+    kinds = "_" + "+".join(values["corruptions"]) if values["corruptions"] else ""
+    values["output"] = _output_beside_model(
+        values, values["saved_model"], f"restoration{kinds}_n{values['num_examples']}_seed{values['seed']}.json")
     return RestorationConfig(**{**values, "corruptions": tuple(values["corruptions"])})
 
 
