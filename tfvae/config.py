@@ -962,6 +962,11 @@ FILE_SYSTEM_REASONS = ("No space left on device", "Disk quota exceeded", "File t
                        "Operation not permitted", "Read-only file system")
 
 
+def op_error_reason(error):
+    """A TensorFlow OpError's message on one line without the "{{function_node ...}}" and "[Op:NAME]" around it."""
+    return re.sub(r"\{\{function_node [^}]*\}\}|\[Op:\w+\]", "", " ".join(str(error.message).split())).strip()
+
+
 def file_system_problem(error, where=None):
     """One line for an error the operating system gave while a file was written (a full disk, a folder it refuses),
     raised by Python or by a TensorFlow op (saving a checkpoint or an export); None for any other error.
@@ -974,7 +979,7 @@ def file_system_problem(error, where=None):
     tf = sys.modules.get("tensorflow")  # Not imported here: --help stays fast.
     if tf is not None and isinstance(error, tf.errors.OpError):
         # "{{function_node ...}} PATH; No space left on device [Op:SaveV2]": the path and the reason.
-        message = re.sub(r"\{\{function_node [^}]*\}\}|\[Op:\w+\]", "", " ".join(str(error.message).split())).strip()
+        message = op_error_reason(error)
         reason = next((reason for reason in FILE_SYSTEM_REASONS if reason in message), None)
         if reason:
             return f"{where}: {reason}" if where else message.replace("; ", ": ", 1)

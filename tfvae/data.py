@@ -5,7 +5,6 @@ import dataclasses
 import functools
 import gzip
 import os
-import re
 import struct
 import tempfile
 import urllib.parse
@@ -14,6 +13,8 @@ import zlib
 import numpy as np
 import tensorflow as tf
 from absl import logging
+
+from tfvae import config
 
 # The four files of the TF1 `read_data_sets` layout, by split.
 IDX_FILES = {
@@ -219,9 +220,8 @@ def _load_tfds_split(dataset, data_dir, split):
     except DataError:
         raise
     except tf.errors.DataLossError as e:  # A prepared file cut short or changed: preparing again mends it.
-        reason = re.sub(r"\{\{function_node [^}]*\}\}|\[Op:\w+\]", "", " ".join(str(e.message).split())).strip()
-        raise DataError(f"the prepared TFDS {dataset} in {builder.data_dir} is damaged ({reason}); delete that folder "
-                        f"and prepare {dataset} again") from None
+        raise DataError(f"the prepared TFDS {dataset} in {builder.data_dir} is damaged ({config.op_error_reason(e)}); "
+                        f"delete that folder and prepare {dataset} again") from None
     except Exception as e:  # TFDS raises many types; all mean the same thing to the user.
         raise DataError(f"could not load {dataset} split {split!r} through TFDS from data_dir={data_dir!r} "
                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
