@@ -428,6 +428,9 @@ def test_resumed_metrics_keep_the_earlier_epochs_and_a_metric_new_since_the_resu
 def test_a_metric_dropped_on_resume_and_a_resume_with_fewer_epochs_keep_every_epoch(tmp_path, monkeypatch, capsys):
     first = _train_tiny(tmp_path, monkeypatch, epochs=1, kl_warmup_epochs=2)
     assert first["history"]["kl_weight"] == [pytest.approx((1 - 1 / TINY_STEPS) / 2)]
+    # The warm-up's weights are the train step's own: the checkpoint holds the KL weight validation, test and a
+    # run without warm-up use (it held the warm-up line's start, ~0, which the resume below trained with).
+    assert _checkpoint_kl_weight(tmp_path) == 1.0
     capsys.readouterr()
     second = _train_tiny(tmp_path, monkeypatch, epochs=2, resume=True)  # No warm-up now: no kl_weight.
     lines = _epoch_lines(capsys.readouterr().out)
@@ -443,6 +446,33 @@ def test_a_metric_dropped_on_resume_and_a_resume_with_fewer_epochs_keep_every_ep
     assert "Epoch: " not in capsys.readouterr().out
     assert third["epochs_run"] == [] and third["epoch_seconds"] == {}
     assert third["history"] == second["history"]
+    test = third["test"]
+    assert test["loss"] == pytest.approx(test["reconstruction"] + test["kl"], rel=1e-5)
+
+
+def _checkpoint_kl_weight(model_dir):
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")))
+    return float(reader.get_tensor("model/kl_weight/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def test_a_checkpoint_of_an_older_warm_up_run_resumes_with_kl_weight_1(tmp_path, monkeypatch, capsys):
+    # tfvae before 2026-12-04 kept a warm-up's line in kl_weight: -1 after a 1-epoch warm-up's second epoch.
+    _train_tiny(tmp_path, monkeypatch, epochs=1)
+    path = tf.train.latest_checkpoint(os.path.join(tmp_path, "checkpoints"))
+    from tfvae.models import build_model
+
+    cfg = config.RunConfig(model="mlp", hidden_sizes=(8,), latent_dim=2, likelihood="bernoulli", adam="keras")
+    model = build_model(cfg, (28, 28, 1))
+    training.compile_model(model, cfg)
+    manager, state = training.make_checkpoint_manager(model, dataclasses.replace(cfg, model_dir=str(tmp_path)))
+    manager.checkpoint.restore(path).assert_existing_objects_matched()
+    model.kl_weight.assign(-1.0)
+    manager.checkpoint.write(path)
+    assert _checkpoint_kl_weight(tmp_path) == -1.0
+    capsys.readouterr()
+    resumed = _train_tiny(tmp_path, monkeypatch, epochs=1, resume=True)
+    test = resumed["test"]
+    assert test["loss"] == pytest.approx(test["reconstruction"] + test["kl"], rel=1e-5)
 
 
 def test_a_run_resumed_mid_epoch_keeps_the_epochs_before_and_reports_the_rest_once(tmp_path, monkeypatch, capsys):

@@ -331,6 +331,7 @@ def initialize_model(model, init_from="", init_from_tf1="", dataset="", image_sh
                 raise _unreadable(prefix, export.describe_read_error(e)) from None
             raise TF1ImportError(f"{unfit} ({export.describe_read_error(e)}); pass the flags of the run that "
                                  f"wrote it") from None
+        model.repair_kl_weight()
         return f"Initialised weights and Adam state at step {int(model.optimizer.iterations)} from {init_from}"
     try:  # The weights only; the model's Adam state, built already, starts afresh.
         unread = restore.read_every_variable({"model": model}, model.trainable_variables, prefix)
@@ -341,6 +342,7 @@ def initialize_model(model, init_from="", init_from_tf1="", dataset="", image_sh
     if unread:
         raise TF1ImportError(f"{unfit} (it has no value for {', '.join(unread[:3])}); pass the flags of the run "
                              f"that wrote it")
+    model.repair_kl_weight()
     return f"Initialised weights from {init_from}"
 
 

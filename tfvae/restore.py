@@ -101,6 +101,7 @@ def load_checkpoint(model_dir):
     model = build_model(cfg, image_shape)
     try:  # Only the model: the optimizer and epoch counter in the checkpoint are not needed to evaluate.
         tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
+        model.repair_kl_weight()
     except export.VARIABLE_READ_ERRORS as e:
         # The failed restore would warn at exit of every value it left unread; the error says it all.
         tf.get_logger().setLevel("ERROR")

@@ -386,9 +386,10 @@ class KLWarmup(keras.callbacks.Callback):
     """The linear KL warm-up: each train step's weight from the schedule; validation and test use weight 1.
 
     Driven by the epoch and step Keras reports, so a resumed run continues the schedule where it stopped. Keras
-    calls back once per call of its multi-step loop, so this sets the line (`model.kl_weight` at optimizer step 0
-    and `model.kl_weight_per_step`) and each step computes its own weight (`VAE.train_kl_weight`). The slope is
-    read when the train step is traced: use the callback from the model's first `fit`.
+    calls back once per call of its multi-step loop, so this sets the line (`model.kl_warmup_line` at optimizer
+    step 0 and `model.kl_weight_per_step`) and each step computes its own weight (`VAE.train_kl_weight`). The slope
+    is read when the train step is traced: use the callback from the model's first `fit`. `model.kl_weight`, which
+    validation and test use, stays 1.
     """
 
     def __init__(self, warmup_epochs, steps_per_epoch=None):
@@ -396,7 +397,6 @@ class KLWarmup(keras.callbacks.Callback):
         self.warmup_epochs = warmup_epochs
         self.steps_per_epoch = steps_per_epoch  # None: every epoch is whole (no mid-epoch resume).
         self._epoch = 0
-        self._line_at_zero = 0.0
 
     def _steps_per_epoch(self):
         return self.steps_per_epoch or self.params["steps"]
@@ -414,8 +414,7 @@ class KLWarmup(keras.callbacks.Callback):
         weight = kl_warmup_weight(self._epoch + step / steps_per_epoch, self.warmup_epochs)
         # Where the line through this step's weight crosses optimizer step 0 (a skipped step does not advance it).
         iterations = float(self.model.optimizer.iterations.numpy())
-        self._line_at_zero = weight - self.model.kl_weight_per_step * iterations
-        self.model.kl_weight.assign(self._line_at_zero)
+        self.model.kl_warmup_line.at_step_zero.assign(weight - self.model.kl_weight_per_step * iterations)
 
     def on_train_batch_end(self, batch, logs=None):
         traced = self.model.traced_kl_weight_per_step
@@ -427,15 +426,7 @@ class KLWarmup(keras.callbacks.Callback):
         if logs is not None:  # The weight of the epoch's last step.
             logs["kl_weight"] = kl_warmup_weight(epoch + 1 - 1 / self._steps_per_epoch(), self.warmup_epochs)
 
-    # Validation inside fit reports the objective the run is heading for, comparable across epochs.
-    def on_test_begin(self, logs=None):
-        self.model.kl_weight.assign(1.0)
-
-    def on_test_end(self, logs=None):
-        self.model.kl_weight.assign(self._line_at_zero)
-
     def on_train_end(self, logs=None):
-        self.model.kl_weight.assign(1.0)
         self.model.kl_weight_per_step = 0.0
 
 
@@ -479,6 +470,7 @@ def restore_checkpoint(manager, model, state, steps_per_epoch):
             tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=state.epoch).restore(
                 path).assert_existing_objects_matched()
             state.step.assign(state.epoch * steps_per_epoch)
+        model.repair_kl_weight()
     except export.VARIABLE_READ_ERRORS as e:
         fix = ("start a new --model_dir, or put back an intact copy of that checkpoint" if export.is_damaged(e) else
                f"resume with the flags the run was trained with (--flagfile="

@@ -1,5 +1,7 @@
 """The VAE: encoder, decoder and likelihood composed into one Keras model with custom train and test steps."""
 
+import types
+
 from tfvae.compat import keras
 import tensorflow as tf
 
@@ -57,11 +59,16 @@ class VAE(keras.Model):
         self.beta = beta
         self.seed = seed
         self.free_bits = free_bits
-        # Multiplies beta; the KL warm-up callback (training.KLWarmup) moves it from 0 to 1, otherwise it stays 1.
+        # Multiplies beta in the objective: 1. A KL warm-up leaves it alone (its weights are the train step's own,
+        # `train_kl_weight`), so checkpoints and exports hold 1 whenever they are written.
         self.kl_weight = self.add_weight(name="kl_weight", shape=(), initializer="ones", trainable=False)
-        # The warm-up's slope per optimizer step, set by KLWarmup before the train step is traced; see
-        # `train_kl_weight`. 0: every train step uses kl_weight as it is.
+        # The warm-up's line, set by training.KLWarmup: its slope per optimizer step (read when the train step is
+        # traced; 0: no warm-up) and its value at optimizer step 0. A namespace keeps that variable out of the
+        # model's saved state: it means nothing without the callback that sets it.
         self.kl_weight_per_step = 0.0
+        self.kl_warmup_line = types.SimpleNamespace(
+            at_step_zero=tf.Variable(0.0, trainable=False, name="kl_warmup_at_step_zero",
+                                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA))
         self.traced_kl_weight_per_step = None
         self.seed_generator = compat.SeedGenerator(seed)
         # Train batches split into this many equal parts whose passes run side by side (training.compile_model).
@@ -182,14 +189,20 @@ class VAE(keras.Model):
     def train_kl_weight(self):
         """The KL weight of the train step being run.
 
-        During a warm-up (`kl_weight_per_step` > 0) `kl_weight` holds the warm-up line's value at optimizer step 0,
-        and each step takes its own point of the line: KLWarmup can set a variable only between calls of Keras'
-        multi-step loop (`--steps_per_execution`, a whole epoch in the tutorial recipe), not between its steps.
+        During a warm-up (`kl_weight_per_step` > 0) each step takes its own point of the warm-up's line
+        (`kl_warmup_line`): KLWarmup can set a variable only between calls of Keras' multi-step loop
+        (`--steps_per_execution`, a whole epoch in the tutorial recipe), not between its steps.
         """
         if not self.kl_weight_per_step:
             return self.kl_weight
         step = tf.cast(self.optimizer.iterations, tf.float32)
-        return tf.clip_by_value(self.kl_weight + self.kl_weight_per_step * step, 0.0, 1.0)
+        return tf.clip_by_value(self.kl_warmup_line.at_step_zero + self.kl_weight_per_step * step, 0.0, 1.0)
+
+    def repair_kl_weight(self):
+        """Sets `kl_weight` to 1 after a checkpoint was read into the model: tfvae before 2026-12-04 kept a KL
+        warm-up's line in it, so its checkpoints of warm-up runs hold 0 to -9 there, which resuming, evaluating or
+        starting another run from them would take as the KL weight."""
+        self.kl_weight.assign(1.0)
 
     def _update_trackers(self, terms, loss, finite=True):
         # A skipped (non-finite) step stays out of the epoch means: weight 0, values replaced by 0 (0 * NaN is NaN).
@@ -242,7 +255,7 @@ class VAE(keras.Model):
                                             sample_weight=tf.cast(norm_counts, tf.float32))
         # The reported loss is the objective at full KL weight, as validation reports it, so the two curves compare
         # during a warm-up too (its weight is logged as kl_weight).
-        reported_loss = self.objective(terms, 1.0) if self.kl_weight_per_step else loss
+        reported_loss = self.objective(terms) if self.kl_weight_per_step else loss
         logs = {**self._update_trackers(terms, reported_loss, finite), "grad_norm": self.grad_norm_tracker.result(),
                 "bad_steps": self.bad_steps_tracker.result()}
         return compat.step_outputs(logs)
