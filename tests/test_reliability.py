@@ -374,13 +374,22 @@ def test_ctrl_c_or_sigterm_ends_a_script_in_one_line_and_writes_nothing(number, 
     assert os.listdir(tmp_path) == []
 
 
-def test_only_bad_steps_in_a_row_stop_the_run():
+@pytest.mark.parametrize("steps_per_execution", [1, 8])
+@pytest.mark.parametrize("bad_batches, stops_after", [((1, 2, 4, 5), None), ((1, 3, 4, 5), 6)])
+def test_only_bad_steps_in_a_row_stop_the_run(bad_batches, stops_after, steps_per_execution):
+    # Four skipped steps in two runs of two are not three in a row, even inside one call of 8 steps, where Keras
+    # calls back once; three back to back (the 4th to 6th steps) are, and stop the run at the callback after the
+    # third.
+    x = np.random.default_rng(0).random((800, 784)).astype(np.float32)
+    for batch in bad_batches:
+        x[batch * 100] = np.nan
+    model = build_model(TINY, (28, 28, 1))
+    model.compile(optimizer=training.make_optimizer(TINY), steps_per_execution=steps_per_execution)
     callback = training.StopOnBadSteps(max_bad_steps=3)
-    model = types.SimpleNamespace(optimizer=types.SimpleNamespace(iterations=tf.Variable(7)), stop_training=False)
-    callback.set_model(model)
-    callback.on_epoch_begin(0)
-    for step, bad_so_far in enumerate([0, 1, 2, 2, 3, 4]):  # Two bad, one good, two bad: never three in a row.
-        callback.on_train_batch_end(step, {"bad_steps": bad_so_far})
-    assert not model.stop_training
-    callback.on_train_batch_end(6, {"bad_steps": 5})
-    assert model.stop_training and callback.stopped_at_step == 7
+    history = model.fit(_batches(x), epochs=2, callbacks=[callback], verbose=0, shuffle=False)
+    assert history.history["bad_steps"][0] == len(bad_batches)
+    if stops_after is None:
+        assert callback.stopped_at is None and len(history.history["loss"]) == 2
+    else:
+        assert callback.stopped_at == (1, 8 if steps_per_execution == 8 else stops_after)
+        assert len(history.history["loss"]) == 1

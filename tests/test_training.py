@@ -244,18 +244,6 @@ def test_epoch_line_of_an_epoch_stopped_early_counts_only_its_steps(monkeypatch,
     assert capsys.readouterr().out.startswith("Epoch: 3 Total Loss: 3.0000 (4.0 s, 5000 examples/s)")
 
 
-def test_stop_on_bad_steps_counts_every_skipped_step_of_a_multi_step_call():
-    # With steps_per_execution > 1 one callback can report several skipped steps at once.
-    callback = training.StopOnBadSteps(max_bad_steps=4)
-    model = types.SimpleNamespace(optimizer=types.SimpleNamespace(iterations=tf.Variable(11)), stop_training=False)
-    callback.set_model(model)
-    callback.on_epoch_begin(0)
-    callback.on_train_batch_end(2, {"bad_steps": 3.0})  # Steps 0-2 all skipped: 3 in a row.
-    assert not model.stop_training
-    callback.on_train_batch_end(5, {"bad_steps": 5.0})  # 2 more: 5 in a row.
-    assert model.stop_training and callback.stopped_at_step == 11
-
-
 def test_data_epoch_points_the_pipeline_at_the_epoch_about_to_run():
     epoch = tf.Variable(0, dtype=tf.int64)
     callback = training.DataEpoch(epoch)

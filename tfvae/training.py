@@ -354,26 +354,22 @@ class TrainingDiverged(RuntimeError):
 class StopOnBadSteps(keras.callbacks.Callback):
     """Stops fit after `max_bad_steps` skipped (non-finite) train steps in a row.
 
-    The model counts skipped steps per epoch (the `bad_steps` metric); a rise since the last batch means the step
-    was skipped. The skipped steps never changed the weights, so the checkpoints written before are good; none is
-    written for the unfinished epoch.
+    The train step counts them (`VAE.bad_steps_in_a_row`), since Keras calls back once per `steps_per_execution`
+    steps, and scattered skipped steps in one call are not in a row. The skipped steps never changed the weights,
+    so the checkpoints written before are good; none is written for the unfinished epoch.
     """
 
     def __init__(self, max_bad_steps):
         super().__init__()
         self.max_bad_steps = max_bad_steps
-        self.in_a_row = 0
-        self.stopped_at_step = None
+        self.stopped_at = None  # (epoch, step of the epoch) of the call after which it stopped.
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._seen = 0.0
+        self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        bad_steps = float(logs["bad_steps"])
-        self.in_a_row = self.in_a_row + int(bad_steps - self._seen) if bad_steps > self._seen else 0
-        self._seen = bad_steps
-        if self.in_a_row >= self.max_bad_steps:
-            self.stopped_at_step = int(self.model.optimizer.iterations.numpy())
+        if self.model.bad_steps_in_a_row.longest.numpy() >= self.max_bad_steps:
+            self.stopped_at = (self._epoch + 1, batch + 1)
             self.model.stop_training = True
 
 
@@ -568,7 +564,7 @@ def train(model, datasets, cfg):
                                     epochs=initial_epoch + 1, **fit_args)
                 history = dict(partial.history)
                 initial_epoch += 1
-            if initial_epoch < cfg.epochs and stop_on_bad_steps.stopped_at_step is None:
+            if initial_epoch < cfg.epochs and stop_on_bad_steps.stopped_at is None:
                 datasets.train_epoch.assign(initial_epoch)
                 rest = model.fit(training_batches(model, datasets, cfg), initial_epoch=initial_epoch,
                                  epochs=cfg.epochs, **fit_args)
@@ -580,10 +576,11 @@ def train(model, datasets, cfg):
             raise
         train_seconds = time.perf_counter() - start
         checkpoints.signal_plan = "finishing the test pass and metrics.json, then stopping (--resume exports)"
-        if stop_on_bad_steps.stopped_at_step is not None:
+        if stop_on_bad_steps.stopped_at is not None:
+            epoch, step = stop_on_bad_steps.stopped_at
             raise TrainingDiverged(
-                f"{cfg.max_bad_steps} train steps in a row had a non-finite loss or gradient (after step "
-                f"{stop_on_bad_steps.stopped_at_step}) and were skipped; the weights never saw them and "
+                f"{cfg.max_bad_steps} train steps in a row had a non-finite loss or gradient (by step {step} of "
+                f"epoch {epoch}) and were skipped; the weights never saw them and "
                 + (f"the last good checkpoint is {manager.latest_checkpoint}; lower --learning_rate, set "
                    f"--clip_grad_norm, or check the data, then --resume" if manager.latest_checkpoint else
                    "no checkpoint was saved yet; lower --learning_rate, set --clip_grad_norm, or check the data, "

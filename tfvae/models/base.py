@@ -83,6 +83,12 @@ class VAE(keras.Model):
         self.grad_norm_tracker = keras.metrics.Mean(name="grad_norm")
         # Training only: train steps skipped because their loss or gradients were not finite.
         self.bad_steps_tracker = StepCount(name="bad_steps")
+        # Skipped steps in a row now, and the most seen in a row, counted in the step: Keras calls back only once
+        # per `steps_per_execution` steps (training.StopOnBadSteps reads `longest`). Kept out of the saved state
+        # by the namespace, as the warm-up's line.
+        self.bad_steps_in_a_row = types.SimpleNamespace(**{
+            name: tf.Variable(0.0, trainable=False, name=f"bad_steps_in_a_row_{name}",
+                              aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA) for name in ("now", "longest")})
 
     @property
     def metrics(self):
@@ -249,6 +255,9 @@ class VAE(keras.Model):
             finite = self._finite_on_every_replica(replica_loss, grad_norm)
             compat.apply_gradients_if_finite(self.optimizer, gradients, self.trainable_variables, finite)
         self.bad_steps_tracker.update_state(1.0 - tf.cast(finite, tf.float32))
+        in_a_row = tf.where(finite, 0.0, self.bad_steps_in_a_row.now + 1.0)
+        self.bad_steps_in_a_row.now.assign(in_a_row)
+        self.bad_steps_in_a_row.longest.assign(tf.maximum(self.bad_steps_in_a_row.longest, in_a_row))
         # Only finite norms count: a loss-scaled step that overflowed (and was skipped) has none.
         norm_counts = finite & tf.math.is_finite(grad_norm)
         self.grad_norm_tracker.update_state(tf.where(norm_counts, grad_norm, 0.0),
