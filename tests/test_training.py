@@ -218,18 +218,20 @@ def _fake_clock(monkeypatch, times):
 
 
 def test_epoch_line_counts_the_examples_of_the_steps_run(monkeypatch, capsys):
-    # A clock that reads 10 s, then 12 s: the epoch took 2 s, whatever the machine's speed.
-    _fake_clock(monkeypatch, [10.0, 12.0])
+    # A clock that reads 10 s, 12 s as validation begins, then 13 s: the epoch took 3 s, its training steps 2 s.
+    _fake_clock(monkeypatch, [10.0, 12.0, 13.0])
     line = training.EpochLine(batch_size=10)
     line.set_params({"steps": 5})
     line.on_epoch_begin(0)
     line.on_train_batch_end(1)  # steps_per_execution=2: batch 1 ends steps 0 and 1 ...
     line.on_train_batch_end(4)  # ... and batch 4 the epoch's last, the 5th step.
+    line.on_test_begin()
     logs = {"loss": 1.23456, "val_loss": 2.0}
     line.on_epoch_end(0, logs)
     assert logs["examples_per_second"] == pytest.approx(5 * 10 / 2.0)
-    assert line.epoch_seconds == {1: pytest.approx(2.0)}
-    assert capsys.readouterr().out == "Epoch: 1 Total Loss: 1.2346 Validation Loss: 2.0000 (2.0 s, 25 examples/s)\n"
+    assert line.epoch_seconds == {1: pytest.approx(3.0)}
+    assert capsys.readouterr().out == "Epoch: 1 Total Loss: 1.2346 Validation Loss: 2.0000 (3.0 s, 25 examples/s)\n"
+    line.on_test_begin()  # The test pass after fit: no epoch to time.
 
 
 def test_epoch_line_of_an_epoch_stopped_early_counts_only_its_steps(monkeypatch, capsys):

@@ -144,27 +144,39 @@ def compile_model(model, cfg):
 
 
 class EpochLine(keras.callbacks.Callback):
-    """Prints the TF1 tutorial's per-epoch line, plus validation loss and speed."""
+    """Prints the TF1 tutorial's per-epoch line, plus validation loss and speed.
+
+    The epoch's seconds include its validation pass; its examples/s are the training steps' alone.
+    """
 
     def __init__(self, batch_size):
         super().__init__()
         self.batch_size = batch_size
         self.epoch_seconds = {}
+        self._train_seconds = 0.0  # Not None: no epoch is running (an evaluate after fit calls on_test_begin).
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
         self._steps = 0
+        self._train_seconds = None
 
     def on_train_batch_end(self, batch, logs=None):
         # `batch` is the last step of a `steps_per_execution` call: the steps run so far this epoch, fewer than
         # a whole epoch's in a run resumed mid-epoch or stopped early.
         self._steps = min(batch + 1, self.params["steps"])
 
+    def on_test_begin(self, logs=None):
+        # Keras validates inside the epoch, after its training steps.
+        if self._train_seconds is None:
+            self._train_seconds = time.perf_counter() - self._start
+
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self._start
+        train_seconds = seconds if self._train_seconds is None else self._train_seconds
+        self._train_seconds = 0.0
         self.epoch_seconds[epoch + 1] = seconds
         logs = logs or {}
-        logs["examples_per_second"] = self._steps * self.batch_size / seconds
+        logs["examples_per_second"] = self._steps * self.batch_size / train_seconds
         line = f"Epoch: {epoch + 1} Total Loss: {logs['loss']:.4f}"
         if "val_loss" in logs:
             line += f" Validation Loss: {logs['val_loss']:.4f}"
