@@ -152,15 +152,23 @@ def test_mixed_precision_trains_and_exports_float32(policy, mnist_dir, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     loss = float(result.stdout.split("Total Loss: ")[1].split()[0])
     assert 35 < loss < 75  # Learns like float32 (57.9 there), no overflow to inf/NaN.
+    # export.py from the run's checkpoint builds the layers in the run's precision too: the same outputs.
+    reexport_dir = tmp_path / "reexport"
+    reexport = run_script("export.py", f"--model_dir={tmp_path / 'run'}", f"--export_dir={reexport_dir}")
+    assert reexport.returncode == 0, reexport.stderr[-2000:]
     check = run_script(None, """
 import sys, numpy as np, tensorflow as tf
-loaded = tf.saved_model.load(sys.argv[1])
-out = loaded.signatures["encode"](input=tf.random.uniform([3, 784]))
+loaded, reexported = (tf.saved_model.load(path) for path in sys.argv[1:])
+x = tf.random.uniform([3, 784])
+out = loaded.signatures["encode"](input=x)
 x_hat = loaded.signatures["decode"](z=out["z_mean"])["x_hat"]
-print(out["z_mean"].dtype.name, x_hat.dtype.name, bool(np.isfinite(x_hat.numpy()).all()))
-""", str(export_dir))
+difference = np.abs(reexported.signatures["reconstruct"](input=x)["x_hat"].numpy()
+                    - loaded.signatures["reconstruct"](input=x)["x_hat"].numpy()).max()
+print(out["z_mean"].dtype.name, x_hat.dtype.name, bool(np.isfinite(x_hat.numpy()).all()), difference)
+""", str(export_dir), str(reexport_dir))
     assert check.returncode == 0, check.stderr[-2000:]
-    assert check.stdout.split() == ["float32", "float32", "True"]
+    assert check.stdout.split()[:3] == ["float32", "float32", "True"]
+    assert float(check.stdout.split()[3]) < 1e-6
     # LiteRT has no 16-bit matmuls: the same weights are converted computing in float32.
     lite = run_script("export_tflite.py", f"--saved_model={export_dir}", f"--output={tmp_path / 'vae.tflite'}",
                       "--check_examples=64")

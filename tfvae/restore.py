@@ -98,6 +98,7 @@ def load_checkpoint(model_dir):
         raise ValueError(f"--model_dir={model_dir}: no checkpoint in {CHECKPOINTS_DIR}/; train at least one "
                          f"epoch, or use the run's export instead: --saved_model={cfg.export_dir}")
     image_shape = data.DATASET_SHAPES[cfg.dataset]
+    training.set_precision_policy(cfg)  # A mixed-precision run's layers compute as they trained and export.
     model = build_model(cfg, image_shape)
     try:  # Only the model: the optimizer and epoch counter in the checkpoint are not needed to evaluate.
         tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()

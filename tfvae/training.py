@@ -626,8 +626,7 @@ def train(model, datasets, cfg):
 
 def set_precision_policy(cfg):
     """Sets Keras' global policy to `cfg.mixed_precision`; models built afterwards compute in it."""
-    if cfg.mixed_precision != "none":
-        keras.mixed_precision.set_global_policy(cfg.mixed_precision)
+    keras.mixed_precision.set_global_policy("float32" if cfg.mixed_precision == "none" else cfg.mixed_precision)
     if cfg.mixed_precision == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
         # CPUs emulate float16 arithmetic: an epoch of the pytorch_tutorial recipe took 198 s against 2.6 s.
         logging.warning("--mixed_precision=mixed_float16 without a GPU: CPUs compute float16 slowly (~75x slower "
