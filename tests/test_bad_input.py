@@ -144,16 +144,17 @@ def broken_link_case(script, flag, leaf, *args):
 
 
 def broken_export_case(script, extra, breakage):
-    """`script --saved_model=` a copy of the tiny export with its tfvae.json not JSON, its variables cut short, or
-    its variables gone."""
+    """`script --saved_model=` a copy of the tiny export with its tfvae.json not JSON, its variables' data or index
+    cut short, or its variables gone."""
     def make(ctx):
         folder = os.path.join(ctx["in"], "export")
         shutil.copytree(ctx["export"], folder)
         if breakage == "metadata":
             open(os.path.join(folder, "tfvae.json"), "w").write('{"format": "tfvae", ')
-        elif breakage == "truncated":  # Half of the weights' data file, as a full disk or a partial copy leaves it.
-            data_file = glob.glob(os.path.join(folder, "variables", "variables.data-*"))[0]
-            os.truncate(data_file, os.path.getsize(data_file) // 2)
+        elif breakage in ("truncated", "index truncated"):  # Half a file, as a full disk or a partial copy leaves it.
+            pattern = "variables.data-*" if breakage == "truncated" else "variables.index"
+            variables_file = glob.glob(os.path.join(folder, "variables", pattern))[0]
+            os.truncate(variables_file, os.path.getsize(variables_file) // 2)
         else:
             shutil.rmtree(os.path.join(folder, "variables"))
         Image.fromarray(np.zeros((28, 28), np.uint8)).save(os.path.join(ctx["in"], "digit.png"))
@@ -190,6 +191,19 @@ def reexport_case(**config_changes):
         json.dump(metadata, open(os.path.join(folder, "tfvae.json"), "w"))
         return ("export.py", [f"--saved_model={folder}", "--export_dir={out}/export"])
     return make
+
+
+def broken_classifier_case(damage):
+    """evaluate_cvae.py with a copy of the shipped classifier whose classifier.json or saved_model.pb is damaged."""
+    def case(ctx):
+        folder = os.path.join(ctx["in"], "classifier")
+        shutil.copytree(os.path.join(REPO, "saved_models", "mnist_classifier"), folder)
+        name = "classifier.json" if damage == "metadata" else "saved_model.pb"
+        with open(os.path.join(folder, name), "r+b") as f:
+            f.truncate(os.path.getsize(f.name) // 2)
+        return ("evaluate_cvae.py", [f"--saved_model={REPO}/saved_models/cvae_mnist", f"--classifier={folder}",
+                                     "--samples_per_class=2", "--output={out}/a.json"])
+    return case
 
 
 def reexport_classifier_case(image_shape):
@@ -477,11 +491,18 @@ CASES = {
         lambda ctx: ("evaluate_cvae.py", [f"--saved_model={ctx['export']}", "--output={out}/a.json",
                                           f"--classifier={REPO}/saved_models/mnist_classifier"]),
         "is not label-conditioned; pass a cvae export"),
+    "reexport export index cut short": (broken_export_case("export.py", ["--export_dir={out}/export"],
+                                                          "index truncated"),
+                                       "its SavedModel files are incomplete or corrupt"),
     "reexport foreign folder": (saved_model_case("export.py", ["--export_dir={out}/export"], "not tfvae"),
                                 "not a tfvae export"),
     "reexport other shapes": (reexport_case(hidden_sizes=[64]), "its variables do not fit the model its tfvae.json"),
     "reexport missing weights": (reexport_case(likelihood="gaussian", learn_variance=True),
                                  "variables of the model its tfvae.json describes are not in it"),
+    "evaluate_cvae classifier metadata cut short": (broken_classifier_case("metadata"),
+                                                     "its classifier.json is not a classifier's"),
+    "evaluate_cvae classifier cut short": (broken_classifier_case("saved_model"),
+                                           "its SavedModel files are incomplete or corrupt"),
     "reexport classifier other shapes": (reexport_classifier_case([32, 32, 3]),
                                          "its variables do not fit the classifier its classifier.json describes"),
     "generate label not a number": (

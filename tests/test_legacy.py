@@ -509,6 +509,27 @@ def test_init_from_a_damaged_checkpoint_asks_for_an_intact_one_not_other_flags(t
             legacy.initialize_model(model, init_from=prefix)
 
 
+@pytest.mark.parametrize("damage", ["index cut short", "data changed"])
+def test_import_tf1_of_a_damaged_tf1_checkpoint_asks_for_an_intact_one(damage, tf1_run, tmp_path):
+    prefix = save_tf1_checkpoint(str(tmp_path / "tf1"), tutorial_values(tf1_run))
+    if damage == "data changed":
+        flip_first_bytes(prefix)
+    else:
+        with open(f"{prefix}.index", "r+b") as f:
+            f.truncate(os.path.getsize(f.name) // 2)
+    with pytest.raises(legacy.TF1ImportError, match=rf"^{re.escape(prefix)}: cannot read the checkpoint \(.+\); "
+                                                    r"pass an intact one$"):
+        legacy.import_tf1(prefix, str(tmp_path / "export"), None)
+    assert sorted(os.listdir(tmp_path)) == ["tf1"]
+
+
+def test_a_variable_map_that_is_not_text_is_named(tf1_run, tmp_path):
+    map_file = tmp_path / "map.json"
+    map_file.write_bytes(bytes(range(128, 256)))
+    with pytest.raises(legacy.TF1ImportError, match="not a readable JSON file"):
+        legacy.load_variable_map(str(map_file))
+
+
 def test_a_tf2_checkpoint_or_an_unreadable_export_is_named_as_such(tmp_path):
     """A TF2 checkpoint given as a TF1 one (import_tf1.py, --init_from_tf1) would map to nothing by TF1 names; an
     --init_from export whose tfvae.json is not JSON is named, not a traceback."""

@@ -128,8 +128,16 @@ def _read_metadata(path):
         raise ClassifierError(f"--classifier={path}: not a classifier export (no {METADATA_FILE}); pass one "
                               f"(saved_models/mnist_classifier ships for MNIST), or train one with "
                               f"scripts/train_classifier.py {where} and pass that")
-    with open(metadata_path) as f:
-        return json.load(f)
+    try:
+        with open(metadata_path) as f:
+            metadata = json.load(f)
+    except (OSError, ValueError) as e:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors.
+        metadata = e
+    if not isinstance(metadata, dict) or not {"dataset", "image_shape"} <= metadata.keys():
+        problem = metadata if isinstance(metadata, Exception) else "no dataset and image_shape in it"
+        raise ClassifierError(f"--classifier={path}: its {METADATA_FILE} is not a classifier's ({problem}); copy it "
+                              f"again, or train one with scripts/train_classifier.py")
+    return metadata
 
 
 def reexport_classifier(path, export_dir=None):
@@ -164,7 +172,12 @@ def reexport_classifier(path, export_dir=None):
 def load_classifier(path):
     """Returns (classify function: images `[n, H, W, C]` in [0, 1] -> class int32 `[n]`, metadata dict)."""
     metadata = _read_metadata(path)
-    signature = tf.saved_model.load(path).signatures["classify"]
+    try:
+        signature = tf.saved_model.load(path).signatures["classify"]
+    except (OSError, KeyError, *export.VARIABLE_READ_ERRORS) as e:  # Files cut short or missing; no signature.
+        problem = "no classify signature" if isinstance(e, KeyError) else export.describe_read_error(e)
+        raise ClassifierError(f"--classifier={path}: its SavedModel files are incomplete or corrupt ({problem}); "
+                              f"copy it again, or train one with scripts/train_classifier.py") from None
 
     def classify(images, batch_size=500):
         return np.concatenate([signature(image=tf.constant(images[i:i + batch_size], tf.float32))["class"].numpy()

@@ -64,13 +64,19 @@ class Source:
     variables: dict
 
     def read(self, name):
-        return tf.train.load_checkpoint(self.prefix).get_tensor(name)
+        try:
+            return tf.train.load_checkpoint(self.prefix).get_tensor(name)
+        except export.VARIABLE_READ_ERRORS as e:  # A data file cut short or changed since it was opened.
+            raise _unreadable(self.prefix, export.describe_read_error(e)) from None
 
 
 def open_source(path):
     """Opens a TF1 checkpoint prefix or SavedModel folder. Returns a Source."""
     prefix = checkpoint_prefix(path)
-    reader = tf.train.load_checkpoint(prefix)
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except export.VARIABLE_READ_ERRORS as e:  # An index file cut short or not a checkpoint's.
+        raise _unreadable(prefix, export.describe_read_error(e)) from None
     shapes = reader.get_variable_to_shape_map()
     dtypes = reader.get_variable_to_dtype_map()
     # TF2 writes an object graph beside the values; TF1's Saver never did. Mapped by TF1 names, it matches nothing.
@@ -108,7 +114,7 @@ def load_variable_map(path):
     try:
         with open(path) as f:
             variable_map = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors.
         raise TF1ImportError(f"--variable_map={path}: not a readable JSON file ({e}); write "
                              f'{{"encoder/hidden_0/kernel": "TF1 name", ...}}') from None
     if not isinstance(variable_map, dict) or not all(

@@ -204,7 +204,11 @@ def reexport_saved_model(saved_model, export_dir=None):
                                  f"the model from; export it again from its run with --model_dir")
     cfg = config.run_config_from_dict(metadata["config"])
     prefix = legacy.checkpoint_prefix(saved_model)
-    keys = [name for name, _ in tf.train.list_variables(prefix)]
+    try:
+        keys = [name for name, _ in tf.train.list_variables(prefix)]
+    except export.VARIABLE_READ_ERRORS as e:  # An index file cut short.
+        raise export.ExportError(f"--saved_model={saved_model}: its SavedModel files are incomplete or corrupt "
+                                 f"({export.describe_read_error(e)}); copy or export the model again") from None
     # Adam's state sits under the model in train.py's exports, at the root in import_tf1.py --with_optimizer's.
     optimizer_at_root = any(key.startswith("optimizer/") for key in keys)
     with_optimizer = optimizer_at_root or any(key.startswith("model/optimizer/") for key in keys)
