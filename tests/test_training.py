@@ -277,13 +277,18 @@ def test_epoch_tensorboard_writes_no_evaluation_vs_iterations_scalars(tmp_path):
 
 
 def test_export_metadata_shapes_follow_the_model_kind():
-    model = types.SimpleNamespace(likelihood=types.SimpleNamespace(is_density=True), num_classes=10)
-    flat = training.export_metadata(config.RunConfig(model="cvae", latent_dim=3), (28, 28, 1), model)
+    model = types.SimpleNamespace(num_classes=10)
+    flat = training.export_metadata(config.RunConfig(model="cvae", latent_dim=3, likelihood="bernoulli",
+                                                     binarize="dynamic"), (28, 28, 1), model)
     assert flat["input_shape"] == [784] and flat["image_shape"] == [28, 28, 1]  # 28 * 28 * 1
     assert (flat["latent_dim"], flat["num_classes"], flat["likelihood_is_density"]) == (3, 10, True)
-    conv = training.export_metadata(config.RunConfig(model="conv"), (32, 32, 3),
-                                    types.SimpleNamespace(likelihood=types.SimpleNamespace(is_density=False)))
-    assert conv["input_shape"] == [32, 32, 3] and conv["num_classes"] == 0
+    conv = training.export_metadata(config.RunConfig(model="conv", likelihood="gaussian"), (32, 32, 3),
+                                    types.SimpleNamespace())
+    assert conv["input_shape"] == [32, 32, 3] and conv["num_classes"] == 0 and conv["likelihood_is_density"]
+    # A Bernoulli of gray levels is a cross-entropy, not a density of the data (as the denoising recipe trains).
+    gray = training.export_metadata(config.RunConfig(model="mlp", likelihood="bernoulli", binarize="none"),
+                                    (28, 28, 1), types.SimpleNamespace())
+    assert not gray["likelihood_is_density"]
 
 
 def test_prepare_model_dir_clears_an_existing_folder_only_with_overwrite(tmp_path):

@@ -495,7 +495,7 @@ def export_metadata(cfg, image_shape, model):
         "image_shape": list(image_shape),
         "latent_dim": cfg.latent_dim,
         "likelihood": cfg.likelihood,
-        "likelihood_is_density": model.likelihood.is_density,
+        "likelihood_is_density": likelihoods.is_density(cfg.likelihood, cfg.binarize),
         "binarize": cfg.binarize,
         "corruption": cfg.corruption,
         "corruption_strength": cfg.corruption_strength,
