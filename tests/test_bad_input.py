@@ -452,6 +452,10 @@ CASES = {
         lambda ctx: ("evaluate.py", [f"--saved_model={ctx['export']}", f"--data_dir={ctx['mnist']}",
                                      "--num_examples=20000", "--num_importance_samples=2", "--output={out}/e.json"]),
         "--num_examples=20000 is more than the 10,000 examples of the test split; pass at most 10000, or 0 for all"),
+    "plot a scatter of more examples than the test split": (
+        lambda ctx: ("plot.py", [f"--saved_model={ctx['export']}", f"--data_dir={ctx['mnist']}",
+                                 "--kinds=latent_scatter", "--scatter_examples=20000", "--output_dir={out}/plots"]),
+        "--scatter_examples=20000 is more than the 10,000 examples of the test split; pass at most 10000"),
     "plot foreign folder": (saved_model_case("plot.py", ["--output_dir={out}/plots"], "not tfvae"),
                             "not a tfvae export"),
     "enhance export metadata not json": (broken_export_case("enhance.py", ["--input={in}/digit.png",

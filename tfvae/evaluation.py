@@ -24,8 +24,9 @@ def resolve_binarize(metadata, binarize="auto"):
     return "dynamic" if metadata.get("likelihood") in config.BINARY_LIKELIHOODS else "none"
 
 
-def load_split(metadata, data_dir, split, binarize, seed, num_examples=0):
-    """The images of `split` prepared for `metadata`'s model, as arrays.
+def load_split(metadata, data_dir, split, binarize, seed, num_examples=0, num_examples_flag="num_examples"):
+    """The images of `split` prepared for `metadata`'s model, as arrays; `num_examples_flag` names the flag that
+    asked for `num_examples` in the error when the split is smaller.
 
     Dynamic and static binarization both draw one Bernoulli sample of every gray level with numpy's seeded
     generator, so the binary images depend on `seed` only (not on batch size): the usual "dynamically
@@ -42,8 +43,9 @@ def load_split(metadata, data_dir, split, binarize, seed, num_examples=0):
     images, labels = arrays.split(split)
     if num_examples > len(images):
         # Else it would measure fewer examples than asked, in a file named for the number asked.
-        raise ValueError(f"--num_examples={num_examples} is more than the {len(images):,} examples of the {split} "
-                         f"split; pass at most {len(images)}, or 0 for all")
+        raise ValueError(f"--{num_examples_flag}={num_examples} is more than the {len(images):,} examples of the "
+                         f"{split} split; pass at most {len(images)}"
+                         + (", or 0 for all" if num_examples_flag == "num_examples" else ""))
     if num_examples:
         images, labels = images[:num_examples], labels[:num_examples]
     if binarize in ("dynamic", "static"):

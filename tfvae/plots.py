@@ -64,14 +64,15 @@ def plot_samples(loaded, path, grid_size, seed, **_):
                                 f"{_name(loaded)}: {_decoded(loaded)}, z ~ N(0, I), seed {seed}{note}")
 
 
-def load_test_images(loaded, data_dir, seed, count):
-    """The first `count` test images prepared as the model was trained on them (binarized, seeded, if it was).
+def load_test_images(loaded, data_dir, seed, count, count_flag="scatter_examples"):
+    """The first `count` test images prepared as the model was trained on them (binarized, seeded, if it was);
+    `count_flag` is the flag that asked for them, for the error when the test split is smaller.
 
     Returns:
       (x float32 `[n, *input_shape]` in [0, 1], labels int32 `[n]`, a phrase naming the images for titles).
     """
     trained_on = loaded.metadata.get("binarize", "none")
-    x, labels = evaluation.load_split(loaded.metadata, data_dir, "test", trained_on, seed, count)
+    x, labels = evaluation.load_split(loaded.metadata, data_dir, "test", trained_on, seed, count, count_flag)
     return x, labels, inference.test_images_are(loaded.metadata, seed)
 
 
@@ -173,7 +174,8 @@ def run(loaded, kinds, output_dir, data_dir="", seed=0, grid_size=8, scatter_exa
     inputs = dict(grid_size=grid_size, seed=seed, scatter_examples=scatter_examples, history_folder=history_folder)
     if any(kind in NEEDS_DATA for kind in kinds):
         inputs["x"], inputs["labels"], inputs["images_are"] = load_test_images(
-            loaded, data_dir, seed, max(scatter_examples, grid_size))
+            loaded, data_dir, seed, max(scatter_examples, grid_size),
+            "scatter_examples" if scatter_examples >= grid_size else "grid_size")
     written = {}
     for kind in kinds:
         path = os.path.join(output_dir, f"{kind}.png")
