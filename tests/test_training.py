@@ -387,6 +387,26 @@ def _train_tiny(model_dir, monkeypatch, **flags):
     return metrics
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, config.Terminated])
+def test_a_run_stopped_while_its_model_is_built_leaves_no_run_folder(stop, tmp_path, monkeypatch):
+    # Ctrl-C or SIGTERM after flags.txt is written, before training starts: the same command must not be refused
+    # for an existing run folder afterwards.
+    import tfvae.models
+
+    def interrupted(cfg, image_shape):
+        assert os.path.isfile(os.path.join(cfg.model_dir, "flags.txt"))
+        raise stop()
+
+    monkeypatch.setattr(data, "load_arrays", _synthetic_arrays)
+    monkeypatch.setattr(tfvae.models, "build_model", interrupted)
+    cfg = config.RunConfig(model="mlp", hidden_sizes=(8,), latent_dim=2, batch_size=TINY_BATCH,
+                           validation_size=TINY_VALIDATION, model_dir=str(tmp_path / "runs" / "run"),
+                           export_dir=str(tmp_path / "export"))
+    with pytest.raises(stop):
+        training.run(cfg)
+    assert os.listdir(tmp_path) == []
+
+
 def _epoch_lines(stdout):
     """{epoch: (loss, validation loss)} of the `Epoch: ...` lines a process printed."""
     return {int(epoch): (float(loss), float(val_loss)) for epoch, loss, val_loss in

@@ -677,28 +677,31 @@ def run(cfg):
     created = artifacts.first_missing_folder(run_cfg.model_dir)  # What hold_model_dir will create, if anything.
     flags_file = os.path.join(run_cfg.model_dir, "flags.txt")
     # A --resume refused for its checkpoint leaves the run's record of its own flags as it was.
-    resumed_flags = open(flags_file).read() if cfg.resume and os.path.isfile(flags_file) else None
+    resumed_flags = None
+    if cfg.resume and os.path.isfile(flags_file):
+        with open(flags_file) as f:
+            resumed_flags = f.read()
     try:
         with hold_model_dir(run_cfg.model_dir):
-            prepare_model_dir(run_cfg)
-            with strategy.scope():
-                model = build_model(cfg, datasets.image_shape)
-                try:
+            try:
+                prepare_model_dir(run_cfg)
+                with strategy.scope():
+                    model = build_model(cfg, datasets.image_shape)
                     metrics = train(model, datasets, run_cfg)
-                except (legacy.TF1ImportError, KeyboardInterrupt, config.Terminated):
-                    # Stopped before its first checkpoint (an --init_from that does not fit, a Ctrl-C while it starts;
-                    # once training runs, Ctrl-C saves one): leave no run folder behind, so the same command, corrected
-                    # if need be, is not refused for an existing one.
-                    if fresh_run and not tf.train.latest_checkpoint(os.path.join(run_cfg.model_dir, "checkpoints")):
-                        if created:
-                            _remove_with_empty_parents(run_cfg.model_dir, created)
-                        else:
-                            _empty_folder(run_cfg.model_dir)  # It was there, empty (or emptied by --overwrite).
-                    raise
-                except CheckpointError:
-                    if resumed_flags is not None:
-                        artifacts.write_text(flags_file, resumed_flags)
-                    raise
+            except (legacy.TF1ImportError, KeyboardInterrupt, config.Terminated):
+                # Stopped before its first checkpoint (an --init_from that does not fit, a Ctrl-C while it starts;
+                # once training runs, Ctrl-C saves one): leave no run folder behind, so the same command, corrected
+                # if need be, is not refused for an existing one.
+                if fresh_run and not tf.train.latest_checkpoint(os.path.join(run_cfg.model_dir, "checkpoints")):
+                    if created:
+                        _remove_with_empty_parents(run_cfg.model_dir, created)
+                    else:
+                        _empty_folder(run_cfg.model_dir)  # It was there, empty (or emptied by --overwrite).
+                raise
+            except CheckpointError:
+                if resumed_flags is not None:
+                    artifacts.write_text(flags_file, resumed_flags)
+                raise
             export_dir = cfg.export_dir if chief else os.path.join(run_cfg.model_dir, "export")
             # Runs of a sweep may share an --export_dir: the last one stands, so say whose export it replaces.
             replaced = export.describe_other_export(export_dir, cfg.model_dir) if chief else None
