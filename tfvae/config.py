@@ -238,10 +238,12 @@ def define_train_flags():
     flags.register_multi_flags_validator(["corruption", "corruption_strength"], _check_corruption_strength)
     flags.DEFINE_integer("validation_size", 5000, "Training examples held out for validation (the first ones, "
                          "as TF1's read_data_sets).", lower_bound=0)
-    flags.DEFINE_list("hidden_sizes", ["100"], "Hidden layer widths of MLP encoders; decoders mirror them.")
+    flags.DEFINE_list("hidden_sizes", ["100"], "Hidden layer widths of the MLP encoder, or of the dense layers after the conv encoder's "
+                      "convolutions (--model=conv); decoders mirror them.")
     flags.DEFINE_integer("latent_dim", 20, "Size of z.")
-    flags.DEFINE_enum("likelihood", None, LIKELIHOODS, "p(x|z): bernoulli on logits, gaussian, or sse (the TF1 "
-                      "tutorial's sum of squared error). Default: sse for tf1_tutorial, bernoulli otherwise.")
+    flags.DEFINE_enum("likelihood", None, LIKELIHOODS, "p(x|z): bernoulli on logits, autoregressive_bernoulli (a "
+                      "PixelCNN-style decoder head), gaussian, or sse (the TF1 tutorial's sum of squared error). "
+                      "Default: sse for tf1_tutorial, bernoulli otherwise.")
     flags.DEFINE_float("gaussian_stddev", 0.1, "--likelihood=gaussian: the fixed pixel stddev, or the initial one "
                        "with --learn_variance.")
     flags.DEFINE_bool("learn_variance", False, "--likelihood=gaussian: learn one variance per pixel.")
