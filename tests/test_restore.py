@@ -144,3 +144,23 @@ def test_read_every_variable_names_what_the_checkpoint_lacks(run_folder, tmp_pat
         f.truncate(100)
     with pytest.raises(ValueError, match="its data file is shorter than its index says: truncated or damaged"):
         restore.read_every_variable({"model": same}, same.trainable_variables, truncated)
+
+
+@pytest.mark.parametrize("export_dir, expected", [("saved_models/x", "{ran_in}/saved_models/x"),
+                                                  ("/srv/exports/x", "/srv/exports/x")])
+def test_a_runs_recorded_folders_are_found_from_any_folder(export_dir, expected, tmp_path, monkeypatch):
+    # train.py ran in tmp_path/work with relative folders; export.py --model_dir runs from elsewhere.
+    run = tmp_path / "work" / "runs" / "x"
+    run.mkdir(parents=True)
+    (run / "flags.txt").write_text(f"--model=mlp\n--model_dir=runs/x\n--export_dir={export_dir}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = restore.run_config(str(run))
+    assert cfg.model_dir == str(run)
+    assert cfg.export_dir == expected.format(ran_in=tmp_path / "work")
+    assert restore.run_export_dir(os.path.relpath(run)) == cfg.export_dir
+    # A run folder moved away from where it ran: its relative export folder is taken from here.
+    moved = tmp_path / "moved"
+    os.rename(run, moved)
+    assert restore.run_config(str(moved)).export_dir == os.path.join(str(elsewhere), export_dir)
