@@ -387,6 +387,14 @@ def _train_tiny(model_dir, monkeypatch, **flags):
     return metrics
 
 
+def test_metrics_say_when_the_test_loss_is_not_the_negative_elbo(tmp_path, monkeypatch):
+    metrics = _train_tiny(tmp_path, monkeypatch, epochs=1, beta=4.0, binarize="dynamic")
+    test = metrics["test"]
+    assert metrics["units"].startswith("nats per example; loss is the objective trained with beta=4, not the "
+                                       "negative ELBO")
+    assert test["loss"] == pytest.approx(test["reconstruction"] + 4.0 * test["kl"], rel=1e-5)
+
+
 @pytest.mark.parametrize("stop", [KeyboardInterrupt, config.Terminated])
 def test_a_run_stopped_while_its_model_is_built_leaves_no_run_folder(stop, tmp_path, monkeypatch):
     # Ctrl-C or SIGTERM after flags.txt is written, before training starts: the same command must not be refused

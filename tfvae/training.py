@@ -29,10 +29,16 @@ GRID_ROWS = GRID_COLS = 4
 
 def _loss_units(cfg):
     if likelihoods.is_density(cfg.likelihood, cfg.binarize):
-        return "nats per example"
-    if cfg.likelihood == "sse":
-        return "sum of squared error + KL nats"
-    return f"{cfg.likelihood} cross-entropy of gray levels + KL nats (not a density: binarize the data for nats)"
+        units = "nats per example"
+    elif cfg.likelihood == "sse":
+        units = "sum of squared error + KL nats"
+    else:
+        units = f"{cfg.likelihood} cross-entropy of gray levels + KL nats (not a density: binarize the data for nats)"
+    weights = [f"beta={cfg.beta:g}"] * (cfg.beta != 1.0) + [f"free_bits={cfg.free_bits:g}"] * (cfg.free_bits > 0)
+    if weights:
+        units += (f"; loss is the objective trained with {', '.join(weights)}, not the negative ELBO, which is "
+                  f"reconstruction + kl")
+    return units
 
 
 def _empty_folder(folder):
