@@ -965,8 +965,11 @@ FILE_SYSTEM_REASONS = ("No space left on device", "Disk quota exceeded", "File t
 
 
 def op_error_reason(error):
-    """A TensorFlow OpError's message on one line without the "{{function_node ...}}" and "[Op:NAME]" around it."""
-    return re.sub(r"\{\{function_node [^}]*\}\}|\[Op:\w+\]", "", " ".join(str(error.message).split())).strip()
+    """The first line of an error's message (a TensorFlow OpError's without the "{{function_node ...}}" and
+    "[Op:NAME]" around it: the reason, which fits in a one-line error); its type's name if it says nothing."""
+    message = str(getattr(error, "message", None) or error)
+    first_line = re.sub(r"\{\{function_node [^}]*\}\}|\[Op:\w+\]", "", message).strip().split("\n")[0]
+    return " ".join(first_line.split()) or type(error).__name__
 
 
 def file_system_problem(error, where=None):

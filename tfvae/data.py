@@ -26,6 +26,7 @@ IDX_LABELS_MAGIC = 2049
 # Datasets whose TF1 IDX layout we read directly when `data_dir` holds it.
 IDX_DATASETS = ("mnist", "fashion_mnist")
 DATASET_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
+# Labels of every dataset tfvae reads are in [0, 10).
 NUM_CLASSES = 10
 PREVIEW_SIZE = 8
 

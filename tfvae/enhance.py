@@ -2,7 +2,6 @@
 
 import collections
 import os
-import re
 
 import numpy as np
 import tensorflow as tf
@@ -85,10 +84,9 @@ def read_image(path, image_shape, resize=False):
     try:
         image = tf.io.decode_image(tf.io.read_file(path), channels=0, dtype=tf.float32, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.PermissionDeniedError) as e:
-        # TF prefixes the node name and appends the op; the decoder's own words are what helps.
-        first_line = (e.message or "").split("\n")[0]
-        reason = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", first_line).strip() or type(e).__name__
-        raise EnhanceError(f"{path}: not a readable PNG or JPEG image ({reason}); replace or remove it") from None
+        # The decoder's own words are what helps.
+        raise EnhanceError(f"{path}: not a readable PNG or JPEG image ({config.op_error_reason(e)}); replace or "
+                           f"remove it") from None
     image = _to_channels(image, channels)
     if tuple(image.shape[:2]) != (height, width):
         if not resize:

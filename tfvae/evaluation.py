@@ -11,8 +11,6 @@ from tfvae import config, data, losses
 from tfvae.models import likelihoods
 from tfvae.restore import input_size
 
-# Burda et al. 2015, sec. 5.2: a latent unit is active when Cov_x(E_q(z|x)[z_u]) exceeds this.
-ACTIVE_UNIT_THRESHOLD = 0.01
 # The TF1 read_data_sets default, for exports that do not record their run's --validation_size.
 DEFAULT_VALIDATION_SIZE = 5000
 
@@ -101,7 +99,7 @@ def describe_protocol(metadata, split, num_examples, binarize, seed, num_importa
                 "K samples of q(z|x), KL(q(z|x) || N(0, I)) in closed form",
         "nll": nll_text,
         "bits_per_dim": f"nll / (D ln 2), D = {input_size(metadata)} numbers per example",
-        "active_units": f"latent dimensions u with Var_x(E_q[z_u]) > {ACTIVE_UNIT_THRESHOLD} (Burda et al. 2015)",
+        "active_units": f"latent dimensions u with Var_x(E_q[z_u]) > {losses.ACTIVE_UNIT_THRESHOLD} (Burda et al. 2015)",
     }
 
 
@@ -239,7 +237,7 @@ def evaluate(loaded, x, labels, num_importance_samples=1000, batch_size=100, sam
         "nll": nll,
         "nll_standard_error": nll_std / math.sqrt(n),
         "bits_per_dim": nll / (input_size(loaded.metadata) * math.log(2.0)),
-        "active_units": int((z_mean_variance > ACTIVE_UNIT_THRESHOLD).sum()),
+        "active_units": int((z_mean_variance > losses.ACTIVE_UNIT_THRESHOLD).sum()),
         "latent_dim": latent_dim,
         "kl_per_dimension": kl_per_dimension.tolist(),
         "z_mean_variance": z_mean_variance.tolist(),

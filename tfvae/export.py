@@ -7,7 +7,7 @@ import shutil
 
 import tensorflow as tf
 
-from tfvae import artifacts, compat
+from tfvae import artifacts, compat, config
 
 METADATA_FILE = "tfvae.json"
 FORMAT_VERSION = 1
@@ -28,9 +28,7 @@ def describe_read_error(error):
     """One line on why saved variables could not be read (a `VARIABLE_READ_ERRORS` error)."""
     if isinstance(error, IndexError):
         return "its data file is shorter than its index says: truncated or damaged"
-    # TensorFlow's first line holds the reason; without the "{{function_node ...}}" it may start with, it fits.
-    text = re.sub(r"\{\{function_node [^}]*\}\}", "", str(error)).strip() or type(error).__name__
-    return " ".join(text.splitlines()[0].split())[:200]
+    return config.op_error_reason(error)[:200]
 
 
 class ExportError(ValueError):

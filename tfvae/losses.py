@@ -5,6 +5,9 @@ import math
 import tensorflow as tf
 
 LOG_2PI = math.log(2.0 * math.pi)
+# Burda et al. 2015, sec. 5.2: a latent unit is active when Cov_x(E_q(z|x)[z_u]) exceeds this (evaluation and
+# TensorBoard's latent summaries count them alike).
+ACTIVE_UNIT_THRESHOLD = 0.01
 
 
 def sum_per_example(values):

@@ -122,8 +122,6 @@ def _unused_hparams(cfg):
 KL_EXAMPLES = 1000
 PROJECTOR_DIR = "projector"
 PROJECTOR_EXAMPLES = 10000
-# Burda et al. 2015's activity threshold on Var_x(E_q[z_u]), as in tfvae.evaluation.
-ACTIVE_UNIT_THRESHOLD = 0.01
 
 
 def hparams_of(cfg):
@@ -157,7 +155,7 @@ def latent_dimensions_table(kl_per_dimension, mean_variance):
     width = len(str(len(kl_per_dimension) - 1))
     rows = ["| dimension | KL (nats) | Var_x(E_q[z_u]) | active |", "|---|---|---|---|"]
     for unit, (kl, variance) in enumerate(zip(kl_per_dimension, mean_variance)):
-        active = "yes" if variance > ACTIVE_UNIT_THRESHOLD else "**no**"
+        active = "yes" if variance > losses.ACTIVE_UNIT_THRESHOLD else "**no**"
         rows.append(f"| z{unit:0{width}d} | {kl:.4f} | {variance:.4g} | {active} |")
     return "\n".join(rows)
 
@@ -179,13 +177,13 @@ class LatentSummaries(keras.callbacks.Callback):
         z_mean, z_logvar = tf.cast(z_mean, tf.float32), tf.cast(z_logvar, tf.float32)
         kl_per_dimension = tf.reduce_mean(losses.kl_per_dimension(z_mean, z_logvar), axis=0)
         mean_variance = tf.math.reduce_variance(z_mean, axis=0)
-        active = tf.reduce_sum(tf.cast(mean_variance > ACTIVE_UNIT_THRESHOLD, tf.int32))
+        active = tf.reduce_sum(tf.cast(mean_variance > losses.ACTIVE_UNIT_THRESHOLD, tf.int32))
         with self.writer.as_default(step=epoch):  # Keras' epoch index, the step of its epoch scalars.
             tf.summary.histogram("kl_per_dimension", kl_per_dimension,
                                  description="Mean KL(q(z_u|x) || N(0, 1)) of each latent dimension u, nats, on "
                                              f"{len(self.examples['input'])} held-out examples")
             tf.summary.scalar("active_units", active, description="Latent dimensions with Var_x(E_q[z_u]) > "
-                                                                  f"{ACTIVE_UNIT_THRESHOLD} (Burda et al. 2015)")
+                                                                  f"{losses.ACTIVE_UNIT_THRESHOLD} (Burda et al. 2015)")
             tf.summary.text("latent_dimensions", latent_dimensions_table(kl_per_dimension.numpy(),
                                                                          mean_variance.numpy()),
                             description="Each latent dimension's KL, variance of its posterior mean, and whether it "

@@ -3,11 +3,10 @@
 import numpy as np
 import tensorflow as tf
 
+from tfvae import data
 from tfvae.models import conditional, conv, likelihoods, mlp, objectives
 from tfvae.models.base import VAE
 
-# Labels of every dataset tfvae reads (mnist, fashion_mnist, cifar10) are in [0, 10).
-NUM_CLASSES = 10
 
 # Each builder maps (image_shape, cfg) to (encoder, decoder).
 BUILDERS = {
@@ -15,7 +14,7 @@ BUILDERS = {
     "mlp": lambda shape, cfg: mlp.build_mlp(shape, cfg.latent_dim, cfg.hidden_sizes, seed=cfg.seed),
     "conv": lambda shape, cfg: conv.build_conv(shape, cfg.latent_dim, cfg.conv_filters, cfg.hidden_sizes,
                                                seed=cfg.seed),
-    "cvae": lambda shape, cfg: conditional.build_cvae(shape, cfg.latent_dim, cfg.hidden_sizes, NUM_CLASSES,
+    "cvae": lambda shape, cfg: conditional.build_cvae(shape, cfg.latent_dim, cfg.hidden_sizes, data.NUM_CLASSES,
                                                       seed=cfg.seed),
 }
 
@@ -24,7 +23,7 @@ def _model_class_and_options(cfg):
     """The VAE class of `cfg` (conditioning x objective) and the constructor options only it takes."""
     options = {}
     if cfg.model == "cvae":
-        options["num_classes"] = NUM_CLASSES
+        options["num_classes"] = data.NUM_CLASSES
     if cfg.objective == "iwae":
         options["num_importance_samples"] = cfg.num_importance_samples
         return (conditional.ConditionalIWAE if cfg.model == "cvae" else objectives.IWAE), options
