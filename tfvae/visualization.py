@@ -30,24 +30,6 @@ def tile_images(images, rows, cols, pad=1):
     return grid
 
 
-def save_grid_png(path, images, rows, cols, title, row_labels=None):
-    """Saves a titled grid of `[rows*cols, H, W, C]` images in [0, 1] as a PNG (atomically)."""
-    grid = tile_images(images, rows, cols)
-    height = images.shape[1]
-    fig, ax = plt.subplots(figsize=(max(3.0, cols * 0.75), max(3.0, rows * 0.75 + 0.6)), dpi=100)
-    ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0.0, vmax=1.0,
-              interpolation="nearest")
-    ax.set_title(title, fontsize=10)
-    ax.set_xticks([])
-    if row_labels:
-        ax.set_yticks([r * (height + 1) + height / 2 for r in range(rows)], row_labels, fontsize=8)
-    else:
-        ax.set_yticks([])
-    fig.tight_layout()
-    artifacts.write_bytes_with(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"), suffix=".png")
-    plt.close(fig)
-
-
 def _save_figure(fig, path):
     artifacts.write_bytes_with(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"), suffix=".png")
     plt.close(fig)
@@ -56,6 +38,22 @@ def _save_figure(fig, path):
 def _show_grid(ax, grid):
     ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0.0, vmax=1.0,
               interpolation="nearest")
+
+
+def save_grid_png(path, images, rows, cols, title, row_labels=None):
+    """Saves a titled grid of `[rows*cols, H, W, C]` images in [0, 1] as a PNG (atomically)."""
+    grid = tile_images(images, rows, cols)
+    height = images.shape[1]
+    fig, ax = plt.subplots(figsize=(max(3.0, cols * 0.75), max(3.0, rows * 0.75 + 0.6)), dpi=100)
+    _show_grid(ax, grid)
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    if row_labels:
+        ax.set_yticks([r * (height + 1) + height / 2 for r in range(rows)], row_labels, fontsize=8)
+    else:
+        ax.set_yticks([])
+    fig.tight_layout()
+    _save_figure(fig, path)
 
 
 def gaussian_quantile_grid(grid_size, low=0.05, high=0.95):
