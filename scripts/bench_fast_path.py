@@ -27,7 +27,7 @@ import time
 import numpy as np
 from absl import flags
 
-from tfvae import artifacts, config
+from tfvae import artifacts, cli, config
 
 TRAIN_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
 # Each path's train.py flags, read from this script's flags once they are parsed.
@@ -139,4 +139,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    config.run_main(main)
+    cli.run_main(main)

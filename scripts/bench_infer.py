@@ -26,7 +26,7 @@ from absl import flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
-from tfvae import config  # noqa: E402
+from tfvae import cli, config  # noqa: E402
 
 flags.DEFINE_string("saved_model", "saved_models/tf1_tutorial", "A tfvae export of the tutorial network.")
 config.require_existing_folder("saved_model", "an export of --model=tf1_tutorial, e.g. saved_models/tf1_tutorial")
@@ -316,4 +316,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    config.run_main(main)
+    cli.run_main(main)

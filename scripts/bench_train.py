@@ -18,7 +18,7 @@ from absl import flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
-from tfvae import artifacts, config, profiling  # noqa: E402
+from tfvae import artifacts, cli, config, profiling  # noqa: E402
 
 PRESETS = {
     # The TF1 tutorial: 784-100-(2x20, tanh) / 20-100-784, squared error, batch 100.
@@ -499,4 +499,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    config.run_main(main)
+    cli.run_main(main)

@@ -6,7 +6,7 @@
 
 import sys
 
-from tfvae import config
+from tfvae import cli, config
 
 config.define_enhance_flags()
 
@@ -29,4 +29,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    config.run_main(main)
+    cli.run_main(main)

@@ -5,7 +5,7 @@
 
 import sys
 
-from tfvae import config
+from tfvae import cli, config
 
 config.define_evaluate_cvae_flags()
 
@@ -32,4 +32,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    config.run_main(main)
+    cli.run_main(main)

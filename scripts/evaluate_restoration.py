@@ -6,7 +6,7 @@ r"""Measures restoration on the test set: PSNR / SSIM of corrupted vs clean and 
 
 import sys
 
-from tfvae import config
+from tfvae import cli, config
 
 config.define_restoration_flags()
 
@@ -38,4 +38,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    config.run_main(main)
+    cli.run_main(main)

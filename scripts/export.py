@@ -9,7 +9,7 @@ or writes an older tfvae or classifier export again with this version's signatur
 import os
 import sys
 
-from tfvae import config
+from tfvae import cli, config
 
 config.define_export_flags()
 
@@ -40,4 +40,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    config.run_main(main)
+    cli.run_main(main)

@@ -6,7 +6,7 @@ against it.
 
 import sys
 
-from tfvae import config
+from tfvae import cli, config
 
 config.define_export_tflite_flags()
 
@@ -44,4 +44,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    config.run_main(main)
+    cli.run_main(main)

@@ -7,7 +7,7 @@
 import sys
 
 import numpy as np
-from tfvae import config
+from tfvae import cli, config
 
 config.define_generate_flags()
 
@@ -46,4 +46,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    config.run_main(main)
+    cli.run_main(main)

@@ -7,7 +7,7 @@ r"""Imports a TF1 tutorial VAE (Saver checkpoint or SavedModel) as a tfvae Saved
 
 import sys
 
-from tfvae import config
+from tfvae import cli, config
 
 config.define_import_tf1_flags()
 
@@ -36,4 +36,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    config.run_main(main)
+    cli.run_main(main)

@@ -7,7 +7,7 @@ grid (conditional models), one PNG per kind.
 
 import sys
 
-from tfvae import config
+from tfvae import cli, config
 
 config.define_plot_flags()
 
@@ -31,4 +31,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    config.run_main(main)
+    cli.run_main(main)

@@ -3,7 +3,7 @@
 import signal
 import sys
 
-from tfvae import config
+from tfvae import cli, config
 
 config.define_train_flags()
 
@@ -29,10 +29,10 @@ def main(argv):
         sys.exit(2)
     except training.TrainingInterrupted as e:  # SIGTERM / SIGINT, after a checkpoint was saved.
         if e.signal_number == signal.SIGINT:
-            config.exit_interrupted(e)  # Ends by SIGINT: a shell loop of runs stops too.
+            cli.exit_interrupted(e)  # Ends by SIGINT: a shell loop of runs stops too.
         print(f"interrupted: {e}", file=sys.stderr)
         sys.exit(128 + e.signal_number)  # The shell's code for death by SIGTERM: 143.
 
 
 if __name__ == "__main__":
-    config.run_main(main)
+    cli.run_main(main)

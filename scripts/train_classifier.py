@@ -7,7 +7,7 @@ Writes a SavedModel with a `classify` signature and classifier.json (test accura
 
 import sys
 
-from tfvae import config
+from tfvae import cli, config
 
 config.define_classifier_flags()
 
@@ -24,4 +24,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    config.run_main(main)
+    cli.run_main(main)

@@ -349,7 +349,8 @@ CASES = {
     "conflict micro batches": (lambda ctx: train("--batch_size=100", "--micro_batches=3"),
                                "--batch_size must be a multiple of --micro_batches (equal parts)"),
     "zero micro batches": (lambda ctx: train("--micro_batches=0"), "--micro_batches must be > 0"),
-    "negative batch size": (lambda ctx: train("--batch_size=-5", "--micro_batches=2"), "--batch_size must be > 0"),
+    "negative batch size with micro batches": (lambda ctx: train("--batch_size=-5", "--micro_batches=2"),
+                                               "--batch_size must be > 0"),
     "cpu devices without mirrored": (lambda ctx: train("--cpu_devices=2"),
                                      "--cpu_devices splits the CPU into devices for --strategy=mirrored, which is not "
                                      "set; add it or drop --cpu_devices"),

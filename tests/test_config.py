@@ -6,7 +6,7 @@ import pytest
 from absl import flags
 
 from conftest import REPO, run_script
-from tfvae import config
+from tfvae import cli, config
 
 config.define_train_flags()
 FLAGS = flags.FLAGS
@@ -138,19 +138,19 @@ def test_file_system_problems_are_told_in_one_line_and_other_errors_are_not_take
     full = tf.errors.ResourceExhaustedError(
         None, None, "{{function_node __wrapped__SaveV2_dtypes_40_device_/job:localhost/replica:0/task:0/device:CPU:0}} "
                     "/out/.exp.tmp-1/variables/variables_temp/part-0; No space left on device [Op:SaveV2]")
-    assert config.file_system_problem(full) == ("/out/.exp.tmp-1/variables/variables_temp/part-0: No space left on "
+    assert cli.file_system_problem(full) == ("/out/.exp.tmp-1/variables/variables_temp/part-0: No space left on "
                                                 "device")
-    assert config.file_system_problem(full, where="--export_dir=/out/exp") == ("--export_dir=/out/exp: No space left "
+    assert cli.file_system_problem(full, where="--export_dir=/out/exp") == ("--export_dir=/out/exp: No space left "
                                                                                "on device")
-    assert config.file_system_problem(OSError(13, "Permission denied", "/sys/x.png")) == "/sys/x.png: Permission denied"
-    assert config.file_system_problem(OSError(28, "No space left on device")) == "No space left on device"
+    assert cli.file_system_problem(OSError(13, "Permission denied", "/sys/x.png")) == "/sys/x.png: Permission denied"
+    assert cli.file_system_problem(OSError(28, "No space left on device")) == "No space left on device"
     # Out of memory, a shape error and a Python bug are not the file system's.
     out_of_memory = tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
-    assert config.file_system_problem(out_of_memory) is None
-    assert config.file_system_problem(tf.errors.InvalidArgumentError(None, None, "Incompatible shapes")) is None
-    assert config.file_system_problem(OSError("no errno")) is None
-    assert config.file_system_problem(FileNotFoundError(2, "No such file or directory", "/data/x.gz")) is None
-    assert config.file_system_problem(KeyError("x")) is None
+    assert cli.file_system_problem(out_of_memory) is None
+    assert cli.file_system_problem(tf.errors.InvalidArgumentError(None, None, "Incompatible shapes")) is None
+    assert cli.file_system_problem(OSError("no errno")) is None
+    assert cli.file_system_problem(FileNotFoundError(2, "No such file or directory", "/data/x.gz")) is None
+    assert cli.file_system_problem(KeyError("x")) is None
 
 
 @pytest.mark.skipif(not (os.path.isdir("/sys") and os.access("/sys", os.W_OK)),

@@ -15,7 +15,7 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import REPO, run_script
-from tfvae import config, data, training
+from tfvae import cli, config, data, training
 
 
 @pytest.fixture(scope="module")
@@ -395,7 +395,7 @@ def test_metrics_say_when_the_test_loss_is_not_the_negative_elbo(tmp_path, monke
     assert test["loss"] == pytest.approx(test["reconstruction"] + 4.0 * test["kl"], rel=1e-5)
 
 
-@pytest.mark.parametrize("stop", [KeyboardInterrupt, config.Terminated])
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, cli.Terminated])
 def test_a_run_stopped_while_its_model_is_built_leaves_no_run_folder(stop, tmp_path, monkeypatch):
     # Ctrl-C or SIGTERM after flags.txt is written, before training starts: the same command must not be refused
     # for an existing run folder afterwards.

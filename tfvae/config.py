@@ -2,14 +2,12 @@
 reader of FLAGS."""
 
 import dataclasses
-import errno
 import json
 import os
 import re
-import signal
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from tfvae import artifacts
 
@@ -927,153 +925,6 @@ def _model_dir_is_usable(f):
     return not os.listdir(model_dir)
 
 
-def _stray_arguments(argv):
-    """The arguments of `argv` that are neither flags nor the values of flags given as `--name value`."""
-    stray, value_expected = [], False
-    for argument in argv[1:]:
-        if argument == "--":
-            return stray + argv[argv.index("--") + 1:]
-        if value_expected:
-            value_expected = False
-        elif argument.startswith("-"):
-            name = argument.lstrip("-").split("=", 1)[0]
-            value_expected = "=" not in argument and name in FLAGS and not FLAGS[name].boolean
-        else:
-            stray.append(argument)
-    return stray
-
-
-HELP_FLAGS = ("--help", "-help", "-?", "--helpshort", "-helpshort", "--helpfull", "-helpfull", "--helpxml",
-              "-helpxml")
-
-
-def exit_interrupted(message):
-    """Prints `interrupted: MESSAGE` and ends the process by SIGINT, as an uncaught Ctrl-C does (after Python's
-    clean-up) but without the traceback: the shell sees 130, and a shell loop running the script stops, which an
-    exit code of 130 alone would not make it do."""
-    print(f"interrupted: {message}", file=sys.stderr, flush=True)
-    sys.excepthook = lambda *exc_info: None
-    interrupt = KeyboardInterrupt()  # Python ends by SIGINT for this class only, not a subclass.
-    interrupt.reported = True
-    raise interrupt
-
-
-# What the operating system says when it refuses a write, as errno and as TensorFlow's messages put it.
-FILE_SYSTEM_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS)
-FILE_SYSTEM_REASONS = ("No space left on device", "Disk quota exceeded", "File too large", "Permission denied",
-                       "Operation not permitted", "Read-only file system")
-
-
-def op_error_reason(error):
-    """The first line of an error's message (a TensorFlow OpError's without the "{{function_node ...}}" and
-    "[Op:NAME]" around it: the reason, which fits in a one-line error); its type's name if it says nothing."""
-    message = str(getattr(error, "message", None) or error)
-    first_line = re.sub(r"\{\{function_node [^}]*\}\}|\[Op:\w+\]", "", message).strip().split("\n")[0]
-    return " ".join(first_line.split()) or type(error).__name__
-
-
-def file_system_problem(error, where=None):
-    """One line for an error the operating system gave while a file was written (a full disk, a folder it refuses),
-    raised by Python or by a TensorFlow op (saving a checkpoint or an export); None for any other error.
-
-    `where`: the file or folder to name instead of the one in the error (a temporary file inside it).
-    """
-    if isinstance(error, OSError) and error.errno in FILE_SYSTEM_ERRNOS:
-        where = where or error.filename
-        return f"{where}: {error.strerror}" if where else error.strerror
-    tf = sys.modules.get("tensorflow")  # Not imported here: --help stays fast.
-    if tf is not None and isinstance(error, tf.errors.OpError):
-        # "{{function_node ...}} PATH; No space left on device [Op:SaveV2]": the path and the reason.
-        message = op_error_reason(error)
-        reason = next((reason for reason in FILE_SYSTEM_REASONS if reason in message), None)
-        if reason:
-            return f"{where}: {reason}" if where else message.replace("; ", ": ", 1)
-    return None
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised where the script is, so that what it was writing is removed as for Ctrl-C (a BaseException,
-    like KeyboardInterrupt: no `except Exception` swallows it)."""
-
-
-def _raise_terminated(number, frame):
-    raise Terminated()
-
-
-def run_main(main):
-    """`app.run(main)` for a script: flags parsed by `parse_flags_or_exit`, and Ctrl-C or SIGTERM ending the script
-    in one line (exit code 130 / 143) instead of a traceback or a silent death; tfvae writes each file whole or not at
-    all.
-
-    Args:
-      main: the script's `main(argv)`.
-    """
-    def main_or_interrupted(argv):
-        signal.signal(signal.SIGTERM, _raise_terminated)  # train.py's training defers it to a checkpoint instead.
-        try:
-            return main(argv)
-        except KeyboardInterrupt as e:
-            if getattr(e, "reported", False):
-                raise
-            exit_interrupted("stopped by Ctrl-C (SIGINT); the files it wrote before are whole, none is half-written")
-        except Terminated:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            print("interrupted: stopped by SIGTERM; the files it wrote before are whole, none is half-written",
-                  file=sys.stderr, flush=True)
-            sys.exit(128 + signal.SIGTERM)
-        except Exception as e:
-            problem = file_system_problem(e)
-            if not problem:
-                raise
-            # What the up-front checks cannot see: a disk that fills up, a folder the OS refuses despite access().
-            print(f"error: {problem}; nothing half-written is left: free some space, or pass a path on another disk "
-                  f"or in a folder you can write to", file=sys.stderr)
-            sys.exit(1)
-
-    app.run(main_or_interrupted, flags_parser=parse_flags_or_exit)
-
-
-def parse_flags_or_exit(argv):
-    """absl `flags_parser`: any flag error or stray argument becomes one line on stderr and exit code 2."""
-    # --help lists the main module's key flags, and the scripts define theirs here: make them the script's too.
-    for flag in FLAGS.flags_by_module_dict().get(__name__, []):
-        FLAGS.register_key_flag_for_module(argv[0], flag)
-    # Found before parsing: absl validates the flags first, and a forgotten "--flagfile=" would surface as
-    # whatever validator its absence trips.
-    stray = _stray_arguments(argv)
-    if stray:
-        print(f"error: unexpected arguments {stray}; every setting is a --flag, a flagfile is --flagfile=PATH "
-              f"(see --help)", file=sys.stderr)
-        sys.exit(2)
-    try:
-        remaining = FLAGS(argv)
-    except SystemExit as e:
-        # absl's --help and --helpfull print the usage, then exit 1; asking for help is not an error.
-        if e.code == 1 and any(arg.split("=")[0] in HELP_FLAGS for arg in argv[1:]):
-            sys.exit(0)
-        raise
-    except flags.Error as e:
-        # absl puts each failed validator on a line of its own; kept apart on the one line. Its flagfile errors
-        # begin "ERROR::", which our own "error:" already says.
-        lines = [" ".join(line.split()).removeprefix("ERROR:: ").rstrip(".") for line in str(e).splitlines()]
-        # absl shows a list flag's value as Python's ['32', '64']: shown as typed, 32,64.
-        lines = [re.sub(r"=\[((?:'[^']*'(?:, )?)*)\]", lambda m: "=" + ",".join(re.findall(r"'([^']*)'", m[1])), line)
-                 for line in lines]
-        message = "; ".join(line for line in lines if line)
-        print(f"error: {message}; see --help", file=sys.stderr)
-        sys.exit(2)
-    if remaining[1:]:
-        # The command line's own strays were refused above: these are flagfile lines without a leading "--",
-        # which absl passes on as arguments, so the setting they meant would be silently ignored.
-        print(f"error: unexpected arguments {remaining[1:]} in a flagfile; each of its lines must be a --flag "
-              f"(e.g. --epochs=10) or a # comment", file=sys.stderr)
-        sys.exit(2)
-    if "verbosity" in FLAGS and FLAGS["verbosity"].using_default_value:
-        # absl's app.run raises an unset --verbosity to INFO after parsing; set, our default (see above) holds.
-        FLAGS.verbosity = FLAGS["verbosity"].default
-    return remaining
-
-
 def config_from_flags():
     """Builds the RunConfig of this process's training flags, filling the defaults that derive from others."""
     name = FLAGS.name or FLAGS.model
@@ -1204,3 +1055,64 @@ def _check_corruption_strength(f):
     if message:
         raise flags.ValidationError(message)  # Its message replaces the validator's generic one.
     return True
+
+
+def _stray_arguments(argv):
+    """The arguments of `argv` that are neither flags nor the values of flags given as `--name value`."""
+    stray, value_expected = [], False
+    for argument in argv[1:]:
+        if argument == "--":
+            return stray + argv[argv.index("--") + 1:]
+        if value_expected:
+            value_expected = False
+        elif argument.startswith("-"):
+            name = argument.lstrip("-").split("=", 1)[0]
+            value_expected = "=" not in argument and name in FLAGS and not FLAGS[name].boolean
+        else:
+            stray.append(argument)
+    return stray
+
+
+HELP_FLAGS = ("--help", "-help", "-?", "--helpshort", "-helpshort", "--helpfull", "-helpfull", "--helpxml",
+              "-helpxml")
+
+
+def parse_flags_or_exit(argv):
+    """absl `flags_parser`: any flag error or stray argument becomes one line on stderr and exit code 2."""
+    # --help lists the main module's key flags, and the scripts define theirs here: make them the script's too.
+    for flag in FLAGS.flags_by_module_dict().get(__name__, []):
+        FLAGS.register_key_flag_for_module(argv[0], flag)
+    # Found before parsing: absl validates the flags first, and a forgotten "--flagfile=" would surface as
+    # whatever validator its absence trips.
+    stray = _stray_arguments(argv)
+    if stray:
+        print(f"error: unexpected arguments {stray}; every setting is a --flag, a flagfile is --flagfile=PATH "
+              f"(see --help)", file=sys.stderr)
+        sys.exit(2)
+    try:
+        remaining = FLAGS(argv)
+    except SystemExit as e:
+        # absl's --help and --helpfull print the usage, then exit 1; asking for help is not an error.
+        if e.code == 1 and any(arg.split("=")[0] in HELP_FLAGS for arg in argv[1:]):
+            sys.exit(0)
+        raise
+    except flags.Error as e:
+        # absl puts each failed validator on a line of its own; kept apart on the one line. Its flagfile errors
+        # begin "ERROR::", which our own "error:" already says.
+        lines = [" ".join(line.split()).removeprefix("ERROR:: ").rstrip(".") for line in str(e).splitlines()]
+        # absl shows a list flag's value as Python's ['32', '64']: shown as typed, 32,64.
+        lines = [re.sub(r"=\[((?:'[^']*'(?:, )?)*)\]", lambda m: "=" + ",".join(re.findall(r"'([^']*)'", m[1])), line)
+                 for line in lines]
+        message = "; ".join(line for line in lines if line)
+        print(f"error: {message}; see --help", file=sys.stderr)
+        sys.exit(2)
+    if remaining[1:]:
+        # The command line's own strays were refused above: these are flagfile lines without a leading "--",
+        # which absl passes on as arguments, so the setting they meant would be silently ignored.
+        print(f"error: unexpected arguments {remaining[1:]} in a flagfile; each of its lines must be a --flag "
+              f"(e.g. --epochs=10) or a # comment", file=sys.stderr)
+        sys.exit(2)
+    if "verbosity" in FLAGS and FLAGS["verbosity"].using_default_value:
+        # absl's app.run raises an unset --verbosity to INFO after parsing; set, our default (see above) holds.
+        FLAGS.verbosity = FLAGS["verbosity"].default
+    return remaining

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfvae import config
+from tfvae import cli
 
 # The four files of the TF1 `read_data_sets` layout, by split.
 IDX_FILES = {
@@ -221,7 +221,7 @@ def _load_tfds_split(dataset, data_dir, split):
     except DataError:
         raise
     except tf.errors.DataLossError as e:  # A prepared file cut short or changed: preparing again mends it.
-        raise DataError(f"the prepared TFDS {dataset} in {builder.data_dir} is damaged ({config.op_error_reason(e)}); "
+        raise DataError(f"the prepared TFDS {dataset} in {builder.data_dir} is damaged ({cli.op_error_reason(e)}); "
                         f"delete that folder and prepare {dataset} again") from None
     except Exception as e:  # TFDS raises many types; all mean the same thing to the user.
         raise DataError(f"could not load {dataset} split {split!r} through TFDS from data_dir={data_dir!r} "

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tfvae import artifacts, config, export
+from tfvae import artifacts, cli, config, export
 
 # What a folder of inputs is scanned for; a single input file may be any format tf.io.decode_image reads.
 IMAGE_EXTENSIONS = config.IMAGE_SUFFIXES
@@ -85,7 +85,7 @@ def read_image(path, image_shape, resize=False):
         image = tf.io.decode_image(tf.io.read_file(path), channels=0, dtype=tf.float32, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.PermissionDeniedError) as e:
         # The decoder's own words are what helps.
-        raise EnhanceError(f"{path}: not a readable PNG or JPEG image ({config.op_error_reason(e)}); replace or "
+        raise EnhanceError(f"{path}: not a readable PNG or JPEG image ({cli.op_error_reason(e)}); replace or "
                            f"remove it") from None
     image = _to_channels(image, channels)
     if tuple(image.shape[:2]) != (height, width):

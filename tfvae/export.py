@@ -7,7 +7,7 @@ import shutil
 
 import tensorflow as tf
 
-from tfvae import artifacts, compat, config
+from tfvae import artifacts, cli, compat
 
 METADATA_FILE = "tfvae.json"
 FORMAT_VERSION = 1
@@ -28,7 +28,7 @@ def describe_read_error(error):
     """One line on why saved variables could not be read (a `VARIABLE_READ_ERRORS` error)."""
     if isinstance(error, IndexError):
         return "its data file is shorter than its index says: truncated or damaged"
-    return config.op_error_reason(error)[:200]
+    return cli.op_error_reason(error)[:200]
 
 
 class ExportError(ValueError):

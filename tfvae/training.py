@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfvae import artifacts, config, distribute, export, optimizers, summaries, visualization
+from tfvae import artifacts, cli, config, distribute, export, optimizers, summaries, visualization
 from tfvae.models import likelihoods
 
 GRID_ROWS = GRID_COLS = 4
@@ -298,7 +298,7 @@ class Checkpoints(keras.callbacks.Callback):
             try:
                 self.manager.save(checkpoint_number=step)
             except (OSError, tf.errors.OpError) as e:
-                problem = config.file_system_problem(e, where=self.manager.directory)
+                problem = cli.file_system_problem(e, where=self.manager.directory)
                 if not problem:
                     raise
                 # TensorFlow leaves the folder it was writing the checkpoint into.
@@ -694,7 +694,7 @@ def run(cfg):
                 with strategy.scope():
                     model = build_model(cfg, datasets.image_shape)
                     metrics = train(model, datasets, run_cfg)
-            except (legacy.TF1ImportError, KeyboardInterrupt, config.Terminated):
+            except (legacy.TF1ImportError, KeyboardInterrupt, cli.Terminated):
                 # Stopped before its first checkpoint (an --init_from that does not fit, a Ctrl-C while it starts;
                 # once training runs, Ctrl-C saves one): leave no run folder behind, so the same command, corrected
                 # if need be, is not refused for an existing one.
@@ -719,7 +719,7 @@ def run(cfg):
                                                      export_metadata(cfg, datasets.image_shape, model),
                                                      extra_json={"metrics.json": metrics})
                 except (OSError, tf.errors.OpError) as e:
-                    problem = config.file_system_problem(e, where=f"--export_dir={export_dir}")
+                    problem = cli.file_system_problem(e, where=f"--export_dir={export_dir}")
                     if not problem:
                         raise
                     raise export.ExportError(
