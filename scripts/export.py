@@ -6,7 +6,6 @@ or writes an older tfvae or classifier export again with this version's signatur
     python scripts/export.py --saved_model=saved_models/mnist_classifier
 """
 
-import os
 import sys
 
 from tfvae import cli, config
@@ -16,21 +15,10 @@ config.define_export_flags()
 
 def main(argv):
     del argv  # parse_flags_or_exit refuses stray arguments.
-    from tfvae import classifier, export, restore
+    from tfvae import export, restore
 
-    source, target = config.FLAGS.saved_model or config.FLAGS.model_dir, config.FLAGS.export_dir
-    if config.FLAGS.model_dir and not target:
-        target = restore.run_export_dir(config.FLAGS.model_dir)
-    # Written in place (--saved_model alone) or the run's own export again: nothing of another is replaced.
-    replaced = target and os.path.realpath(target) != os.path.realpath(source) and export.describe_other_export(
-        target, config.FLAGS.model_dir)
     try:
-        if config.FLAGS.saved_model and classifier.is_classifier_export(config.FLAGS.saved_model):
-            path = classifier.reexport_classifier(config.FLAGS.saved_model, config.FLAGS.export_dir)
-        elif config.FLAGS.saved_model:
-            path = restore.reexport_saved_model(config.FLAGS.saved_model, config.FLAGS.export_dir)
-        else:
-            path = restore.export_checkpoint(config.FLAGS.model_dir, config.FLAGS.export_dir)
+        path, replaced = restore.write_export(config.export_config_from_flags())
     except (export.ExportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -810,6 +810,19 @@ def define_export_flags():
     _quiet_absl_logging()
 
 
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """scripts/export.py: exactly one of `model_dir` (a run) and `saved_model` (an export to write again)."""
+
+    model_dir: str
+    saved_model: str
+    export_dir: str
+
+
+def export_config_from_flags():
+    return ExportConfig(**_flag_values(ExportConfig))
+
+
 def _export_metadata_file(saved_model):
     """The file that marks an export of the kind of `saved_model` (a tfvae one when None: a run's checkpoint)."""
     classifier_file = "classifier.json"

@@ -54,11 +54,6 @@ def kl_per_dimension(z_mean, z_logvar):
     return 0.5 * (tf.square(z_mean) + tf.exp(z_logvar) - z_logvar - 1.0)
 
 
-def kl_standard_normal(z_mean, z_logvar):
-    """KL(q(z|x) || N(0, I)) in nats, `[batch]`."""
-    return tf.reduce_sum(kl_per_dimension(z_mean, z_logvar), axis=-1)
-
-
 def free_bits_kl(kl_per_dimension, free_bits):
     """Per-example KL with free bits (Kingma et al. 2016, the IAF paper): dimensions whose batch-mean KL is below
     `free_bits` nats count as `free_bits` and get no gradient. Under a strategy the batch is the global batch.

@@ -171,6 +171,31 @@ def export_checkpoint(model_dir, export_dir=None):
                                      extra_json={"metrics.json": metrics} if metrics else None)
 
 
+def write_export(cfg):
+    """The whole job of `scripts/export.py` (an ExportConfig): the run's latest checkpoint, or a tfvae or classifier
+    export written again, to `cfg.export_dir` (default: the run's own --export_dir, or in place).
+
+    Returns:
+      (the absolute export path, a description of another run's export it replaced, or None).
+    """
+    from tfvae import classifier  # Local: only this path needs it.
+
+    source, target = cfg.saved_model or cfg.model_dir, cfg.export_dir
+    if cfg.model_dir and not target:
+        target = run_export_dir(cfg.model_dir)
+    # Written in place (--saved_model alone) or the run's own export again: nothing of another is replaced.
+    replaced = None
+    if target and os.path.realpath(target) != os.path.realpath(source):
+        replaced = export.describe_other_export(target, cfg.model_dir)
+    if cfg.saved_model and classifier.is_classifier_export(cfg.saved_model):
+        path = classifier.reexport_classifier(cfg.saved_model, cfg.export_dir)
+    elif cfg.saved_model:
+        path = reexport_saved_model(cfg.saved_model, cfg.export_dir)
+    else:
+        path = export_checkpoint(cfg.model_dir, cfg.export_dir)
+    return path, replaced
+
+
 class DamagedCheckpoint(ValueError):
     """A checkpoint whose files are damaged (cut short, bytes changed), not one of another model."""
 

@@ -1,6 +1,7 @@
 """TensorBoard beyond Keras' scalars: per-dimension KL histograms, active units, HParams, the Embedding Projector;
 and reading a run's per-epoch history back from its metrics.json or event files."""
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -160,6 +161,40 @@ def latent_dimensions_table(kl_per_dimension, mean_variance):
     return "\n".join(rows)
 
 
+@contextlib.contextmanager
+def writing_to(log_dir, step=None):
+    """A block whose tf.summary calls go to an event file in `log_dir`, closed (its thread and file) at the end."""
+    writer = tf.summary.create_file_writer(log_dir)
+    try:
+        with writer.as_default(step=step):
+            yield
+    finally:
+        writer.close()
+
+
+class EventWriter:
+    """A callback's summary writer for `log_dir`, made on first use and closed at the end of each `fit` (a run
+    resumed mid-epoch fits twice: the second fit writes a new event file beside the first)."""
+
+    def __init__(self, log_dir):
+        self.log_dir = log_dir
+        self._writer = None
+
+    def as_default(self, step=None):
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        return self._writer.as_default(step=step)
+
+    def flush(self):
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
 class LatentSummaries(keras.callbacks.Callback):
     """Each epoch, on fixed held-out examples: a histogram of the per-dimension KL (nats, one value per latent
     dimension), the number of active units, and a table naming each dimension's KL and activity, under `log_dir`
@@ -167,8 +202,11 @@ class LatentSummaries(keras.callbacks.Callback):
 
     def __init__(self, log_dir, examples):
         super().__init__()
-        self.writer = tf.summary.create_file_writer(log_dir)
+        self.writer = EventWriter(log_dir)
         self.examples = examples
+
+    def on_train_end(self, logs=None):
+        self.writer.close()
 
     def on_epoch_end(self, epoch, logs=None):
         z_mean, z_logvar = self.model.encode(tf.constant(self.examples["input"]),
@@ -207,7 +245,7 @@ class HParamsSummary(keras.callbacks.Callback):
         self._written = True
         from tensorboard.plugins.hparams import api as hp
 
-        with tf.summary.create_file_writer(self.log_dir).as_default():
+        with writing_to(self.log_dir):
             # The run folder names the trial: unique under one logdir, unlike --name.
             hp.hparams(hparams_of(self.cfg), trial_id=os.path.basename(os.path.normpath(self.cfg.model_dir)))
 
@@ -223,7 +261,7 @@ def make_callbacks(cfg, datasets):
 
 def write_test_metrics(model_dir, test_metrics, step):
     """Final test metrics as scalars `test/NAME` in `model_dir`, where the HParams tab reads them."""
-    with tf.summary.create_file_writer(model_dir).as_default(step=step):
+    with writing_to(model_dir, step=step):
         for name, value in test_metrics.items():
             tf.summary.scalar(f"test/{name}", value)
 
@@ -268,7 +306,7 @@ def write_projector(log_dir, model, dataset, images, labels, count=PROJECTOR_EXA
     embedding.sprite.single_image_dim.extend([width, height])
     projector.visualize_embeddings(log_dir, embedding_config)
     # TensorBoard only lists folders holding an event file as runs; the projector looks for its config in runs.
-    with tf.summary.create_file_writer(log_dir).as_default():
+    with writing_to(log_dir):
         tf.summary.text("about", f"z_mean of {n} test examples; labels in metadata.tsv, thumbnails in sprite.png",
                         step=0)
     return z_mean

@@ -195,7 +195,7 @@ class ImageSummaries(keras.callbacks.Callback):
 
     def __init__(self, log_dir, image_shape, originals, seed, restoring=False):
         super().__init__()
-        self.writer = tf.summary.create_file_writer(log_dir)
+        self.writer = summaries.EventWriter(log_dir)
         self.image_shape = image_shape
         self.originals = originals
         self.seed = seed
@@ -218,6 +218,9 @@ class ImageSummaries(keras.callbacks.Callback):
             tf.summary.image("samples", visualization.tile_images(as_images(samples), GRID_ROWS, GRID_COLS)[None])
             tf.summary.image(tag, visualization.tile_images(tiles, len(rows), len(tiles) // len(rows))[None])
         self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        self.writer.close()
 
 
 class EpochTensorBoard(keras.callbacks.TensorBoard):
