@@ -156,11 +156,11 @@ def test_a_runs_recorded_folders_are_found_from_any_folder(export_dir, expected,
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    cfg = restore.run_config(str(run))
+    cfg = config.run_config_of_run_folder(str(run))
     assert cfg.model_dir == str(run)
     assert cfg.export_dir == expected.format(ran_in=tmp_path / "work")
     assert restore.run_export_dir(os.path.relpath(run)) == cfg.export_dir
     # A run folder moved away from where it ran: its relative export folder is taken from here.
     moved = tmp_path / "moved"
     os.rename(run, moved)
-    assert restore.run_config(str(moved)).export_dir == os.path.join(str(elsewhere), export_dir)
+    assert config.run_config_of_run_folder(str(moved)).export_dir == os.path.join(str(elsewhere), export_dir)

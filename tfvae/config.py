@@ -807,6 +807,7 @@ def define_export_flags():
         lambda f: not f["export_dir"] or _is_replaceable(f["export_dir"], _export_metadata_file(f["saved_model"])),
         message="--export_dir exists and is not an export of the same kind (no tfvae.json, or classifier.json for a "
                 "classifier); the export would replace it, so remove it or choose another --export_dir")
+    flags.register_multi_flags_validator(["export_dir", "model_dir"], _run_export_dir_is_replaceable)
     _quiet_absl_logging()
 
 
@@ -821,6 +822,20 @@ class ExportConfig:
 
 def export_config_from_flags():
     return ExportConfig(**_flag_values(ExportConfig))
+
+
+def _run_export_dir_is_replaceable(f):
+    """export.py --model_dir without --export_dir writes to the run's own --export_dir: checked as one given."""
+    if f["export_dir"] or not f["model_dir"] or not os.path.isfile(os.path.join(f["model_dir"], "flags.txt")):
+        return True
+    try:
+        export_dir = run_config_of_run_folder(f["model_dir"]).export_dir
+    except ValueError:
+        return True  # Said when the run is loaded, with the fix.
+    if not _is_replaceable(export_dir, "tfvae.json"):
+        raise flags.ValidationError(f"the run's --export_dir={export_dir} exists and is not a tfvae export; the "
+                                    f"export would replace it, so remove it or pass --export_dir=PATH")
+    return True
 
 
 def _export_metadata_file(saved_model):
@@ -888,6 +903,22 @@ def run_config_from_flagfile(path):
 def _quiet_absl_logging():
     # TensorFlow logs every saved function at INFO through absl; warnings and errors are what users need.
     FLAGS.set_default("verbosity", logging.WARNING)
+
+
+def run_config_of_run_folder(model_dir):
+    """The RunConfig of the run in `model_dir`, from its flags.txt, with its folders made absolute.
+
+    train.py records `--model_dir` and `--export_dir` as typed, relative to the folder it ran in. That folder is
+    where the recorded model_dir meets the run folder given (`runs/x` in `/home/me/runs/x`: `/home/me`), so the
+    run's export is found from any folder; a run folder moved elsewhere leaves them relative to this one.
+
+    Raises:
+      ValueError: no readable flags.txt, naming the fix.
+    """
+    cfg = run_config_from_flagfile(os.path.join(model_dir, "flags.txt"))
+    run, recorded = os.path.abspath(model_dir), os.path.normpath(cfg.model_dir)
+    ran_in = run[:-len(recorded)].rstrip(os.sep) if run.endswith(os.sep + recorded) else os.getcwd()
+    return dataclasses.replace(cfg, model_dir=run, export_dir=os.path.join(ran_in, cfg.export_dir))
 
 
 def _is_replaceable(export_dir, metadata_file):

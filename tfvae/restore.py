@@ -9,7 +9,6 @@ import tensorflow as tf
 
 from tfvae import compat, config, export
 
-FLAGS_FILE = "flags.txt"
 CHECKPOINTS_DIR = "checkpoints"
 
 
@@ -81,22 +80,6 @@ def load_saved_model(path):
                        owner=saved)
 
 
-def run_config(model_dir):
-    """The RunConfig of the run in `model_dir`, from its flags.txt, with its folders made absolute.
-
-    train.py records `--model_dir` and `--export_dir` as typed, relative to the folder it ran in. That folder is
-    where the recorded model_dir meets the run folder given (`runs/x` in `/home/me/runs/x`: `/home/me`), so the
-    run's export is found from any folder; a run folder moved elsewhere leaves them relative to this one.
-
-    Raises:
-      ValueError: no readable flags.txt, naming the fix.
-    """
-    cfg = config.run_config_from_flagfile(os.path.join(model_dir, FLAGS_FILE))
-    run, recorded = os.path.abspath(model_dir), os.path.normpath(cfg.model_dir)
-    ran_in = run[:-len(recorded)].rstrip(os.sep) if run.endswith(os.sep + recorded) else os.getcwd()
-    return dataclasses.replace(cfg, model_dir=run, export_dir=os.path.join(ran_in, cfg.export_dir))
-
-
 def load_checkpoint(model_dir):
     """Rebuilds the model of a run from `model_dir/flags.txt` and restores its latest checkpoint.
 
@@ -108,7 +91,7 @@ def load_checkpoint(model_dir):
 
     if not os.path.isdir(model_dir):
         raise ValueError(f"--model_dir={model_dir}: no such folder; pass a run folder written by train.py")
-    cfg = run_config(model_dir)
+    cfg = config.run_config_of_run_folder(model_dir)
     latest = tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINTS_DIR))
     if latest is None:
         raise ValueError(f"--model_dir={model_dir}: no checkpoint in {CHECKPOINTS_DIR}/; train at least one "
@@ -145,7 +128,7 @@ def input_size(metadata):
 def run_export_dir(model_dir):
     """The --export_dir a run's flags.txt names, or None when it cannot be read (`export_checkpoint` says why)."""
     try:
-        return run_config(model_dir).export_dir
+        return config.run_config_of_run_folder(model_dir).export_dir
     except ValueError:
         return None
 
@@ -160,7 +143,7 @@ def export_checkpoint(model_dir, export_dir=None):
     from tfvae import summaries  # Local: reads TensorBoard files.
 
     loaded = load_checkpoint(model_dir)
-    cfg = run_config(model_dir)
+    cfg = config.run_config_of_run_folder(model_dir)
     metadata = {k: v for k, v in loaded.metadata.items() if k != "checkpoint"}
     try:
         metrics = {"history": summaries.read_history(model_dir), "checkpoint": os.path.basename(
