@@ -193,6 +193,16 @@ def make_temp_dir_beside(path):
 _REPLACE_ATTEMPTS = 10
 
 
+def holds_something_else(path, marker_file):
+    """Whether writing an export to `path` would destroy something: a file, or a folder with files but no
+    `marker_file` (which marks an earlier export of the same kind, replaced whole by `replace_dir`)."""
+    if not os.path.exists(path):
+        return False
+    if not os.path.isdir(path):
+        return True
+    return not os.path.isfile(os.path.join(path, marker_file)) and bool(os.listdir(path))
+
+
 def replace_dir(tmp_dir, path):
     """Moves the finished folder `tmp_dir` onto `path`; an older `path` is kept until the new one is in place. When
     writers replace one folder at once (runs of a sweep sharing an --export_dir), each finishes, and the last stands."""

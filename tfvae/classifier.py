@@ -94,8 +94,7 @@ def is_classifier_export(path):
 def export_classifier(model, export_dir, metadata):
     """Writes the classifier as a SavedModel with one `classify` signature (image -> logits, probabilities, class),
     and `classifier.json` (metadata, e.g. test accuracy), atomically."""
-    if os.path.exists(export_dir) and not is_classifier_export(export_dir) and (
-            not os.path.isdir(export_dir) or os.listdir(export_dir)):
+    if artifacts.holds_something_else(export_dir, METADATA_FILE):
         raise ClassifierError(f"--export_dir={export_dir} exists and is not a classifier export; "
                               f"remove it or choose another --export_dir")
     module = _ClassifierModule(model, metadata["image_shape"])

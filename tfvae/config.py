@@ -924,9 +924,8 @@ def run_config_of_run_folder(model_dir):
 def _is_replaceable(export_dir, metadata_file):
     """True when an export may be written to `export_dir`: nothing there, an empty folder, or an earlier export
     (it holds `metadata_file`), which is replaced whole at the end."""
-    if not os.path.isdir(export_dir) or os.path.isfile(os.path.join(export_dir, metadata_file)):
-        return True  # A file there is refused by its own validator (refuse_existing_file).
-    return not os.listdir(export_dir)
+    # A file there is refused by its own validator (refuse_existing_file).
+    return not os.path.isdir(export_dir) or not artifacts.holds_something_else(export_dir, metadata_file)
 
 
 def default_run_dirs(name):

@@ -192,8 +192,7 @@ def export_saved_model(model, export_dir, metadata, extra_json=None, optimizer=N
     Returns:
       The absolute export path.
     """
-    if os.path.exists(export_dir) and not is_tfvae_export(export_dir) and (
-            not os.path.isdir(export_dir) or os.listdir(export_dir)):
+    if artifacts.holds_something_else(export_dir, METADATA_FILE):
         raise ExportError(f"--export_dir={export_dir} exists and is not a tfvae export; "
                           f"remove it or choose another --export_dir")
     if os.path.islink(export_dir):  # A link such as current -> v3 stays one: the folder it names is replaced.
