@@ -393,3 +393,7 @@ def test_only_bad_steps_in_a_row_stop_the_run(bad_batches, stops_after, steps_pe
     else:
         assert callback.stopped_at == (1, 8 if steps_per_execution == 8 else stops_after)
         assert len(history.history["loss"]) == 1
+        # A later fit of the same model on good data (a lower learning rate, say) is not stopped by the last one's.
+        again = training.StopOnBadSteps(max_bad_steps=3)
+        model.fit(_batches(np.nan_to_num(x)), epochs=1, callbacks=[again], verbose=0, shuffle=False)
+        assert again.stopped_at is None

@@ -385,6 +385,11 @@ class StopOnBadSteps(keras.callbacks.Callback):
         self.max_bad_steps = max_bad_steps
         self.stopped_at = None  # (epoch, step of the epoch) of the call after which it stopped.
 
+    def on_train_begin(self, logs=None):
+        # What an earlier fit of the model saw is not this one's to judge; a run of skipped steps at its end still
+        # goes on (`now`) if this fit's first steps are skipped too.
+        self.model.bad_steps_in_a_row.longest.assign(0.0)
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
