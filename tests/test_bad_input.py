@@ -206,16 +206,24 @@ def broken_classifier_case(damage):
     return case
 
 
-def foreign_run_export_case(ctx):
-    """export.py --model_dir of a run whose own --export_dir (relative, as train.py records it) holds other files."""
-    run = os.path.join(ctx["in"], "runs", "mine")
-    os.makedirs(run)
-    with open(os.path.join(run, "flags.txt"), "w") as f:
-        f.write("--model=mlp\n--model_dir=runs/mine\n--export_dir=saved_models/mine\n")
-    os.makedirs(os.path.join(ctx["in"], "saved_models", "mine"))
-    with open(os.path.join(ctx["in"], "saved_models", "mine", "notes.txt"), "w") as f:
-        f.write("not an export")
-    return ("export.py", [f"--model_dir={run}"])
+def foreign_run_export_case(kind):
+    """export.py --model_dir of a run whose own --export_dir (relative, as train.py records it) is a file or a
+    folder of other files."""
+    def case(ctx):
+        run = os.path.join(ctx["in"], "runs", "mine")
+        os.makedirs(run)
+        with open(os.path.join(run, "flags.txt"), "w") as f:
+            f.write("--model=mlp\n--model_dir=runs/mine\n--export_dir=saved_models/mine\n")
+        target = os.path.join(ctx["in"], "saved_models", "mine")
+        if kind == "folder":
+            os.makedirs(target)
+            target = os.path.join(target, "notes.txt")
+        else:
+            os.makedirs(os.path.dirname(target))
+        with open(target, "w") as f:
+            f.write("not an export")
+        return ("export.py", [f"--model_dir={run}"])
+    return case
 
 
 def reexport_classifier_case(image_shape):
@@ -288,7 +296,8 @@ FLAG_CASES = ("unknown flag", "wrong type", "zero batch size", "missing flagfile
               "enhance output of another kind", "generate output is a folder", "tflite output of another kind",
               "restoration grid of another kind", "generate label not a number", "xla over logical cpus",
               "export into a broken link", "reexport into a foreign folder", "conv filters on an mlp",
-              "tflite output below a broken link", "export a run whose own export folder is foreign")
+              "tflite output below a broken link", "export a run whose own export folder is foreign",
+              "export a run whose own export folder is a file")
 
 # name -> (function of the test's folders -> (script, args)), text the one error line must hold.
 CASES = {
@@ -509,8 +518,11 @@ CASES = {
                                           f"--classifier={REPO}/saved_models/mnist_classifier"]),
         "is not label-conditioned; pass a cvae export"),
     "export a run whose own export folder is foreign": (
-        foreign_run_export_case, "in/saved_models/mine exists and is not a tfvae export; the export would replace it, "
-                                 "so remove it or pass --export_dir=PATH"),
+        foreign_run_export_case("folder"), "in/saved_models/mine exists and is not a tfvae export; the export would "
+                                           "replace it, so remove it or pass --export_dir=PATH"),
+    "export a run whose own export folder is a file": (
+        foreign_run_export_case("file"), "in/saved_models/mine exists and is not a tfvae export; the export would "
+                                         "replace it, so remove it or pass --export_dir=PATH"),
     "reexport export index cut short": (broken_export_case("export.py", ["--export_dir={out}/export"],
                                                           "index truncated"),
                                        "its SavedModel files are incomplete or corrupt"),

@@ -161,3 +161,14 @@ def test_a_write_the_os_refuses_despite_the_checks_ends_in_one_line(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert lines == ["error: /sys/tfvae.png: Permission denied; nothing half-written is left: free some space, or pass "
                      "a path on another disk or in a folder you can write to"]
+
+
+def test_op_error_reason_keeps_the_reason_only():
+    import tensorflow as tf
+
+    error = tf.errors.InvalidArgumentError(
+        None, None, "{{function_node __wrapped__DecodePng}} Invalid PNG. Failed to initialize decoder. "
+                    "[Op:DecodePng] name: \nmore lines")
+    assert cli.op_error_reason(error) == "Invalid PNG. Failed to initialize decoder."
+    assert cli.op_error_reason(ValueError("")) == "ValueError"
+

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from tfvae import config, export, restore, training
+from tfvae.compat import keras
 from tfvae.models import build_model
 
 IMAGE_SHAPE = (28, 28, 1)
@@ -164,3 +165,28 @@ def test_a_runs_recorded_folders_are_found_from_any_folder(export_dir, expected,
     moved = tmp_path / "moved"
     os.rename(run, moved)
     assert config.run_config_of_run_folder(str(moved)).export_dir == os.path.join(str(elsewhere), export_dir)
+
+
+def test_a_mixed_precision_run_loads_in_its_precision_and_leaves_the_global_policy(tmp_path):
+    cfg = _cfg(tmp_path, mixed_precision="mixed_bfloat16")
+    training.prepare_model_dir(cfg)
+    model = restore.build_in_precision(cfg, IMAGE_SHAPE)
+    training.compile_model(model, cfg)
+    training.make_checkpoint_manager(model, cfg)[0].save(checkpoint_number=1)
+    loaded = restore.load_checkpoint(cfg.model_dir)
+    assert loaded.owner.encoder.layers[-1].compute_dtype == "bfloat16"
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_an_export_names_its_run_from_any_folder(tmp_path, monkeypatch):
+    # train.py ran in tmp_path/home with relative folders; export.py --model_dir runs from elsewhere and must see
+    # the export there as that run's own, not as another run's that it replaces.
+    export_dir = tmp_path / "home" / "saved_models" / "x"
+    export_dir.mkdir(parents=True)
+    (export_dir / "tfvae.json").write_text(json.dumps(
+        {"format": "tfvae", "config": {"model_dir": "runs/x", "export_dir": "saved_models/x"}}))
+    monkeypatch.chdir(tmp_path)
+    assert export.exported_run(str(export_dir)) == str(tmp_path / "home" / "runs" / "x")
+    assert export.describe_other_export(str(export_dir), str(tmp_path / "home" / "runs" / "x")) is None
+    assert export.describe_other_export(str(export_dir), str(tmp_path / "other")) == \
+        f"the export of run {tmp_path / 'home' / 'runs' / 'x'}"

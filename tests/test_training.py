@@ -473,6 +473,32 @@ def test_a_metric_dropped_on_resume_and_a_resume_with_fewer_epochs_keep_every_ep
     assert test["loss"] == pytest.approx(test["reconstruction"] + test["kl"], rel=1e-5)
 
 
+def test_a_resume_trains_with_the_learning_rate_its_flags_say(tmp_path, monkeypatch):
+    # As a diverged run's error advises: lower --learning_rate, then --resume. The checkpoint holds the old rate.
+    _train_tiny(tmp_path, monkeypatch, epochs=1, learning_rate=0.01)
+    assert _checkpoint_value(tmp_path, "optimizer/_learning_rate") == pytest.approx(0.01)
+    _train_tiny(tmp_path, monkeypatch, epochs=2, resume=True, learning_rate=0.002)
+    assert _checkpoint_value(tmp_path, "optimizer/_learning_rate") == pytest.approx(0.002)
+
+
+def test_a_stop_in_a_resumed_epoch_names_the_step_of_the_epoch():
+    callback = training.StopOnBadSteps(max_bad_steps=3, steps_per_epoch=10)
+    model = types.SimpleNamespace(stop_training=False, bad_steps_in_a_row=types.SimpleNamespace(
+        now=tf.Variable(0.0), longest=tf.Variable(0.0)))
+    callback.set_model(model)
+    callback.set_params({"steps": 4})  # Resumed at step 7 of 10: the fit runs steps 7 to 10.
+    callback.on_train_begin()
+    callback.on_epoch_begin(2)
+    model.bad_steps_in_a_row.longest.assign(3.0)
+    callback.on_train_batch_end(1)
+    assert model.stop_training and callback.stopped_at == (3, 8)
+
+
+def _checkpoint_value(model_dir, name):
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")))
+    return float(reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
 def _checkpoint_kl_weight(model_dir):
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")))
     return float(reader.get_tensor("model/kl_weight/.ATTRIBUTES/VARIABLE_VALUE"))

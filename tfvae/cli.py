@@ -33,7 +33,8 @@ def op_error_reason(error):
     """The first line of an error's message (a TensorFlow OpError's without the "{{function_node ...}}" and
     "[Op:NAME]" around it: the reason, which fits in a one-line error); its type's name if it says nothing."""
     message = str(getattr(error, "message", None) or error)
-    first_line = re.sub(r"\{\{function_node [^}]*\}\}|\[Op:\w+\]", "", message).strip().split("\n")[0]
+    # Eager op errors end their first line in "[Op:NAME] name: " (the op's name, mostly empty).
+    first_line = re.sub(r"\{\{function_node [^}]*\}\}|\[Op:\w+\][^\n]*", "", message).strip().split("\n")[0]
     return " ".join(first_line.split()) or type(error).__name__
 
 

@@ -832,7 +832,7 @@ def _run_export_dir_is_replaceable(f):
         export_dir = run_config_of_run_folder(f["model_dir"]).export_dir
     except ValueError:
         return True  # Said when the run is loaded, with the fix.
-    if not _is_replaceable(export_dir, "tfvae.json"):
+    if artifacts.holds_something_else(export_dir, "tfvae.json"):  # No other validator sees this path.
         raise flags.ValidationError(f"the run's --export_dir={export_dir} exists and is not a tfvae export; the "
                                     f"export would replace it, so remove it or pass --export_dir=PATH")
     return True

@@ -248,10 +248,17 @@ def exported_run(path):
     """The --model_dir of the run whose tfvae export is at `path` (as its tfvae.json records it), or None: no export
     there, or one that records no run (an import, or an unreadable tfvae.json, which the export will replace)."""
     try:
-        model_dir = load_metadata(path).get("config", {}).get("model_dir")
+        run_config = load_metadata(path).get("config", {})
     except ExportError:
         return None
-    return model_dir if isinstance(model_dir, str) else None
+    model_dir, export_dir = run_config.get("model_dir"), run_config.get("export_dir")
+    if not isinstance(model_dir, str):
+        return None
+    # train.py records both as typed, relative to where it ran: where the recorded export_dir meets `path`.
+    export_path, recorded = os.path.abspath(path), os.path.normpath(export_dir or "")
+    if not os.path.isabs(model_dir) and export_dir and export_path.endswith(os.sep + recorded):
+        return os.path.join(export_path[:-len(recorded)].rstrip(os.sep), model_dir)
+    return model_dir
 
 
 def describe_export(path):

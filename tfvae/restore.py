@@ -80,6 +80,21 @@ def load_saved_model(path):
                        owner=saved)
 
 
+def build_in_precision(cfg, image_shape):
+    """`build_model` with the layers computing in the run's precision (a mixed-precision run's as it trained and
+    exported), leaving Keras' global policy as it was for whatever the process builds next."""
+    from tfvae import training  # Local: heavy.
+    from tfvae.compat import keras
+    from tfvae.models import build_model
+
+    policy = keras.mixed_precision.global_policy()
+    training.set_precision_policy(cfg)
+    try:
+        return build_model(cfg, image_shape)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
 def load_checkpoint(model_dir):
     """Rebuilds the model of a run from `model_dir/flags.txt` and restores its latest checkpoint.
 
@@ -87,7 +102,6 @@ def load_checkpoint(model_dir):
       ValueError: no flags file or no checkpoint, naming the folder and the fix.
     """
     from tfvae import data, training  # Local: heavy, and only this path needs them.
-    from tfvae.models import build_model
 
     if not os.path.isdir(model_dir):
         raise ValueError(f"--model_dir={model_dir}: no such folder; pass a run folder written by train.py")
@@ -97,8 +111,7 @@ def load_checkpoint(model_dir):
         raise ValueError(f"--model_dir={model_dir}: no checkpoint in {CHECKPOINTS_DIR}/; train at least one "
                          f"epoch, or use the run's export instead: --saved_model={cfg.export_dir}")
     image_shape = data.DATASET_SHAPES[cfg.dataset]
-    training.set_precision_policy(cfg)  # A mixed-precision run's layers compute as they trained and export.
-    model = build_model(cfg, image_shape)
+    model = build_in_precision(cfg, image_shape)
     try:  # Only the model: the optimizer and epoch counter in the checkpoint are not needed to evaluate.
         tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
         model.repair_kl_weight()
@@ -220,7 +233,6 @@ def reexport_saved_model(saved_model, export_dir=None):
       The absolute export path.
     """
     from tfvae import legacy, training  # Local: heavy, and only this path needs them.
-    from tfvae.models import build_model
 
     metadata = export.load_metadata(saved_model)
     if "config" not in metadata:
@@ -237,8 +249,7 @@ def reexport_saved_model(saved_model, export_dir=None):
     optimizer_at_root = any(key.startswith("optimizer/") for key in keys)
     with_optimizer = optimizer_at_root or any(key.startswith("model/optimizer/") for key in keys)
 
-    training.set_precision_policy(cfg)
-    model = build_model(cfg, tuple(metadata["image_shape"]))
+    model = build_in_precision(cfg, tuple(metadata["image_shape"]))
     # The export's own root: tf1_variables also holds the sampling seed's state, which is not under the model.
     objects = {"model": model, "tf1_variables": compat.backing_tf_variables(model)}
     expected = list(model.trainable_variables)

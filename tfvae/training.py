@@ -380,9 +380,10 @@ class StopOnBadSteps(keras.callbacks.Callback):
     so the checkpoints written before are good; none is written for the unfinished epoch.
     """
 
-    def __init__(self, max_bad_steps):
+    def __init__(self, max_bad_steps, steps_per_epoch=None):
         super().__init__()
         self.max_bad_steps = max_bad_steps
+        self.steps_per_epoch = steps_per_epoch  # None: every epoch is whole (no mid-epoch resume).
         self.stopped_at = None  # (epoch, step of the epoch) of the call after which it stopped.
 
     def on_train_begin(self, logs=None):
@@ -395,7 +396,9 @@ class StopOnBadSteps(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self.model.bad_steps_in_a_row.longest.numpy() >= self.max_bad_steps:
-            self.stopped_at = (self._epoch + 1, batch + 1)
+            # A resumed epoch runs only its last params["steps"] steps; its batch 0 is that far into the epoch.
+            steps = self.params["steps"]
+            self.stopped_at = (self._epoch + 1, (self.steps_per_epoch or steps) - steps + min(batch + 1, steps))
             self.model.stop_training = True
 
 
@@ -531,6 +534,8 @@ def train(model, datasets, cfg):
     manager, state = make_checkpoint_manager(model, cfg)
     if cfg.resume and manager.latest_checkpoint:
         restore_checkpoint(manager, model, state, steps_per_epoch)
+        # The flags, not the checkpoint, say the learning rate: a run that diverged resumes with a lower one.
+        model.optimizer.learning_rate = cfg.learning_rate
         epoch, step_in_epoch = divmod(int(state.step.numpy()), steps_per_epoch)
         if epoch >= cfg.epochs:  # Stopped after its last step, before the test pass and export.
             print(f"Resuming from {manager.latest_checkpoint}: its {epoch} epochs are done; testing and exporting",
@@ -553,7 +558,7 @@ def train(model, datasets, cfg):
     epoch_line = EpochLine(cfg.batch_size)
     checkpoints = Checkpoints(manager, state, steps_per_epoch, cfg.checkpoint_every_steps)
     tensorboard = EpochTensorBoard(log_dir=cfg.model_dir, write_graph=False, profile_batch=0)
-    stop_on_bad_steps = StopOnBadSteps(cfg.max_bad_steps)
+    stop_on_bad_steps = StopOnBadSteps(cfg.max_bad_steps, steps_per_epoch)
     callbacks = [
         stop_on_bad_steps,  # Before Checkpoints: a diverged epoch is stopped, not checkpointed as done.
         DataEpoch(datasets.train_epoch),
