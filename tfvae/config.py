@@ -916,9 +916,19 @@ def run_config_of_run_folder(model_dir):
       ValueError: no readable flags.txt, naming the fix.
     """
     cfg = run_config_from_flagfile(os.path.join(model_dir, "flags.txt"))
-    run, recorded = os.path.abspath(model_dir), os.path.normpath(cfg.model_dir)
-    ran_in = run[:-len(recorded)].rstrip(os.sep) if run.endswith(os.sep + recorded) else os.getcwd()
-    return dataclasses.replace(cfg, model_dir=run, export_dir=os.path.join(ran_in, cfg.export_dir))
+    ran_in = folder_run_in(model_dir, cfg.model_dir) or os.getcwd()
+    return dataclasses.replace(cfg, model_dir=os.path.abspath(model_dir),
+                               export_dir=os.path.join(ran_in, cfg.export_dir))
+
+
+def folder_run_in(path, recorded):
+    """The folder train.py ran in, from a folder it wrote (`path`) and that folder's relative path as the run
+    recorded it (`recorded`, its --model_dir or --export_dir as typed): `/home/me` for `/home/me/runs/x` and
+    `runs/x`. None when `path` does not end in `recorded` (moved since) or `recorded` is absolute."""
+    path, recorded = os.path.abspath(path), os.path.normpath(recorded)
+    if os.path.isabs(recorded) or not path.endswith(os.sep + recorded):
+        return None
+    return path[:-len(recorded)].rstrip(os.sep)
 
 
 def _is_replaceable(export_dir, metadata_file):

@@ -7,7 +7,7 @@ import shutil
 
 import tensorflow as tf
 
-from tfvae import artifacts, cli, compat
+from tfvae import artifacts, cli, compat, config
 
 METADATA_FILE = "tfvae.json"
 FORMAT_VERSION = 1
@@ -254,11 +254,9 @@ def exported_run(path):
     model_dir, export_dir = run_config.get("model_dir"), run_config.get("export_dir")
     if not isinstance(model_dir, str):
         return None
-    # train.py records both as typed, relative to where it ran: where the recorded export_dir meets `path`.
-    export_path, recorded = os.path.abspath(path), os.path.normpath(export_dir or "")
-    if not os.path.isabs(model_dir) and export_dir and export_path.endswith(os.sep + recorded):
-        return os.path.join(export_path[:-len(recorded)].rstrip(os.sep), model_dir)
-    return model_dir
+    # train.py records both as typed, relative to where it ran.
+    ran_in = config.folder_run_in(path, export_dir) if isinstance(export_dir, str) and export_dir else None
+    return os.path.join(ran_in, model_dir) if ran_in else model_dir
 
 
 def describe_export(path):
