@@ -190,3 +190,18 @@ def test_an_export_names_its_run_from_any_folder(tmp_path, monkeypatch):
     assert export.describe_other_export(str(export_dir), str(tmp_path / "home" / "runs" / "x")) is None
     assert export.describe_other_export(str(export_dir), str(tmp_path / "other")) == \
         f"the export of run {tmp_path / 'home' / 'runs' / 'x'}"
+
+
+def test_a_reexport_repairs_the_kl_weight_of_an_older_export(tmp_path):
+    # Exports made with export.py --model_dir from a warm-up run's checkpoint before 2026-12-04 held its line there.
+    cfg = _cfg(tmp_path)
+    model = build_model(cfg, IMAGE_SHAPE)
+    model(np.zeros((1, 784), np.float32))
+    model.kl_weight.assign(-1.0)
+    older = str(tmp_path / "older")
+    export.export_saved_model(model, older, training.export_metadata(cfg, IMAGE_SHAPE, model))
+    again = restore.reexport_saved_model(older, str(tmp_path / "again"))
+    reader = tf.train.load_checkpoint(os.path.join(again, "variables", "variables"))
+    kl_weight = [name for name in reader.get_variable_to_shape_map() if "kl_weight" in name]
+    assert kl_weight and all(float(reader.get_tensor(name)) == 1.0 for name in kl_weight)
+

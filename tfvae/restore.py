@@ -266,6 +266,7 @@ def reexport_saved_model(saved_model, export_dir=None):
     if unread:
         raise export.ExportError(f"--saved_model={saved_model}: {len(unread)} variables of the model its "
                                  f"{export.METADATA_FILE} describes are not in it (e.g. {unread[0]}); {fix}")
+    model.repair_kl_weight()
     metadata = {k: v for k, v in metadata.items() if k not in ("format", "format_version")}
     extra_files = {name: os.path.join(saved_model, name) for name in sorted(os.listdir(saved_model))
                    if name not in SAVED_MODEL_ENTRIES and not name.startswith(".")}
