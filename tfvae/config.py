@@ -826,12 +826,12 @@ def export_config_from_flags():
 
 def _run_export_dir_is_replaceable(f):
     """export.py --model_dir without --export_dir writes to the run's own --export_dir: checked as one given."""
-    if f["export_dir"] or not f["model_dir"] or not os.path.isfile(os.path.join(f["model_dir"], "flags.txt")):
+    if f["export_dir"] or not f["model_dir"]:
         return True
     try:
         export_dir = run_config_of_run_folder(f["model_dir"]).export_dir
     except ValueError:
-        return True  # Said when the run is loaded, with the fix.
+        return True  # No readable flags.txt: said when the run is loaded, with the fix.
     if artifacts.holds_something_else(export_dir, "tfvae.json"):  # No other validator sees this path.
         raise flags.ValidationError(f"the run's --export_dir={export_dir} exists and is not a tfvae export; the "
                                     f"export would replace it, so remove it or pass --export_dir=PATH")

@@ -156,14 +156,14 @@ def export_checkpoint(model_dir, export_dir=None):
     from tfvae import summaries  # Local: reads TensorBoard files.
 
     loaded = load_checkpoint(model_dir)
-    cfg = config.run_config_of_run_folder(model_dir)
     metadata = {k: v for k, v in loaded.metadata.items() if k != "checkpoint"}
     try:
         metrics = {"history": summaries.read_history(model_dir), "checkpoint": os.path.basename(
             loaded.metadata["checkpoint"])}
     except ValueError:
         metrics = {}
-    return export.export_saved_model(loaded.owner, export_dir or cfg.export_dir, metadata,
+    # The run's config as load_checkpoint read it, its folders absolute.
+    return export.export_saved_model(loaded.owner, export_dir or metadata["config"]["export_dir"], metadata,
                                      extra_json={"metrics.json": metrics} if metrics else None)
 
 
