@@ -94,3 +94,24 @@ def test_metadata_that_is_not_a_json_object_is_refused(tmp_path):
     (tmp_path / "tfvae.json").write_text('["tfvae"]')
     with pytest.raises(export.ExportError, match="tfvae.json holds no JSON object; copy or export the model again"):
         export.load_metadata(str(tmp_path))
+
+
+@pytest.mark.parametrize("model_kind", ["mlp", "cvae", "conv"])
+def test_every_signature_takes_an_empty_batch(model_kind):
+    # A conv model's export pads an empty batch to one example (TensorFlow's oneDNN Conv2D shapes an empty
+    # batch's output wrongly); the others need nothing.
+    cfg = config.RunConfig(model=model_kind, hidden_sizes=(8,), latent_dim=LATENT_DIM, likelihood="bernoulli",
+                           conv_filters=(4, 8))
+    model = build_model(cfg, (28, 28, 1))
+    assert export.has_convolutions(model) == (model_kind == "conv")
+    image_shape = (28, 28, 1) if model_kind == "conv" else (784,)
+    functions = export.make_serving_functions(model, list(image_shape))
+    label = {"label": tf.zeros((0,), tf.int32)} if model_kind == "cvae" else {}
+    x, z = tf.zeros((0, *image_shape)), tf.zeros((0, LATENT_DIM))
+    shapes = lambda outputs: {name: tuple(value.shape) for name, value in outputs.items()}  # noqa: E731
+    assert shapes(functions["reconstruct"](input=x, **label)) == {"x_hat": (0, *image_shape)}
+    assert shapes(functions["encode"](input=x, **label)) == {"z_mean": (0, LATENT_DIM), "z_logvar": (0, LATENT_DIM)}
+    assert shapes(functions["decode"](z=z, **label)) == {"x_hat": (0, *image_shape), "logits": (0, *image_shape)}
+    assert shapes(functions["log_likelihood"](input=x, z=z, **label)) == {"log_px_z": (0,)}
+    assert shapes(functions["log_likelihood_samples"](input=x, z=tf.zeros((3, 0, LATENT_DIM)), **label)) == {
+        "log_px_z": (3, 0)}

@@ -82,7 +82,7 @@ class _ClassifierModule(tf.Module):
         # both by name.
         image = export.assert_images(tf.ensure_shape(image, [None, *self.image_shape], name="image_shape_check"),
                                      "image")
-        logits = self.model(image, training=False)
+        logits = export.on_at_least_one_example(lambda images: self.model(images, training=False))(image)
         return {"logits": logits, "probabilities": tf.nn.softmax(logits),
                 "class": tf.argmax(logits, axis=-1, output_type=tf.int32)}
 

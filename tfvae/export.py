@@ -8,6 +8,7 @@ import shutil
 import tensorflow as tf
 
 from tfvae import artifacts, cli, compat, config
+from tfvae.compat import keras
 
 METADATA_FILE = "tfvae.json"
 FORMAT_VERSION = 1
@@ -62,6 +63,37 @@ def assert_images(tensor, name):
         return tf.identity(tensor)
 
 
+def has_convolutions(model):
+    """Whether the model's encoder or decoder holds a convolution layer."""
+    convolutions = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Conv1DTranspose,
+                    keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose, keras.layers.DepthwiseConv2D,
+                    keras.layers.SeparableConv2D)
+    return any(isinstance(layer, convolutions) for network in (model.encoder, model.decoder)
+               for layer in network.layers)
+
+
+def on_at_least_one_example(network):
+    """`network(x, *others)` of batch-first tensors (None passes) that also takes an empty batch: it runs one zero
+    example then and returns none of it.
+
+    TensorFlow's oneDNN Conv2D (TF 2.21 on CPU) gives an empty batch the input's spatial shape (a stride-2 conv of
+    `[0, 28, 28, 1]` returns `[0, 28, 28, 1]`), so the next layer fails with a shape error that names neither.
+    """
+    def run(x, *others):
+        rows = tf.shape(x)[0]
+        missing = 1 - tf.minimum(rows, 1)  # One row of padding for an empty batch, none otherwise.
+
+        def pad(tensor):
+            if tensor is None:
+                return None
+            # Not tf.pad: oneDNN folds a Pad into the Conv2D after it (padding "valid"), empty batch and all.
+            return tf.concat([tensor, tf.zeros(tf.concat([[missing], tf.shape(tensor)[1:]], 0), tensor.dtype)], 0)
+
+        outputs = network(pad(x), *map(pad, others))
+        return tf.nest.map_structure(lambda output: output[:rows], outputs)
+    return run
+
+
 class _ServingModule(tf.Module):
     """Holds the model's variables and its signatures; nothing of tfvae is needed to load it."""
 
@@ -80,6 +112,10 @@ class _ServingModule(tf.Module):
         z_spec = tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")
         z_samples_spec = tf.TensorSpec([None, None, model.latent_dim], tf.float32, name="z")
         label_spec = tf.TensorSpec([None], tf.int32, name="label")
+
+        encode_network, decode_network = model.encode, model.decode
+        if has_convolutions(model):
+            encode_network, decode_network = map(on_at_least_one_example, (model.encode, model.decode))
 
         def same_batch(tensor, name, reference, reference_name, axis=0):
             # Else a mismatch fails deep inside (a Concat or Mul shape error) or, for one z, broadcasts silently.
@@ -109,19 +145,19 @@ class _ServingModule(tf.Module):
                                  name=f"{name}_finite_check")
 
         def encode(input, label=None):
-            z_mean, z_logvar = model.encode(checked(input, "input"), label)
+            z_mean, z_logvar = encode_network(checked(input, "input"), label)
             return {"z_mean": z_mean, "z_logvar": z_logvar}
 
         def decode(z, label=None):
-            logits = model.decode(checked(z, "z"), label)
+            logits = decode_network(checked(z, "z"), label)
             return {"x_hat": model.likelihood(logits), "logits": logits}
 
         def reconstruct(input, label=None):
-            z_mean, _ = model.encode(checked(input, "input"), label)
-            return {"x_hat": model.likelihood(model.decode(z_mean, label))}
+            z_mean, _ = encode_network(checked(input, "input"), label)
+            return {"x_hat": model.likelihood(decode_network(z_mean, label))}
 
         def log_likelihood(input, z, label=None):
-            logits = model.decode(same_batch(checked(z, "z"), "z", input, "input"), label)
+            logits = decode_network(same_batch(checked(z, "z"), "z", input, "input"), label)
             return {"log_px_z": model.likelihood.log_prob(checked(input, "input"), logits)}
 
         def log_likelihood_samples(input, z, label=None):
@@ -129,7 +165,7 @@ class _ServingModule(tf.Module):
             num_samples, batch = tf.shape(z)[0], tf.shape(z)[1]
             tiled_label = None if label is None else tf.reshape(tf.tile(label[None], [num_samples, 1]), [-1])
             z = same_batch(checked(z, "z"), "z", input, "input", axis=1)
-            logits = model.decode(tf.reshape(z, [-1, model.latent_dim]), tiled_label)
+            logits = decode_network(tf.reshape(z, [-1, model.latent_dim]), tiled_label)
             logits = tf.reshape(logits, tf.concat([[num_samples, batch], tf.shape(logits)[1:]], 0))
             return {"log_px_z": model.likelihood.log_prob_samples(checked(input, "input"), logits)}
 
