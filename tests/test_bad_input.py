@@ -59,12 +59,32 @@ def flagfile_case(text):
     return make
 
 
-def existing_dir_case(flag, content):
+def existing_dir_case(flag, content, *args):
     def make(ctx):
         folder = os.path.join(ctx["in"], "existing")
         os.makedirs(folder)
         open(os.path.join(folder, "keep.txt"), "w").write(content)
-        return train(f"--{flag}={folder}")
+        return train(f"--{flag}={folder}", *args)
+    return make
+
+
+def binary_flagfile_case(ctx):
+    path = os.path.join(ctx["in"], "latin1.flags")
+    os.makedirs(ctx["in"])
+    open(path, "wb").write("--epochs=1\n# caf\u00e9\n".encode("latin-1"))
+    return train(f"--flagfile={path}")
+
+
+def run_folder_case(flags_text, *args):
+    """A train.py run folder holding only its flags.txt (`flags_text`), passed as --model_dir or, with
+    "--init_from=RUN" among `args`, as --init_from."""
+    def make(ctx):
+        folder = os.path.join(ctx["in"], "run")
+        os.makedirs(folder)
+        open(os.path.join(folder, "flags.txt"), "w").write(flags_text)
+        uses = [arg.replace("RUN", folder) for arg in args]
+        return train(*uses) if any(arg.startswith("--init_from") for arg in uses) else train(
+            f"--model_dir={folder}", *uses)
     return make
 
 
@@ -297,7 +317,8 @@ FLAG_CASES = ("unknown flag", "wrong type", "zero batch size", "missing flagfile
               "restoration grid of another kind", "generate label not a number", "xla over logical cpus",
               "export into a broken link", "reexport into a foreign folder", "conv filters on an mlp",
               "tflite output below a broken link", "export a run whose own export folder is foreign",
-              "export a run whose own export folder is a file")
+              "export a run whose own export folder is a file", "overwrite a folder that is no run",
+              "flagfile not utf-8", "model dir where no folder can be made", "resume with another batch size")
 
 # name -> (function of the test's folders -> (script, args)), text the one error line must hold.
 CASES = {
@@ -400,6 +421,18 @@ CASES = {
                                    "--batch_size=70000 is more than the 59995 training examples of mnist"),
     "existing model dir": (existing_dir_case("model_dir", "previous run"),
                            "--model_dir exists and is not empty; pass --resume"),
+    # --overwrite empties a run folder; a folder of other files may be anyone's.
+    "overwrite a folder that is no run": (existing_dir_case("model_dir", "a thesis", "--overwrite"),
+                                          "holds files but no flags.txt, so it is not a train.py run folder"),
+    "flagfile not utf-8": (binary_flagfile_case, "latin1.flags (or a flagfile it includes) is not UTF-8 text"),
+    # os.access says yes to root anywhere; the folder below /proc cannot be made all the same.
+    "model dir where no folder can be made": (lambda ctx: train("--model_dir=/proc/tfvae-test/run"),
+                                              "cannot write in /proc ("),
+    # Its checkpoint's step is a position in batches of the run's size: another size would reread or skip data.
+    "resume with another batch size": (run_folder_case("--batch_size=7\n", "--resume"),
+                                       "these flags change what it is: "),
+    "init from a run without checkpoints": (run_folder_case("--batch_size=7\n", "--init_from=RUN"),
+                                            "run: a train.py run folder without a checkpoint yet"),
     "existing foreign export dir": (existing_dir_case("export_dir", "not an export"),
                                     "--export_dir exists and is not a tfvae export"),
     "classifier zero learning rate": (lambda ctx: ("train_classifier.py", [f"--data_dir={ctx['mnist']}",

@@ -84,7 +84,10 @@ for name, call in [("decode 10", lambda: loaded.signatures["decode"](z=z, label=
                    ("reconstruct 12", lambda: loaded.signatures["reconstruct"](input=x, label=tf.constant([12, 0]))),
                    ("decode 3 labels", lambda: loaded.signatures["decode"](z=z, label=tf.constant([1, 2, 3]))),
                    ("log_likelihood 1 label", lambda: loaded.signatures["log_likelihood"](
-                       input=x, z=z, label=tf.constant([1])))]:
+                       input=x, z=z, label=tf.constant([1]))),
+                   ("reconstruct [2, 1] labels", lambda: loaded.signatures["reconstruct"](
+                       input=x, label=tf.constant([[1], [2]]))),
+                   ("decode scalar label", lambda: loaded.signatures["decode"](z=z, label=tf.constant(3)))]:
     try:
         call()
         out["errors"][name] = None
@@ -108,6 +111,10 @@ def test_signatures_take_a_label_and_refuse_one_out_of_range_or_per_batch(cvae_r
     assert "label and z must hold the same number of examples; got] [3] [and] [2]" in out["errors"]["decode 3 labels"]
     assert "label and input must hold the same number of examples; got] [1] [and] [2]" in (
         out["errors"]["log_likelihood 1 label"])
+    # One label per example, named as input and z are when their shape is wrong.
+    assert "label_shape_check" in out["errors"]["reconstruct [2, 1] labels"], out["errors"]
+    assert "[2,1] is not compatible with expected shape [?]" in out["errors"]["reconstruct [2, 1] labels"]
+    assert "label_shape_check" in out["errors"]["decode scalar label"], out["errors"]
 
 
 # scripts/generate.py as it runs, with the samples it puts in the PNG also saved to argv[1] as .npy.

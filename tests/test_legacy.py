@@ -551,3 +551,17 @@ def test_import_tf1_refuses_a_dataset_whose_images_the_weights_cannot_take(tf1_r
     assert str(error.value) == ("--dataset=cifar10: its images are 32x32x3, but Variable takes 28x28x1 ones; pass "
                                 "--dataset=fashion_mnist or mnist")
     assert not (tmp_path / "export").exists()
+
+
+def test_init_from_a_run_folder_starts_from_its_latest_checkpoint(tiny_run):
+    model_dir, _ = tiny_run
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    assert legacy.checkpoint_prefix(model_dir) == latest
+    cfg = config.run_config_of_run_folder(model_dir)
+    model = build_model(cfg, (28, 28, 1))
+    training.compile_model(model, cfg)
+    assert legacy.initialize_model(model, init_from=model_dir).startswith("Initialised weights and Adam state at step ")
+    restored = build_model(cfg, (28, 28, 1))
+    tf.train.Checkpoint(model=restored).restore(latest).expect_partial()
+    for loaded, saved in zip(model.trainable_variables, restored.trainable_variables):
+        np.testing.assert_array_equal(loaded.numpy(), saved.numpy())

@@ -374,6 +374,21 @@ def test_ctrl_c_or_sigterm_ends_a_script_in_one_line_and_writes_nothing(number, 
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_once_the_work_is_done_leaves_the_success(number, tmp_path):
+    # A script whose main has returned is ending (TensorFlow's teardown takes a moment): a signal then must not
+    # turn its exit 0 into 130 or 143, nor print anything.
+    code = ("import atexit, os, signal, sys, time\n"
+            f"sys.path.insert(0, {REPO!r})\n"
+            "from tfvae import cli\n"
+            "def main(argv):\n"
+            "    print('done', flush=True)\n"
+            f"    atexit.register(lambda: (os.kill(os.getpid(), {int(number)}), time.sleep(0.2)))\n"
+            "cli.run_main(main)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "done\n", "")
+
+
 @pytest.mark.parametrize("steps_per_execution", [1, 8])
 @pytest.mark.parametrize("bad_batches, stops_after", [((1, 2, 4, 5), None), ((1, 3, 4, 5), 6)])
 def test_only_bad_steps_in_a_row_stop_the_run(bad_batches, stops_after, steps_per_execution):

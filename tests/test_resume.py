@@ -229,7 +229,7 @@ def test_checkpoints_of_a_resumed_epoch_count_the_steps_it_skipped(tmp_path):
 def test_a_checkpoint_that_cannot_be_read_is_named_in_one_line_and_nothing_is_written(tiny_run, tmp_path):
     """A run folder whose latest checkpoint lost the end of its data file (a full disk, a partial copy): resuming it
     and evaluating from it each fail in one line naming the checkpoint and the fix, and write nothing. Resuming an
-    intact one with another architecture says to resume with the run's own flags, which it leaves as they were."""
+    intact one with another architecture names the flag against the run's own (exit 2), leaving them as they were."""
     run_dir, intact_dir = tmp_path / "run", tmp_path / "intact"
     shutil.copytree(tiny_run[0], run_dir)
     shutil.copytree(tiny_run[0], intact_dir)
@@ -249,14 +249,15 @@ def test_a_checkpoint_that_cannot_be_read_is_named_in_one_line_and_nothing_is_wr
     other_model = run_script("train.py", f"--flagfile={intact_dir / 'flags.txt'}", f"--model_dir={intact_dir}",
                              "--resume", "--epochs=2", "--latent_dim=3", f"--export_dir={tmp_path / 'export'}")
     intact_latest = latest.replace(str(run_dir), str(intact_dir))
-    for result, reason, fix in (
-            (resume, f"cannot read {latest} (its data file is shorter than its index says", "start a new --model_dir"),
-            (evaluate, f"cannot read {latest} (its data file is shorter than its index says",
+    for result, returncode, reason, fix in (
+            (resume, 1, f"cannot read {latest} (its data file is shorter than its index says",
+             "start a new --model_dir"),
+            (evaluate, 1, f"cannot read {latest} (its data file is shorter than its index says",
              "use the run's export instead: --saved_model="),
-            (other_model, f"cannot read {intact_latest} (Received incompatible tensor",
-             f"resume with the flags the run was trained with (--flagfile={intact_dir / 'flags.txt'})")):
+            (other_model, 2, "these flags change what it is: --latent_dim=3 (the run's: 2)",
+             f"or start a new --model_dir with --init_from={intact_latest} to train on from its weights")):
         lines = error_lines(result)
-        assert result.returncode == 1 and len(lines) == 1, result.stderr[-2000:]
+        assert result.returncode == returncode and len(lines) == 1, result.stderr[-2000:]
         assert reason in lines[0] and fix in lines[0], lines[0]
     assert contents() == before  # flags.txt too: a refused --resume leaves the run's record of its flags alone.
 

@@ -77,7 +77,12 @@ def run_main(main):
     def main_or_interrupted(argv):
         signal.signal(signal.SIGTERM, _raise_terminated)  # train.py's training defers it to a checkpoint instead.
         try:
-            return main(argv)
+            result = main(argv)
+            # The work is done and said: a signal while the process ends (TensorFlow's teardown takes a moment, and
+            # Python restores the default handlers at exit) would only turn a success into exit 130 or 143.
+            for number in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(number, signal.SIG_IGN)
+            return result
         except KeyboardInterrupt as e:
             if getattr(e, "reported", False):
                 raise

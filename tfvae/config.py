@@ -6,10 +6,14 @@ import json
 import os
 import re
 import sys
+import tempfile
 
 from absl import flags, logging
 
 from tfvae import artifacts
+
+# The resolved flags train.py writes first into every run folder (`to_flagfile`).
+RUN_FLAGS_FILE = "flags.txt"
 
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
@@ -155,6 +159,10 @@ def find_write_problem(path, beside=False):
     if not os.access(folder, os.W_OK | os.X_OK):
         read_only = hasattr(os, "statvfs") and os.statvfs(folder).f_flag & os.ST_RDONLY
         return f"cannot write in {folder} ({'a read-only file system' if read_only else 'permission denied'})"
+    try:  # os.access says yes to root everywhere; a folder made and removed says what /proc or /sys would do.
+        os.rmdir(tempfile.mkdtemp(prefix=".tfvae-write-check-", dir=folder))
+    except OSError as e:
+        return f"cannot write in {folder} ({e.strerror.lower()})"
     return None
 
 
@@ -306,8 +314,9 @@ def define_train_flags():
     flags.DEFINE_bool("image_summaries", True, "Write sample and reconstruction images to TensorBoard each epoch, "
                       "and the test set's Embedding Projector at the end.")
     flags.DEFINE_string("init_from", "", "Start from a tfvae export (its weights, and its Adam state if it has one, "
-                        "e.g. from import_tf1.py --with_optimizer) or a tfvae checkpoint prefix (runs/NAME/"
-                        "checkpoints/ckpt-N): continues that run in a new --model_dir.")
+                        "e.g. from import_tf1.py --with_optimizer), a tfvae checkpoint prefix (runs/NAME/"
+                        "checkpoints/ckpt-N) or a run folder (runs/NAME: its latest checkpoint): continues that run "
+                        "in a new --model_dir.")
     flags.DEFINE_string("init_from_tf1", "", "Start from the weights of a TF1 tutorial graph: a tf.train.Saver "
                         "checkpoint prefix or a TF1 SavedModel folder (see scripts/import_tf1.py).")
 
@@ -905,6 +914,30 @@ def _quiet_absl_logging():
     FLAGS.set_default("verbosity", logging.WARNING)
 
 
+# What a run is: a --resume keeps these as the run's flags.txt has them, since its checkpoint's step is a position in
+# that data and its weights were trained for that model and objective. Paths, speed, devices, the number of epochs,
+# the learning rate and the guards against divergence may change between restarts.
+RUN_DEFINING_FLAGS = ("model", "dataset", "binarize", "corruption", "corruption_strength", "validation_size",
+                      "hidden_sizes", "latent_dim", "likelihood", "gaussian_stddev", "learn_variance",
+                      "ar_kernel_size", "ar_channels", "conv_filters", "objective", "num_importance_samples", "beta",
+                      "kl_warmup_epochs", "free_bits", "batch_size", "adam", "adam_epsilon", "seed")
+
+
+def resume_changes(cfg):
+    """The run-defining flags (`RUN_DEFINING_FLAGS`) in which `cfg`, a --resume, differs from the run it resumes,
+    as "--batch_size=50 (the run's: 100)"; empty when they agree or there is no readable run to compare with."""
+    try:
+        run_cfg = run_config_from_flagfile(os.path.join(cfg.model_dir, RUN_FLAGS_FILE))
+    except (OSError, ValueError):  # No run yet (a first start with --resume), or one of another tfvae version.
+        return []
+
+    def shown(value):
+        return ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
+
+    return [f"--{name}={shown(getattr(cfg, name))} (the run's: {shown(getattr(run_cfg, name))})"
+            for name in RUN_DEFINING_FLAGS if getattr(cfg, name) != getattr(run_cfg, name)]
+
+
 def run_config_of_run_folder(model_dir):
     """The RunConfig of the run in `model_dir`, from its flags.txt, with its folders made absolute.
 
@@ -915,7 +948,7 @@ def run_config_of_run_folder(model_dir):
     Raises:
       ValueError: no readable flags.txt, naming the fix.
     """
-    cfg = run_config_from_flagfile(os.path.join(model_dir, "flags.txt"))
+    cfg = run_config_from_flagfile(os.path.join(model_dir, RUN_FLAGS_FILE))
     ran_in = folder_run_in(model_dir, cfg.model_dir) or os.getcwd()
     return dataclasses.replace(cfg, model_dir=os.path.abspath(model_dir),
                                export_dir=os.path.join(ran_in, cfg.export_dir))
@@ -973,9 +1006,14 @@ def _default_run_paths_writable(f):
 
 def _model_dir_is_usable(f):
     model_dir = _run_dirs(f)[0]
-    if f["resume"] or f["overwrite"] or not os.path.isdir(model_dir):
+    if not os.path.isdir(model_dir) or not os.listdir(model_dir):
         return True
-    return not os.listdir(model_dir)
+    if f["overwrite"] and not os.path.isfile(os.path.join(model_dir, RUN_FLAGS_FILE)):
+        # Every train.py run writes flags.txt first; a folder with files but without one is someone else's.
+        raise flags.ValidationError(f"--model_dir={model_dir} holds files but no {RUN_FLAGS_FILE}, so it is not a "
+                                    f"train.py run folder, and --overwrite empties only those; pass another "
+                                    f"--model_dir (or empty that folder yourself)")
+    return f["resume"] or f["overwrite"]
 
 
 def config_from_flags():
@@ -1149,6 +1187,12 @@ def parse_flags_or_exit(argv):
         if e.code == 1 and any(arg.split("=")[0] in HELP_FLAGS for arg in argv[1:]):
             sys.exit(0)
         raise
+    except UnicodeDecodeError as e:  # absl reads flagfiles as UTF-8 text.
+        named = [arg.split("=", 1)[1] for arg in argv[1:] if arg.startswith(("--flagfile=", "-flagfile="))]
+        print(f"error: {' or '.join('--flagfile=' + name for name in named) or 'a flagfile'} (or a flagfile it "
+              f"includes) is not UTF-8 text (byte 0x{e.object[e.start]:02x}); save it as UTF-8, or check that "
+              f"--flagfile names a flagfile", file=sys.stderr)
+        sys.exit(2)
     except flags.Error as e:
         # absl puts each failed validator on a line of its own; kept apart on the one line. Its flagfile errors
         # begin "ERROR::", which our own "error:" already says.

@@ -128,6 +128,8 @@ class _ServingModule(tf.Module):
                 return tf.identity(tensor)
 
         def checked_label(label, reference, reference_name):
+            # One class per example: a scalar or [n, 1] label would fail inside the range checks, naming no input.
+            label = tf.ensure_shape(label, [None], name="label_shape_check")
             # A label outside [0, num_classes) must fail loudly, never wrap into another class.
             tf.debugging.assert_non_negative(label, message="label must be >= 0")
             tf.debugging.assert_less(label, model.num_classes,
@@ -259,7 +261,7 @@ def load_metadata(path):
         raise ExportError(f"--saved_model={path}: no such folder; pass the folder train.py exported "
                           f"(e.g. saved_models/tf1_tutorial)")
     if not is_tfvae_export(path):
-        flags_file = os.path.join(path, "flags.txt")
+        flags_file = os.path.join(path, config.RUN_FLAGS_FILE)
         if os.path.isfile(flags_file):  # A run folder: its export is where its --export_dir says.
             with open(flags_file) as f:
                 exported_to = re.search(r"^--export_dir=(.+)$", f.read(), re.MULTILINE)

@@ -38,7 +38,8 @@ def default_variable_map(num_hidden):
 
 
 def checkpoint_prefix(source):
-    """The checkpoint prefix of `source`: a Saver prefix as is, or a SavedModel folder's `variables/variables`."""
+    """The checkpoint prefix of `source`: a Saver prefix as is, a SavedModel folder's `variables/variables`, or the
+    latest checkpoint of a checkpoint folder or of a train.py run folder."""
     if os.path.isfile(source + ".index"):
         return source
     if os.path.isdir(source):
@@ -50,9 +51,16 @@ def checkpoint_prefix(source):
         latest = tf.train.latest_checkpoint(source)
         if latest:
             return latest
+        if os.path.isfile(os.path.join(source, config.RUN_FLAGS_FILE)):  # A train.py run: its latest checkpoint.
+            latest = tf.train.latest_checkpoint(os.path.join(source, "checkpoints"))
+            if latest:
+                return latest
+            raise TF1ImportError(f"{source}: a train.py run folder without a checkpoint yet; pass one that has "
+                                 f"checkpoints/, or its export (--export_dir)")
     raise TF1ImportError(f"{source}: neither a checkpoint prefix (no {source}.index) nor a SavedModel folder "
-                         f"(no saved_model.pb) nor a folder with a 'checkpoint' file; pass e.g. "
-                         f"--source=PATH/model.ckpt")
+                         f"(no saved_model.pb) nor a folder with a 'checkpoint' file; pass a checkpoint prefix "
+                         f"(e.g. PATH/model.ckpt, whose PATH/model.ckpt.index exists), a SavedModel folder or a "
+                         f"train.py run folder")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -102,7 +102,7 @@ def prepare_model_dir(cfg):
     os.makedirs(cfg.model_dir, exist_ok=True)
     if cfg.overwrite:
         _empty_folder(cfg.model_dir)
-    artifacts.write_text(os.path.join(cfg.model_dir, "flags.txt"), config.to_flagfile(cfg))
+    artifacts.write_text(os.path.join(cfg.model_dir, config.RUN_FLAGS_FILE), config.to_flagfile(cfg))
 
 
 def make_optimizer(cfg):
@@ -672,6 +672,14 @@ def run(cfg):
     from tfvae import corruption, data, legacy  # Local import keeps `--help` fast.
     from tfvae.models import build_model
 
+    changes = config.resume_changes(cfg) if cfg.resume else []
+    if changes:
+        checkpoints = os.path.join(cfg.model_dir, "checkpoints")
+        latest = tf.train.latest_checkpoint(checkpoints) or os.path.join(checkpoints, "ckpt-STEP")
+        raise RunConfigError(
+            f"--resume continues the run in --model_dir={cfg.model_dir} as its {config.RUN_FLAGS_FILE} says, and "
+            f"these flags change what it is: {', '.join(changes)}; resume without them, or start a new --model_dir "
+            f"with --init_from={latest} to train on from its weights")
     set_thread_pools(cfg)
     if cfg.cpu_devices > 1:
         distribute.split_cpu(cfg.cpu_devices)
@@ -694,7 +702,7 @@ def run(cfg):
     run_cfg = cfg if chief else dataclasses.replace(cfg, model_dir=tempfile.mkdtemp(prefix="tfvae-worker-"))
     fresh_run = cfg.overwrite or not os.path.isdir(run_cfg.model_dir) or not os.listdir(run_cfg.model_dir)
     created = artifacts.first_missing_folder(run_cfg.model_dir)  # What hold_model_dir will create, if anything.
-    flags_file = os.path.join(run_cfg.model_dir, "flags.txt")
+    flags_file = os.path.join(run_cfg.model_dir, config.RUN_FLAGS_FILE)
     # A --resume refused for its checkpoint leaves the run's record of its own flags as it was.
     resumed_flags = None
     if cfg.resume and os.path.isfile(flags_file):
