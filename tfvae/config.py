@@ -12,8 +12,9 @@ from absl import flags, logging
 
 from tfvae import artifacts
 
-# The resolved flags train.py writes first into every run folder (`to_flagfile`).
+# The resolved flags train.py writes first into every run folder (`to_flagfile`), and its checkpoints' folder there.
 RUN_FLAGS_FILE = "flags.txt"
+CHECKPOINTS_DIR = "checkpoints"
 
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")

@@ -52,7 +52,7 @@ def checkpoint_prefix(source):
         if latest:
             return latest
         if os.path.isfile(os.path.join(source, config.RUN_FLAGS_FILE)):  # A train.py run: its latest checkpoint.
-            latest = tf.train.latest_checkpoint(os.path.join(source, "checkpoints"))
+            latest = tf.train.latest_checkpoint(os.path.join(source, config.CHECKPOINTS_DIR))
             if latest:
                 return latest
             raise TF1ImportError(f"{source}: a train.py run folder without a checkpoint yet; pass one that has "

@@ -9,8 +9,6 @@ import tensorflow as tf
 
 from tfvae import compat, config, export
 
-CHECKPOINTS_DIR = "checkpoints"
-
 
 @dataclasses.dataclass(frozen=True)
 class LoadedModel:
@@ -106,10 +104,10 @@ def load_checkpoint(model_dir):
     if not os.path.isdir(model_dir):
         raise ValueError(f"--model_dir={model_dir}: no such folder; pass a run folder written by train.py")
     cfg = config.run_config_of_run_folder(model_dir)
-    latest = tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINTS_DIR))
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, config.CHECKPOINTS_DIR))
     if latest is None:
-        raise ValueError(f"--model_dir={model_dir}: no checkpoint in {CHECKPOINTS_DIR}/; train at least one "
-                         f"epoch, or use the run's export instead: --saved_model={cfg.export_dir}")
+        raise ValueError(f"--model_dir={model_dir}: no checkpoint in {config.CHECKPOINTS_DIR}/; train at least "
+                         f"one epoch, or use the run's export instead: --saved_model={cfg.export_dir}")
     image_shape = data.DATASET_SHAPES[cfg.dataset]
     model = build_in_precision(cfg, image_shape)
     try:  # Only the model: the optimizer and epoch counter in the checkpoint are not needed to evaluate.

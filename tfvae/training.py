@@ -476,7 +476,7 @@ def make_checkpoint_manager(model, cfg):
     # run are those the uninterrupted run would have drawn.
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=state.epoch, step=state.step,
                                      rng=model.seed_generator.state)
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(cfg.model_dir, "checkpoints"),
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(cfg.model_dir, config.CHECKPOINTS_DIR),
                                          max_to_keep=cfg.keep_checkpoints)
     return manager, state
 
@@ -674,7 +674,7 @@ def run(cfg):
 
     changes = config.resume_changes(cfg) if cfg.resume else []
     if changes:
-        checkpoints = os.path.join(cfg.model_dir, "checkpoints")
+        checkpoints = os.path.join(cfg.model_dir, config.CHECKPOINTS_DIR)
         latest = tf.train.latest_checkpoint(checkpoints) or os.path.join(checkpoints, "ckpt-STEP")
         raise RunConfigError(
             f"--resume continues the run in --model_dir={cfg.model_dir} as its {config.RUN_FLAGS_FILE} says, and "
@@ -719,7 +719,8 @@ def run(cfg):
                 # Stopped before its first checkpoint (an --init_from that does not fit, a Ctrl-C while it starts;
                 # once training runs, Ctrl-C saves one): leave no run folder behind, so the same command, corrected
                 # if need be, is not refused for an existing one.
-                if fresh_run and not tf.train.latest_checkpoint(os.path.join(run_cfg.model_dir, "checkpoints")):
+                checkpoints = os.path.join(run_cfg.model_dir, config.CHECKPOINTS_DIR)
+                if fresh_run and not tf.train.latest_checkpoint(checkpoints):
                     if created:
                         _remove_with_empty_parents(run_cfg.model_dir, created)
                     else:
