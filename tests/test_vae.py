@@ -104,8 +104,13 @@ def test_micro_batches_train_as_the_whole_batch(mnist_dir, overrides):
         np.testing.assert_allclose(split_logs[name], whole_logs[name], rtol=2e-5, err_msg=name)
     assert split_logs["bad_steps"] == whole_logs["bad_steps"] == [0.0]
     np.testing.assert_array_equal(split_rng, whole_rng)  # One draw per step either way.
-    for split, whole in zip(split_weights, whole_weights):
-        np.testing.assert_allclose(split, whole, rtol=1e-3, atol=2e-5)
+    for split, whole, start in zip(split_weights, whole_weights, initial):
+        # Adam divides each gradient by its running RMS, so an element whose gradient nears 0 at some step takes a
+        # step that rounding can tip (on a Zen 3, one of the cvae's 50,816 encoder weights ended 7.5e-5 apart, the
+        # whole update 5e-5 of its norm apart): each element within a quarter of one step (the learning rate), the
+        # update within 0.1% of its norm. Other noise per part or a lost part would be ~100% apart.
+        np.testing.assert_allclose(split, whole, rtol=0, atol=cfg.learning_rate / 4)
+        assert np.linalg.norm(split - whole) <= 1e-3 * np.linalg.norm(whole - start)
     # Not trivially equal: 20 steps moved the weights (both runs start from the same seeded initialisation).
     assert min(float(np.abs(w - w0).max()) for w, w0 in zip(whole_weights, initial)) > 1e-3
 
