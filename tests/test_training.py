@@ -435,7 +435,9 @@ def test_resumed_metrics_keep_the_earlier_epochs_and_a_metric_new_since_the_resu
     resumed = _train_tiny(tmp_path, monkeypatch, epochs=4, resume=True, kl_warmup_epochs=4)
     lines = _epoch_lines(capsys.readouterr().out)
     assert sorted(lines) == [3, 4]
-    assert resumed["epochs_run"] == [3, 4] and sorted(resumed["epoch_seconds"]) == [3, 4]
+    assert resumed["epochs_run"] == [3, 4] and sorted(resumed["epoch_seconds"]) == [1, 2, 3, 4]
+    # The first process's seconds, as its metrics.json kept them; this process's beside them.
+    assert {epoch: resumed["epoch_seconds"][epoch] for epoch in (1, 2)} == first["epoch_seconds"]
     history = resumed["history"]
     assert "kl_weight" not in first["history"] and set(history) == {*first["history"], "kl_weight"}
     for name, values in first["history"].items():
@@ -467,7 +469,9 @@ def test_a_metric_dropped_on_resume_and_a_resume_with_fewer_epochs_keep_every_ep
     # --epochs lowered below the epochs done: nothing left to train, and the whole history stays, Nones included.
     third = _train_tiny(tmp_path, monkeypatch, epochs=1, resume=True)
     assert "Epoch: " not in capsys.readouterr().out
-    assert third["epochs_run"] == [] and third["epoch_seconds"] == {}
+    # A finished run resumed (nothing to train) keeps every epoch's seconds; only its own training is 0 s.
+    assert third["epochs_run"] == [] and third["epoch_seconds"] == second["epoch_seconds"]
+    assert sorted(second["epoch_seconds"]) == [1, 2] and third["train_seconds"] < 1.0
     assert third["history"] == second["history"]
     test = third["test"]
     assert test["loss"] == pytest.approx(test["reconstruction"] + test["kl"], rel=1e-5)

@@ -74,6 +74,18 @@ def _history_from_events(folder):
     return {name: [values.get(step) for step in range(epochs)] for name, values in by_step.items()}
 
 
+def epoch_seconds_before(folder):
+    """{epoch: seconds} of the epochs an earlier process of the run in `folder` timed, from the metrics.json it left
+    (a finished run, resumed to test and export again or to train more epochs); {} when there is none or it is
+    unreadable. A run stopped mid-way has no metrics.json yet: its seconds are not kept anywhere."""
+    try:
+        with open(os.path.join(folder, METRICS_FILE)) as f:
+            seconds = json.load(f).get("epoch_seconds") or {}
+        return {int(epoch): float(value) for epoch, value in seconds.items()}
+    except (OSError, ValueError, TypeError, AttributeError):  # Missing, not JSON, or not shaped as tfvae writes it.
+        return {}
+
+
 def history_before(folder, epochs):
     """The first `epochs` epochs of the history of the run in `folder` ({name: [value or None] * epochs}), for a
     resumed run to carry the whole run's curves; {} when the folder has none.
