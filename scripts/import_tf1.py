@@ -18,6 +18,8 @@ def main(argv):
 
     cfg = config.import_config_from_flags()
     try:
+        if cfg.variable_map:
+            legacy.load_variable_map(cfg.variable_map)  # A broken map fails before the checkpoint is listed.
         source = legacy.open_source(cfg.source)
         # A folder's checkpoint is the one its 'checkpoint' file names (or its SavedModel's): say which was read.
         read = "" if source.prefix == cfg.source else f" (reading {source.prefix})"

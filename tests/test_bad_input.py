@@ -201,6 +201,28 @@ def enhance_folder_case(ctx):
     return ("enhance.py", [f"--saved_model={ctx['export']}", f"--input={ctx['in']}", "--output={out}/restored.png"])
 
 
+def flagfile_loop_case(ctx, first):
+    """train.py --flagfile=FIRST, where loop.flags names itself and a.flags and b.flags name each other."""
+    os.makedirs(ctx["in"])
+    for name, includes in (("loop.flags", "loop.flags"), ("a.flags", "b.flags"), ("b.flags", "a.flags")):
+        with open(os.path.join(ctx["in"], name), "w") as f:
+            f.write(f"--epochs=1\n--flagfile={os.path.join(ctx['in'], includes)}\n")
+    return ("train.py", [f"--flagfile={os.path.join(ctx['in'], first)}", f"--data_dir={ctx['mnist']}",
+                         "--model_dir={out}/run", "--export_dir={out}/export"])
+
+
+def metadata_case(**changes):
+    """generate.py --saved_model= a copy of the tiny export whose tfvae.json fields are changed (None: removed)."""
+    def make(ctx):
+        folder = os.path.join(ctx["in"], "export")
+        shutil.copytree(ctx["export"], folder)
+        metadata = json.load(open(os.path.join(folder, "tfvae.json")))
+        metadata.update(changes)
+        json.dump({k: v for k, v in metadata.items() if v is not None}, open(os.path.join(folder, "tfvae.json"), "w"))
+        return ("generate.py", [f"--saved_model={folder}", "--output={out}/s.png"])
+    return make
+
+
 def reexport_case(**config_changes):
     """export.py --saved_model= a copy of the tiny export whose tfvae.json describes another model."""
     def make(ctx):
@@ -318,7 +340,9 @@ FLAG_CASES = ("unknown flag", "wrong type", "zero batch size", "missing flagfile
               "export into a broken link", "reexport into a foreign folder", "conv filters on an mlp",
               "tflite output below a broken link", "export a run whose own export folder is foreign",
               "export a run whose own export folder is a file", "overwrite a folder that is no run",
-              "flagfile not utf-8", "model dir where no folder can be made", "resume with another batch size")
+              "flagfile not utf-8", "model dir where no folder can be made", "resume with another batch size",
+              "infinite learning rate", "negative seed", "generate negative seed", "flagfile that includes itself",
+              "flagfiles that include each other")
 
 # name -> (function of the test's folders -> (script, args)), text the one error line must hold.
 CASES = {
@@ -342,8 +366,21 @@ CASES = {
     # Every failed check is named, each apart from the next, still on one line.
     "two bad flags": (lambda ctx: train("--batch_size=0", "--epochs=0"), "must be > 0; flag --"),
     "negative epochs": (lambda ctx: train("--epochs=-1"), "--epochs must be > 0"),
-    "zero learning rate": (lambda ctx: train("--learning_rate=0"), "--learning_rate must be > 0"),
-    "negative learning rate": (lambda ctx: train("--learning_rate=-0.001"), "--learning_rate must be > 0"),
+    "zero learning rate": (lambda ctx: train("--learning_rate=0"), "--learning_rate must be a finite number > 0"),
+    "negative learning rate": (lambda ctx: train("--learning_rate=-0.001"), "--learning_rate must be a finite number > 0"),
+    # inf passes "> 0": an infinite rate or epsilon trains to NaN or to nothing, as does an infinite beta.
+    "infinite learning rate": (lambda ctx: train("--learning_rate=inf"), "--learning_rate must be a finite number > 0"),
+    "infinite adam epsilon": (lambda ctx: train("--adam_epsilon=inf"), "--adam_epsilon must be a finite number > 0"),
+    "infinite beta": (lambda ctx: train("--beta=inf"), "--beta must be a finite number >= 0"),
+    "negative seed": (lambda ctx: train("--seed=-1"), "flag --seed=-1: -1 is not an integer in the range [0, "),
+    "seed beyond 32 bits": (lambda ctx: train("--seed=4294967296"), "is not an integer in the range [0, 2147483647]"),
+    "generate negative seed": (lambda ctx: ("generate.py", [f"--saved_model={ctx['export']}", "--seed=-1",
+                                                            "--output={out}/s.png"]),
+                               "flag --seed=-1: -1 is not an integer in the range"),
+    "flagfile that includes itself": (lambda ctx: flagfile_loop_case(ctx, "loop.flags"),
+                                      "loop.flags includes itself ("),
+    "flagfiles that include each other": (lambda ctx: flagfile_loop_case(ctx, "b.flags"),
+                                          "a.flags -> "),
     "unknown model": (lambda ctx: train("--model=gan"), "--model"),
     "unknown dataset": (lambda ctx: train("--dataset=imagenet"), "--dataset"),
     "unknown likelihood": (lambda ctx: train("--likelihood=poisson"), "--likelihood"),
@@ -353,13 +390,13 @@ CASES = {
     "bad hidden sizes": (lambda ctx: train("--hidden_sizes=400,x"), "--hidden_sizes must be a comma-separated"),
     "even ar kernel": (lambda ctx: train("--likelihood=autoregressive_bernoulli", "--ar_kernel_size=4"),
                        "--ar_kernel_size must be an odd number"),
-    "negative clip norm": (lambda ctx: train("--clip_grad_norm=-1"), "--clip_grad_norm must be >= 0"),
+    "negative clip norm": (lambda ctx: train("--clip_grad_norm=-1"), "--clip_grad_norm must be a finite number >= 0"),
     "negative thread count": (lambda ctx: train("--intra_op_threads=-1"), "--intra_op_threads"),
     "zero max bad steps": (lambda ctx: train("--max_bad_steps=0"), "--max_bad_steps must be > 0"),
     "negative checkpoint steps": (lambda ctx: train("--checkpoint_every_steps=-5"),
                                   "--checkpoint_every_steps must be >= 0"),
-    "negative kl warmup": (lambda ctx: train("--kl_warmup_epochs=-2"), "--kl_warmup_epochs must be >= 0"),
-    "negative free bits": (lambda ctx: train("--free_bits=-0.5"), "--free_bits must be >= 0"),
+    "negative kl warmup": (lambda ctx: train("--kl_warmup_epochs=-2"), "--kl_warmup_epochs must be a finite number >= 0"),
+    "negative free bits": (lambda ctx: train("--free_bits=-0.5"), "--free_bits must be a finite number >= 0"),
     "conflict resume overwrite": (lambda ctx: train("--resume", "--overwrite"), "--resume and --overwrite conflict"),
     "conflict tpu address": (lambda ctx: train("--tpu=grpc://10.0.0.2:8470"), "--tpu is needed with --strategy=tpu"),
     "conflict learn variance": (lambda ctx: train("--learn_variance", "--likelihood=bernoulli"),
@@ -438,11 +475,16 @@ CASES = {
     "classifier zero learning rate": (lambda ctx: ("train_classifier.py", [f"--data_dir={ctx['mnist']}",
                                                                             "--learning_rate=0",
                                                                             "--export_dir={out}/classifier"]),
-                                      "--learning_rate must be > 0"),
+                                      "--learning_rate must be a finite number > 0"),
+    # TerminateOnNaN stops it within a few batches; nothing is exported.
+    "classifier diverged": (lambda ctx: ("train_classifier.py", [f"--data_dir={ctx['mnist']}", "--learning_rate=1e6",
+                                                                  "--epochs=1", "--export_dir={out}/classifier"]),
+                            "training diverged: the loss was nan in epoch 1, and nothing was exported; lower "
+                            "--learning_rate (now 1e+06)"),
     "import_tf1 negative learning rate": (lambda ctx: ("import_tf1.py", [f"--source={ctx['export']}",
                                                                          "--learning_rate=-1",
                                                                          "--export_dir={out}/export"]),
-                                          "--learning_rate must be > 0"),
+                                          "--learning_rate must be a finite number > 0"),
     "import_tf1 of a tfvae export": (lambda ctx: ("import_tf1.py", [f"--source={ctx['export']}",
                                                                     "--export_dir={out}/export"]),
                                      "a TensorFlow 2 export or checkpoint (tfvae's?), not a TF1 one; pass it to "
@@ -568,6 +610,16 @@ CASES = {
                                                      "its classifier.json is not a classifier's"),
     "evaluate_cvae classifier cut short": (broken_classifier_case("saved_model"),
                                            "its SavedModel files are incomplete or corrupt"),
+    "export metadata without latent size": (metadata_case(latent_dim=None),
+                                            "its tfvae.json has latent_dim None, not a positive integer; copy or "
+                                            "export the model again"),
+    "export metadata of another latent size": (metadata_case(latent_dim=5),
+                                               "its tfvae.json does not describe its SavedModel (it says latent_dim 5 "
+                                               "where its signatures take 2)"),
+    "export metadata of a newer format": (metadata_case(format_version=99),
+                                          "has format_version 99, newer than this tfvae reads (1); update tfvae"),
+    "export metadata with a wrong input shape": (metadata_case(input_shape=[100]),
+                                                 "has input_shape [100], which does not hold its image_shape"),
     "reexport classifier other shapes": (reexport_classifier_case([32, 32, 3]),
                                          "its variables do not fit the classifier its classifier.json describes"),
     "generate label not a number": (

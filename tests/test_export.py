@@ -1,6 +1,9 @@
 """The export's signatures refuse bad inputs by name and decode S samples of z per example at once; checked on
 live serving functions of a tiny untrained model (what export_saved_model saves), without writing a SavedModel."""
 
+import os
+import shutil
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -88,6 +91,24 @@ def test_read_errors_are_told_damaged_or_of_another_model_in_one_line():
     assert export.describe_read_error(ValueError("{{function_node __wrapped__RestoreV2}} Checksum does not match\n"
                                                  "  You may be trying to load on a different device")) == (
         "Checksum does not match")
+
+
+def test_latest_checkpoint_tells_none_yet_from_files_gone_and_finds_a_moved_folders_own(tmp_path):
+    folder = tmp_path / "checkpoints"
+    assert export.latest_checkpoint(str(folder)) is None  # No folder, no checkpoint yet.
+    step = tf.Variable(3)
+    prefix = tf.train.CheckpointManager(tf.train.Checkpoint(step=step), str(folder), max_to_keep=1).save()
+    assert export.latest_checkpoint(str(folder)) == prefix
+    # TF1's Saver records absolute paths: a copy of the folder still reads its own files.
+    copy = tmp_path / "copied"
+    shutil.copytree(folder, copy)
+    (copy / "checkpoint").write_text(f'model_checkpoint_path: "/elsewhere/{os.path.basename(prefix)}"\n')
+    assert export.latest_checkpoint(str(copy)) == str(copy / os.path.basename(prefix))
+    os.remove(prefix + ".index")
+    with pytest.raises(export.CheckpointFilesMissing, match=f"the latest checkpoint, {prefix}, has no "
+                                                           f"{os.path.basename(prefix)}.index"):
+        export.latest_checkpoint(str(folder))
+    assert export.is_damaged(tf.errors.NotFoundError(None, None, "Failed to find any matching files"))
 
 
 def test_metadata_that_is_not_a_json_object_is_refused(tmp_path):

@@ -1,6 +1,7 @@
 """A small convolutional classifier trained by the project, exported alone, that judges conditional samples."""
 
 import json
+import math
 import os
 import shutil
 
@@ -54,7 +55,13 @@ def train_classifier(cfg):
     validation = ((_as_unit_float(arrays.validation_images), arrays.validation_labels)
                   if cfg.validation_size else None)
     history = model.fit(_as_unit_float(arrays.train_images), arrays.train_labels, batch_size=cfg.batch_size,
-                        epochs=cfg.epochs, validation_data=validation, shuffle=True, verbose=2)
+                        epochs=cfg.epochs, validation_data=validation, shuffle=True, verbose=2,
+                        callbacks=[keras.callbacks.TerminateOnNaN()])
+    losses = history.history.get("loss") or [math.nan]
+    if not all(map(math.isfinite, losses)):
+        # Its weights are NaN or inf: exported, it would give every image the same class without a word.
+        raise ClassifierError(f"training diverged: the loss was {losses[-1]} in epoch {len(losses)}, and nothing was "
+                              f"exported; lower --learning_rate (now {cfg.learning_rate:g}) and train again")
     _, test_accuracy = model.evaluate(_as_unit_float(arrays.test_images), arrays.test_labels, verbose=0)
     metrics = {
         "dataset": cfg.dataset,

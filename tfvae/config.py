@@ -3,6 +3,7 @@ reader of FLAGS."""
 
 import dataclasses
 import json
+import math
 import os
 import re
 import sys
@@ -123,7 +124,20 @@ class RunConfig:
 
 
 def _positive(name):
-    return lambda value: value is None or value > 0
+    # isfinite: `inf > 0` holds, and an infinite learning rate or epsilon trains to nothing or to NaN.
+    return lambda value: value is None or (math.isfinite(value) and value > 0)
+
+
+def _finite_non_negative(value):
+    return math.isfinite(value) and value >= 0
+
+
+# Keras' set_random_seed takes seeds below 2**32, TensorFlow's int32 seed attributes below 2**31: one range for all.
+MAX_SEED = 2**31 - 1
+
+
+def define_seed_flag(help_text):
+    flags.DEFINE_integer("seed", 0, help_text, lower_bound=0, upper_bound=MAX_SEED)
 
 
 def _broken_link(path):
@@ -275,7 +289,7 @@ def define_train_flags():
     flags.DEFINE_enum("adam", None, ADAM_VARIANTS, "tf1: Adam with TF1 AdamOptimizer's arithmetic (the "
                       "tutorial bit for bit; tfvae.optimizers.TF1Adam); keras: keras.optimizers.Adam. Default: tf1 "
                       "for tf1_tutorial, keras otherwise.")
-    flags.DEFINE_integer("seed", 0, "Seeds initialisation, data order, binarization and sampling.")
+    define_seed_flag("Seeds initialisation, data order, binarization and sampling.")
     flags.DEFINE_string("model_dir", None, "Run folder: TensorBoard logs, checkpoints, flags, metrics. "
                         "Default: runs/NAME.")
     flags.DEFINE_string("export_dir", None, "Where the SavedModel goes at the end. Default: saved_models/NAME.")
@@ -352,18 +366,21 @@ def define_train_flags():
         lambda f: (f["batch_size"] or 0) <= 0 or (f["micro_batches"] or 0) <= 0
         or f["batch_size"] % f["micro_batches"] == 0,
         message="--batch_size must be a multiple of --micro_batches (equal parts); change one of them")
-    for name in ("cpu_devices", "latent_dim", "epochs", "batch_size", "learning_rate", "adam_epsilon",
-                 "steps_per_execution", "micro_batches", "data_threads", "keep_checkpoints", "gaussian_stddev",
-                 "num_importance_samples", "max_bad_steps"):
+    for name in ("cpu_devices", "latent_dim", "epochs", "batch_size", "steps_per_execution", "micro_batches",
+                 "data_threads", "keep_checkpoints", "num_importance_samples", "max_bad_steps"):
         flags.register_validator(name, _positive(name), message=f"--{name} must be > 0")
+    for name in ("learning_rate", "adam_epsilon", "gaussian_stddev"):
+        flags.register_validator(name, _positive(name), message=f"--{name} must be a finite number > 0")
     flags.register_validator(
         "hidden_sizes", lambda sizes: all(s.isdigit() and int(s) > 0 for s in sizes),
         message="--hidden_sizes must be a comma-separated list of positive integers, e.g. --hidden_sizes=400,200")
     flags.register_validator(
         "conv_filters", lambda sizes: bool(sizes) and all(s.isdigit() and int(s) > 0 for s in sizes),
         message="--conv_filters must be a comma-separated list of positive integers, e.g. --conv_filters=32,64")
-    for name in ("beta", "kl_warmup_epochs", "free_bits", "clip_grad_norm", "checkpoint_every_steps"):
-        flags.register_validator(name, lambda value: value >= 0, message=f"--{name} must be >= 0")
+    for name in ("beta", "kl_warmup_epochs", "free_bits", "clip_grad_norm"):
+        flags.register_validator(name, _finite_non_negative, message=f"--{name} must be a finite number >= 0")
+    flags.register_validator("checkpoint_every_steps", lambda steps: steps >= 0,
+                             message="--checkpoint_every_steps must be >= 0")
     flags.register_multi_flags_validator(
         ["likelihood", "learn_variance"], lambda f: not f["learn_variance"] or f["likelihood"] == "gaussian",
         message="--learn_variance needs --likelihood=gaussian")
@@ -515,7 +532,7 @@ def define_import_tf1_flags():
     flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of the continued run (with --with_optimizer).")
     flags.DEFINE_float("adam_epsilon", 1e-8, "Adam epsilon of the TF1 run (AdamOptimizer's default 1e-8).")
     for name in ("learning_rate", "adam_epsilon"):
-        flags.register_validator(name, _positive(name), message=f"--{name} must be > 0")
+        flags.register_validator(name, _positive(name), message=f"--{name} must be a finite number > 0")
     require_checkpoint_or_folder("source", "a TF1 checkpoint prefix (PREFIX.index exists) or a SavedModel folder")
     flags.register_validator("variable_map", lambda path: path is None or os.path.isfile(path),
                              message="--variable_map must be an existing JSON file")
@@ -567,7 +584,7 @@ def define_generate_flags():
     flags.DEFINE_integer("rows", None, "Grid rows of samples (default 4); with --reconstruct, pairs of rows, "
                          "originals over their reconstructions (default 1).", lower_bound=1, upper_bound=64)
     flags.DEFINE_integer("cols", 4, "Grid columns.", lower_bound=1, upper_bound=64)
-    flags.DEFINE_integer("seed", 0, "Seeds z ~ N(0, I).")
+    define_seed_flag("Seeds z ~ N(0, I).")
     flags.DEFINE_bool("reconstruct", False, "Instead of samples: the first test images, each row of them above a "
                       "row of their reconstructions.")
     define_model_data_dir_flag("Data for --reconstruct")
@@ -609,8 +626,9 @@ def define_classifier_flags():
     flags.DEFINE_integer("epochs", 3, "Training epochs.", lower_bound=1)
     flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
     flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
-    flags.register_validator("learning_rate", _positive("learning_rate"), message="--learning_rate must be > 0")
-    flags.DEFINE_integer("seed", 0, "Seeds initialisation and data order.")
+    flags.register_validator("learning_rate", _positive("learning_rate"),
+                             message="--learning_rate must be a finite number > 0")
+    define_seed_flag("Seeds initialisation and data order.")
     flags.DEFINE_string("export_dir", None, "Where the classifier SavedModel goes. Default: "
                         "saved_models/DATASET_classifier (evaluate_cvae.py's default for models of that dataset).")
     require_existing_folder("data_dir", DATA_DIR_HINT)
@@ -664,7 +682,7 @@ def define_evaluate_cvae_flags():
                         "shipped one), from here or beside the tfvae package.")
     require_existing_folder("classifier", "the folder of a train_classifier.py export")
     flags.DEFINE_integer("samples_per_class", 100, "Samples z ~ N(0, I) decoded per class.", lower_bound=1)
-    flags.DEFINE_integer("seed", 0, "Seeds z.")
+    define_seed_flag("Seeds z.")
     define_output_file_flag("", "JSON file to write: overall and per-class accuracy, confusion matrix. Default: "
                             "class_accuracy_nN_seedS.json (N: --samples_per_class) in the --saved_model folder.",
                             ".json")
@@ -719,7 +737,7 @@ def define_evaluate_flags():
                          "num_importance_samples * latent_dim floats of noise.", lower_bound=1)
     flags.DEFINE_enum("binarize", "auto", EVAL_BINARIZE, "Test-data protocol. auto: dynamic (a fresh Bernoulli "
                       "sample with --seed, the standard protocol) for Bernoulli models, gray levels otherwise.")
-    flags.DEFINE_integer("seed", 0, "Seeds binarization and the samples of q(z|x).")
+    define_seed_flag("Seeds binarization and the samples of q(z|x).")
     define_output_file_flag(None, "JSON file to write. Default: evaluation_SPLIT_kK_nN.json (N: --num_examples "
                             "or all) in the --saved_model or --model_dir folder, so that a quick evaluation does "
                             "not replace a thorough one.", ".json")
@@ -770,7 +788,7 @@ def define_plot_flags():
     flags.DEFINE_string("output_dir", "plots", "Folder for the PNG files (KIND.png).")
     refuse_existing_file("output_dir", "a folder for the PNG files (created if missing)")
     define_model_data_dir_flag("Test images")
-    flags.DEFINE_integer("seed", 0, "Seeds z ~ N(0, I), binarization and the choice of test images.")
+    define_seed_flag("Seeds z ~ N(0, I), binarization and the choice of test images.")
     flags.DEFINE_integer("grid_size", 8, "Rows and columns of sample and manifold grids.", lower_bound=2,
                          upper_bound=32)
     flags.DEFINE_integer("scatter_examples", 5000, "Test examples in the latent scatter.", lower_bound=10)
@@ -1101,7 +1119,7 @@ def define_restoration_flags():
                       "at the strength the model was trained with, else its default. Empty: the model's own kinds "
                       "(all four for mixed).")
     flags.DEFINE_integer("num_examples", 10000, "Test images to measure on (the first ones).", lower_bound=1)
-    flags.DEFINE_integer("seed", 0, "Seeds the corruptions.")
+    define_seed_flag("Seeds the corruptions.")
     define_output_file_flag("", "Optional PNG: a few test images, clean, then corrupted and restored per kind.",
                             ".png", name="grid")
     flags.register_validator(
@@ -1165,6 +1183,27 @@ def _stray_arguments(argv):
     return stray
 
 
+def _flagfile_cycle(arguments, including=()):
+    """The chain of flagfiles that includes itself (["a.flags", "b.flags", "a.flags"]) among `arguments` and the
+    flagfiles they name, or None. absl skips such a flagfile with a warning and runs on without its settings."""
+    for argument in arguments:
+        if not argument.startswith(("--flagfile=", "-flagfile=")):
+            continue
+        path = argument.split("=", 1)[1]
+        chain = [*including, path]
+        if os.path.realpath(path) in map(os.path.realpath, including):
+            return chain
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = [line.strip() for line in f]
+        except (OSError, UnicodeDecodeError):
+            continue  # absl's own error names it.
+        cycle = _flagfile_cycle(lines, chain)
+        if cycle:
+            return cycle
+    return None
+
+
 HELP_FLAGS = ("--help", "-help", "-?", "--helpshort", "-helpshort", "--helpfull", "-helpfull", "--helpxml",
               "-helpxml")
 
@@ -1180,6 +1219,11 @@ def parse_flags_or_exit(argv):
     if stray:
         print(f"error: unexpected arguments {stray}; every setting is a --flag, a flagfile is --flagfile=PATH "
               f"(see --help)", file=sys.stderr)
+        sys.exit(2)
+    cycle = _flagfile_cycle(argv[1:])
+    if cycle:
+        print(f"error: --flagfile={cycle[0]} includes itself ({' -> '.join(cycle)}); remove the --flagfile line "
+              f"that closes the loop", file=sys.stderr)
         sys.exit(2)
     try:
         remaining = FLAGS(argv)

@@ -1,6 +1,7 @@
 """SavedModel export with the TF1 tutorial's interface (`input` -> `z_mean`, `z_logvar`, `x_hat`), and loading."""
 
 import json
+import math
 import os
 import re
 import shutil
@@ -21,8 +22,34 @@ VARIABLE_READ_ERRORS = (AssertionError, ValueError, IndexError, tf.errors.OpErro
 
 
 def is_damaged(error):
-    """Whether a `VARIABLE_READ_ERRORS` error says the files are damaged, not that they belong to another model."""
-    return isinstance(error, (IndexError, tf.errors.DataLossError))
+    """Whether a `VARIABLE_READ_ERRORS` error says the files are damaged or gone (NotFoundError: "Failed to find
+    any matching files"), not that they belong to another model."""
+    return isinstance(error, (IndexError, tf.errors.DataLossError, tf.errors.NotFoundError))
+
+
+class CheckpointFilesMissing(FileNotFoundError):
+    """A folder's `checkpoint` file names a checkpoint whose files are gone; `.prefix` is its prefix."""
+
+    def __init__(self, prefix):
+        super().__init__(f"the latest checkpoint, {prefix}, has no {os.path.basename(prefix)}.index: its files are "
+                         f"missing or were moved")
+        self.prefix = prefix
+
+
+def latest_checkpoint(folder):
+    """`tf.train.latest_checkpoint(folder)` that tells "none yet" (None) from "its files are gone"
+    (CheckpointFilesMissing), where TensorFlow's returns None for both and logs an error line for the second."""
+    state = tf.train.get_checkpoint_state(folder)
+    if state is None or not state.model_checkpoint_path:
+        return None
+    prefix = os.path.join(folder, state.model_checkpoint_path)  # Joining keeps an absolute path as it is.
+    if tf.io.gfile.exists(prefix + ".index"):
+        return prefix
+    # TF1's Saver records absolute paths: a checkpoint folder copied from elsewhere still holds its files.
+    moved = os.path.join(folder, os.path.basename(prefix))
+    if tf.io.gfile.exists(moved + ".index"):
+        return moved
+    raise CheckpointFilesMissing(prefix)
 
 
 def describe_read_error(error):
@@ -255,8 +282,34 @@ def export_saved_model(model, export_dir, metadata, extra_json=None, optimizer=N
     return os.path.abspath(export_dir)
 
 
-def load_metadata(path):
-    """Reads `tfvae.json` of an export, with a clear error when `path` is missing or not a tfvae export."""
+def _metadata_problem(metadata):
+    """What in an export's tfvae.json the tools could not use (a field missing or of the wrong kind), or None."""
+    def positive_ints(value):
+        return isinstance(value, list) and bool(value) and all(type(n) is int and n > 0 for n in value)
+
+    version = metadata.get("format_version", FORMAT_VERSION)
+    if type(version) is int and version > FORMAT_VERSION:
+        return f"has format_version {version}, newer than this tfvae reads ({FORMAT_VERSION}); update tfvae"
+    image_shape, input_shape = metadata.get("image_shape"), metadata.get("input_shape")
+    if not positive_ints(image_shape) or len(image_shape) != 3:
+        return f"has image_shape {image_shape!r}, not [height, width, channels]"
+    if not positive_ints(input_shape) or math.prod(input_shape) != math.prod(image_shape):
+        return f"has input_shape {input_shape!r}, which does not hold its image_shape {image_shape}"
+    if type(metadata.get("latent_dim")) is not int or metadata["latent_dim"] <= 0:
+        return f"has latent_dim {metadata.get('latent_dim')!r}, not a positive integer"
+    if type(metadata.get("num_classes", 0)) is not int or metadata.get("num_classes", 0) < 0:
+        return f"has num_classes {metadata.get('num_classes')!r}, not an integer >= 0"
+    for name in ("model", "dataset", "likelihood"):
+        if not isinstance(metadata.get(name), str):
+            return f"has {name} {metadata.get(name)!r}, not a name"
+    if not isinstance(metadata.get("config"), dict):
+        return "has no config object (the flags of the run that made it)"
+    return None
+
+
+def load_metadata(path, complete=True):
+    """Reads `tfvae.json` of an export, with a clear error when `path` is missing or not a tfvae export, or (when
+    `complete`) when it lacks a field the tools read to use the model."""
     if not os.path.isdir(path):
         raise ExportError(f"--saved_model={path}: no such folder; pass the folder train.py exported "
                           f"(e.g. saved_models/tf1_tutorial)")
@@ -279,6 +332,10 @@ def load_metadata(path):
     if not isinstance(metadata, dict):
         raise ExportError(f"--saved_model={path}: {METADATA_FILE} holds no JSON object; copy or export the model "
                           f"again")
+    problem = _metadata_problem(metadata) if complete else None
+    if problem:
+        fix = "" if problem.endswith("update tfvae") else "; copy or export the model again"
+        raise ExportError(f"--saved_model={path}: its {METADATA_FILE} {problem}{fix}")
     return metadata
 
 
@@ -286,7 +343,7 @@ def exported_run(path):
     """The --model_dir of the run whose tfvae export is at `path` (as its tfvae.json records it), or None: no export
     there, or one that records no run (an import, or an unreadable tfvae.json, which the export will replace)."""
     try:
-        run_config = load_metadata(path).get("config", {})
+        run_config = load_metadata(path, complete=False).get("config", {})
     except ExportError:
         return None
     model_dir, export_dir = run_config.get("model_dir"), run_config.get("export_dir")
@@ -306,7 +363,7 @@ def describe_export(path):
     if run:
         return f"the export of run {run}"
     try:
-        metadata = load_metadata(path)
+        metadata = load_metadata(path, complete=False)
     except ExportError:
         return "a tfvae export with an unreadable tfvae.json"
     source = (metadata.get("tf1_import") or {}).get("source")
@@ -334,7 +391,19 @@ def load_saved_model(path):
     """
     metadata = load_metadata(path)
     try:
-        return tf.saved_model.load(path), metadata
+        loaded = tf.saved_model.load(path)
     except (OSError, *VARIABLE_READ_ERRORS) as e:  # A missing or cut-short saved_model.pb or variables/.
         raise ExportError(f"--saved_model={path}: its SavedModel files are incomplete or corrupt "
                           f"({describe_read_error(e)}); copy or export the model again") from None
+    # tfvae.json from another export beside this SavedModel would fail later in a shape error naming neither.
+    signatures = loaded.signatures
+    takes = {"latent_dim": signatures["decode"].structured_input_signature[1]["z"].shape[-1] if "decode" in signatures
+             else metadata["latent_dim"],
+             "input_shape": signatures["reconstruct"].structured_input_signature[1]["input"].shape[1:].as_list()
+             if "reconstruct" in signatures else metadata["input_shape"]}
+    mismatched = [f"{name} {metadata[name]} where its signatures take {takes[name]}" for name in takes
+                  if takes[name] != metadata[name]]
+    if mismatched:
+        raise ExportError(f"--saved_model={path}: its {METADATA_FILE} does not describe its SavedModel (it says "
+                          f"{' and '.join(mismatched)}); copy or export the model again")
+    return loaded, metadata

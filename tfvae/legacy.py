@@ -48,13 +48,19 @@ def checkpoint_prefix(source):
             if os.path.isfile(prefix + ".index"):
                 return prefix
             raise TF1ImportError(f"{source}: SavedModel without variables/variables.index; export it again")
-        latest = tf.train.latest_checkpoint(source)
-        if latest:
-            return latest
-        if os.path.isfile(os.path.join(source, config.RUN_FLAGS_FILE)):  # A train.py run: its latest checkpoint.
-            latest = tf.train.latest_checkpoint(os.path.join(source, config.CHECKPOINTS_DIR))
+        run_folder = os.path.isfile(os.path.join(source, config.RUN_FLAGS_FILE))
+        try:
+            latest = export.latest_checkpoint(source)
             if latest:
                 return latest
+            if run_folder:  # A train.py run: its latest checkpoint.
+                latest = export.latest_checkpoint(os.path.join(source, config.CHECKPOINTS_DIR))
+                if latest:
+                    return latest
+        except export.CheckpointFilesMissing as e:
+            raise TF1ImportError(f"{source}: {e}; put back an intact copy of that checkpoint"
+                                 + (", or pass the run's export (--export_dir)" if run_folder else "")) from None
+        if run_folder:
             raise TF1ImportError(f"{source}: a train.py run folder without a checkpoint yet; pass one that has "
                                  f"checkpoints/, or its export (--export_dir)")
     raise TF1ImportError(f"{source}: neither a checkpoint prefix (no {source}.index) nor a SavedModel folder "

@@ -104,7 +104,11 @@ def load_checkpoint(model_dir):
     if not os.path.isdir(model_dir):
         raise ValueError(f"--model_dir={model_dir}: no such folder; pass a run folder written by train.py")
     cfg = config.run_config_of_run_folder(model_dir)
-    latest = tf.train.latest_checkpoint(os.path.join(model_dir, config.CHECKPOINTS_DIR))
+    try:
+        latest = export.latest_checkpoint(os.path.join(model_dir, config.CHECKPOINTS_DIR))
+    except export.CheckpointFilesMissing as e:
+        raise ValueError(f"--model_dir={model_dir}: {e}; put back an intact copy of that checkpoint, or use the "
+                         f"run's export instead: --saved_model={cfg.export_dir}") from None
     if latest is None:
         raise ValueError(f"--model_dir={model_dir}: no checkpoint in {config.CHECKPOINTS_DIR}/; train at least "
                          f"one epoch, or use the run's export instead: --saved_model={cfg.export_dir}")
