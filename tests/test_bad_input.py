@@ -367,7 +367,8 @@ CASES = {
     "two bad flags": (lambda ctx: train("--batch_size=0", "--epochs=0"), "must be > 0; flag --"),
     "negative epochs": (lambda ctx: train("--epochs=-1"), "--epochs must be > 0"),
     "zero learning rate": (lambda ctx: train("--learning_rate=0"), "--learning_rate must be a finite number > 0"),
-    "negative learning rate": (lambda ctx: train("--learning_rate=-0.001"), "--learning_rate must be a finite number > 0"),
+    "negative learning rate": (lambda ctx: train("--learning_rate=-0.001"),
+                               "--learning_rate must be a finite number > 0"),
     # inf passes "> 0": an infinite rate or epsilon trains to NaN or to nothing, as does an infinite beta.
     "infinite learning rate": (lambda ctx: train("--learning_rate=inf"), "--learning_rate must be a finite number > 0"),
     "infinite adam epsilon": (lambda ctx: train("--adam_epsilon=inf"), "--adam_epsilon must be a finite number > 0"),
@@ -395,7 +396,8 @@ CASES = {
     "zero max bad steps": (lambda ctx: train("--max_bad_steps=0"), "--max_bad_steps must be > 0"),
     "negative checkpoint steps": (lambda ctx: train("--checkpoint_every_steps=-5"),
                                   "--checkpoint_every_steps must be >= 0"),
-    "negative kl warmup": (lambda ctx: train("--kl_warmup_epochs=-2"), "--kl_warmup_epochs must be a finite number >= 0"),
+    "negative kl warmup": (lambda ctx: train("--kl_warmup_epochs=-2"),
+                           "--kl_warmup_epochs must be a finite number >= 0"),
     "negative free bits": (lambda ctx: train("--free_bits=-0.5"), "--free_bits must be a finite number >= 0"),
     "conflict resume overwrite": (lambda ctx: train("--resume", "--overwrite"), "--resume and --overwrite conflict"),
     "conflict tpu address": (lambda ctx: train("--tpu=grpc://10.0.0.2:8470"), "--tpu is needed with --strategy=tpu"),
@@ -611,8 +613,7 @@ CASES = {
     "evaluate_cvae classifier cut short": (broken_classifier_case("saved_model"),
                                            "its SavedModel files are incomplete or corrupt"),
     "export metadata without latent size": (metadata_case(latent_dim=None),
-                                            "its tfvae.json has latent_dim None, not a positive integer; copy or "
-                                            "export the model again"),
+                                            "its tfvae.json has no latent_dim; copy or export the model again"),
     "export metadata of another latent size": (metadata_case(latent_dim=5),
                                                "its tfvae.json does not describe its SavedModel (it says latent_dim 5 "
                                                "where its signatures take 2)"),

@@ -287,23 +287,26 @@ def _metadata_problem(metadata):
     def positive_ints(value):
         return isinstance(value, list) and bool(value) and all(type(n) is int and n > 0 for n in value)
 
+    def wrong(name, expected):
+        return f"has no {name}" if name not in metadata else f"has {name} {metadata[name]!r}, {expected}"
+
     version = metadata.get("format_version", FORMAT_VERSION)
     if type(version) is int and version > FORMAT_VERSION:
         return f"has format_version {version}, newer than this tfvae reads ({FORMAT_VERSION}); update tfvae"
     image_shape, input_shape = metadata.get("image_shape"), metadata.get("input_shape")
     if not positive_ints(image_shape) or len(image_shape) != 3:
-        return f"has image_shape {image_shape!r}, not [height, width, channels]"
+        return wrong("image_shape", "not [height, width, channels]")
     if not positive_ints(input_shape) or math.prod(input_shape) != math.prod(image_shape):
-        return f"has input_shape {input_shape!r}, which does not hold its image_shape {image_shape}"
+        return wrong("input_shape", f"which does not hold its image_shape {image_shape}")
     if type(metadata.get("latent_dim")) is not int or metadata["latent_dim"] <= 0:
-        return f"has latent_dim {metadata.get('latent_dim')!r}, not a positive integer"
+        return wrong("latent_dim", "not a positive integer")
     if type(metadata.get("num_classes", 0)) is not int or metadata.get("num_classes", 0) < 0:
-        return f"has num_classes {metadata.get('num_classes')!r}, not an integer >= 0"
+        return wrong("num_classes", "not an integer >= 0")
     for name in ("model", "dataset", "likelihood"):
         if not isinstance(metadata.get(name), str):
-            return f"has {name} {metadata.get(name)!r}, not a name"
+            return wrong(name, "not a name")
     if not isinstance(metadata.get("config"), dict):
-        return "has no config object (the flags of the run that made it)"
+        return wrong("config", "not the object of the run's flags")
     return None
 
 
