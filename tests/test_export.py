@@ -108,7 +108,8 @@ def test_latest_checkpoint_tells_none_yet_from_files_gone_and_finds_a_moved_fold
     with pytest.raises(export.CheckpointFilesMissing, match=f"the latest checkpoint, {prefix}, has no "
                                                            f"{os.path.basename(prefix)}.index"):
         export.latest_checkpoint(str(folder))
-    assert export.is_damaged(tf.errors.NotFoundError(None, None, "Failed to find any matching files"))
+    assert export.is_damaged(tf.errors.NotFoundError(None, None, "Failed to find any matching files for ckpt-3"))
+    assert not export.is_damaged(tf.errors.NotFoundError(None, None, "Key decoder/kernel not found in checkpoint"))
 
 
 def test_metadata_that_is_not_a_json_object_is_refused(tmp_path):

@@ -197,8 +197,8 @@ BAD_FLAGS = {
     "free bits with iwae": (["--objective=iwae", "--num_importance_samples=5", "--free_bits=0.5"],
                             "--free_bits clamps the KL term of --objective=elbo"),
     "samples without iwae": (["--num_importance_samples=5"], "--num_importance_samples is K of --objective=iwae"),
-    "negative beta": (["--beta=-1"], "--beta must be >= 0"),
-    "zero stddev": (["--likelihood=gaussian", "--gaussian_stddev=0"], "--gaussian_stddev must be > 0"),
+    "negative beta": (["--beta=-1"], "--beta must be a finite number >= 0"),
+    "zero stddev": (["--likelihood=gaussian", "--gaussian_stddev=0"], "--gaussian_stddev must be a finite number > 0"),
     "bad conv filters": (["--conv_filters=32,x"], "--conv_filters must be a comma-separated list"),
 }
 

@@ -22,9 +22,11 @@ VARIABLE_READ_ERRORS = (AssertionError, ValueError, IndexError, tf.errors.OpErro
 
 
 def is_damaged(error):
-    """Whether a `VARIABLE_READ_ERRORS` error says the files are damaged or gone (NotFoundError: "Failed to find
-    any matching files"), not that they belong to another model."""
-    return isinstance(error, (IndexError, tf.errors.DataLossError, tf.errors.NotFoundError))
+    """Whether a `VARIABLE_READ_ERRORS` error says the files are damaged or gone, not that they belong to another
+    model (whose missing variables are a NotFoundError too: "Key ... not found in checkpoint")."""
+    files_gone = isinstance(error, tf.errors.NotFoundError) and any(
+        reason in str(error) for reason in ("Failed to find any matching files", "No such file or directory"))
+    return files_gone or isinstance(error, (IndexError, tf.errors.DataLossError))
 
 
 class CheckpointFilesMissing(FileNotFoundError):
