@@ -30,12 +30,11 @@ def is_damaged(error):
 
 
 class CheckpointFilesMissing(FileNotFoundError):
-    """A folder's `checkpoint` file names a checkpoint whose files are gone; `.prefix` is its prefix."""
+    """A folder's `checkpoint` file names a checkpoint whose files are gone."""
 
     def __init__(self, prefix):
         super().__init__(f"the latest checkpoint, {prefix}, has no {os.path.basename(prefix)}.index: its files are "
                          f"missing or were moved")
-        self.prefix = prefix
 
 
 def latest_checkpoint(folder):
@@ -285,12 +284,14 @@ def export_saved_model(model, export_dir, metadata, extra_json=None, optimizer=N
 
 
 def _metadata_problem(metadata):
-    """What in an export's tfvae.json the tools could not use (a field missing or of the wrong kind), or None."""
+    """What in an export's tfvae.json the tools could not use (a field missing or of the wrong kind) and the fix,
+    or None."""
     def positive_ints(value):
         return isinstance(value, list) and bool(value) and all(type(n) is int and n > 0 for n in value)
 
     def wrong(name, expected):
-        return f"has no {name}" if name not in metadata else f"has {name} {metadata[name]!r}, {expected}"
+        problem = f"has no {name}" if name not in metadata else f"has {name} {metadata[name]!r}, {expected}"
+        return f"{problem}; copy or export the model again"
 
     version = metadata.get("format_version", FORMAT_VERSION)
     if type(version) is int and version > FORMAT_VERSION:
@@ -339,8 +340,7 @@ def load_metadata(path, complete=True):
                           f"again")
     problem = _metadata_problem(metadata) if complete else None
     if problem:
-        fix = "" if problem.endswith("update tfvae") else "; copy or export the model again"
-        raise ExportError(f"--saved_model={path}: its {METADATA_FILE} {problem}{fix}")
+        raise ExportError(f"--saved_model={path}: its {METADATA_FILE} {problem}")
     return metadata
 
 
