@@ -211,6 +211,16 @@ def flagfile_loop_case(ctx, first):
                          "--model_dir={out}/run", "--export_dir={out}/export"])
 
 
+def crowded_flagfile_case(ctx, line):
+    """train.py --flagfile= a flagfile that includes the tutorial recipe, then has `line`."""
+    os.makedirs(ctx["in"])
+    path = os.path.join(ctx["in"], "crowded.flags")
+    with open(path, "w") as f:
+        f.write(f"--flagfile={REPO}/configs/tf1_tutorial.flags\n{line}\n")
+    return ("train.py", [f"--flagfile={path}", f"--data_dir={ctx['mnist']}", "--model_dir={out}/run",
+                         "--export_dir={out}/export"])
+
+
 def metadata_case(**changes):
     """generate.py --saved_model= a copy of the tiny export whose tfvae.json fields are changed (None: removed)."""
     def make(ctx):
@@ -382,6 +392,10 @@ CASES = {
                                       "loop.flags includes itself ("),
     "flagfiles that include each other": (lambda ctx: flagfile_loop_case(ctx, "b.flags"),
                                           "a.flags -> "),
+    "flagfile line with two flags": (lambda ctx: crowded_flagfile_case(ctx, "--epochs=1 --latent_dim=4"),
+                                     "crowded.flags line 2 has two flags ('--epochs=1 --latent_dim=4')"),
+    "flagfile line with a trailing comment": (lambda ctx: crowded_flagfile_case(ctx, "--epochs=1  # quick"),
+                                              "line 2 has a comment after its flag"),
     "unknown model": (lambda ctx: train("--model=gan"), "--model"),
     "unknown dataset": (lambda ctx: train("--dataset=imagenet"), "--dataset"),
     "unknown likelihood": (lambda ctx: train("--likelihood=poisson"), "--likelihood"),

@@ -50,6 +50,18 @@ def test_written_flagfile_reads_back_the_same_config(tmp_path):
     assert _parse(f"--flagfile={flagfile}") == cfg
 
 
+def test_a_flagfile_value_with_spaces_and_a_hash_is_one_flag_not_a_crowded_line(tmp_path):
+    # parse_flags_or_exit refuses a line holding two flags or a trailing comment; a value may hold both characters.
+    folder = tmp_path / "MNIST data #2"
+    folder.mkdir()
+    flagfile = tmp_path / "run.flags"
+    flagfile.write_text(f"# my run\n--data_dir={folder}\n--hidden_sizes=400\n")
+    assert config._flagfile_problem([f"--flagfile={flagfile}"]) is None
+    assert _parse(f"--flagfile={flagfile}").data_dir == str(folder)
+    flagfile.write_text(f"--data_dir={folder} --hidden_sizes=400\n")
+    assert "line 1 has two flags" in config._flagfile_problem([f"--flagfile={flagfile}"])
+
+
 # Bad flags, flagfiles and model dirs: tests/test_bad_input.py.
 
 

@@ -427,3 +427,30 @@ def test_model_data_dir_is_the_flag_or_the_recorded_folder_if_it_is_here(tmp_pat
     # Trained on another machine: its folder is not here, so TFDS's default.
     assert data.model_data_dir({"config": {"data_dir": str(tmp_path / "gone")}}, "") == ""
     assert data.model_data_dir({}, "") == ""
+
+
+def test_a_models_data_folder_that_is_gone_is_named_in_the_warning_and_in_the_error(tmp_path, monkeypatch, caplog,
+                                                                                    mnist_dir):
+    gone = str(tmp_path / "gone" / "MNIST_data")
+    metadata = {"dataset": "mnist", "config": {"data_dir": gone}}
+
+    def offline(dataset, hosts):
+        raise data.DataError(f"{dataset} is not downloaded yet and no download host answers; offline, pass X")
+
+    monkeypatch.setattr(data, "_check_download_reachable", offline)
+    caplog.set_level(logging.WARNING)
+    with pytest.raises(data.DataError) as error:
+        data.load_model_arrays(metadata, "", validation_size=10)
+    assert str(error.value).startswith(f"this model was trained from --data_dir={gone}, which is not here, so TFDS's "
+                                       f"default was tried: mnist is not downloaded yet")
+    # Online, TFDS's copy is read (mock_data stands in), and the warning says it is not the recorded folder.
+    monkeypatch.setattr(data, "_check_download_reachable", lambda dataset, hosts: None)
+    caplog.clear()
+    with tfds.testing.mock_data(num_examples=30):
+        arrays = data.load_model_arrays(metadata, "", validation_size=10)
+    assert arrays.train_images.shape == (20, 28, 28, 1)
+    assert any(gone in record.getMessage() and "TFDS's default" in record.getMessage() for record in caplog.records)
+    # A folder that is here, or one given: read as before, without a warning.
+    caplog.clear()
+    arrays = data.load_model_arrays({"dataset": "mnist", "config": {"data_dir": mnist_dir}}, "", validation_size=10)
+    assert len(arrays.test_images) == 10000 and not caplog.records

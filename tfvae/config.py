@@ -1183,24 +1183,46 @@ def _stray_arguments(argv):
     return stray
 
 
-def _flagfile_cycle(arguments, including=()):
-    """The chain of flagfiles that includes itself (["a.flags", "b.flags", "a.flags"]) among `arguments` and the
-    flagfiles they name, or None. absl skips such a flagfile with a warning and runs on without its settings."""
+def _crowded_flagfile_line(line):
+    """What a flagfile line holds beyond its one flag ("two flags", "a comment after its flag"), or "". absl reads
+    the whole line as the flag's value. A string flag's value may hold " #" (a folder's name), so a comment counts
+    only after a flag of another type; a second known --flag counts after any flag."""
+    if not line.startswith("-"):
+        return ""
+    for boolean_no, name in re.findall(r"\s--?(no)?([A-Za-z_]\w*)(?==|\s|$)", line):
+        if boolean_no + name in FLAGS or (boolean_no and name in FLAGS and FLAGS[name].boolean):
+            return "two flags"
+    first = line.lstrip("-").split("=", 1)[0].split()[0]
+    is_string = first in FLAGS and type(FLAGS[first].parser) is flags.ArgumentParser
+    return "a comment after its flag" if re.search(r"\s#", line) and not is_string else ""
+
+
+def _flagfile_problem(arguments, including=()):
+    """What absl would get wrong in the flagfiles among `arguments` and those they name, as an error line, or None:
+    a chain of flagfiles that includes itself, which absl skips with a warning and runs on without its settings; or
+    a line holding two flags or a trailing comment, which absl reads as one flag's value and refuses naming only the
+    flag."""
     for argument in arguments:
         if not argument.startswith(("--flagfile=", "-flagfile=")):
             continue
         path = argument.split("=", 1)[1]
         chain = [*including, path]
         if os.path.realpath(path) in map(os.path.realpath, including):
-            return chain
+            return (f"--flagfile={chain[0]} includes itself ({' -> '.join(chain)}); remove the --flagfile line that "
+                    f"closes the loop")
         try:
             with open(path, encoding="utf-8") as f:
                 lines = [line.strip() for line in f]
         except (OSError, UnicodeDecodeError):
             continue  # absl's own error names it.
-        cycle = _flagfile_cycle(lines, chain)
-        if cycle:
-            return cycle
+        for number, line in enumerate(lines, 1):
+            crowded = _crowded_flagfile_line(line)
+            if crowded:
+                return (f"{path} line {number} has {crowded} ({line!r}), which would be read as one flag's value; "
+                        f"put each --flag and each # comment on a line of its own")
+        problem = _flagfile_problem(lines, chain)
+        if problem:
+            return problem
     return None
 
 
@@ -1220,10 +1242,9 @@ def parse_flags_or_exit(argv):
         print(f"error: unexpected arguments {stray}; every setting is a --flag, a flagfile is --flagfile=PATH "
               f"(see --help)", file=sys.stderr)
         sys.exit(2)
-    cycle = _flagfile_cycle(argv[1:])
-    if cycle:
-        print(f"error: --flagfile={cycle[0]} includes itself ({' -> '.join(cycle)}); remove the --flagfile line "
-              f"that closes the loop", file=sys.stderr)
+    problem = _flagfile_problem(argv[1:])
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
     try:
         remaining = FLAGS(argv)

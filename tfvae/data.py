@@ -235,8 +235,30 @@ def model_data_dir(metadata, data_dir):
     from (its export's or run's config) if that folder exists here, else "" (TFDS's default)."""
     if data_dir:
         return data_dir
-    recorded = (metadata.get("config") or {}).get("data_dir") or ""
+    recorded = _recorded_data_dir(metadata)
     return recorded if os.path.isdir(recorded) else ""
+
+
+def _recorded_data_dir(metadata):
+    return (metadata.get("config") or {}).get("data_dir") or ""
+
+
+def load_model_arrays(metadata, data_dir, validation_size):
+    """`load_arrays` of a model's dataset from `model_data_dir`. When the folder the model was trained from is not
+    here, TFDS's default is read instead, which orders the examples differently: a warning says so, and so does the
+    error when TFDS cannot load it either (offline, it would otherwise not name the folder looked for)."""
+    folder = model_data_dir(metadata, data_dir)
+    recorded = _recorded_data_dir(metadata)
+    if folder or not recorded:
+        return load_arrays(metadata["dataset"], folder, validation_size)
+    try:
+        arrays = load_arrays(metadata["dataset"], folder, validation_size)
+    except DataError as e:
+        raise DataError(f"this model was trained from --data_dir={recorded}, which is not here, so TFDS's default "
+                        f"was tried: {e}") from None
+    logging.warning("this model was trained from --data_dir=%s, which is not here: read %s from TFDS's default "
+                    "data folder instead, in another order (pass --data_dir to choose)", recorded, metadata["dataset"])
+    return arrays
 
 
 def describe_source(dataset, data_dir):

@@ -37,7 +37,7 @@ def load_split(metadata, data_dir, split, binarize, seed, num_examples=0, num_ex
     if split == "validation" and validation_size == 0:
         raise ValueError("this model was trained with --validation_size=0, so it has no validation split; "
                          "pass --split=test")
-    arrays = data.load_arrays(metadata["dataset"], data.model_data_dir(metadata, data_dir), validation_size)
+    arrays = data.load_model_arrays(metadata, data_dir, validation_size)
     images, labels = arrays.split(split)
     if num_examples > len(images):
         # Else it would measure fewer examples than asked, in a file named for the number asked.

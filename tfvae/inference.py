@@ -47,7 +47,7 @@ def reconstruct_test_images(saved, metadata, data_dir, count, seed=0):
     Returns:
       (originals, reconstructions), each `[count, H, W, C]` in [0, 1].
     """
-    arrays = data.load_arrays(metadata["dataset"], data.model_data_dir(metadata, data_dir), validation_size=0)
+    arrays = data.load_model_arrays(metadata, data_dir, validation_size=0)
     images, labels = arrays.test_images[:count], arrays.test_labels[:count]
     if metadata.get("binarize", "none") != "none":
         # One seeded draw, as plot.py and evaluate.py take: the same binary digits for the same seed everywhere.

@@ -53,7 +53,7 @@ def evaluate_restoration(saved_model, data_dir, kinds=(), num_examples=10000, se
     """
     saved, metadata = export.load_saved_model(saved_model)
     image_shape = tuple(metadata["image_shape"])
-    arrays = data.load_arrays(metadata["dataset"], data.model_data_dir(metadata, data_dir), validation_size=0)
+    arrays = data.load_model_arrays(metadata, data_dir, validation_size=0)
     if num_examples > len(arrays.test_images):
         # Else it would measure fewer images than asked, and say so only inside the JSON.
         raise ValueError(f"--num_examples={num_examples} is more than the {len(arrays.test_images):,} test images of "
