@@ -4,7 +4,8 @@
 
 The SavedModel path timed is the one tfvae's own tools and the README use:
 `tf.saved_model.load(DIR).signatures["reconstruct"](input=tf.constant(x))["x_hat"].numpy()`. Timed beside it,
-for comparison: the same signature inside a tf.function of one positional tensor, the restored tf.function
+for comparison: the same signature run as one eager op (`inference.signature_as_one_op`, the README's server path,
+which TensorFlow runs in the calling thread), the same signature inside a tf.function of one positional tensor, the restored tf.function
 `loaded.reconstruct(x)`, the export's SignatureDef run by a TF1 Session (how TF Serving runs a SavedModel), the
 layers of the signature call (its input tensor made beforehand; the runtime alone), the floor of any signature call
 (a SavedModel signature that returns its input, and the runtime alone calling such a function), the signature
@@ -17,6 +18,7 @@ by call, and in turns of `--calls_per_turn` calls in a row (warm, as in a server
 
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -83,6 +85,16 @@ def _interleaved_seconds(calls, x, repeats, warmup, calls_per_turn=1):
                 calls[name](x)
                 seconds[name].append(time.perf_counter() - start)
     return seconds
+
+
+def _waits_per_call(call, x, calls=500):
+    """How often the calling thread sleeps in a call (voluntary context switches): ~1 where TensorFlow hands the
+    call to its inter-op pool and waits for it, ~0 where the call runs in the calling thread."""
+    call(x)
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+    for _ in range(calls):
+        call(x)
+    return (resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw - before) / calls
 
 
 def _call_layers(tf, reconstruct, inputs):
@@ -208,7 +220,7 @@ def main(argv):
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
     import tf1_reference
-    from tfvae import artifacts, export, profiling
+    from tfvae import artifacts, export, inference, profiling
 
     saved, metadata = export.load_saved_model(FLAGS.saved_model)
     rng = np.random.default_rng(0)
@@ -235,8 +247,10 @@ def main(argv):
     # The signature inside a tf.function of one positional tensor: the call binds no keywords and packs no dict.
     reconstruct_positional = tf.function(lambda images: reconstruct(input=images)["x_hat"]).get_concrete_function(
         tf.TensorSpec([None, *metadata["input_shape"]], tf.float32))
+    reconstruct_one_op = inference.signature_as_one_op(reconstruct)
     calls = {
         "savedmodel_reconstruct": lambda x: reconstruct(input=tf.constant(x))["x_hat"].numpy(),
+        "savedmodel_reconstruct_one_op": lambda x: reconstruct_one_op(input=tf.constant(x))["x_hat"].numpy(),
         "savedmodel_reconstruct_positional": lambda x: reconstruct_positional(tf.constant(x)).numpy(),
         "savedmodel_restored_function": lambda x: saved.reconstruct(tf.constant(x))["x_hat"].numpy(),
         "savedmodel_signature_def_session_run": lambda x: serving_sess.run(fetch, {feed: x}),
@@ -258,6 +272,8 @@ def main(argv):
     small_turns = _interleaved_seconds(calls, x_one, FLAGS.calls, warmup=0, calls_per_turn=FLAGS.calls_per_turn)
     large = _interleaved_seconds(calls, x_large, FLAGS.large_batch_calls, warmup=2)
     outputs = {name: call(x_large) for name, call in calls.items()}
+    waits = {name: _waits_per_call(calls[name], x_one)
+             for name in ("savedmodel_reconstruct", "savedmodel_reconstruct_one_op", "tf1_session_run")}
     # LiteRT's and PyTorch's kernels round differently from TensorFlow's, whose outputs agree exactly: their
     # differences go apart.
     litert_output = outputs.pop("litert_reconstruct", None)
@@ -281,14 +297,22 @@ def main(argv):
                                           / result["tf1_session_run"]["batch1_p50_ms"]),
         "p50_ratio_savedmodel_over_tf1_in_turns": (result["savedmodel_reconstruct"]["batch1_in_turns_p50_ms"]
                                                    / result["tf1_session_run"]["batch1_in_turns_p50_ms"]),
+        "p50_ratio_savedmodel_one_op_over_tf1": (result["savedmodel_reconstruct_one_op"]["batch1_p50_ms"]
+                                                 / result["tf1_session_run"]["batch1_p50_ms"]),
+        "p50_ratio_savedmodel_one_op_over_tf1_in_turns": (
+            result["savedmodel_reconstruct_one_op"]["batch1_in_turns_p50_ms"]
+            / result["tf1_session_run"]["batch1_in_turns_p50_ms"]),
         "litert": litert,
         "pytorch": pytorch,
         "xla": xla,
         "calls_per_turn": FLAGS.calls_per_turn,
+        "batch1_calling_thread_waits_per_call": waits,
         "max_abs_output_difference": max(float(np.abs(outputs[name] - outputs["tf1_session_run"]).max())
                                          for name in outputs),
         "savedmodel_path": 'tf.saved_model.load(DIR).signatures["reconstruct"](input=tf.constant(x))["x_hat"]'
                            '.numpy()',
+        "savedmodel_one_op_path": "tf.raw_ops.StatefulPartitionedCall(args=[tf.constant(x), *signature.captured_inputs]"
+                                  ", Tout=[tf.float32], f=signature) (README: Inference from the SavedModel alone)",
         "threads": {"inter_op": FLAGS.inter_op_threads, "intra_op": FLAGS.intra_op_threads,
                     "cpus": os.cpu_count()},
         "tensorflow": tf.__version__,

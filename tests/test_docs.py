@@ -57,6 +57,15 @@ assert codes["z_mean"].shape == codes["z_logvar"].shape == (8, 20)
 assert x_hat.shape == (8, 784) and samples.shape == (16, 784)
 assert 0 <= float(tf.reduce_min(x_hat)) and float(tf.reduce_max(x_hat)) <= 1
 np.testing.assert_allclose(x_hat_0.numpy(), x_hat[:1].numpy(), atol=1e-5)  # Batch 1 or 8: rounding only.
+# The one-op call is the signature's own graph: the same numbers, and the same input checks.
+np.testing.assert_array_equal(x_hat_0.numpy(), vae.signatures["reconstruct"](input=x[:1])["x_hat"].numpy())
+codes_one_op = as_one_op(vae.signatures["encode"])(input=x)
+assert sorted(codes_one_op) == sorted(codes) and all(np.array_equal(codes_one_op[k], codes[k]) for k in codes)
+try:
+    reconstruct_one(input=np.full((1, 784), np.nan, np.float32))
+    raise SystemExit("the one-op call accepted a NaN image")
+except tf.errors.InvalidArgumentError as e:
+    assert "input has values outside [0, 1], or NaN or inf" in str(e), e
 assert isinstance(x_hat_lite, np.ndarray)
 np.testing.assert_allclose(x_hat_lite, x_hat[:1].numpy(), atol=1e-5)  # LiteRT's kernels: rounding only.
 print("ok")

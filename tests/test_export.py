@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvae import config, export
+from tfvae import config, export, inference
 from tfvae.models import build_model
 
 LATENT_DIM = 2
@@ -137,3 +137,36 @@ def test_every_signature_takes_an_empty_batch(model_kind):
     assert shapes(functions["log_likelihood"](input=x, z=z, **label)) == {"log_px_z": (0,)}
     assert shapes(functions["log_likelihood_samples"](input=x, z=tf.zeros((3, 0, LATENT_DIM)), **label)) == {
         "log_px_z": (3, 0)}
+
+
+@pytest.mark.parametrize("model_kind", ["cvae", "conv"])
+def test_a_signature_run_as_one_op_gives_its_outputs_and_keeps_its_checks(model_kind, tmp_path):
+    cfg = config.RunConfig(model=model_kind, hidden_sizes=(8,), latent_dim=LATENT_DIM, likelihood="bernoulli",
+                           conv_filters=(4, 8))
+    image_shape = (28, 28, 1) if model_kind == "conv" else (784,)
+    export_dir = str(tmp_path / "export")
+    export.export_saved_model(build_model(cfg, (28, 28, 1)), export_dir,
+                              {"input_shape": list(image_shape), "image_shape": [28, 28, 1]})
+    signatures = tf.saved_model.load(export_dir).signatures
+    rng = np.random.default_rng(0)
+    label = {"label": np.array([3, 0, 9], np.int32)} if model_kind == "cvae" else {}
+    x = rng.random((3, *image_shape))  # float64, as NumPy makes it: converted to float32 as the signature does.
+    inputs = {"reconstruct": {"input": x}, "encode": {"input": x}, "decode": {"z": rng.normal(size=(3, LATENT_DIM))},
+              "log_likelihood": {"input": x, "z": rng.normal(size=(3, LATENT_DIM))},
+              "log_likelihood_samples": {"input": x, "z": rng.normal(size=(4, 3, LATENT_DIM))}}
+    for name, given in inputs.items():
+        given = {**given, **label}
+        expected, got = signatures[name](**given), inference.signature_as_one_op(signatures[name])(**given)
+        assert sorted(got) == sorted(expected), name
+        for key in expected:
+            np.testing.assert_array_equal(got[key].numpy(), expected[key].numpy(), err_msg=f"{name} {key}")
+    reconstruct = inference.signature_as_one_op(signatures["reconstruct"])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"input has values outside \[0, 1\], or NaN or inf"):
+        reconstruct(input=np.full((1, *image_shape), np.nan, np.float32), **{k: v[:1] for k, v in label.items()})
+    expected_shape = ",".join(map(str, image_shape))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"\[1,783\] is not compatible with expected shape "
+                                                             rf"\[\?,{expected_shape}\]"):
+        reconstruct(input=np.zeros((1, 783), np.float32), **{k: v[:1] for k, v in label.items()})
+    if model_kind == "cvae":
+        with pytest.raises(tf.errors.InvalidArgumentError, match="label must be < num_classes=10"):
+            reconstruct(input=x[:1], label=np.array([10], np.int32))

@@ -6,6 +6,31 @@ import tensorflow as tf
 from tfvae import data, visualization
 
 
+def signature_as_one_op(signature):
+    """`signature(**inputs)` run as one eager `StatefulPartitionedCall` op: the same graph, checks and outputs.
+
+    TensorFlow hands an eager function call to its inter-op thread pool and waits for it; an eager op that calls the
+    function runs on the calling thread (TensorFlow wraps a single op in a function it may execute synchronously).
+    A batch-1 `reconstruct` of the tutorial network took about half the signature call's time, and 0.57-0.69x TF1's
+    `Session.run` (`scripts/bench_infer.py`, docs/performance.md). The README shows the same lines without tfvae.
+    """
+    captured = list(signature.captured_inputs)
+    num_inputs = len(signature.inputs) - len(captured)
+    names = [arg.name for arg in signature.function_def.signature.input_arg[:num_inputs]]
+    dtypes = [signature.structured_input_signature[1][name].dtype for name in names]
+    output_types = [output.dtype for output in signature.outputs]
+    output_names = sorted(signature.structured_outputs)  # A signature returns a dict, its outputs in key order.
+    call_op = tf.raw_ops.StatefulPartitionedCall
+
+    def call(**inputs):
+        # A tensor of the right type goes in as it is: converting it again costs ~10% of a batch-1 call.
+        args = [value if isinstance(value, tf.Tensor) and value.dtype == dtype else tf.convert_to_tensor(value, dtype)
+                for value, dtype in zip((inputs[name] for name in names), dtypes)]
+        return dict(zip(output_names, call_op(args=args + captured, Tout=output_types, f=signature)))
+
+    return call
+
+
 def parse_labels(label, num_classes, rows, cols):
     """The label of every grid cell from `--label`: None, a class number, or "all" (one row per class).
 
