@@ -3,17 +3,17 @@
     python scripts/bench_infer.py --saved_model=saved_models/tf1_tutorial --output=bench_infer.json
 
 The SavedModel path timed is the one tfvae's own tools and the README use:
-`tf.saved_model.load(DIR).signatures["reconstruct"](input=tf.constant(x))["x_hat"].numpy()`. Timed beside it,
-for comparison: the same signature run as one eager op (`inference.signature_as_one_op`, the README's server path,
-which TensorFlow runs in the calling thread), the same signature inside a tf.function of one positional tensor, the restored tf.function
-`loaded.reconstruct(x)`, the export's SignatureDef run by a TF1 Session (how TF Serving runs a SavedModel), the
-layers of the signature call (its input tensor made beforehand; the runtime alone), the floor of any signature call
-(a SavedModel signature that returns its input, and the runtime alone calling such a function), the signature
-compiled with XLA (which drops its input checks), with the [lite] extra, the export converted to LiteRT as
-`scripts/export_tflite.py` converts it, and, with `--pytorch`, the same network with the export's weights in PyTorch
-eager (tests/torch_reference.py, under `torch.inference_mode`). Every runtime gets the same thread pools, and the
-contenders take turns, so load from other processes hits them alike: batch-1 calls are timed twice, alternating call
-by call, and in turns of `--calls_per_turn` calls in a row (warm, as in a server).
+`tf.saved_model.load(DIR).signatures["reconstruct"](input=tf.constant(x))["x_hat"].numpy()`. Timed beside it, for
+comparison: the same signature run as one eager op (`inference.signature_as_one_op`, the README's server path, which
+TensorFlow runs in the calling thread), the same signature inside a tf.function of one positional tensor, the
+restored tf.function `loaded.reconstruct(x)`, the export's SignatureDef run by a TF1 Session (how TF Serving runs a
+SavedModel), the layers of the signature call (its input tensor made beforehand; the runtime alone), the floor of
+any signature call (a SavedModel signature that returns its input, and the runtime alone calling such a function),
+the signature compiled with XLA (which drops its input checks), with the [lite] extra, the export converted to
+LiteRT as `scripts/export_tflite.py` converts it, and, with `--pytorch`, the same network with the export's weights
+in PyTorch eager (tests/torch_reference.py, under `torch.inference_mode`). Every runtime gets the same thread pools,
+and the contenders take turns, so load from other processes hits them alike: batch-1 calls are timed twice,
+alternating call by call, and in turns of `--calls_per_turn` calls in a row (warm, as in a server).
 """
 
 import json

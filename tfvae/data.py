@@ -248,16 +248,17 @@ def load_model_arrays(metadata, data_dir, validation_size):
     here, TFDS's default is read instead, which orders the examples differently: a warning says so, and so does the
     error when TFDS cannot load it either (offline, it would otherwise not name the folder looked for)."""
     folder = model_data_dir(metadata, data_dir)
-    recorded = _recorded_data_dir(metadata)
-    if folder or not recorded:
-        return load_arrays(metadata["dataset"], folder, validation_size)
+    gone = "" if folder else _recorded_data_dir(metadata)
     try:
         arrays = load_arrays(metadata["dataset"], folder, validation_size)
     except DataError as e:
-        raise DataError(f"this model was trained from --data_dir={recorded}, which is not here, so TFDS's default "
+        if not gone:
+            raise
+        raise DataError(f"this model was trained from --data_dir={gone}, which is not here, so TFDS's default "
                         f"was tried: {e}") from None
-    logging.warning("this model was trained from --data_dir=%s, which is not here: read %s from TFDS's default "
-                    "data folder instead, in another order (pass --data_dir to choose)", recorded, metadata["dataset"])
+    if gone:
+        logging.warning("this model was trained from --data_dir=%s, which is not here: read %s from TFDS's default "
+                        "data folder instead, in another order (pass --data_dir to choose)", gone, metadata["dataset"])
     return arrays
 
 
