@@ -17,15 +17,16 @@ def main(argv):
 
     cfg = config.enhance_config_from_flags()
     try:
-        pairs = enhance.enhance_files(cfg.saved_model, cfg.input, cfg.output, resize=cfg.resize, invert=cfg.invert)
+        pairs, background_note = enhance.enhance_files(cfg.saved_model, cfg.input, cfg.output, resize=cfg.resize,
+                                                       invert=cfg.invert)
     except (export.ExportError, enhance.EnhanceError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     for source, destination in pairs:
         print(f"{source} -> {destination}")
-    note = enhance.untrained_for_restoration(export.load_metadata(cfg.saved_model))
-    if note:
-        print(note, file=sys.stderr)
+    for note in (background_note, enhance.untrained_for_restoration(export.load_metadata(cfg.saved_model))):
+        if note:
+            print(note, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -617,6 +617,13 @@ CASES = {
     "reexport export index cut short": (broken_export_case("export.py", ["--export_dir={out}/export"],
                                                           "index truncated"),
                                        "its SavedModel files are incomplete or corrupt"),
+    "reexport export data cut short": (broken_export_case("export.py", ["--export_dir={out}/export"], "truncated"),
+                                       "its SavedModel files are incomplete or corrupt (its data file is shorter "
+                                       "than its index says: truncated or damaged); copy or export the model again"),
+    "tflite export data cut short": (broken_export_case("export_tflite.py", ["--output={out}/m.tflite"],
+                                                        "truncated"),
+                                     "its SavedModel files are incomplete or corrupt (its data file is shorter than "
+                                     "its index says"),
     "reexport foreign folder": (saved_model_case("export.py", ["--export_dir={out}/export"], "not tfvae"),
                                 "not a tfvae export"),
     "reexport other shapes": (reexport_case(hidden_sizes=[64]), "its variables do not fit the model its tfvae.json"),

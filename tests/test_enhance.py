@@ -240,3 +240,25 @@ def test_invert_applies_to_the_input_and_back_to_the_output(tmp_path, monkeypatc
     assert np.all(np.asarray(Image.open(tmp_path / "out.png")) == 153)  # 0.6 * 255
     enhance.enhance_files("unused", str(tmp_path / "in.png"), str(tmp_path / "plain.png"))
     assert np.all(np.asarray(Image.open(tmp_path / "plain.png")) == 26)  # round(0.1 * 255) = round(25.5)
+
+
+def test_a_mostly_light_image_for_a_light_on_dark_model_gets_a_note_naming_invert(tmp_path, monkeypatch):
+    class Halving:
+        signatures = {"reconstruct": lambda input: {"x_hat": input * 0.5}}
+
+    metadata = {"image_shape": [28, 28, 1], "input_shape": [784], "model": "mlp", "dataset": "mnist"}
+    monkeypatch.setattr(export, "load_metadata", lambda path: metadata)
+    monkeypatch.setattr(export, "load_saved_model", lambda path: (Halving(), metadata))
+    (tmp_path / "in").mkdir()
+    _save_png(tmp_path / "in" / "dark.png", np.full((28, 28, 1), 51 / 255, np.float32))  # Light on dark: 0.2.
+    _save_png(tmp_path / "in" / "light.png", np.full((28, 28, 1), 230 / 255, np.float32))  # A scan: 0.9.
+    _, note = enhance.enhance_files("unused", str(tmp_path / "in"), str(tmp_path / "out"))
+    assert note.startswith("note: 1 of 2 images are mostly light as the model gets them (mean gray level light.png "
+                           "0.90), while it learned light strokes on a dark background (mnist)")
+    assert note.endswith("pass --invert (for dark on light)")
+    _, note = enhance.enhance_files("unused", str(tmp_path / "in"), str(tmp_path / "inverted"), invert=True)
+    assert "(mean gray level dark.png 0.80)" in note and note.endswith("drop --invert (they are light on dark already)")
+    _, note = enhance.enhance_files("unused", str(tmp_path / "in" / "dark.png"), str(tmp_path / "d.png"))
+    assert note is None
+    metadata["dataset"] = "cifar10"  # Natural images have no background to expect.
+    assert enhance.enhance_files("unused", str(tmp_path / "in"), str(tmp_path / "c"))[1] is None

@@ -413,7 +413,7 @@ IMPORT_REFUSALS = {
     "map not JSON": (lambda v: v, "{encoder: ", False, "not a readable JSON file"),
     "map not an object": (lambda v: v, '["Variable"]', False, "must be a JSON object of strings"),
     "map misses a path": (lambda v: v, json.dumps(map_without("decoder/logits/bias")), False,
-                          "missing tfvae paths ['decoder/logits/bias'], unknown paths []"),
+                          "--variable_map: missing tfvae paths ['decoder/logits/bias']; the keys must be exactly"),
     "map without hidden layers": (lambda v: v, json.dumps({"encoder/latent_params/kernel": "Variable_2"}), False,
                                   "--variable_map names no encoder/hidden_0/kernel"),
     "other names, no map": (lambda v: {f"vae/{name}": value for name, value in v.items()}, None, False,

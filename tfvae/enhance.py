@@ -141,6 +141,27 @@ def write_image(path, image):
     artifacts.write_bytes_with(path, write, suffix=os.path.splitext(path)[1])
 
 
+# Datasets of light strokes on a dark background: a model of one turns a dark-on-light image into another digit.
+LIGHT_ON_DARK_DATASETS = ("mnist", "fashion_mnist")
+
+
+def background_note(metadata, sources, fed_images, invert):
+    """A note when images as fed to a light-on-dark model (after --invert, if given) are mostly light: most likely
+    dark-on-light images without --invert, or light-on-dark ones with it; None otherwise."""
+    if metadata.get("dataset") not in LIGHT_ON_DARK_DATASETS:
+        return None
+    means = fed_images.reshape(len(fed_images), -1).mean(axis=1)
+    light = [(source, mean) for source, mean in zip(sources, means) if mean > 0.5]
+    if not light:
+        return None
+    named = ", ".join(f"{os.path.basename(source)} {mean:.2f}" for source, mean in light[:3])
+    more = f" and {len(light) - 3} more" if len(light) > 3 else ""
+    fix = "drop --invert (they are light on dark already)" if invert else "pass --invert (for dark on light)"
+    return (f"note: {len(light)} of {len(sources)} images are mostly light as the model gets them (mean gray level "
+            f"{named}{more}), while it learned light strokes on a dark background ({metadata['dataset']}); if a "
+            f"result looks wrong, {fix}")
+
+
 def enhance_files(saved_model, input_path, output_path, resize=False, invert=False):
     """The job of `scripts/enhance.py`: restores every input image; nothing is written unless all are readable.
 
@@ -152,7 +173,7 @@ def enhance_files(saved_model, input_path, output_path, resize=False, invert=Fal
       invert: use 1 - x in and out (dark-on-light images for a light-on-dark model).
 
     Returns:
-      The list of (input file, output file) written.
+      (the list of (input file, output file) written, a note on the images' background or None).
     """
     metadata = export.load_metadata(saved_model)
     pairs = plan_outputs(input_path, output_path)
@@ -161,9 +182,10 @@ def enhance_files(saved_model, input_path, output_path, resize=False, invert=Fal
     saved, _ = export.load_saved_model(saved_model)
     if invert:
         images = 1.0 - images
+    note = background_note(metadata, [source for source, _ in pairs], images, invert)
     restored = restore_images(saved, metadata, images)
     if invert:
         restored = 1.0 - restored
     for (_, destination), image in zip(pairs, restored):
         write_image(destination, image)
-    return pairs
+    return pairs, note

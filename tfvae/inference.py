@@ -12,20 +12,43 @@ def signature_as_one_op(signature):
     TensorFlow hands an eager function call to its inter-op thread pool and waits for it; an eager op that calls the
     function runs on the calling thread (TensorFlow wraps a single op in a function it may execute synchronously).
     A batch-1 `reconstruct` of the tutorial network took about half the signature call's time, and 0.57-0.69x TF1's
-    `Session.run` (`scripts/bench_infer.py`, docs/performance.md). The README shows the same lines without tfvae.
+    `Session.run` (`scripts/bench_infer.py`, docs/performance.md). The README shows a shorter copy without tfvae.
+
+    The op's own errors name inputs by position, so the inputs are checked here first, by name: the keywords, each
+    input's shape and type, and an integer input (a label) given as floats or beyond int32, which TensorFlow's cast
+    would truncate or wrap into range (3.7 -> 3, 2**32 + 3 -> 3) before the export's range check sees it.
     """
+    specs = signature.structured_input_signature[1]
+    names = sorted(specs)  # Keyword inputs are flattened in key order, as the function takes them.
     captured = list(signature.captured_inputs)
-    num_inputs = len(signature.inputs) - len(captured)
-    names = [arg.name for arg in signature.function_def.signature.input_arg[:num_inputs]]
-    dtypes = [signature.structured_input_signature[1][name].dtype for name in names]
     output_types = [output.dtype for output in signature.outputs]
     output_names = sorted(signature.structured_outputs)  # A signature returns a dict, its outputs in key order.
     call_op = tf.raw_ops.StatefulPartitionedCall
+    takes = ", ".join(f"{name} {specs[name].dtype.name} {specs[name].shape}" for name in names)
+
+    def as_input(name, value):
+        spec = specs[name]
+        # A tensor of the right type goes in as it is: converting it again costs ~10% of a batch-1 call.
+        if not (isinstance(value, tf.Tensor) and value.dtype == spec.dtype):
+            if spec.dtype.is_integer and not isinstance(value, tf.Tensor):
+                array = np.asarray(value)
+                info = np.iinfo(spec.dtype.as_numpy_dtype)
+                if array.dtype.kind not in "iu" or (array.size and not info.min <= array.min() <= array.max()
+                                                     <= info.max):
+                    raise ValueError(f"{name} must hold {spec.dtype.name} integers, not {array.dtype.name} values "
+                                     f"like {array.ravel()[:3].tolist()}")
+            try:
+                value = tf.convert_to_tensor(value, spec.dtype)
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"{name}: {e}") from None
+        if not spec.shape.is_compatible_with(value.shape):
+            raise ValueError(f"{name} has shape {value.shape}; this signature takes {takes}")
+        return value
 
     def call(**inputs):
-        # A tensor of the right type goes in as it is: converting it again costs ~10% of a batch-1 call.
-        args = [value if isinstance(value, tf.Tensor) and value.dtype == dtype else tf.convert_to_tensor(value, dtype)
-                for value, dtype in zip((inputs[name] for name in names), dtypes)]
+        if inputs.keys() != specs.keys():
+            raise TypeError(f"this signature takes {takes}; got {', '.join(sorted(inputs)) or 'no inputs'}")
+        args = [as_input(name, inputs[name]) for name in names]
         return dict(zip(output_names, call_op(args=args + captured, Tout=output_types, f=signature)))
 
     return call

@@ -160,8 +160,10 @@ def resolve_variable_map(source, variable_map=None, map_fix=None):
         expected = set(tutorial_paths(num_hidden))
         missing, unknown = sorted(expected - set(variable_map)), sorted(set(variable_map) - expected)
         if missing or unknown:
-            raise TF1ImportError(f"--variable_map: missing tfvae paths {missing}, unknown paths {unknown}; the "
-                                 f"keys must be exactly {tutorial_paths(num_hidden)}")
+            problems = [f"{what} {paths}" for what, paths in (("missing tfvae paths", missing),
+                                                             ("unknown paths", unknown)) if paths]
+            raise TF1ImportError(f"--variable_map: {', '.join(problems)}; the keys must be exactly "
+                                 f"{tutorial_paths(num_hidden)}")
     for path, name in variable_map.items():
         if name not in source.variables:
             raise TF1ImportError(f"TF1 variable {name!r} (for {path}) not in {source.path} (its variables: "

@@ -54,6 +54,9 @@ def _float32_twin(saved_model, metadata, folder):
     try:
         unread = restore.read_every_variable({"model": model}, model.trainable_variables,
                                              legacy.checkpoint_prefix(saved_model))
+    except restore.DamagedCheckpoint as e:
+        raise export.ExportError(f"--saved_model={saved_model}: its SavedModel files are incomplete or corrupt "
+                                 f"({e}); copy or export the model again") from None
     except ValueError as e:
         unread = [str(e)]
     if unread:
@@ -91,7 +94,7 @@ def compare(tflite_model, saved_model, count=256, seed=0):
         lite_outputs = interpreter.get_signature_runner(name)(**inputs)
         tf_outputs = saved.signatures[name](**{k: tf.constant(v) for k, v in inputs.items()})
         differences[name] = {key: float(np.max(np.abs(lite_outputs[key] - tf_outputs[key].numpy())))
-                             for key in tf_outputs}
+                             for key in sorted(tf_outputs)}
     return differences
 
 

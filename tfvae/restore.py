@@ -262,6 +262,9 @@ def reexport_saved_model(saved_model, export_dir=None):
     fix = "export it again from its run with --model_dir"
     try:
         unread = read_every_variable(objects, expected, prefix)
+    except DamagedCheckpoint as e:
+        raise export.ExportError(f"--saved_model={saved_model}: its SavedModel files are incomplete or corrupt "
+                                 f"({e}); copy or export the model again") from None
     except ValueError as e:
         raise export.ExportError(f"--saved_model={saved_model}: its variables do not fit the model its "
                                  f"{export.METADATA_FILE} describes ({e}); {fix}") from None
