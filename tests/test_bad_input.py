@@ -476,7 +476,15 @@ CASES = {
                            "--model_dir exists and is not empty; pass --resume"),
     # --overwrite empties a run folder; a folder of other files may be anyone's.
     "overwrite a folder that is no run": (existing_dir_case("model_dir", "a thesis", "--overwrite"),
-                                          "holds files but no flags.txt, so it is not a train.py run folder"),
+                                          "holds files but no flags.txt, so it is not a train.py run folder, and "
+                                          "--overwrite empties only those"),
+    # The next export there would replace the folder whole, the run inside it with it.
+    "model dir inside an export": (lambda ctx: train(f"--model_dir={ctx['export']}/run"),
+                                   "/run is inside the tfvae export "),
+    # --resume of a folder of other files (or of runs/ itself) would start a run among them.
+    "resume a folder that is no run": (existing_dir_case("model_dir", "a thesis", "--resume"),
+                                       "holds files but no flags.txt, so it is not a train.py run folder, and "
+                                       "--resume continues only those"),
     "flagfile not utf-8": (binary_flagfile_case, "latin1.flags (or a flagfile it includes) is not UTF-8 text"),
     # os.access says yes to root anywhere; the folder below /proc cannot be made all the same.
     "model dir where no folder can be made": (lambda ctx: train("--model_dir=/proc/tfvae-test/run"),

@@ -4,6 +4,7 @@ writers killed midway (SIGKILL, Ctrl-C) or racing for one folder leave is whole 
 script in one line."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -78,6 +79,10 @@ def test_an_absurd_learning_rate_stops_the_run_with_a_clear_error(tmp_path, mnis
     assert "lower --learning_rate, set --clip_grad_norm" in lines[0]
     # Nothing to --resume from: it says to start again.
     assert "no checkpoint was saved yet" in lines[0] and lines[0].endswith("then start again with --overwrite")
+    # The epoch line before it says the epoch was cut short: its numbers are those of the steps run.
+    stopped_at = int(re.search(r"by step (\d+) of epoch 1", lines[0])[1])
+    assert re.search(rf"^Epoch: 1 \(stopped after {stopped_at} of 78 steps\) Total Loss: ", result.stdout, re.M), \
+        result.stdout
     assert not os.path.exists(tmp_path / "export")  # No export of a diverged run...
     assert not os.path.exists(tmp_path / "run" / "metrics.json")
     # ...and no checkpoint of its unfinished epoch: the last good checkpoint stays the last one.

@@ -220,10 +220,27 @@ def test_checkpoints_of_a_resumed_epoch_count_the_steps_it_skipped(tmp_path):
     assert int(state.step.numpy()) == 131 and manager.latest_checkpoint is None  # 131 // 30 == 130 // 30.
     callback.on_train_batch_end(19)  # Step 150: a multiple of 30.
     assert manager.latest_checkpoint.endswith("ckpt-150") and _step_of(manager.latest_checkpoint) == 150
-    callback.on_train_batch_end(69)  # Step 200, the epoch's last.
+    callback.on_train_batch_end(69)  # Step 200, the epoch's last: saved at the epoch's end, not before it...
+    assert manager.latest_checkpoint.endswith("ckpt-150")
     callback.on_epoch_end(1)
     assert [os.path.basename(p) for p in manager.checkpoints] == ["ckpt-150", "ckpt-200"]
     assert _step_of(manager.latest_checkpoint) == 200 and int(state.epoch.numpy()) == 2
+    # ...so the file holds the epoch as done (saved before on_epoch_end, it held 1: a resumed run redid nothing
+    # but drew validation's noise again).
+    epoch_saved = tf.train.load_checkpoint(manager.latest_checkpoint).get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE")
+    assert int(epoch_saved) == 2
+
+
+def test_a_finished_epoch_resumed_with_checkpoints_every_few_steps_equals_the_uninterrupted_run(reference, mnist_dir,
+                                                                                               tmp_path):
+    # --checkpoint_every_steps=50 divides the epoch's 100 steps: its step-100 checkpoint must be the epoch end's.
+    run_dir = str(tmp_path)
+    _train(mnist_dir, run_dir, "--epochs=1", "--checkpoint_every_steps=50")
+    stdout = _train(mnist_dir, run_dir, "--resume", "--checkpoint_every_steps=50")
+    assert f"Epoch: {EPOCHS} " in stdout and "Epoch: 1 " not in stdout
+    diff = _max_diff(_final_checkpoint(reference), _final_checkpoint(run_dir))
+    print(f"extend/resume with checkpoints every 50 steps: max |weight diff| vs uninterrupted = {diff}")
+    assert diff == 0
 
 
 def test_a_checkpoint_that_cannot_be_read_is_named_in_one_line_and_nothing_is_written(tiny_run, tmp_path):
@@ -294,3 +311,19 @@ def test_a_checkpoint_without_a_value_the_model_now_has_says_to_resume_with_the_
                                                        rf"with the flags the run was trained with \(--flagfile="
                                                        rf"{flagfile}\), or start a new --model_dir$"):
         training.restore_checkpoint(manager, None, state, steps_per_epoch=10)
+
+
+def test_resuming_with_fewer_epochs_than_trained_is_refused_and_changes_nothing(reference, mnist_dir, tmp_path):
+    # Tested and exported as it is, a 2-epoch run would be recorded as a run of --epochs=1.
+    shutil.copytree(os.path.join(reference, "run"), tmp_path / "run")
+    before = {path: os.path.getmtime(path) for path in map(str, (tmp_path / "run").rglob("*"))}
+    flags_before = (tmp_path / "run" / "flags.txt").read_text()
+    result = run_script("train.py", *_args(mnist_dir, str(tmp_path)), "--resume", "--epochs=1")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert error_lines(result) == [
+        f"error: --epochs=1 is fewer than the run in --model_dir={tmp_path}/run has trained ({EPOCHS} epochs); pass "
+        f"--epochs={EPOCHS} or more to resume it, or export its latest checkpoint with python scripts/export.py "
+        f"--model_dir={tmp_path}/run"]
+    assert (tmp_path / "run" / "flags.txt").read_text() == flags_before
+    assert {path for path in map(str, (tmp_path / "run").rglob("*"))} == set(before)
+    assert not (tmp_path / "export").exists()

@@ -437,6 +437,7 @@ def define_train_flags():
         ["model_dir", "export_dir", "name", "model"], _run_outside_export,
         message="--model_dir is --export_dir or inside it, and the export replaces that folder whole; pass an "
                 "--export_dir outside the run folder, e.g. saved_models/NAME")
+    flags.register_multi_flags_validator(["model_dir", "name", "model"], _run_outside_any_export)
     flags.register_multi_flags_validator(
         ["init_from", "init_from_tf1"], lambda f: not (f["init_from"] and f["init_from_tf1"]),
         message="--init_from and --init_from_tf1 conflict; pass one of them")
@@ -1012,6 +1013,19 @@ def _run_outside_export(f):
     return model_dir != export_dir and not model_dir.startswith(os.path.join(export_dir, ""))
 
 
+def _run_outside_any_export(f):
+    """A --model_dir inside an existing tfvae export would be deleted by the next export there, which replaces the
+    folder whole (and says only whose export it replaced)."""
+    folder = os.path.dirname(os.path.realpath(_run_dirs(f)[0]))
+    while folder != os.path.dirname(folder):
+        if all(os.path.isfile(os.path.join(folder, name)) for name in ("saved_model.pb", "tfvae.json")):
+            raise flags.ValidationError(f"--model_dir={_run_dirs(f)[0]} is inside the tfvae export {folder}, and "
+                                        f"an export there replaces that folder whole, this run with it; pass a "
+                                        f"--model_dir outside it, e.g. runs/NAME")
+        folder = os.path.dirname(folder)
+    return True
+
+
 def _default_run_paths_writable(f):
     """The per-flag validators check --model_dir and --export_dir as given; these are their defaults."""
     default_model_dir, default_export_dir = default_run_dirs(f["name"] or f["model"])
@@ -1027,11 +1041,13 @@ def _model_dir_is_usable(f):
     model_dir = _run_dirs(f)[0]
     if not os.path.isdir(model_dir) or not os.listdir(model_dir):
         return True
-    if f["overwrite"] and not os.path.isfile(os.path.join(model_dir, RUN_FLAGS_FILE)):
-        # Every train.py run writes flags.txt first; a folder with files but without one is someone else's.
+    if (f["overwrite"] or f["resume"]) and not os.path.isfile(os.path.join(model_dir, RUN_FLAGS_FILE)):
+        # Every train.py run writes flags.txt first; a folder with files but without one is someone else's (or a
+        # folder of runs, as runs/, given for one of them).
+        does = "--overwrite empties" if f["overwrite"] else "--resume continues"
         raise flags.ValidationError(f"--model_dir={model_dir} holds files but no {RUN_FLAGS_FILE}, so it is not a "
-                                    f"train.py run folder, and --overwrite empties only those; pass another "
-                                    f"--model_dir (or empty that folder yourself)")
+                                    f"train.py run folder, and {does} only those; pass another --model_dir (or "
+                                    f"empty that folder yourself)")
     return f["resume"] or f["overwrite"]
 
 
@@ -1263,6 +1279,9 @@ def parse_flags_or_exit(argv):
         # absl puts each failed validator on a line of its own; kept apart on the one line. Its flagfile errors
         # begin "ERROR::", which our own "error:" already says.
         lines = [" ".join(line.split()).removeprefix("ERROR:: ").rstrip(".") for line in str(e).splitlines()]
+        # A validator of several flags is reported after all their values ("flags a=1, b=2: --a ..."); its
+        # message names what matters.
+        lines = [re.sub(r"^flags .*?: (?=--|the default )", "", line) for line in lines]
         # absl shows a list flag's value as Python's ['32', '64']: shown as typed, 32,64.
         lines = [re.sub(r"=\[((?:'[^']*'(?:, )?)*)\]", lambda m: "=" + ",".join(re.findall(r"'([^']*)'", m[1])), line)
                  for line in lines]

@@ -104,14 +104,17 @@ def load_checkpoint(model_dir):
     if not os.path.isdir(model_dir):
         raise ValueError(f"--model_dir={model_dir}: no such folder; pass a run folder written by train.py")
     cfg = config.run_config_of_run_folder(model_dir)
+    # The run's export, where there is one (a run stopped before its end has none).
+    own_export = (f", or use the run's export instead: --saved_model={cfg.export_dir}"
+                  if export.is_tfvae_export(cfg.export_dir) else "")
     try:
         latest = export.latest_checkpoint(os.path.join(model_dir, config.CHECKPOINTS_DIR))
     except export.CheckpointFilesMissing as e:
-        raise ValueError(f"--model_dir={model_dir}: {e}; put back an intact copy of that checkpoint, or use the "
-                         f"run's export instead: --saved_model={cfg.export_dir}") from None
+        raise ValueError(f"--model_dir={model_dir}: {e}; put back an intact copy of that checkpoint"
+                         f"{own_export}") from None
     if latest is None:
         raise ValueError(f"--model_dir={model_dir}: no checkpoint in {config.CHECKPOINTS_DIR}/; train at least "
-                         f"one epoch, or use the run's export instead: --saved_model={cfg.export_dir}")
+                         f"one epoch{own_export}")
     image_shape = data.DATASET_SHAPES[cfg.dataset]
     model = build_in_precision(cfg, image_shape)
     try:  # Only the model: the optimizer and epoch counter in the checkpoint are not needed to evaluate.
@@ -120,8 +123,8 @@ def load_checkpoint(model_dir):
     except export.VARIABLE_READ_ERRORS as e:
         # The failed restore would warn at exit of every value it left unread; the error says it all.
         tf.get_logger().setLevel("ERROR")
-        raise ValueError(f"--model_dir={model_dir}: cannot read {latest} ({export.describe_read_error(e)}); use "
-                         f"the run's export instead: --saved_model={cfg.export_dir}") from None
+        raise ValueError(f"--model_dir={model_dir}: cannot read {latest} ({export.describe_read_error(e)}); put "
+                         f"back an intact copy of that checkpoint{own_export}") from None
     metadata = training.export_metadata(cfg, image_shape, model)
     metadata["checkpoint"] = os.path.abspath(latest)
     signatures = export.make_serving_functions(model, metadata["input_shape"])

@@ -184,6 +184,9 @@ class EpochLine(keras.callbacks.Callback):
         logs = logs or {}
         logs["examples_per_second"] = self._steps * self.batch_size / train_seconds
         line = f"Epoch: {epoch + 1} Total Loss: {logs['loss']:.4f}"
+        if self._steps < self.params["steps"]:  # Stopped inside the epoch (StopOnBadSteps): its numbers are partial.
+            line = f"Epoch: {epoch + 1} (stopped after {self._steps} of {self.params['steps']} steps) Total Loss: " \
+                   f"{logs['loss']:.4f}"
         if "val_loss" in logs:
             line += f" Validation Loss: {logs['val_loss']:.4f}"
         print(f"{line} ({seconds:.1f} s, {logs['examples_per_second']:.0f} examples/s)", flush=True)
@@ -282,9 +285,12 @@ class Checkpoints(keras.callbacks.Callback):
         # `batch` is the last step of the execution; the last execution of an epoch may run fewer steps.
         step = self._epoch_start + min(batch + 1, self.params["steps"])
         self.state.step.assign(step)
-        if self.every_steps and step // self.every_steps > self._saved_step // self.every_steps:
+        # An epoch's last step is saved at the epoch's end, just after: with the epoch counted and after validation
+        # has drawn its noise from the sampling RNG, as a resumed run must find them.
+        epoch_ends = not step % self.steps_per_epoch
+        if self.every_steps and not epoch_ends and step // self.every_steps > self._saved_step // self.every_steps:
             self._save()
-        if step % self.steps_per_epoch:  # At an epoch's last step a signal waits for the epoch's end, just after.
+        if not epoch_ends:  # At an epoch's last step a signal waits for the epoch's end too.
             self.stop_if_signalled()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -537,9 +543,16 @@ def train(model, datasets, cfg):
         # The flags, not the checkpoint, say the learning rate: a run that diverged resumes with a lower one.
         model.optimizer.learning_rate = cfg.learning_rate
         epoch, step_in_epoch = divmod(int(state.step.numpy()), steps_per_epoch)
+        if epoch > cfg.epochs or (epoch == cfg.epochs and step_in_epoch):
+            # Tested and exported as it is, it would be recorded as a run of --epochs, which it is not.
+            trained = f"{epoch} epochs" + (f" and {step_in_epoch} steps" if step_in_epoch else "")
+            raise RunConfigError(
+                f"--epochs={cfg.epochs} is fewer than the run in --model_dir={cfg.model_dir} has trained ({trained}); "
+                f"pass --epochs={epoch + bool(step_in_epoch)} or more to resume it, or export its latest checkpoint "
+                f"with python scripts/export.py --model_dir={cfg.model_dir}")
         if epoch >= cfg.epochs:  # Stopped after its last step, before the test pass and export.
-            print(f"Resuming from {manager.latest_checkpoint}: its {epoch} epochs are done; testing and exporting",
-                  flush=True)
+            done = "its epoch is done" if epoch == 1 else f"its {epoch} epochs are done"
+            print(f"Resuming from {manager.latest_checkpoint}: {done}; testing and exporting", flush=True)
         else:
             print(f"Resuming from {manager.latest_checkpoint} at epoch {epoch + 1}"
                   + (f", step {step_in_epoch + 1} of {steps_per_epoch}" if step_in_epoch else ""), flush=True)
@@ -573,11 +586,16 @@ def train(model, datasets, cfg):
                                         datasets.preview, cfg.seed, restoring=cfg.corruption != "none"))
     callbacks += summaries.make_callbacks(cfg, datasets)  # KL histograms, active units, HParams.
     callbacks.append(checkpoints)  # Last: at an epoch end it saves, and may stop, after the others logged it.
+    verbose = 1 if sys.stdout.isatty() else 0
+    if verbose:
+        # Keras appends its own progress bar after these, which would end its epoch's line after the tutorial's
+        # line had been printed onto it; first, it ends its line before.
+        callbacks.insert(0, keras.callbacks.ProgbarLogger())
     fit_args = dict(
         validation_data=datasets.validation if cfg.validation_size else None,
         callbacks=callbacks,
         shuffle=False,  # The pipeline shuffles, seeded.
-        verbose=1 if sys.stdout.isatty() else 0,
+        verbose=verbose,
     )
     # One fit over the remaining epochs; Keras iterates `datasets.train` afresh each epoch and DataEpoch points it
     # at that epoch. A run resumed mid-epoch first finishes that epoch in its own fit, over the pipeline from the
@@ -729,7 +747,7 @@ def run(cfg):
                     else:
                         _empty_folder(run_cfg.model_dir)  # It was there, empty (or emptied by --overwrite).
                 raise
-            except CheckpointError:
+            except (CheckpointError, RunConfigError):
                 if resumed_flags is not None:
                     artifacts.write_text(flags_file, resumed_flags)
                 raise
