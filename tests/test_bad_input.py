@@ -418,8 +418,8 @@ CASES = {
     "conflict learn variance": (lambda ctx: train("--learn_variance", "--likelihood=bernoulli"),
                                 "--learn_variance needs --likelihood=gaussian"),
     "conv filters on an mlp": (lambda ctx: train("--conv_filters=32,64,128"),
-                               "conv_filters=32,64,128: --conv_filters is read only with --model=conv, which is "
-                               "not set; add it or drop "
+                               "error: --conv_filters is read only with --model=conv, which is not set; add it "
+                               "or drop "
                                "--conv_filters"),
     "ar kernel without ar likelihood": (lambda ctx: train("--ar_kernel_size=5"),
                                         "--ar_kernel_size is read only with --likelihood=autoregressive_bernoulli"),

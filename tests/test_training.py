@@ -243,7 +243,8 @@ def test_epoch_line_of_an_epoch_stopped_early_counts_only_its_steps(monkeypatch,
     logs = {"loss": 3.0}
     line.on_epoch_end(2, logs)
     assert logs["examples_per_second"] == pytest.approx(200 * 100 / 4.0)
-    assert capsys.readouterr().out.startswith("Epoch: 3 Total Loss: 3.0000 (4.0 s, 5000 examples/s)")
+    assert capsys.readouterr().out == "Epoch: 3 (stopped after 200 of 600 steps) Total Loss: 3.0000 (4.0 s, 5000 " \
+                                      "examples/s)\n"
 
 
 def test_data_epoch_points_the_pipeline_at_the_epoch_about_to_run():
@@ -450,7 +451,7 @@ def test_resumed_metrics_keep_the_earlier_epochs_and_a_metric_new_since_the_resu
                                     pytest.approx((4 - 1 / TINY_STEPS) / 4)]
 
 
-def test_a_metric_dropped_on_resume_and_a_resume_with_fewer_epochs_keep_every_epoch(tmp_path, monkeypatch, capsys):
+def test_a_metric_dropped_on_resume_and_a_finished_run_resumed_keep_every_epoch(tmp_path, monkeypatch, capsys):
     first = _train_tiny(tmp_path, monkeypatch, epochs=1, kl_warmup_epochs=2)
     assert first["history"]["kl_weight"] == [pytest.approx((1 - 1 / TINY_STEPS) / 2)]
     # The warm-up's weights are the train step's own: the checkpoint holds the KL weight validation, test and a
@@ -466,8 +467,13 @@ def test_a_metric_dropped_on_resume_and_a_resume_with_fewer_epochs_keep_every_ep
         assert second["history"][name][0] == values[0], name
         assert len(second["history"][name]) == 2 and (name == "kl_weight" or None not in second["history"][name])
     _assert_epochs_from_lines(second["history"], lines)
-    # --epochs lowered below the epochs done: nothing left to train, and the whole history stays, Nones included.
-    third = _train_tiny(tmp_path, monkeypatch, epochs=1, resume=True)
+    # --epochs lowered below the epochs done is refused: tested and exported, the model would be recorded as a run
+    # of fewer epochs than it trained.
+    with pytest.raises(training.RunConfigError, match=r"^--epochs=1 is fewer than the run in --model_dir=.* has "
+                                                      r"trained \(2 epochs\); pass --epochs=2 or more"):
+        _train_tiny(tmp_path, monkeypatch, epochs=1, resume=True)
+    # With its own --epochs, nothing is left to train, and the whole history stays, Nones included.
+    third = _train_tiny(tmp_path, monkeypatch, epochs=2, resume=True)
     assert "Epoch: " not in capsys.readouterr().out
     # A finished run resumed (nothing to train) keeps every epoch's seconds; only its own training is 0 s.
     assert third["epochs_run"] == [] and third["epoch_seconds"] == second["epoch_seconds"]
