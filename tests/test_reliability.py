@@ -365,8 +365,11 @@ def test_ctrl_c_or_sigterm_ends_a_script_in_one_line_and_writes_nothing(number, 
             "    return add(*args)\n"
             f"evaluation.add_log_sum_exp = announced\nsys.argv = {argv!r}\n"
             f"runpy.run_path({script!r}, run_name='__main__')")
+    # As in a terminal: a background job of a shell without job control (CI launched with `cmd &` from a script)
+    # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, cwd=tmp_path, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                               text=True, cwd=tmp_path, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert process.stdout.readline() == "evaluating\n"
         time.sleep(1)
