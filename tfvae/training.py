@@ -183,10 +183,10 @@ class EpochLine(keras.callbacks.Callback):
         self.epoch_seconds[epoch + 1] = seconds
         logs = logs or {}
         logs["examples_per_second"] = self._steps * self.batch_size / train_seconds
-        line = f"Epoch: {epoch + 1} Total Loss: {logs['loss']:.4f}"
-        if self._steps < self.params["steps"]:  # Stopped inside the epoch (StopOnBadSteps): its numbers are partial.
-            line = f"Epoch: {epoch + 1} (stopped after {self._steps} of {self.params['steps']} steps) Total Loss: " \
-                   f"{logs['loss']:.4f}"
+        # Stopped inside the epoch (StopOnBadSteps): its numbers are those of the steps run.
+        stopped = (f" (stopped after {self._steps} of {self.params['steps']} steps)"
+                   if self._steps < self.params["steps"] else "")
+        line = f"Epoch: {epoch + 1}{stopped} Total Loss: {logs['loss']:.4f}"
         if "val_loss" in logs:
             line += f" Validation Loss: {logs['val_loss']:.4f}"
         print(f"{line} ({seconds:.1f} s, {logs['examples_per_second']:.0f} examples/s)", flush=True)
