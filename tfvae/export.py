@@ -64,6 +64,12 @@ class ExportError(ValueError):
     """An export path is unusable or a SavedModel is not a tfvae export; the message names the fix."""
 
 
+def incomplete_export(path, reason):
+    """The ExportError for an export whose files are missing, cut short or changed (`reason` says which)."""
+    return ExportError(f"--saved_model={path}: its SavedModel files are incomplete or corrupt ({reason}); copy or "
+                       f"export the model again")
+
+
 def assert_finite(tensor, message, name):
     """Returns `tensor` once an assertion that all its values are finite has passed; fails with `message`.
 
@@ -398,8 +404,7 @@ def load_saved_model(path):
     try:
         loaded = tf.saved_model.load(path)
     except (OSError, *VARIABLE_READ_ERRORS) as e:  # A missing or cut-short saved_model.pb or variables/.
-        raise ExportError(f"--saved_model={path}: its SavedModel files are incomplete or corrupt "
-                          f"({describe_read_error(e)}); copy or export the model again") from None
+        raise incomplete_export(path, describe_read_error(e)) from None
     # tfvae.json from another export beside this SavedModel would fail later in a shape error naming neither.
     signatures = loaded.signatures
     takes = {"latent_dim": signatures["decode"].structured_input_signature[1]["z"].shape[-1] if "decode" in signatures

@@ -55,8 +55,7 @@ def _float32_twin(saved_model, metadata, folder):
         unread = restore.read_every_variable({"model": model}, model.trainable_variables,
                                              legacy.checkpoint_prefix(saved_model))
     except restore.DamagedCheckpoint as e:
-        raise export.ExportError(f"--saved_model={saved_model}: its SavedModel files are incomplete or corrupt "
-                                 f"({e}); copy or export the model again") from None
+        raise export.incomplete_export(saved_model, e) from None
     except ValueError as e:
         unread = [str(e)]
     if unread:

@@ -248,8 +248,7 @@ def reexport_saved_model(saved_model, export_dir=None):
     try:
         keys = [name for name, _ in tf.train.list_variables(prefix)]
     except export.VARIABLE_READ_ERRORS as e:  # An index file cut short.
-        raise export.ExportError(f"--saved_model={saved_model}: its SavedModel files are incomplete or corrupt "
-                                 f"({export.describe_read_error(e)}); copy or export the model again") from None
+        raise export.incomplete_export(saved_model, export.describe_read_error(e)) from None
     # Adam's state sits under the model in train.py's exports, at the root in import_tf1.py --with_optimizer's.
     optimizer_at_root = any(key.startswith("optimizer/") for key in keys)
     with_optimizer = optimizer_at_root or any(key.startswith("model/optimizer/") for key in keys)
@@ -266,8 +265,7 @@ def reexport_saved_model(saved_model, export_dir=None):
     try:
         unread = read_every_variable(objects, expected, prefix)
     except DamagedCheckpoint as e:
-        raise export.ExportError(f"--saved_model={saved_model}: its SavedModel files are incomplete or corrupt "
-                                 f"({e}); copy or export the model again") from None
+        raise export.incomplete_export(saved_model, e) from None
     except ValueError as e:
         raise export.ExportError(f"--saved_model={saved_model}: its variables do not fit the model its "
                                  f"{export.METADATA_FILE} describes ({e}); {fix}") from None
