@@ -18,7 +18,7 @@ def main(argv):
 
     cfg = config.plot_config_from_flags()
     try:
-        loaded = restore.load(cfg.saved_model, cfg.model_dir)
+        loaded = restore.load(cfg.saved_model, cfg.model_dir, model_needed=plots.need_a_model(cfg.kinds))
         written, left_out = plots.run(loaded, cfg.kinds, cfg.output_dir, cfg.data_dir, cfg.seed, cfg.grid_size,
                                       cfg.scatter_examples)
     except (export.ExportError, data.DataError, ValueError) as e:

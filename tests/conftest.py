@@ -75,6 +75,17 @@ def flip_first_bytes(prefix):
         f.write(bytes(b ^ 0xFF for b in head))
 
 
+def session_start(log_dir):
+    """The HParams session start TensorBoard reads from the event files in `log_dir` (the run's flags)."""
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.plugins.hparams import metadata
+
+    accumulator = event_accumulator.EventAccumulator(log_dir)
+    accumulator.Reload()
+    content = accumulator.PluginTagToContent(metadata.PLUGIN_NAME)
+    return metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+
+
 def error_lines(result):
     """The stderr lines of a finished script that are not TensorFlow's start-up chatter."""
     return [line for line in result.stderr.splitlines() if line.strip() and not TF_STARTUP.match(line)]

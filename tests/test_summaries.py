@@ -9,10 +9,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
-from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.plugins.projector import projector_config_pb2
 from google.protobuf import text_format
 
+from conftest import session_start
 from tfvae import data, summaries
 
 LATENT_DIM = 2  # of the shared tiny_run
@@ -73,9 +73,7 @@ def test_every_summary_of_an_epoch_shares_keras_step(tiny_run):
 
 def test_hparams_hold_the_flags_and_test_metrics_sit_beside_them(tiny_run):
     model_dir, _ = tiny_run
-    root = _accumulator(model_dir)
-    content = root.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
-    start = hparams_metadata.parse_session_start_info_plugin_data(content[hparams_metadata.SESSION_START_INFO_TAG])
+    start = session_start(model_dir)
     assert start.hparams["latent_dim"].number_value == LATENT_DIM
     assert start.hparams["hidden_sizes"].string_value == "32"
     assert start.hparams["binarize"].string_value == "dynamic" and "model_dir" not in start.hparams
@@ -84,8 +82,34 @@ def test_hparams_hold_the_flags_and_test_metrics_sit_beside_them(tiny_run):
                 "steps_per_execution", "intra_op_threads", "tpu"} & set(start.hparams)
     assert {"learning_rate", "batch_size", "beta", "likelihood", "seed"} <= set(start.hparams)
     assert start.group_name == "run"  # the run folder's name
-    test_loss = root.Tensors("test/loss")
-    assert test_loss and 60 < float(tf.make_ndarray(test_loss[0].tensor_proto)) < 400
+    assert "strategy" not in start.hparams  # How it ran, not what it learns.
+    root = _accumulator(model_dir)
+    test = {tag[len("test/"):]: float(tf.make_ndarray(root.Tensors(tag)[-1].tensor_proto))
+            for tag in root.Tags()["tensors"] if tag.startswith("test/")}
+    assert {"loss", "reconstruction", "kl", "negative_elbo"} <= set(test)
+    assert 60 < test["loss"] < 400 and test["negative_elbo"] == pytest.approx(test["loss"], rel=1e-5)  # beta 1.
+
+
+def test_a_runs_hparams_are_those_of_its_latest_process_and_other_event_files_stay(tmp_path):
+    """A resumed run writes its flags again; the earlier processes' HParams files go (those of tfvae before
+    2026-12-04 too, recognised by their contents), files with anything else stay."""
+    from tensorboard.plugins.hparams import api as hp
+    from tfvae import config
+
+    folder = str(tmp_path / "run")
+    with summaries.writing_to(folder):  # An older tfvae's HParams file: no suffix.
+        hp.hparams({"epochs": 1}, trial_id="run")
+    with summaries.writing_to(folder, step=0):
+        tf.summary.scalar("test/loss", 1.0)
+    with summaries.writing_to(folder, filename_suffix=summaries.HPARAMS_SUFFIX):
+        hp.hparams({"epochs": 2}, trial_id="run")
+    assert len(summaries._hparams_event_files(folder)) == 2
+    callback = summaries.HParamsSummary(folder, config.RunConfig(epochs=3, model_dir=folder))
+    callback.on_train_begin()
+    (left,) = summaries._hparams_event_files(folder)
+    assert left.endswith(summaries.HPARAMS_SUFFIX) and len(os.listdir(folder)) == 2
+    assert session_start(folder).hparams["epochs"].number_value == 3
+    assert "test/loss" in _accumulator(folder).Tags()["tensors"]
 
 
 def test_projector_has_test_z_mean_labels_and_sprite(tiny_run, mnist_dir):

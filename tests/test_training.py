@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import REPO, run_script
+from conftest import REPO, run_script, session_start
 from tfvae import cli, config, data, training
 
 
@@ -107,6 +107,10 @@ def test_resume_continues_at_the_saved_epoch(short_run, tmp_path):
         assert set(history) == set(first)
         assert history["loss"][0] == first["loss"][0] and history["val_loss"][0] == first["val_loss"][0]
         assert len(history["loss"]) == 2 and history["val_loss"][1] < history["val_loss"][0]
+    # TensorBoard's HParams row shows the resumed process's flags (TensorBoard reads only the first it finds).
+    hparams_files = [name for name in os.listdir(short_run["model_dir"]) if name.endswith(".hparams")]
+    assert len(hparams_files) == 1, hparams_files
+    assert session_start(short_run["model_dir"]).hparams["epochs"].number_value == 2
 
 
 LOAD_WITHOUT_TFVAE = """
@@ -394,6 +398,13 @@ def test_metrics_say_when_the_test_loss_is_not_the_negative_elbo(tmp_path, monke
     assert metrics["units"].startswith("nats per example; loss is the objective trained with beta=4, not the "
                                        "negative ELBO")
     assert test["loss"] == pytest.approx(test["reconstruction"] + 4.0 * test["kl"], rel=1e-5)
+    # The negative ELBO beside it, in validation and test: the column a beta sweep compares.
+    assert test["negative_elbo"] == pytest.approx(test["reconstruction"] + test["kl"], rel=1e-5)
+    assert test["negative_elbo"] < test["loss"]
+    history = metrics["history"]
+    assert history["val_negative_elbo"][0] == pytest.approx(history["val_reconstruction"][0] + history["val_kl"][0],
+                                                            rel=1e-5)
+    assert "negative_elbo" not in history  # The train step computes only what it trains on.
 
 
 @pytest.mark.parametrize("stop", [KeyboardInterrupt, cli.Terminated])

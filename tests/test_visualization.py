@@ -102,6 +102,15 @@ def test_history_is_read_from_event_files_when_metrics_json_is_missing(tiny_run,
         assert from_events[key] == pytest.approx(from_json[key], rel=1e-6), key
     with pytest.raises(ValueError, match="no metrics.json"):
         summaries.read_history(str(tmp_path))
+    # Without a checkpoint (a run stopped or diverged in its first epoch), its curves still draw from its files.
+    result = run_script("plot.py", f"--model_dir={copy}", "--kinds=loss_curves", f"--output_dir={tmp_path / 'plots'}")
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(tmp_path / "plots") == ["loss_curves.png"]
+    assert_valid_png(tmp_path / "plots" / "loss_curves.png")
+    result = run_script("plot.py", f"--model_dir={copy}", "--kinds=loss_curves,samples",
+                        f"--output_dir={tmp_path / 'more'}")
+    assert result.returncode == 1 and "no checkpoint in checkpoints/" in result.stderr
+    assert not os.path.exists(tmp_path / "more")
 
 
 def test_history_of_an_older_resumed_run_is_placed_at_its_epochs(tiny_run, tmp_path):

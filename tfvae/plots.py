@@ -159,6 +159,13 @@ PLOTTERS = {
     "class_grid": plot_class_grid,
 }
 NEEDS_DATA = ("reconstructions", "latent_scatter", "interpolation")
+# Drawn from a run's files alone: a run folder needs no checkpoint for these.
+FROM_FILES_ALONE = ("loss_curves",)
+
+
+def need_a_model(kinds):
+    """Whether drawing `kinds` ("all" or names of PLOTTERS) needs the model's weights."""
+    return any(kind not in FROM_FILES_ALONE for kind in kinds)
 
 
 def run(loaded, kinds, output_dir, data_dir="", seed=0, grid_size=8, scatter_examples=5000):

@@ -131,11 +131,31 @@ def load_checkpoint(model_dir):
     return LoadedModel(signatures=signatures, metadata=metadata, source=os.path.abspath(model_dir), owner=model)
 
 
-def load(saved_model=None, model_dir=None):
-    """Loads from exactly one of a SavedModel folder and a run folder."""
+def load_run_files(model_dir):
+    """A run folder's description from its flags.txt alone, without a model (`signatures` empty): what reading
+    its files needs (plot.py's loss curves), also for a run that has no checkpoint yet, e.g. one that diverged in
+    its first epoch, whose event files show how.
+
+    Raises:
+      ValueError: no such folder or no flags file, naming the fix.
+    """
+    from tfvae import data, training  # Local: heavy.
+
+    if not os.path.isdir(model_dir):
+        raise ValueError(f"--model_dir={model_dir}: no such folder; pass a run folder written by train.py")
+    cfg = config.run_config_of_run_folder(model_dir)
+    metadata = training.export_metadata(cfg, data.DATASET_SHAPES[cfg.dataset])
+    return LoadedModel(signatures={}, metadata=metadata, source=os.path.abspath(model_dir))
+
+
+def load(saved_model=None, model_dir=None, model_needed=True):
+    """Loads from exactly one of a SavedModel folder and a run folder; without `model_needed`, a run folder's
+    description only (`load_run_files`)."""
     if bool(saved_model) == bool(model_dir):
         raise ValueError("pass exactly one of --saved_model and --model_dir")
-    return load_saved_model(saved_model) if saved_model else load_checkpoint(model_dir)
+    if saved_model:
+        return load_saved_model(saved_model)
+    return load_checkpoint(model_dir) if model_needed else load_run_files(model_dir)
 
 
 def input_size(metadata):

@@ -109,7 +109,7 @@ KERAS_ONLY_IN_EVENTS = ("learning_rate", "val_learning_rate")
 # --deterministic, which can, stay).
 HPARAMS_EXCLUDED = ("model_dir", "export_dir", "data_dir", "resume", "overwrite", "jit_compile", "steps_per_execution",
                     "micro_batches", "data_threads", "intra_op_threads", "inter_op_threads", "keep_checkpoints",
-                    "checkpoint_every_steps", "image_summaries", "tpu", "cpu_devices", "max_bad_steps")
+                    "checkpoint_every_steps", "image_summaries", "strategy", "tpu", "cpu_devices", "max_bad_steps")
 
 
 def _unused_hparams(cfg):
@@ -174,9 +174,9 @@ def latent_dimensions_table(kl_per_dimension, mean_variance):
 
 
 @contextlib.contextmanager
-def writing_to(log_dir, step=None):
+def writing_to(log_dir, step=None, filename_suffix=None):
     """A block whose tf.summary calls go to an event file in `log_dir`, closed (its thread and file) at the end."""
-    writer = tf.summary.create_file_writer(log_dir)
+    writer = tf.summary.create_file_writer(log_dir, filename_suffix=filename_suffix)
     try:
         with writer.as_default(step=step):
             yield
@@ -257,9 +257,38 @@ class HParamsSummary(keras.callbacks.Callback):
         self._written = True
         from tensorboard.plugins.hparams import api as hp
 
-        with writing_to(self.log_dir):
+        earlier = _hparams_event_files(self.log_dir)
+        with writing_to(self.log_dir, filename_suffix=HPARAMS_SUFFIX):
             # The run folder names the trial: unique under one logdir, unlike --name.
             hp.hparams(hparams_of(self.cfg), trial_id=os.path.basename(os.path.normpath(self.cfg.model_dir)))
+        # A resumed run's flags replace those of its earlier processes: TensorBoard shows the first it reads.
+        for path in earlier:
+            os.remove(path)
+
+
+HPARAMS_SUFFIX = ".hparams"
+
+
+def _hparams_event_files(log_dir):
+    """The event files directly in `log_dir` that hold nothing but an HParams session start: this module's, by
+    their suffix, and those of tfvae before 2026-12-04, by their contents."""
+    from tensorboard.plugins.hparams import metadata as hparams_metadata  # Only this path needs it.
+
+    found = []
+    for name in sorted(os.listdir(log_dir)) if os.path.isdir(log_dir) else []:
+        path = os.path.join(log_dir, name)
+        if not name.startswith("events.out.tfevents.") or not os.path.isfile(path):
+            continue
+        if name.endswith(HPARAMS_SUFFIX):
+            found.append(path)
+            continue
+        try:
+            tags = {value.tag for event in tf.compat.v1.train.summary_iterator(path) for value in event.summary.value}
+        except tf.errors.DataLossError:  # A file cut short by a crash: not ours to remove.
+            continue
+        if tags == {hparams_metadata.SESSION_START_INFO_TAG}:
+            found.append(path)
+    return found
 
 
 def make_callbacks(cfg, datasets):

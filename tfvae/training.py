@@ -21,10 +21,15 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfvae import artifacts, cli, config, distribute, export, optimizers, summaries, visualization
+from tfvae import artifacts, cli, config, data, distribute, export, optimizers, summaries, visualization
 from tfvae.models import likelihoods
 
 GRID_ROWS = GRID_COLS = 4
+
+
+def _loss_is_not_the_elbo(cfg):
+    """Whether the run's loss differs from the negative ELBO (the importance-weighted bound of 1 sample is it)."""
+    return cfg.beta != 1.0 or cfg.free_bits > 0 or (cfg.objective == "iwae" and cfg.num_importance_samples > 1)
 
 
 def _loss_units(cfg):
@@ -35,9 +40,12 @@ def _loss_units(cfg):
     else:
         units = f"{cfg.likelihood} cross-entropy of gray levels + KL nats (not a density: binarize the data for nats)"
     weights = [f"beta={cfg.beta:g}"] * (cfg.beta != 1.0) + [f"free_bits={cfg.free_bits:g}"] * (cfg.free_bits > 0)
-    if weights:
-        units += (f"; loss is the objective trained with {', '.join(weights)}, not the negative ELBO, which is "
-                  f"reconstruction + kl")
+    trained = ("minus the importance-weighted bound of "
+               f"{cfg.num_importance_samples} samples" if cfg.objective == "iwae" and cfg.num_importance_samples > 1
+               else "the objective trained")
+    if _loss_is_not_the_elbo(cfg):
+        units += (f"; loss is {trained}{' with ' + ', '.join(weights) if weights else ''}, not the negative ELBO, "
+                  f"which is reconstruction + kl (negative_elbo in validation and test)")
     return units
 
 
@@ -509,8 +517,12 @@ def restore_checkpoint(manager, model, state, steps_per_epoch):
         raise CheckpointError(f"--resume: cannot read {path} ({export.describe_read_error(e)}); {fix}") from None
 
 
-def export_metadata(cfg, image_shape, model):
-    """What an export needs to be used alone: shapes, latent size, likelihood, and the run's config."""
+def export_metadata(cfg, image_shape, model=None):
+    """What an export needs to be used alone: shapes, latent size, likelihood, and the run's config.
+
+    Without `model`, a run's description from its flags alone (restore.load_run_files)."""
+    num_classes = getattr(model, "num_classes", 0) if model is not None else (
+        data.NUM_CLASSES if cfg.model == "cvae" else 0)
     input_shape = [int(np.prod(image_shape))] if cfg.flatten_inputs else list(image_shape)
     return {
         "model": cfg.model,
@@ -523,7 +535,7 @@ def export_metadata(cfg, image_shape, model):
         "corruption": cfg.corruption,
         "corruption_strength": cfg.corruption_strength,
         "dataset": cfg.dataset,
-        "num_classes": getattr(model, "num_classes", 0),
+        "num_classes": num_classes,
         "config": dataclasses.asdict(cfg),
     }
 
@@ -637,7 +649,9 @@ def train(model, datasets, cfg):
                    "then start again with --overwrite"))
         test_metrics = model.evaluate(datasets.test, verbose=0, return_dict=True)
         order = ["loss", "reconstruction", "kl"]  # The tutorial's order, whatever order Keras returns them in.
-        names = [k for k in order if k in test_metrics] + sorted(k for k in test_metrics if k not in order)
+        # The negative ELBO only where it is not the loss printed first (metrics.json and TensorBoard always have it).
+        hidden = [] if _loss_is_not_the_elbo(cfg) else ["negative_elbo"]
+        names = [k for k in order if k in test_metrics] + sorted(k for k in test_metrics if k not in order + hidden)
         print("Test " + " ".join(f"{k}: {test_metrics[k]:.4f}" for k in names), flush=True)
         summaries.write_test_metrics(cfg.model_dir, test_metrics, step=cfg.epochs - 1)  # The last epoch's step.
         if cfg.image_summaries:
@@ -690,7 +704,7 @@ def set_thread_pools(cfg):
 
 def run(cfg):
     """The whole job of `scripts/train.py`: data, model, training, export. Returns the metrics."""
-    from tfvae import corruption, data, legacy  # Local import keeps `--help` fast.
+    from tfvae import corruption, legacy  # Local import keeps `--help` fast.
     from tfvae.models import build_model
 
     changes = config.resume_changes(cfg) if cfg.resume else []

@@ -279,7 +279,12 @@ class VAE(keras.Model):
 
     def test_step(self, batch):
         terms = self.compute_terms(batch, training=False)
-        return compat.step_outputs(self._update_trackers(terms, self.objective(terms)))
+        logs = self._update_trackers(terms, self.objective(terms))
+        # The negative ELBO, which `loss` is not under --beta, --free_bits or --objective=iwae: one validation and
+        # test column that compares across such runs (TensorBoard's HParams tab). The sum of the two means, so the
+        # train step and the checkpoints stay as they are.
+        logs["negative_elbo"] = logs["reconstruction"] + logs["kl"]
+        return compat.step_outputs(logs)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Under a strategy, Keras 3's fit/evaluate all-reduce a first batch only to learn shapes for building,
