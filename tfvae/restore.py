@@ -93,6 +93,13 @@ def build_in_precision(cfg, image_shape):
         keras.mixed_precision.set_global_policy(policy)
 
 
+def _run_config(model_dir):
+    """The RunConfig in `model_dir/flags.txt`. Raises ValueError naming the fix when there is none."""
+    if not os.path.isdir(model_dir):
+        raise ValueError(f"--model_dir={model_dir}: no such folder; pass a run folder written by train.py")
+    return config.run_config_of_run_folder(model_dir)
+
+
 def load_checkpoint(model_dir):
     """Rebuilds the model of a run from `model_dir/flags.txt` and restores its latest checkpoint.
 
@@ -101,9 +108,7 @@ def load_checkpoint(model_dir):
     """
     from tfvae import data, training  # Local: heavy, and only this path needs them.
 
-    if not os.path.isdir(model_dir):
-        raise ValueError(f"--model_dir={model_dir}: no such folder; pass a run folder written by train.py")
-    cfg = config.run_config_of_run_folder(model_dir)
+    cfg = _run_config(model_dir)
     # The run's export, where there is one (a run stopped before its end has none).
     own_export = (f", or use the run's export instead: --saved_model={cfg.export_dir}"
                   if export.is_tfvae_export(cfg.export_dir) else "")
@@ -141,9 +146,7 @@ def load_run_files(model_dir):
     """
     from tfvae import data, training  # Local: heavy.
 
-    if not os.path.isdir(model_dir):
-        raise ValueError(f"--model_dir={model_dir}: no such folder; pass a run folder written by train.py")
-    cfg = config.run_config_of_run_folder(model_dir)
+    cfg = _run_config(model_dir)
     metadata = training.export_metadata(cfg, data.DATASET_SHAPES[cfg.dataset])
     return LoadedModel(signatures={}, metadata=metadata, source=os.path.abspath(model_dir))
 
