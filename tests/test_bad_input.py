@@ -352,7 +352,8 @@ FLAG_CASES = ("unknown flag", "wrong type", "zero batch size", "missing flagfile
               "export a run whose own export folder is a file", "overwrite a folder that is no run",
               "flagfile not utf-8", "model dir where no folder can be made", "resume with another batch size",
               "infinite learning rate", "negative seed", "generate negative seed", "flagfile that includes itself",
-              "flagfiles that include each other")
+              "flagfiles that include each other", "import_tf1 empty export dir", "export dir is the working folder",
+              "reexport into a folder holding the working folder", "generate empty output")
 
 # name -> (function of the test's folders -> (script, args)), text the one error line must hold.
 CASES = {
@@ -509,6 +510,15 @@ CASES = {
                                                                          "--learning_rate=-1",
                                                                          "--export_dir={out}/export"]),
                                           "--learning_rate must be a finite number > 0"),
+    # An empty --export_dir used to be the working folder, which the export replaced with everything in it.
+    "import_tf1 empty export dir": (lambda ctx: ("import_tf1.py", [f"--source={ctx['export']}", "--export_dir="]),
+                                    "is empty; pass a folder for the SavedModel"),
+    "export dir is the working folder": (lambda ctx: train("--export_dir=."), "is the current folder or holds it"),
+    "reexport into a folder holding the working folder": (
+        lambda ctx: ("export.py", [f"--saved_model={ctx['export']}", "--export_dir=.."]),
+        "is the current folder or holds it"),
+    "generate empty output": (lambda ctx: ("generate.py", [f"--saved_model={ctx['export']}", "--output="]),
+                              "--output must name a .png file"),
     "import_tf1 of a tfvae export": (lambda ctx: ("import_tf1.py", [f"--source={ctx['export']}",
                                                                     "--export_dir={out}/export"]),
                                      "a TensorFlow 2 export or checkpoint (tfvae's?), not a TF1 one; pass it to "

@@ -203,9 +203,18 @@ def holds_something_else(path, marker_file):
     return not os.path.isfile(os.path.join(path, marker_file)) and bool(os.listdir(path))
 
 
+def holds_the_working_folder(path):
+    """Whether `path` is the process's working folder or one of its parents (an empty path is the working folder)."""
+    path, here = os.path.realpath(path or os.curdir), os.path.realpath(os.curdir)
+    return here == path or here.startswith(path.rstrip(os.sep) + os.sep)
+
+
 def replace_dir(tmp_dir, path):
     """Moves the finished folder `tmp_dir` onto `path`; an older `path` is kept until the new one is in place. When
     writers replace one folder at once (runs of a sweep sharing an --export_dir), each finishes, and the last stands."""
+    if holds_the_working_folder(path):  # The flags' validators refuse it first; this keeps any caller from it.
+        raise ValueError(f"{os.path.abspath(path or os.curdir)} is the working folder or holds it; replacing it would "
+                         f"delete what it holds, so write the export to another folder")
     path = os.path.abspath(path)
     for attempt in range(_REPLACE_ATTEMPTS):
         old = None

@@ -195,10 +195,11 @@ def refuse_unwritable(name, beside=False):
 
 def define_output_file_flag(default, help_text, extension, name="output"):
     """Defines --NAME, a file to write: a folder, another kind of file or a place that cannot be written is refused
-    before any work starts."""
+    before any work starts, and so is an empty value where the default names a file."""
     flags.DEFINE_string(name, default, help_text)
     flags.register_validator(
-        name, lambda path: not path or (path.lower().endswith(extension) and not os.path.isdir(path)),
+        name, lambda path: (not path and not default) or (
+            path.lower().endswith(extension) and not os.path.isdir(path)),
         message=f"--{name} must name a {extension} file, not a folder or another kind of file; e.g. "
                 f"--{name}=results/out{extension}")
     refuse_unwritable(name)
@@ -231,12 +232,20 @@ def define_model_data_dir_flag(what):
     require_existing_folder("data_dir", DATA_DIR_HINT)
 
 
-def refuse_existing_file(name, what, replaced_whole=False):
+def refuse_existing_file(name, what, replaced_whole=False, required=False):
     """Validates --NAME, a folder to write into (`replaced_whole`: an export, replaced through a sibling), as not
-    an existing file, and as a place that can be written."""
+    an existing file, and as a place that can be written; `required`: not empty either (elsewhere an empty value
+    means the default)."""
+    if required:
+        flags.register_validator(name, lambda path: path is None or bool(path.strip()),
+                                 message=f"is empty; pass {what}")
     # rstrip: "notes.txt/" names the file notes.txt too, though isfile says no.
     flags.register_validator(name, lambda path: not path or not os.path.isfile(path.rstrip(os.sep)),
                              message=f"names an existing file, not a folder; pass {what}")
+    if replaced_whole:
+        flags.register_validator(name, lambda path: not path or not artifacts.holds_the_working_folder(path),
+                                 message=f"is the current folder or holds it, which the export would replace whole; "
+                                         f"pass {what} elsewhere")
     refuse_unwritable(name, beside=replaced_whole)
 
 
@@ -518,7 +527,8 @@ def define_import_tf1_flags():
                         "model.ckpt.index) or a TF1 SavedModel folder of the tutorial graph.", required=True)
     flags.DEFINE_string("export_dir", None, "Where the tfvae SavedModel goes, e.g. saved_models/NAME.",
                         required=True)
-    refuse_existing_file("export_dir", "a folder for the SavedModel", replaced_whole=True)
+    refuse_existing_file("export_dir", "a folder for the SavedModel, e.g. saved_models/NAME", replaced_whole=True,
+                         required=True)
     flags.register_validator(
         "export_dir", lambda export_dir: _is_replaceable(export_dir, "tfvae.json"),
         message="--export_dir exists and is not a tfvae export (no tfvae.json); the export would replace it, so "
