@@ -18,7 +18,12 @@ def main(argv):
 
     cfg = config.plot_config_from_flags()
     try:
-        loaded = restore.load(cfg.saved_model, cfg.model_dir, model_needed=plots.need_a_model(cfg.kinds))
+        try:
+            loaded = restore.load(cfg.saved_model, cfg.model_dir, model_needed=plots.need_a_model(cfg.kinds))
+        except restore.NoCheckpoint as e:
+            if "all" not in cfg.kinds:
+                raise ValueError(f"{e}; --kinds=loss_curves draws from the run's files alone") from None
+            loaded = restore.load_run_files(cfg.model_dir)  # "all" is what applies: its curves.
         written, left_out = plots.run(loaded, cfg.kinds, cfg.output_dir, cfg.data_dir, cfg.seed, cfg.grid_size,
                                       cfg.scatter_examples)
     except (export.ExportError, data.DataError, ValueError) as e:

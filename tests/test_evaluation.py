@@ -352,3 +352,19 @@ def test_a_run_flagfile_reads_back_into_the_same_config(tmp_path):
                            likelihood="bernoulli", learning_rate=3e-4, jit_compile=True, image_summaries=False)
     (tmp_path / "flags.txt").write_text(config.to_flagfile(cfg))
     assert config.run_config_from_flagfile(str(tmp_path / "flags.txt")) == cfg
+
+
+@pytest.mark.parametrize("line, message", [
+    (b"--hidden_sizes=abc", "--hidden_sizes=abc is not a comma-separated list of integers; put back the value"),
+    (b"--learning_rate=fast", "--learning_rate=fast is not a number"),
+    (b"--epochs=1.5", "--epochs=1.5 is not an integer"),
+    (b"--epochs=\xff", "cannot be read ("),
+])
+def test_a_damaged_run_flagfile_is_named_with_the_flag_and_the_fix(tmp_path, line, message):
+    from tfvae import config
+
+    path = tmp_path / "flags.txt"
+    path.write_bytes(config.to_flagfile(config.RunConfig()).encode() + line + b"\n")
+    with pytest.raises(ValueError) as raised:
+        config.run_config_from_flagfile(str(path))
+    assert str(raised.value).startswith(f"{path}: ") and message in str(raised.value)

@@ -109,8 +109,24 @@ def test_history_is_read_from_event_files_when_metrics_json_is_missing(tiny_run,
     assert_valid_png(tmp_path / "plots" / "loss_curves.png")
     result = run_script("plot.py", f"--model_dir={copy}", "--kinds=loss_curves,samples",
                         f"--output_dir={tmp_path / 'more'}")
-    assert result.returncode == 1 and "no checkpoint in checkpoints/" in result.stderr
+    assert result.returncode == 1 and "no checkpoint in checkpoints/ yet; train at least one epoch; " \
+        "--kinds=loss_curves draws from the run's files alone" in result.stderr
     assert not os.path.exists(tmp_path / "more")
+    # "all", the default, draws what applies and names what it skipped.
+    result = run_script("plot.py", f"--model_dir={copy}", f"--output_dir={tmp_path / 'all'}")
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(tmp_path / "all") == ["loss_curves.png"]
+    assert "Skipped samples: the run has no checkpoint yet" in result.stdout
+
+
+@pytest.mark.parametrize("damage", ['{"history": ', "[]", '{"history": {"loss": 5}}', b"\xff\xfe"])
+def test_an_unreadable_metrics_json_leaves_the_history_to_the_event_files(tiny_run, tmp_path, damage):
+    model_dir, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns("checkpoints"))
+    (copy / "metrics.json").write_bytes(damage.encode() if isinstance(damage, str) else damage)
+    assert summaries.read_history(str(copy))["loss"] == pytest.approx(summaries.read_history(model_dir)["loss"],
+                                                                      rel=1e-6)
 
 
 def test_history_of_an_older_resumed_run_is_placed_at_its_epochs(tiny_run, tmp_path):

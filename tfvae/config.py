@@ -914,19 +914,24 @@ def run_config_from_flagfile(path):
         raise ValueError(f"{path}: no such file; --model_dir must be a run folder written by train.py")
     fields = {field.name: field for field in dataclasses.fields(RunConfig)}
     values = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line.startswith("--"):
-                continue
-            name, has_value, text = line[2:].partition("=")
-            if not has_value:
-                value = not name.startswith("no") or name in fields
-                name = name if name in fields else name[2:]
-            if name not in fields:
-                raise ValueError(f"{path}: unknown flag --{name}; was it written by another tfvae version?")
-            if has_value:
-                default = fields[name].default
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot be read ({e}); put back the flags.txt train.py wrote in that run folder")
+    for line in lines:
+        line = line.strip()
+        if not line.startswith("--"):
+            continue
+        name, has_value, text = line[2:].partition("=")
+        if not has_value:
+            value = not name.startswith("no") or name in fields
+            name = name if name in fields else name[2:]
+        if name not in fields:
+            raise ValueError(f"{path}: unknown flag --{name}; was it written by another tfvae version?")
+        if has_value:
+            default = fields[name].default
+            try:
                 if isinstance(default, tuple):
                     value = tuple(int(v) for v in text.split(",") if v)
                 elif isinstance(default, bool):
@@ -935,7 +940,12 @@ def run_config_from_flagfile(path):
                     value = type(default)(text)
                 else:
                     value = text
-            values[name] = value
+            except ValueError:
+                kind = ("a comma-separated list of integers" if isinstance(default, tuple) else
+                        "an integer" if isinstance(default, int) else "a number")
+                raise ValueError(f"{path}: --{name}={text} is not {kind}; put back the value train.py wrote there "
+                                 f"(flags.txt records the run's flags)") from None
+        values[name] = value
     return RunConfig(**values)
 
 

@@ -20,16 +20,23 @@ def applicable_kinds(loaded, requested, history_folder):
       ValueError: a requested kind does not apply to this model, naming why.
     """
     reasons = {}
+    if not loaded.signatures:  # A run folder's files alone (restore.load_run_files).
+        reasons.update({kind: "the run has no checkpoint yet" for kind in config.PLOT_KINDS
+                        if kind not in FROM_FILES_ALONE})
     if loaded.latent_dim != 2:
-        reasons["manifold"] = f"the manifold needs a 2-D latent; this model has latent_dim={loaded.latent_dim}"
+        reasons.setdefault("manifold", f"the manifold needs a 2-D latent; this model has latent_dim="
+                                       f"{loaded.latent_dim}")
     if not loaded.num_classes:
-        reasons["class_grid"] = "the class grid needs a conditional model (num_classes > 0 in tfvae.json)"
+        reasons.setdefault("class_grid", "the class grid needs a conditional model (--model=cvae)")
     try:
         summaries.read_history(history_folder)
     except ValueError as e:
         reasons["loss_curves"] = str(e)
     if "all" in requested:
-        return [kind for kind in config.PLOT_KINDS if kind not in reasons], reasons
+        kinds = [kind for kind in config.PLOT_KINDS if kind not in reasons]
+        if not kinds:
+            raise ValueError("no plot applies: " + "; ".join(f"{kind}: {why}" for kind, why in reasons.items()))
+        return kinds, reasons
     for kind in requested:
         if kind in reasons:
             raise ValueError(f"--kinds={kind}: {reasons[kind]}; drop it from --kinds")

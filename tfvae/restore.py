@@ -93,6 +93,10 @@ def build_in_precision(cfg, image_shape):
         keras.mixed_precision.set_global_policy(policy)
 
 
+class NoCheckpoint(ValueError):
+    """A run folder holds no checkpoint yet: stopped or diverged in its first epoch, or still in it."""
+
+
 def _run_config(model_dir):
     """The RunConfig in `model_dir/flags.txt`. Raises ValueError naming the fix when there is none."""
     if not os.path.isdir(model_dir):
@@ -118,8 +122,9 @@ def load_checkpoint(model_dir):
         raise ValueError(f"--model_dir={model_dir}: {e}; put back an intact copy of that checkpoint"
                          f"{own_export}") from None
     if latest is None:
-        raise ValueError(f"--model_dir={model_dir}: no checkpoint in {config.CHECKPOINTS_DIR}/; train at least "
-                         f"one epoch{own_export}")
+        # No export named: a run without a checkpoint never exported, so one there is another run's.
+        raise NoCheckpoint(f"--model_dir={model_dir}: no checkpoint in {config.CHECKPOINTS_DIR}/ yet; train at "
+                           f"least one epoch")
     image_shape = data.DATASET_SHAPES[cfg.dataset]
     model = build_in_precision(cfg, image_shape)
     try:  # Only the model: the optimizer and epoch counter in the checkpoint are not needed to evaluate.

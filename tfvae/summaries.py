@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from tfvae import artifacts, losses
 from tfvae.compat import keras
@@ -44,9 +45,17 @@ def _history_from_metrics(folder):
     metrics_path = os.path.join(folder, METRICS_FILE)
     if not os.path.isfile(metrics_path):
         return {}, False
-    with open(metrics_path) as f:
-        metrics = json.load(f)
-    history, epochs_run = metrics.get("history", {}), metrics.get("epochs_run") or [0]
+    try:
+        with open(metrics_path, encoding="utf-8") as f:
+            metrics = json.load(f)
+        history, epochs_run = metrics.get("history", {}), metrics.get("epochs_run") or [0]
+        if not (isinstance(history, dict) and all(isinstance(values, list) for values in history.values())
+                and isinstance(epochs_run, list) and isinstance(epochs_run[-1], int)):
+            raise TypeError("not shaped as tfvae writes it")
+    except (OSError, ValueError, TypeError, AttributeError) as e:  # Cut short, edited, or not tfvae's.
+        logging.warning("%s is unreadable (%s); reading the run's history from its event files instead",
+                        metrics_path, e)
+        return {}, False
     # An older tfvae's resumed run wrote only the epochs that process ran: its earlier epochs are None here.
     missing = {name: max(epochs_run[-1] - len(values), 0) for name, values in history.items()}
     return ({name: [None] * missing[name] + list(values) for name, values in history.items()},
@@ -272,7 +281,8 @@ HPARAMS_SUFFIX = ".hparams"
 def _hparams_event_files(log_dir):
     """The event files directly in `log_dir` that hold nothing but an HParams session start: this module's, by
     their suffix, and those of tfvae before 2026-12-04, by their contents."""
-    from tensorboard.plugins.hparams import metadata as hparams_metadata  # Only this path needs it.
+    from tensorboard.compat.proto import event_pb2  # Only this path needs these.
+    from tensorboard.plugins.hparams import metadata as hparams_metadata
 
     found = []
     for name in sorted(os.listdir(log_dir)) if os.path.isdir(log_dir) else []:
@@ -283,7 +293,8 @@ def _hparams_event_files(log_dir):
             found.append(path)
             continue
         try:
-            tags = {value.tag for event in tf.compat.v1.train.summary_iterator(path) for value in event.summary.value}
+            tags = {value.tag for record in tf.data.TFRecordDataset(path)
+                    for value in event_pb2.Event.FromString(record.numpy()).summary.value}
         except tf.errors.DataLossError:  # A file cut short by a crash: not ours to remove.
             continue
         if tags == {hparams_metadata.SESSION_START_INFO_TAG}:
