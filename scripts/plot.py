@@ -24,13 +24,12 @@ def main(argv):
             if "all" not in cfg.kinds:
                 raise ValueError(f"{e}; --kinds=loss_curves draws from the run's files alone") from None
             loaded = restore.load_run_files(cfg.model_dir)  # "all" is what applies: its curves.
-        written, left_out = plots.run(loaded, cfg.kinds, cfg.output_dir, cfg.data_dir, cfg.seed, cfg.grid_size,
-                                      cfg.scatter_examples)
+        _, left_out = plots.run(loaded, cfg.kinds, cfg.output_dir, cfg.data_dir, cfg.seed, cfg.grid_size,
+                                cfg.scatter_examples,
+                                on_written=lambda kind, path: print(f"Wrote {path} ({kind})", flush=True))
     except (export.ExportError, data.DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    for kind, path in written.items():
-        print(f"Wrote {path} ({kind})")
     for kind, reason in left_out.items():
         print(f"Skipped {kind}: {reason}")
 

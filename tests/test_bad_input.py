@@ -800,6 +800,8 @@ def test_default_run_folders_are_checked_before_any_work(tmp_path):
 
 @pytest.mark.parametrize("script, args, name", [
     ("evaluate.py", ["--num_examples=10"], "evaluation_test_k1000_n10.json"),
+    # Another protocol, another file: gray levels are not nats, another seed another estimate.
+    ("evaluate.py", ["--num_examples=10", "--binarize=none", "--seed=2"], "evaluation_test_k1000_n10_none_seed2.json"),
     ("evaluate_cvae.py", ["--samples_per_class=20", "--seed=3"], "class_accuracy_n20_seed3.json"),
     ("evaluate_restoration.py", ["--num_examples=10", "--corruptions=gaussian_noise,mask"],
      "restoration_gaussian_noise+mask_n10_seed0.json")])

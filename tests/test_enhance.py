@@ -149,6 +149,28 @@ def test_output_paths_are_checked_before_work(tmp_path):
         enhance.plan_outputs(str(tmp_path), str(tmp_path / "out"))
     (tmp_path / "out").mkdir()
     assert enhance.plan_outputs(str(image), str(tmp_path / "out")) == [(str(image), str(tmp_path / "out" / "a.png"))]
+    (tmp_path / "out" / "a.png").mkdir()  # A folder where one restoration goes: refused before any is written.
+    with pytest.raises(enhance.EnhanceError, match="would go to .*a.png, which is a folder; remove it"):
+        enhance.plan_outputs(str(image), str(tmp_path / "out"))
+
+
+def test_files_written_together_appear_all_or_none(tmp_path):
+    from tfvae import artifacts
+
+    def write(text):
+        return lambda tmp: open(tmp, "w").write(text)
+
+    def fail(tmp):
+        raise OSError(28, "No space left on device", tmp)
+
+    folder = tmp_path / "new" / "out"
+    with pytest.raises(OSError) as raised:
+        artifacts.write_all_or_none([(str(folder / "a.png"), write("a")), (str(folder / "b.png"), fail)])
+    assert raised.value.filename == str(folder / "b.png")  # The name given, not its temporary file's.
+    assert os.listdir(tmp_path) == []  # Neither file, nor the folders made for them.
+    artifacts.write_all_or_none([(str(folder / "a.png"), write("a")), (str(tmp_path / "b.json"), write("b"))])
+    assert (folder / "a.png").read_text() == "a" and sorted(os.listdir(tmp_path)) == ["b.json", "new"]
+    assert os.listdir(folder) == ["a.png"]
 
 
 def test_read_image_converts_channels_and_16_bit(tmp_path):

@@ -237,3 +237,24 @@ def test_parse_labels_gives_one_row_per_class_or_one_label_everywhere():
     with pytest.raises(ValueError, match="conditional"):
         inference.parse_labels(None, 3, rows=2, cols=2)
     assert inference.parse_labels(None, 0, rows=2, cols=2) == (None, 2)
+
+
+def test_loss_curves_show_the_negative_elbo_beside_another_objective_and_name_epochs_not_finite(monkeypatch):
+    figures = []
+    monkeypatch.setattr(visualization, "_save_figure", lambda fig, path: figures.append(fig))
+    history = {"loss": [220.0, 170.0], "val_loss": [177.0, 165.0], "val_negative_elbo": [170.5, 159.1],
+               "kl": [8.0, 6.0], "val_kl": [6.5, float("inf")], "reconstruction": [200.0, 160.0],
+               "bad_steps": [0.0, 2.0]}
+    visualization.save_loss_curves_png("unused.png", history, "run")
+    panels = {ax.get_title(): [t.get_text() for t in ax.get_legend().get_texts()]
+              for ax in figures[0].axes if ax.get_legend()}
+    assert panels["loss"] == ["train", "validation", "validation negative ELBO"]
+    assert panels["kl"] == ["train", "validation (not finite in epoch 2)"]
+    assert panels["bad_steps"] == ["train"]
+    # The negative ELBO is the loss (beta 1): no second line; no skipped step: no bad_steps panel.
+    figures.clear()
+    visualization.save_loss_curves_png("unused.png", {**history, "val_negative_elbo": history["val_loss"],
+                                                      "bad_steps": [0.0, 0.0]}, "run")
+    panels = {ax.get_title(): [t.get_text() for t in ax.get_legend().get_texts()]
+              for ax in figures[0].axes if ax.get_legend()}
+    assert panels["loss"] == ["train", "validation"] and "bad_steps" not in panels

@@ -160,6 +160,40 @@ def write_bytes_with(path, write_fn, suffix=""):
         _raise_as_error_of(path, e)
 
 
+def write_all_or_none(writes):
+    """Writes several files as one: `writes` is [(path, write_fn)], `write_fn(tmp_path)` producing each. All are
+    written to temporary names first and renamed into place only once every one is written, so a failure (a full
+    disk, a folder where a file goes) leaves none of them, nor the folders made for them."""
+    made, temps = [], []
+    try:
+        for path, write_fn in writes:
+            folder = os.path.dirname(os.path.abspath(path))
+            missing = first_missing_folder(folder)
+            os.makedirs(folder, exist_ok=True)
+            made += [missing] if missing else []
+            _remove_leftovers_once(folder)
+            fd, tmp = _temp_file(path, folder, os.path.splitext(path)[1])
+            os.close(fd)
+            temps.append((tmp, path))
+            try:
+                write_fn(tmp)
+                os.chmod(tmp, FILE_MODE)
+            except BaseException as e:
+                _raise_as_error_of(path, e)
+        for tmp, path in temps:
+            try:
+                os.replace(tmp, path)
+            except OSError as e:
+                _raise_as_error_of(path, e)
+    except BaseException:
+        for tmp, _ in temps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        for folder in reversed(made):
+            shutil.rmtree(folder, ignore_errors=True)  # Made by this call: it holds nothing else.
+        raise
+
+
 def _temp_file(path, folder, suffix=""):
     """`tempfile.mkstemp` of a temporary file for `path` in `folder`: (fd, name)."""
     try:

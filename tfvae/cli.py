@@ -24,9 +24,10 @@ def exit_interrupted(message):
 
 
 # What the operating system says when it refuses a write, as errno and as TensorFlow's messages put it.
-FILE_SYSTEM_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS)
+FILE_SYSTEM_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR,
+                      errno.ENOTDIR)
 FILE_SYSTEM_REASONS = ("No space left on device", "Disk quota exceeded", "File too large", "Permission denied",
-                       "Operation not permitted", "Read-only file system")
+                       "Operation not permitted", "Read-only file system", "Is a directory", "Not a directory")
 
 
 def op_error_reason(error):
@@ -96,9 +97,11 @@ def run_main(main):
             problem = file_system_problem(e)
             if not problem:
                 raise
-            # What the up-front checks cannot see: a disk that fills up, a folder the OS refuses despite access().
-            print(f"error: {problem}; nothing half-written is left: free some space, or pass a path on another disk "
-                  f"or in a folder you can write to", file=sys.stderr)
+            # What the up-front checks cannot see: a disk that fills up, a folder the OS refuses despite access(), a
+            # folder made since where a file goes.
+            fix = ("remove what is in the way, or pass another path" if problem.endswith(FILE_SYSTEM_REASONS[-2:])
+                   else "free some space, or pass a path on another disk or in a folder you can write to")
+            print(f"error: {problem}; nothing half-written is left: {fix}", file=sys.stderr)
             sys.exit(1)
 
     app.run(main_or_interrupted, flags_parser=config.parse_flags_or_exit)

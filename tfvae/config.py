@@ -750,8 +750,8 @@ def define_evaluate_flags():
                       "sample with --seed, the standard protocol) for Bernoulli models, gray levels otherwise.")
     define_seed_flag("Seeds binarization and the samples of q(z|x).")
     define_output_file_flag(None, "JSON file to write. Default: evaluation_SPLIT_kK_nN.json (N: --num_examples "
-                            "or all) in the --saved_model or --model_dir folder, so that a quick evaluation does "
-                            "not replace a thorough one.", ".json")
+                            "or all; then _BINARIZE and _seedS when not the defaults) in the --saved_model or "
+                            "--model_dir folder, so that a quick evaluation does not replace a thorough one.", ".json")
     _quiet_absl_logging()
 
 
@@ -786,9 +786,14 @@ def _output_beside_model(values, folder, name):
 
 def evaluate_config_from_flags():
     values = _flag_values(EvaluateConfig)
+    # Every protocol choice away from the default is in the name, so that no evaluation replaces another measured
+    # otherwise (gray levels are not nats; another seed is another estimate).
+    protocol = f"_{values['binarize']}" * (values["binarize"] != "auto") + f"_seed{values['seed']}" * bool(
+        values["seed"])
     values["output"] = _output_beside_model(
         values, values["saved_model"] or values["model_dir"],
-        f"evaluation_{values['split']}_k{values['num_importance_samples']}_n{values['num_examples'] or 'all'}.json")
+        f"evaluation_{values['split']}_k{values['num_importance_samples']}_n{values['num_examples'] or 'all'}"
+        f"{protocol}.json")
     return EvaluateConfig(**values)
 
 

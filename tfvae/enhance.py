@@ -55,6 +55,9 @@ def plan_outputs(input_path, output_path):
     for source, destination in pairs:
         if os.path.abspath(source) == os.path.abspath(destination):
             raise EnhanceError(f"--output would overwrite the input {source}; choose another --output")
+        if os.path.isdir(destination):
+            raise EnhanceError(f"the restoration of {source} would go to {destination}, which is a folder; remove "
+                               f"it or choose another --output")
     return pairs
 
 
@@ -129,8 +132,9 @@ def restore_images(saved, metadata, images):
     return np.clip(np.concatenate(restored).reshape(images.shape), 0.0, 1.0)
 
 
-def write_image(path, image):
-    """Writes float `[H, W, C]` in [0, 1] as PNG or JPEG (by extension), atomically."""
+def image_writer(path, image):
+    """A `write_fn(tmp_path)` for artifacts' writers: float `[H, W, C]` in [0, 1] as PNG or JPEG (by the extension
+    of `path`), encoded now."""
     encode = OUTPUT_ENCODERS[os.path.splitext(path)[1].lower()]
     encoded = encode(tf.cast(tf.round(tf.clip_by_value(image, 0.0, 1.0) * 255.0), tf.uint8)).numpy()
 
@@ -138,7 +142,7 @@ def write_image(path, image):
         with open(tmp, "wb") as f:
             f.write(encoded)
 
-    artifacts.write_bytes_with(path, write, suffix=os.path.splitext(path)[1])
+    return write
 
 
 # Datasets of light strokes on a dark background: a model of one turns a dark-on-light image into another digit.
@@ -186,6 +190,7 @@ def enhance_files(saved_model, input_path, output_path, resize=False, invert=Fal
     restored = restore_images(saved, metadata, images)
     if invert:
         restored = 1.0 - restored
-    for (_, destination), image in zip(pairs, restored):
-        write_image(destination, image)
+    # All or none: a folder of inputs is never left half restored.
+    artifacts.write_all_or_none([(destination, image_writer(destination, image))
+                                 for (_, destination), image in zip(pairs, restored)])
     return pairs, note

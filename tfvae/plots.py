@@ -175,10 +175,11 @@ def need_a_model(kinds):
     return any(kind not in FROM_FILES_ALONE for kind in kinds)
 
 
-def run(loaded, kinds, output_dir, data_dir="", seed=0, grid_size=8, scatter_examples=5000):
+def run(loaded, kinds, output_dir, data_dir="", seed=0, grid_size=8, scatter_examples=5000, on_written=None):
     """Draws `kinds` ("all" or names of PLOTTERS) of `loaded` into `output_dir/KIND.png`.
 
-    Test images are prepared as the model was trained on them (`load_test_images`).
+    Test images are prepared as the model was trained on them (`load_test_images`). `on_written(kind, path)` is
+    called as each file is in place, so a failure later still leaves the earlier ones reported.
 
     Returns:
       ({kind: path} of the files written, {kind: why not} of the kinds "all" left out).
@@ -195,4 +196,6 @@ def run(loaded, kinds, output_dir, data_dir="", seed=0, grid_size=8, scatter_exa
         path = os.path.join(output_dir, f"{kind}.png")
         PLOTTERS[kind](loaded, path, **inputs)
         written[kind] = path
+        if on_written:
+            on_written(kind, path)
     return written, left_out

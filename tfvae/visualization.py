@@ -142,15 +142,26 @@ def save_interpolation_png(path, rows, title):
     _save_figure(fig, path)
 
 
+def _differs(values, others):
+    """Whether two per-epoch series (None: not logged) differ anywhere both are logged."""
+    return bool(values) and bool(others) and any(
+        a is not None and b is not None and not np.isclose(a, b, rtol=1e-6, equal_nan=True)
+        for a, b in zip(values, others))
+
+
 def save_loss_curves_png(path, history, title, units="nats per example"):
     """Plots per-epoch curves of `history` ({"loss": [...], "val_loss": [...], "kl": [...], ...}; None = not logged).
 
     One panel per quantity (loss, reconstruction, kl, then grad_norm, learning_rate and examples_per_second when
-    logged), training solid and validation dashed.
+    logged, and bad_steps when a step was skipped), training solid and validation dashed; the loss panel adds the
+    validation negative ELBO where the loss is another objective (--beta, --free_bits, iwae). A value that is not
+    finite (a diverged run) cannot be drawn: its series' legend names the epochs.
     """
     names = [k for k in ("loss", "reconstruction", "kl") if k in history]
     names += sorted(k for k in history if not k.startswith("val_") and k not in names
                     and k in ("grad_norm", "learning_rate", "examples_per_second"))
+    if any(v for v in history.get("bad_steps", []) if v is not None):
+        names.append("bad_steps")
     if not names:
         raise ValueError("the run's history has no loss values to plot")
     cols = min(3, len(names))
@@ -160,10 +171,17 @@ def save_loss_curves_png(path, history, title, units="nats per example"):
         ax.axis("off")
     num_epochs = max(len(values) for values in history.values())
     for ax, name in zip(axes.ravel(), names):
-        for key, style, label in ((name, "-", "train"), (f"val_{name}", "--", "validation")):
+        series = [(name, "-", "train"), (f"val_{name}", "--", "validation")]
+        if name == "loss" and _differs(history.get("val_negative_elbo"), history.get("val_loss")):
+            series.append(("val_negative_elbo", ":", "validation negative ELBO"))
+        for key, style, label in series:
             values = history.get(key)
             if values:
                 values = np.array([np.nan if v is None else v for v in values], np.float64)
+                not_finite = [str(epoch + 1) for epoch, v in enumerate(history[key])
+                              if v is not None and not np.isfinite(v)]
+                if not_finite:
+                    label += f" (not finite in epoch {', '.join(not_finite)})"
                 epochs = np.arange(1, len(values) + 1)
                 ax.plot(epochs, values, style, marker="o" if len(values) < 20 else None, markersize=3, label=label)
         # Whole epochs only, one tick at least: with fewer than two integers in view matplotlib falls back to
