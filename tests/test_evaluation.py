@@ -368,3 +368,12 @@ def test_a_damaged_run_flagfile_is_named_with_the_flag_and_the_fix(tmp_path, lin
     with pytest.raises(ValueError) as raised:
         config.run_config_from_flagfile(str(path))
     assert str(raised.value).startswith(f"{path}: ") and message in str(raised.value)
+
+
+def test_a_restoration_models_protocol_says_it_is_measured_on_clean_inputs():
+    metadata = {"dataset": "mnist", "likelihood": "bernoulli", "input_shape": [784], "binarize": "dynamic"}
+    assert "corrupted" not in evaluation.describe_protocol(metadata, "test", 10, "dynamic", 0, 5)["data"]
+    denoising = {**metadata, "corruption": "gaussian_noise"}
+    data_text = evaluation.describe_protocol(denoising, "test", 10, "dynamic", 0, 5)["data"]
+    assert data_text.endswith("; clean inputs, although this model was trained to restore gaussian_noise-corrupted "
+                              "ones (evaluate_restoration.py measures that)")

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import run_script
+from conftest import REPO, run_script
 from tfvae import data, export, inference, plots, restore, summaries, visualization
 from tfvae.compat import keras
 from tfvae.models import likelihoods
@@ -258,3 +258,16 @@ def test_loss_curves_show_the_negative_elbo_beside_another_objective_and_name_ep
     panels = {ax.get_title(): [t.get_text() for t in ax.get_legend().get_texts()]
               for ax in figures[0].axes if ax.get_legend()}
     assert panels["loss"] == ["train", "validation"] and "bad_steps" not in panels
+
+
+def test_a_restoration_models_reconstructions_show_corrupted_restored_and_clean_rows(mnist_dir, tmp_path, monkeypatch):
+    captured = {}
+    monkeypatch.setattr(visualization, "save_grid_png", lambda path, images, rows, cols, title, row_labels: (
+        captured.update(images=images, rows=rows, title=title, row_labels=row_labels)))
+    loaded = restore.load_saved_model(os.path.join(REPO, "saved_models", "denoise_mnist"))
+    plots.run(loaded, ["reconstructions"], str(tmp_path), mnist_dir, grid_size=6, scatter_examples=10)
+    assert captured["rows"] == 3 and captured["row_labels"] == ["corrupted", "restored", "clean"]
+    corrupted, restored, clean = np.split(captured["images"], 3)
+    # The restoration is nearer the clean digit than the corrupted input is.
+    assert np.abs(restored - clean).mean() < 0.7 * np.abs(corrupted - clean).mean()
+    assert "corrupted (mixed)" in captured["title"]

@@ -93,6 +93,10 @@ def describe_protocol(metadata, split, num_examples, binarize, seed, num_importa
                      f"data nor with discrete (8-bit) bits/dim")
     elif metadata.get("binarize") == "none":
         nll_text += "; the model was trained on gray levels, evaluated on binary images"
+    if metadata.get("corruption", "none") != "none":
+        # A restoration model's encoder learned q(z|corrupted x): fed the clean x here, as every VAE is measured.
+        data_text += (f"; clean inputs, although this model was trained to restore {metadata['corruption']}-"
+                      f"corrupted ones (evaluate_restoration.py measures that)")
     return {
         "data": data_text,
         "elbo": "negative ELBO = reconstruction + KL per example; reconstruction = -log p(x|z) averaged over the "

@@ -4,8 +4,9 @@
 import os
 
 import numpy as np
+import tensorflow as tf
 
-from tfvae import config, data, evaluation, export, inference, summaries, visualization
+from tfvae import config, corruption, data, evaluation, export, inference, summaries, visualization
 
 INTERPOLATION_PAIRS = 3
 INTERPOLATION_STEPS = 8
@@ -83,8 +84,19 @@ def load_test_images(loaded, data_dir, seed, count, count_flag="scatter_examples
     return x, labels, inference.test_images_are(loaded.metadata, seed)
 
 
-def plot_reconstructions(loaded, path, grid_size, x, labels, images_are, **_):
+def plot_reconstructions(loaded, path, grid_size, x, labels, images_are, seed=0, **_):
     count = min(grid_size, len(x))
+    kind = loaded.metadata.get("corruption", "none")
+    if kind != "none":  # A restoration model: what it was trained on, corrupted in, restored out, the clean target.
+        corrupted = corruption.corrupt(tf.constant(x[:count], tf.float32), kind,
+                                       loaded.metadata.get("corruption_strength"), tf.constant([seed, 3], tf.int64),
+                                       image_shape=tuple(loaded.metadata["image_shape"])).numpy()
+        restored = loaded.decode(loaded.encode(corrupted, labels[:count])[0], labels[:count])
+        images = np.concatenate([_images(loaded, corrupted), _images(loaded, restored), _images(loaded, x[:count])])
+        visualization.save_grid_png(path, images, 3, count, f"{_name(loaded)}: {images_are} corrupted ({kind}), "
+                                    f"restored ({_decoded(loaded, 'z_mean')}), clean",
+                                    row_labels=["corrupted", "restored", "clean"])
+        return
     z_mean, _ = loaded.encode(x[:count], labels[:count])
     reconstructions = loaded.decode(z_mean, labels[:count])
     images = np.concatenate([_images(loaded, x[:count]), _images(loaded, reconstructions)])
