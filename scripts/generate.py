@@ -37,7 +37,8 @@ def main(argv):
                           if cfg.label == "all" else None)
             visualization.save_grid_png(cfg.output, samples, rows, cfg.cols,
                                         f"{export.model_name(metadata)}: samples, z ~ N(0, I), seed {cfg.seed}"
-                                        + (f", label {cfg.label}" if cfg.label not in (None, "all") else ""),
+                                        + (f", label {data.class_label(metadata['dataset'], int(labels[0]))}"
+                                           if cfg.label not in (None, "all") else ""),
                                         row_labels=row_labels)
     except (export.ExportError, data.DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
