@@ -152,14 +152,17 @@ def _differs(values, others):
 def save_loss_curves_png(path, history, title, units="nats per example"):
     """Plots per-epoch curves of `history` ({"loss": [...], "val_loss": [...], "kl": [...], ...}; None = not logged).
 
-    One panel per quantity (loss, reconstruction, kl, then grad_norm, learning_rate and examples_per_second when
-    logged, and bad_steps when a step was skipped), training solid and validation dashed; the loss panel adds the
+    One panel per quantity (loss, reconstruction, kl, then grad_norm and examples_per_second when logged, the
+    learning rate when it changed, and bad_steps when a step was skipped), training solid and validation dashed; the loss panel adds the
     validation negative ELBO where the loss is another objective (--beta, --free_bits, iwae). A value that is not
     finite (a diverged run) cannot be drawn: its series' legend names the epochs.
     """
     names = [k for k in ("loss", "reconstruction", "kl") if k in history]
     names += sorted(k for k in history if not k.startswith("val_") and k not in names
-                    and k in ("grad_norm", "learning_rate", "examples_per_second"))
+                    and k in ("grad_norm", "examples_per_second"))
+    # The learning rate only where it changed (a resume with another --learning_rate): a constant says nothing.
+    if len({v for v in history.get("learning_rate", []) if v is not None}) > 1:
+        names.append("learning_rate")
     if any(v for v in history.get("bad_steps", []) if v is not None):
         names.append("bad_steps")
     if not names:
