@@ -52,6 +52,24 @@ def test_fake_idx_round_trip(tmp_path):
     assert arrays.train_images.shape == (15, 28, 28, 1) and arrays.validation_labels.shape == (5,)
 
 
+def test_idx_files_unzipped_by_hand_read_as_the_gzipped_ones(tmp_path):
+    (tmp_path / "gz").mkdir()
+    gzipped = _fake_mnist_dir(tmp_path / "gz")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name in os.listdir(gzipped):
+        with gzip.open(os.path.join(gzipped, name)) as f:
+            (plain / name[:-len(".gz")]).write_bytes(f.read())
+    a, b = data.load_arrays("mnist", gzipped, 5), data.load_arrays("mnist", str(plain), 5)
+    assert all(np.array_equal(getattr(a, k), getattr(b, k)) for k in ("train_images", "train_labels", "test_images"))
+
+
+def test_an_idx_split_without_examples_is_refused_when_read(tmp_path):
+    folder = _fake_mnist_dir(tmp_path, n_test=0)
+    with pytest.raises(data.DataError, match="t10k-images-idx3-ubyte.gz: holds no images; download it and"):
+        data.load_arrays("mnist", folder, validation_size=5)
+
+
 @pytest.mark.parametrize("breakage, message", [
     (dict(truncate=100), "truncated or corrupt"),
     (dict(images_magic=2049), "wrong IDX magic number 2049"),

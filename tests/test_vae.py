@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvae import config, data
+from tfvae import config, data, losses
 from tfvae.compat import keras
 from tfvae.models import build_model
 
@@ -170,3 +170,20 @@ def test_index_batches_without_their_batch_maker_are_refused_by_name(mnist_dir):
     training.compile_model(model, cfg)
     with pytest.raises(ValueError, match=r"batches of indices .* fit on training\.training_batches"):
         model.fit(datasets.train_indices_from(first_step=0), epochs=1, verbose=0, shuffle=False)
+
+
+def test_evaluation_means_are_per_example_whatever_the_batches():
+    """A last, smaller batch counts by its examples: the means do not depend on the batch size (Keras' Mean with one
+    scalar weight per call would count each batch as one value)."""
+    model = build_model(config.RunConfig(model="mlp", hidden_sizes=(16,), latent_dim=3, likelihood="bernoulli"),
+                        (28, 28, 1))
+    model.compile(optimizer=keras.optimizers.Adam())
+    x = tf.cast(tf.random.stateless_uniform([10, 784], [1, 2]) < 0.3, tf.float32)
+    batch = {"input": x, "target": x, "label": tf.zeros([10], tf.int32)}
+    # The KL does not depend on the noise: its per-example mean is exact.
+    z_mean, z_logvar = model.encode(x)
+    expected_kl = float(tf.reduce_mean(tf.reduce_sum(losses.kl_per_dimension(z_mean, z_logvar), -1)))
+    for batch_size in (10, 4, 9):  # 10: one batch; 4: 4 + 4 + 2; 9: 9 + 1.
+        results = model.evaluate(tf.data.Dataset.from_tensor_slices(batch).batch(batch_size), verbose=0,
+                                 return_dict=True)
+        assert results["kl"] == pytest.approx(expected_kl, rel=1e-5), batch_size

@@ -136,6 +136,11 @@ def _finite_non_negative(value):
 MAX_SEED = 2**31 - 1
 
 
+def _is_positive_integer(text):
+    """Digits 0-9 only (str.isdigit also takes "²", which int() refuses) and above 0."""
+    return bool(re.fullmatch("[0-9]+", text)) and int(text) > 0
+
+
 def define_seed_flag(help_text):
     flags.DEFINE_integer("seed", 0, help_text, lower_bound=0, upper_bound=MAX_SEED)
 
@@ -381,10 +386,10 @@ def define_train_flags():
     for name in ("learning_rate", "adam_epsilon", "gaussian_stddev"):
         flags.register_validator(name, _positive(name), message=f"--{name} must be a finite number > 0")
     flags.register_validator(
-        "hidden_sizes", lambda sizes: all(s.isdigit() and int(s) > 0 for s in sizes),
+        "hidden_sizes", lambda sizes: all(_is_positive_integer(s) for s in sizes),
         message="--hidden_sizes must be a comma-separated list of positive integers, e.g. --hidden_sizes=400,200")
     flags.register_validator(
-        "conv_filters", lambda sizes: bool(sizes) and all(s.isdigit() and int(s) > 0 for s in sizes),
+        "conv_filters", lambda sizes: bool(sizes) and all(_is_positive_integer(s) for s in sizes),
         message="--conv_filters must be a comma-separated list of positive integers, e.g. --conv_filters=32,64")
     for name in ("beta", "kl_warmup_epochs", "free_bits", "clip_grad_norm"):
         flags.register_validator(name, _finite_non_negative, message=f"--{name} must be a finite number >= 0")
@@ -602,7 +607,7 @@ def define_generate_flags():
     flags.DEFINE_string("label", None, "Conditional models: a class (e.g. 7) or 'all' for one row per class (the "
                         "rows are then the classes, whatever --rows says).")
     # Its range depends on the model, checked once it is loaded.
-    flags.register_validator("label", lambda label: label is None or label == "all" or label.isdigit(),
+    flags.register_validator("label", lambda label: label in (None, "all") or bool(re.fullmatch("[0-9]+", label)),
                              message="--label must be a class number (e.g. 7) or 'all'")
     flags.register_multi_flags_validator(
         ["label", "reconstruct"], lambda f: not (f["label"] is not None and f["reconstruct"]),

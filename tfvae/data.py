@@ -73,16 +73,20 @@ class Datasets:
 
 
 def _read_idx(path, expected_magic, item_shape):
-    """Reads one gzipped IDX file into a uint8 array, checking magic number, dimensions and length."""
+    """Reads one gzipped IDX file (or the same file un-gzipped, without .gz) into a uint8 array, checking magic
+    number, dimensions and length."""
+    plain = path[:-len(".gz")]
+    gzipped = os.path.exists(path) or not os.path.exists(plain)
+    path = path if gzipped else plain
     name = os.path.basename(path)
     try:
-        with gzip.open(path, "rb") as f:
+        with (gzip.open if gzipped else open)(path, "rb") as f:
             raw = f.read()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found; point --data_dir at a folder holding all four IDX .gz files "
                         f"(MNIST_data/ layout)")
     except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{path}: not a readable gzip file ({e}); download {name} again")
+        raise DataError(f"{path}: not a readable {'gzip' if gzipped else 'IDX'} file ({e}); download {name} again")
     ndim = len(item_shape) + 1
     header_size = 4 + 4 * ndim
     if len(raw) < header_size:
@@ -103,9 +107,11 @@ def _read_idx(path, expected_magic, item_shape):
 
 
 def has_idx_files(data_dir):
-    """True when `data_dir` holds at least one file of the TF1 IDX layout (then all four are required)."""
+    """True when `data_dir` holds at least one file of the TF1 IDX layout (then all four are required), gzipped or
+    not (`_read_idx` asks for the .gz files by name)."""
     return bool(data_dir) and any(
-        os.path.exists(os.path.join(data_dir, f)) for pair in IDX_FILES.values() for f in pair)
+        os.path.exists(os.path.join(data_dir, name)) for pair in IDX_FILES.values() for f in pair
+        for name in (f, f[:-len(".gz")]))
 
 
 def load_idx_split(data_dir, split):
@@ -120,6 +126,9 @@ def load_idx_split(data_dir, split):
     if len(images) != len(labels):
         raise DataError(f"{data_dir}: {images_file} has {len(images)} images but {labels_file} has "
                         f"{len(labels)} labels; download both again")
+    if not len(images):  # Training, validation or the test pass would have nothing to read, after minutes of work.
+        raise DataError(f"{os.path.join(data_dir, images_file)}: holds no images; download it and {labels_file} "
+                        f"again")
     if labels.size and labels.max() >= NUM_CLASSES:
         raise DataError(f"{os.path.join(data_dir, labels_file)}: label {labels.max()} outside [0, {NUM_CLASSES}); "
                         f"download {labels_file} again")
@@ -216,6 +225,9 @@ def _load_tfds_split(dataset, data_dir, split):
         builder.download_and_prepare()
         # Batches of 10k rather than batch_size=-1, which aborts the process on tfds.testing.mock_data.
         batches = list(tfds.as_numpy(builder.as_dataset(split=split, as_supervised=True).batch(10000)))
+        if not batches:
+            raise DataError(f"TFDS {dataset} split {split!r} in {builder.data_dir} holds no examples; delete that "
+                            f"folder and prepare {dataset} again")
         images = np.concatenate([b[0] for b in batches])
         labels = np.concatenate([b[1] for b in batches])
     except DataError:

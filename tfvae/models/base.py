@@ -212,7 +212,9 @@ class VAE(keras.Model):
 
     def _update_trackers(self, terms, loss, finite=True):
         # A skipped (non-finite) step stays out of the epoch means: weight 0, values replaced by 0 (0 * NaN is NaN).
-        weight = tf.cast(finite, tf.float32)
+        # One weight per example: with one scalar Keras' Mean would count a batch as one value, and a last, smaller
+        # validation or test batch as much as a whole one.
+        weight = tf.fill(tf.shape(terms["kl"]), tf.cast(finite, tf.float32))
         if_finite = lambda value: tf.where(finite, value, tf.zeros_like(value))  # noqa: E731
         self.loss_tracker.update_state(if_finite(loss), sample_weight=weight)
         self.reconstruction_tracker.update_state(if_finite(terms["reconstruction"]), sample_weight=weight)
