@@ -327,3 +327,36 @@ def test_resuming_with_fewer_epochs_than_trained_is_refused_and_changes_nothing(
     assert (tmp_path / "run" / "flags.txt").read_text() == flags_before
     assert {path for path in map(str, (tmp_path / "run").rglob("*"))} == set(before)
     assert not (tmp_path / "export").exists()
+
+
+def test_a_resume_on_other_data_is_refused_and_the_same_files_moved_elsewhere_resume(tmp_path):
+    """The run records a fingerprint of its examples (data.json): a --resume that reads others (another folder's
+    files, here the same digits in another order) would mix two datasets in one run's epochs and curves."""
+    from conftest import write_idx
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (60, 28, 28)), rng.integers(0, 10, 60)
+    test_images, test_labels = rng.integers(0, 256, (20, 28, 28)), rng.integers(0, 10, 20)
+    order = rng.permutation(60)
+    for folder, train_order in (("data", np.arange(60)), ("shuffled", order)):
+        os.makedirs(tmp_path / folder)
+        write_idx(tmp_path / folder / "train-images-idx3-ubyte.gz", 2051, images[train_order])
+        write_idx(tmp_path / folder / "train-labels-idx1-ubyte.gz", 2049, labels[train_order])
+        write_idx(tmp_path / folder / "t10k-images-idx3-ubyte.gz", 2051, test_images)
+        write_idx(tmp_path / folder / "t10k-labels-idx1-ubyte.gz", 2049, test_labels)
+    run = tmp_path / "run"
+    args = ["--model=mlp", "--hidden_sizes=8", "--latent_dim=2", "--validation_size=10", "--batch_size=10",
+            "--noimage_summaries", f"--model_dir={run}", f"--export_dir={tmp_path / 'export'}"]
+    first = run_script("train.py", *args, "--epochs=1", f"--data_dir={tmp_path / 'data'}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    flags_before, checkpoints_before = (run / "flags.txt").read_text(), sorted(os.listdir(run / "checkpoints"))
+    other = run_script("train.py", *args, "--epochs=2", "--resume", f"--data_dir={tmp_path / 'shuffled'}")
+    lines = error_lines(other)
+    assert other.returncode == 2 and len(lines) == 1, other.stderr[-2000:]
+    assert f"--resume reads the IDX files in {tmp_path / 'shuffled'}, whose examples are not those the run" in lines[0]
+    assert f"(the IDX files in {tmp_path / 'data'}); pass the --data_dir it trained from" in lines[0]
+    assert (run / "flags.txt").read_text() == flags_before
+    assert sorted(os.listdir(run / "checkpoints")) == checkpoints_before
+    shutil.move(tmp_path / "data", tmp_path / "moved")  # The same files elsewhere: the same run.
+    moved = run_script("train.py", *args, "--epochs=2", "--resume", f"--data_dir={tmp_path / 'moved'}")
+    assert moved.returncode == 0 and "at epoch 2" in moved.stdout, moved.stderr[-2000:]

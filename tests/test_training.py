@@ -48,6 +48,10 @@ def test_run_folder_holds_everything(short_run):
     # The flags used re-read into the same configuration.
     flags_txt = open(os.path.join(model_dir, "flags.txt")).read()
     assert "--latent_dim=20" in flags_txt and "--likelihood=sse" in flags_txt and "--adam_epsilon=1e-08" in flags_txt
+    # What it read: the folder and a fingerprint of the examples, recomputed here from the files.
+    record = json.load(open(os.path.join(model_dir, "data.json")))
+    assert record["source"] == f"the IDX files in {os.path.abspath(short_run['mnist_dir'])}"
+    assert record["fingerprint"] == data.fingerprint(data.load_arrays("mnist", short_run["mnist_dir"], 1000))
 
 
 def _event_tags(folder):

@@ -4,6 +4,7 @@ import contextlib
 import dataclasses
 import functools
 import gzip
+import hashlib
 import os
 import struct
 import tempfile
@@ -331,6 +332,16 @@ def load_arrays(dataset, data_dir, validation_size=5000):
         train_images=train_images[validation_size:], train_labels=train_labels[validation_size:],
         validation_images=train_images[:validation_size], validation_labels=train_labels[:validation_size],
         test_images=test_images, test_labels=test_labels)
+
+
+def fingerprint(arrays):
+    """A short hash of every example and label of `arrays` in their order: a run's record of what it trained and
+    validated on, so a --resume can tell other data (another folder's files, TFDS's order) from the same files
+    moved elsewhere."""
+    digest = hashlib.sha256()
+    for field in dataclasses.fields(arrays):
+        digest.update(np.ascontiguousarray(getattr(arrays, field.name)).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def to_unit_float(images):

@@ -2,6 +2,7 @@
 
 import contextlib
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -104,13 +105,37 @@ def hold_model_dir(model_dir):
         os.close(fd)
 
 
-def prepare_model_dir(cfg):
-    """Clears `cfg.model_dir` if the flags ask, and writes the run's resolved flagfile into it. The folder itself is
-    kept, so that the lock of `hold_model_dir` on it holds."""
+def prepare_model_dir(cfg, data_record=None):
+    """Clears `cfg.model_dir` if the flags ask, and writes the run's resolved flagfile into it, and `data_record`
+    (`run`'s, of the data it reads) as DATA_RECORD_FILE. The folder itself is kept, so that the lock of
+    `hold_model_dir` on it holds."""
     os.makedirs(cfg.model_dir, exist_ok=True)
     if cfg.overwrite:
         _empty_folder(cfg.model_dir)
     artifacts.write_text(os.path.join(cfg.model_dir, config.RUN_FLAGS_FILE), config.to_flagfile(cfg))
+    if data_record:
+        artifacts.write_json(os.path.join(cfg.model_dir, DATA_RECORD_FILE), data_record)
+
+
+# What a run read: where from, and a fingerprint of its examples (data.fingerprint), which a --resume must match.
+DATA_RECORD_FILE = "data.json"
+
+
+def check_resumed_data(cfg, data_record):
+    """Raises RunConfigError when a --resume reads other examples than the run in `cfg.model_dir` trained on (another
+    folder's files, or TFDS's order for the IDX files'): its epochs and validation curves would mix two datasets. The
+    same files moved to another folder pass."""
+    try:
+        with open(os.path.join(cfg.model_dir, DATA_RECORD_FILE), encoding="utf-8") as f:
+            recorded = json.load(f)
+        recorded_print, recorded_source = recorded["fingerprint"], recorded["source"]
+    except (OSError, ValueError, KeyError, TypeError):  # A run of a tfvae before 2026-12-04, or no run yet.
+        return
+    if recorded_print != data_record["fingerprint"]:
+        raise RunConfigError(
+            f"--resume reads {data_record['source']}, whose examples are not those the run in --model_dir="
+            f"{cfg.model_dir} trained on ({recorded_source}); pass the --data_dir it trained from, or start a new "
+            f"--model_dir")
 
 
 def make_optimizer(cfg):
@@ -733,6 +758,10 @@ def run(cfg):
     corrupt_fn = corruption.make_corrupt_fn(cfg.corruption, cfg.corruption_strength,
                                             data.DATASET_SHAPES[cfg.dataset])
     datasets = data.make_datasets(cfg, corrupt_fn=corrupt_fn)
+    data_record = {"source": data.describe_source(cfg.dataset, cfg.data_dir),
+                   "fingerprint": data.fingerprint(datasets.arrays)}
+    if cfg.resume:
+        check_resumed_data(cfg, data_record)
     # Every worker takes part in saving (it can involve collectives); only the chief's files are kept.
     run_cfg = cfg if chief else dataclasses.replace(cfg, model_dir=tempfile.mkdtemp(prefix="tfvae-worker-"))
     fresh_run = cfg.overwrite or not os.path.isdir(run_cfg.model_dir) or not os.listdir(run_cfg.model_dir)
@@ -746,7 +775,7 @@ def run(cfg):
     try:
         with hold_model_dir(run_cfg.model_dir):
             try:
-                prepare_model_dir(run_cfg)
+                prepare_model_dir(run_cfg, data_record)
                 with strategy.scope():
                     model = build_model(cfg, datasets.image_shape)
                     metrics = train(model, datasets, run_cfg)
