@@ -221,11 +221,11 @@ def test_what_a_killed_writer_left_is_removed_only_where_its_pid_can_be_checked(
     elsewhere, earlier_boot = ("0000cafe" if code == "0000beef" else "0000beef" for code in (space, boot))
     for code in ((space, boot), (elsewhere, boot)):
         _killed_while_writing(f"artifacts._process_space = lambda: {code!r}\n"
-                              f"artifacts.write_bytes_with({grid!r}, lambda tmp: exec({WAIT!r}), suffix='.png')")
+                              f"artifacts.write_bytes_with({grid!r}, lambda tmp: exec({WAIT!r}))")
     # Left before a reboot by a writer whose pid this test process happens to have now.
     (tmp_path / f".grid.png.tmp-{space}-{earlier_boot}-{os.getpid()}-abcdefgh.png").write_bytes(b"half")
     assert len(os.listdir(tmp_path)) == 3
-    artifacts.write_bytes_with(grid, lambda tmp: open(tmp, "wb").write(b"png"), suffix=".png")
+    artifacts.write_bytes_with(grid, lambda tmp: open(tmp, "wb").write(b"png"))
     left = sorted(os.listdir(tmp_path))
     assert len(left) == 2 and left[0].startswith(f".grid.png.tmp-{elsewhere}-{boot}-") and left[1] == "grid.png", left
 
@@ -307,7 +307,7 @@ def test_a_second_ctrl_c_while_replace_dir_puts_the_previous_folder_back_leaves_
 def test_a_leftover_that_cannot_be_removed_does_not_stop_the_write(tmp_path, monkeypatch):
     """Another user's in a shared (sticky) folder, or one another writer removed first: the write goes on."""
     grid = str(tmp_path / "grid.png")
-    _killed_while_writing(f"artifacts.write_bytes_with({grid!r}, lambda tmp: exec({WAIT!r}), suffix='.png')")
+    _killed_while_writing(f"artifacts.write_bytes_with({grid!r}, lambda tmp: exec({WAIT!r}))")
     unlink = os.unlink
 
     def unlink_refused_for_leftovers(path, *args, **kwargs):
@@ -316,7 +316,7 @@ def test_a_leftover_that_cannot_be_removed_does_not_stop_the_write(tmp_path, mon
         return unlink(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "unlink", unlink_refused_for_leftovers)
-    artifacts.write_bytes_with(grid, lambda tmp: open(tmp, "wb").write(b"png"), suffix=".png")
+    artifacts.write_bytes_with(grid, lambda tmp: open(tmp, "wb").write(b"png"))
     assert open(grid, "rb").read() == b"png" and len(os.listdir(tmp_path)) == 2  # The grid and the leftover.
 
 
@@ -333,7 +333,7 @@ def test_leftovers_of_a_live_writer_of_another_user_are_kept(tmp_path, monkeypat
     monkeypatch.setattr(os, "kill", kill_as_a_user)
     leftover = tmp_path / f".grid.png.tmp-{'-'.join(artifacts._process_space())}-1-abcdefgh.png"
     leftover.write_bytes(b"being written by another user")
-    artifacts.write_bytes_with(str(tmp_path / "grid.png"), lambda tmp: open(tmp, "wb").write(b"png"), suffix=".png")
+    artifacts.write_bytes_with(str(tmp_path / "grid.png"), lambda tmp: open(tmp, "wb").write(b"png"))
     assert leftover.read_bytes() == b"being written by another user"
 
 

@@ -143,21 +143,9 @@ def print_json(obj, path=""):
         write_text(path, text + "\n")
 
 
-def write_bytes_with(path, write_fn, suffix=""):
-    """Calls `write_fn(tmp_path)` to produce a file (e.g. a PNG), then renames it to `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    _remove_leftovers_once(folder)
-    fd, tmp = _temp_file(path, folder, suffix)
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        _raise_as_error_of(path, e)
+def write_bytes_with(path, write_fn):
+    """Calls `write_fn(tmp_path)` to produce a file (e.g. a PNG), then renames it to `path` (`write_all_or_none`)."""
+    write_all_or_none([(path, write_fn)])
 
 
 def write_all_or_none(writes):
@@ -172,7 +160,7 @@ def write_all_or_none(writes):
             os.makedirs(folder, exist_ok=True)
             made += [missing] if missing else []
             _remove_leftovers_once(folder)
-            fd, tmp = _temp_file(path, folder, os.path.splitext(path)[1])
+            fd, tmp = _temp_file(path, folder, os.path.splitext(path)[1])  # Writers that read the extension.
             os.close(fd)
             temps.append((tmp, path))
             try:

@@ -119,5 +119,5 @@ def export_tflite(saved_model, output, quantize="none", count=256):
         with open(path, "wb") as f:
             f.write(tflite_model)
 
-    artifacts.write_bytes_with(output, write, suffix=".tflite")
+    artifacts.write_bytes_with(output, write)
     return differences, os.path.getsize(output)

@@ -347,7 +347,7 @@ def write_projector(log_dir, model, dataset, images, labels, count=PROJECTOR_EXA
     sprite = thumbnails.reshape(side, side, height, width, -1).transpose(0, 2, 1, 3, 4).reshape(
         side * height, side * width, -1)
     artifacts.write_bytes_with(os.path.join(log_dir, "sprite.png"),
-                               lambda tmp: tf.io.write_file(tmp, tf.io.encode_png(sprite)), suffix=".png")
+                               lambda tmp: tf.io.write_file(tmp, tf.io.encode_png(sprite)))
     checkpoint = tf.train.Checkpoint(test_z_mean=tf.Variable(z_mean, name="z_mean"))  # The Projector shows its key.
     checkpoint.save(os.path.join(log_dir, "embedding.ckpt"))
     embedding_config = projector.ProjectorConfig()

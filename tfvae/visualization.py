@@ -31,7 +31,7 @@ def tile_images(images, rows, cols, pad=1):
 
 
 def _save_figure(fig, path):
-    artifacts.write_bytes_with(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"), suffix=".png")
+    artifacts.write_bytes_with(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))
     plt.close(fig)
 
 
@@ -153,9 +153,9 @@ def save_loss_curves_png(path, history, title, units="nats per example"):
     """Plots per-epoch curves of `history` ({"loss": [...], "val_loss": [...], "kl": [...], ...}; None = not logged).
 
     One panel per quantity (loss, reconstruction, kl, then grad_norm and examples_per_second when logged, the
-    learning rate when it changed, and bad_steps when a step was skipped), training solid and validation dashed; the loss panel adds the
-    validation negative ELBO where the loss is another objective (--beta, --free_bits, iwae). A value that is not
-    finite (a diverged run) cannot be drawn: its series' legend names the epochs.
+    learning rate when it changed, and bad_steps when a step was skipped), training solid and validation dashed;
+    the loss panel adds the validation negative ELBO where the loss is another objective (--beta, --free_bits,
+    iwae). A value that is not finite (a diverged run) cannot be drawn: its series' legend names the epochs.
     """
     names = [k for k in ("loss", "reconstruction", "kl") if k in history]
     names += sorted(k for k in history if not k.startswith("val_") and k not in names
