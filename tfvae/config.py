@@ -793,8 +793,8 @@ def evaluate_config_from_flags():
     values = _flag_values(EvaluateConfig)
     # Every protocol choice away from the default is in the name, so that no evaluation replaces another measured
     # otherwise (gray levels are not nats; another seed is another estimate).
-    protocol = f"_{values['binarize']}" * (values["binarize"] != "auto") + f"_seed{values['seed']}" * bool(
-        values["seed"])
+    protocol = (f"_{values['binarize']}" if values["binarize"] != "auto" else "") + (
+        f"_seed{values['seed']}" if values["seed"] else "")
     values["output"] = _output_beside_model(
         values, values["saved_model"] or values["model_dir"],
         f"evaluation_{values['split']}_k{values['num_importance_samples']}_n{values['num_examples'] or 'all'}"
