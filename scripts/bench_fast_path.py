@@ -40,8 +40,8 @@ PATH_FLAGS = {
                          "--jit_compile"],
 }
 
-flags.DEFINE_string("recipe", "configs/tf1_tutorial.flags", "Flagfile of the run to train.")
-flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder (or TFDS data dir), passed to train.py.")
+config.define_path_flag("recipe", "configs/tf1_tutorial.flags", "Flagfile of the run to train.")
+config.define_path_flag("data_dir", "", "MNIST_data/ IDX folder (or TFDS data dir), passed to train.py.")
 config.require_existing_folder("data_dir", config.DATA_DIR_HINT)
 flags.DEFINE_integer("epochs", 10, "Epochs per run.", lower_bound=1)
 flags.DEFINE_integer("seeds", 3, "Seeds 0..N-1, each trained on every path.", lower_bound=1)

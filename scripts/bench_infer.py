@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 from tfvae import cli, config  # noqa: E402
 
-flags.DEFINE_string("saved_model", "saved_models/tf1_tutorial", "A tfvae export of the tutorial network.")
+config.define_path_flag("saved_model", "saved_models/tf1_tutorial", "A tfvae export of the tutorial network.")
 config.require_existing_folder("saved_model", "an export of --model=tf1_tutorial, e.g. saved_models/tf1_tutorial")
 
 

@@ -38,7 +38,7 @@ PRESETS = {
 flags.DEFINE_enum("preset", "tf1_tutorial", sorted(PRESETS), "Network to measure.")
 flags.DEFINE_integer("epochs", 5, "Epochs per contender; steady state is the median of epochs 2..N.",
                      lower_bound=2)
-flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder (or TFDS data dir).")
+config.define_path_flag("data_dir", "", "MNIST_data/ IDX folder (or TFDS data dir).")
 config.require_existing_folder("data_dir", config.DATA_DIR_HINT)
 config.define_output_file_flag("", "JSON file to write (stdout too).", ".json")
 flags.DEFINE_bool("jit_compile", None, "Override the preset's XLA choice.")

@@ -62,6 +62,22 @@ def test_a_flagfile_value_with_spaces_and_a_hash_is_one_flag_not_a_crowded_line(
     assert "line 1 has two flags" in config._flagfile_problem([f"--flagfile={flagfile}"])
 
 
+def test_a_leading_tilde_in_a_path_flag_or_flagfile_is_the_home_folder(tmp_path, monkeypatch):
+    # A shell expands "~" in a bare word, not after "--data_dir=", nor does absl in a flagfile or --flagfile=.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "MNIST_data").mkdir()
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "my.flags").write_text("--model=mlp\n--data_dir=~/MNIST_data\n--export_dir=~/exports/mine\n")
+    FLAGS.unparse_flags()
+    config.parse_flags_or_exit(["train.py", "--flagfile=~/my.flags", "--model_dir=~/runs/mine"])
+    cfg = config.config_from_flags()
+    assert (cfg.data_dir, cfg.model_dir, cfg.export_dir) == (
+        str(tmp_path / "MNIST_data"), str(tmp_path / "runs/mine"), str(tmp_path / "exports/mine"))
+    assert f"--data_dir={tmp_path}/MNIST_data\n" in config.to_flagfile(cfg)  # flags.txt holds the real folder.
+    # Only a leading "~" is a home folder; elsewhere it is a character of a name.
+    assert _parse("--model=mlp", f"--model_dir={tmp_path}/runs/a~b").model_dir == f"{tmp_path}/runs/a~b"
+
+
 # Bad flags, flagfiles and model dirs: tests/test_bad_input.py.
 
 

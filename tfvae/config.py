@@ -141,6 +141,22 @@ def _is_positive_integer(text):
     return bool(re.fullmatch("[0-9]+", text)) and int(text) > 0
 
 
+class _PathParser(flags.ArgumentParser):
+    """A path flag's parser: a leading ~ or ~user becomes that home folder, which a shell does for a bare word but
+    not after "--flag=" (nor does a flagfile)."""
+
+    def parse(self, argument):
+        return os.path.expanduser(super().parse(argument))
+
+    def flag_type(self):
+        return "string"
+
+
+def define_path_flag(name, default, help_text, **kwargs):
+    """DEFINE_string for a file or folder: the value, and so every validator and flags.txt, has ~ expanded."""
+    flags.DEFINE(_PathParser(), name, default, help_text, serializer=flags.ArgumentSerializer(), **kwargs)
+
+
 def define_seed_flag(help_text):
     flags.DEFINE_integer("seed", 0, help_text, lower_bound=0, upper_bound=MAX_SEED)
 
@@ -201,7 +217,7 @@ def refuse_unwritable(name, beside=False):
 def define_output_file_flag(default, help_text, extension, name="output"):
     """Defines --NAME, a file to write: a folder, another kind of file or a place that cannot be written is refused
     before any work starts, and so is an empty value where the default names a file."""
-    flags.DEFINE_string(name, default, help_text)
+    define_path_flag(name, default, help_text)
     flags.register_validator(
         name, lambda path: (not path and not default) or (
             path.lower().endswith(extension) and not os.path.isdir(path)),
@@ -222,7 +238,7 @@ def require_existing_folder(name, what):
 
 def define_saved_model_flag(example, kind="tfvae SavedModel folder"):
     """Defines the required --saved_model of a script that reads one export: an existing folder, or exit 2."""
-    flags.DEFINE_string("saved_model", None, f"A {kind}, e.g. {example}.", required=True)
+    define_path_flag("saved_model", None, f"A {kind}, e.g. {example}.", required=True)
     require_existing_folder("saved_model", f"a {kind}, e.g. {example}")
 
 
@@ -232,7 +248,7 @@ DATA_DIR_HINT = ("an existing folder (an IDX folder such as PATH/MNIST_data, or 
 
 def define_model_data_dir_flag(what):
     """Defines --data_dir for the scripts that read an existing model's data (`data.model_data_dir`)."""
-    flags.DEFINE_string("data_dir", "", f"{what}: MNIST_data/ IDX folder or TFDS data dir. Default: the model's own "
+    define_path_flag("data_dir", "", f"{what}: MNIST_data/ IDX folder or TFDS data dir. Default: the model's own "
                         f"--data_dir when that folder exists here, else TFDS's default.")
     require_existing_folder("data_dir", DATA_DIR_HINT)
 
@@ -260,7 +276,7 @@ def define_train_flags():
                         "(saved_models/NAME) derive from it. Default: the model name.")
     flags.DEFINE_enum("model", "tf1_tutorial", MODELS, "Model preset.")
     flags.DEFINE_enum("dataset", "mnist", DATASETS, "Dataset to train on.")
-    flags.DEFINE_string("data_dir", "", "A folder with the TF1 MNIST_data/ IDX .gz files (read directly), or "
+    define_path_flag("data_dir", "", "A folder with the TF1 MNIST_data/ IDX .gz files (read directly), or "
                         "a TFDS data directory. Empty: TFDS's default.")
     flags.DEFINE_enum("binarize", "none", BINARIZE, "none: gray levels in [0, 1]; dynamic: a fresh Bernoulli "
                       "sample of each image each epoch; static: one fixed sample.")
@@ -304,9 +320,9 @@ def define_train_flags():
                       "tutorial bit for bit; tfvae.optimizers.TF1Adam); keras: keras.optimizers.Adam. Default: tf1 "
                       "for tf1_tutorial, keras otherwise.")
     define_seed_flag("Seeds initialisation, data order, binarization and sampling.")
-    flags.DEFINE_string("model_dir", None, "Run folder: TensorBoard logs, checkpoints, flags, metrics. "
+    define_path_flag("model_dir", None, "Run folder: TensorBoard logs, checkpoints, flags, metrics. "
                         "Default: runs/NAME.")
-    flags.DEFINE_string("export_dir", None, "Where the SavedModel goes at the end. Default: saved_models/NAME.")
+    define_path_flag("export_dir", None, "Where the SavedModel goes at the end. Default: saved_models/NAME.")
     flags.DEFINE_bool("resume", False, "Continue from the latest checkpoint in --model_dir.")
     flags.DEFINE_bool("overwrite", False, "Empty an existing --model_dir (the folder, or a link to it, stays) and "
                       "start afresh.")
@@ -342,11 +358,11 @@ def define_train_flags():
                       "--seed still fixes initialisation, data order and binarization.")
     flags.DEFINE_bool("image_summaries", True, "Write sample and reconstruction images to TensorBoard each epoch, "
                       "and the test set's Embedding Projector at the end.")
-    flags.DEFINE_string("init_from", "", "Start from a tfvae export (its weights, and its Adam state if it has one, "
+    define_path_flag("init_from", "", "Start from a tfvae export (its weights, and its Adam state if it has one, "
                         "e.g. from import_tf1.py --with_optimizer), a tfvae checkpoint prefix (runs/NAME/"
                         "checkpoints/ckpt-N) or a run folder (runs/NAME: its latest checkpoint): continues that run "
                         "in a new --model_dir.")
-    flags.DEFINE_string("init_from_tf1", "", "Start from the weights of a TF1 tutorial graph: a tf.train.Saver "
+    define_path_flag("init_from_tf1", "", "Start from the weights of a TF1 tutorial graph: a tf.train.Saver "
                         "checkpoint prefix or a TF1 SavedModel folder (see scripts/import_tf1.py).")
 
     flags.register_multi_flags_validator(
@@ -528,9 +544,9 @@ VARIABLE_MAP_KEYS = ("encoder/hidden_0/kernel, encoder/latent_params/kernel, dec
 
 def define_import_tf1_flags():
     """Defines the flags of `scripts/import_tf1.py`."""
-    flags.DEFINE_string("source", None, "A TF1 tf.train.Saver checkpoint prefix (e.g. model.ckpt, beside "
+    define_path_flag("source", None, "A TF1 tf.train.Saver checkpoint prefix (e.g. model.ckpt, beside "
                         "model.ckpt.index) or a TF1 SavedModel folder of the tutorial graph.", required=True)
-    flags.DEFINE_string("export_dir", None, "Where the tfvae SavedModel goes, e.g. saved_models/NAME.",
+    define_path_flag("export_dir", None, "Where the tfvae SavedModel goes, e.g. saved_models/NAME.",
                         required=True)
     refuse_existing_file("export_dir", "a folder for the SavedModel, e.g. saved_models/NAME", replaced_whole=True,
                          required=True)
@@ -538,7 +554,7 @@ def define_import_tf1_flags():
         "export_dir", lambda export_dir: _is_replaceable(export_dir, "tfvae.json"),
         message="--export_dir exists and is not a tfvae export (no tfvae.json); the export would replace it, so "
                 "remove it or choose another --export_dir")
-    flags.DEFINE_string("variable_map", None, "JSON file {tfvae variable path: TF1 variable name}, for graphs "
+    define_path_flag("variable_map", None, "JSON file {tfvae variable path: TF1 variable name}, for graphs "
                         f"whose variables are not the tutorial's Variable ... Variable_7. Its keys: "
                         f"{VARIABLE_MAP_KEYS}; import_tf1.py lists the checkpoint's names, the values.")
     flags.DEFINE_bool("with_optimizer", False, "Also carry Adam's slots and step, so train.py --init_from="
@@ -637,7 +653,7 @@ def generate_config_from_flags():
 def define_classifier_flags():
     """Defines the flags of `scripts/train_classifier.py`."""
     flags.DEFINE_enum("dataset", "mnist", DATASETS, "Dataset whose labels the classifier learns.")
-    flags.DEFINE_string("data_dir", "", "MNIST_data/ IDX folder or TFDS data dir.")
+    define_path_flag("data_dir", "", "MNIST_data/ IDX folder or TFDS data dir.")
     flags.DEFINE_integer("validation_size", 5000, "Training examples held out for validation.", lower_bound=0)
     flags.DEFINE_integer("epochs", 3, "Training epochs.", lower_bound=1)
     flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
@@ -645,7 +661,7 @@ def define_classifier_flags():
     flags.register_validator("learning_rate", _positive("learning_rate"),
                              message="--learning_rate must be a finite number > 0")
     define_seed_flag("Seeds initialisation and data order.")
-    flags.DEFINE_string("export_dir", None, "Where the classifier SavedModel goes. Default: "
+    define_path_flag("export_dir", None, "Where the classifier SavedModel goes. Default: "
                         "saved_models/DATASET_classifier (evaluate_cvae.py's default for models of that dataset).")
     require_existing_folder("data_dir", DATA_DIR_HINT)
     refuse_existing_file("export_dir", "a folder for the SavedModel", replaced_whole=True)
@@ -693,7 +709,7 @@ def shipped_path(path):
 def define_evaluate_cvae_flags():
     """Defines the flags of `scripts/evaluate_cvae.py`."""
     define_saved_model_flag("saved_models/cvae_mnist", kind="label-conditioned tfvae SavedModel folder")
-    flags.DEFINE_string("classifier", "", "The classifier export of scripts/train_classifier.py that judges the "
+    define_path_flag("classifier", "", "The classifier export of scripts/train_classifier.py that judges the "
                         "samples. Default: saved_models/DATASET_classifier of the model's dataset (for MNIST the "
                         "shipped one), from here or beside the tfvae package.")
     require_existing_folder("classifier", "the folder of a train_classifier.py export")
@@ -727,8 +743,8 @@ PLOT_KINDS = ("samples", "reconstructions", "manifold", "latent_scatter", "inter
 
 
 def _define_model_source_flags():
-    flags.DEFINE_string("saved_model", None, "A tfvae SavedModel folder (e.g. saved_models/tf1_tutorial).")
-    flags.DEFINE_string("model_dir", None, "Instead of --saved_model: a run folder; the model is rebuilt from its "
+    define_path_flag("saved_model", None, "A tfvae SavedModel folder (e.g. saved_models/tf1_tutorial).")
+    define_path_flag("model_dir", None, "Instead of --saved_model: a run folder; the model is rebuilt from its "
                         "flags.txt and its latest checkpoint restored.")
     flags.register_multi_flags_validator(
         ["saved_model", "model_dir"], lambda f: bool(f["saved_model"]) != bool(f["model_dir"]),
@@ -806,7 +822,7 @@ def define_plot_flags():
     """Defines the flags of `scripts/plot.py`."""
     _define_model_source_flags()
     flags.DEFINE_list("kinds", ["all"], f"Plots to draw: all, or some of {', '.join(PLOT_KINDS)}.")
-    flags.DEFINE_string("output_dir", "plots", "Folder for the PNG files (KIND.png).")
+    define_path_flag("output_dir", "plots", "Folder for the PNG files (KIND.png).")
     refuse_existing_file("output_dir", "a folder for the PNG files (created if missing)")
     define_model_data_dir_flag("Test images")
     define_seed_flag("Seeds z ~ N(0, I), binarization and the choice of test images.")
@@ -839,11 +855,11 @@ def plot_config_from_flags():
 
 def define_export_flags():
     """Defines the flags of `scripts/export.py`."""
-    flags.DEFINE_string("model_dir", None, "A run folder of train.py; its latest checkpoint is exported.")
-    flags.DEFINE_string("saved_model", None, "Instead of --model_dir: a tfvae or classifier export to write again "
+    define_path_flag("model_dir", None, "A run folder of train.py; its latest checkpoint is exported.")
+    define_path_flag("saved_model", None, "Instead of --model_dir: a tfvae or classifier export to write again "
                         "with this version's signatures (an older one lacks the input checks); its weights, "
                         "optimizer state and other files are kept.")
-    flags.DEFINE_string("export_dir", None, "Where the SavedModel goes. Default: the run's --export_dir, or in "
+    define_path_flag("export_dir", None, "Where the SavedModel goes. Default: the run's --export_dir, or in "
                         "place for --saved_model.")
     flags.register_multi_flags_validator(
         ["saved_model", "model_dir"], lambda f: bool(f["saved_model"]) != bool(f["model_dir"]),
@@ -1119,10 +1135,10 @@ def to_flagfile(cfg):
 def define_enhance_flags():
     """Defines the flags of `scripts/enhance.py`."""
     define_saved_model_flag("saved_models/denoise_mnist")
-    flags.DEFINE_string("input", None, "An image file (PNG or JPEG, gray or RGB) or a folder of them.", required=True)
+    define_path_flag("input", None, "An image file (PNG or JPEG, gray or RGB) or a folder of them.", required=True)
     flags.register_validator("input", lambda path: not path or os.path.exists(path),
                              message="no such file or folder; pass an image file (PNG or JPEG) or a folder of them")
-    flags.DEFINE_string("output", None, "For one input file: the file to write (.png, .jpg or .jpeg) or a folder; "
+    define_path_flag("output", None, "For one input file: the file to write (.png, .jpg or .jpeg) or a folder; "
                         "for an input folder: the folder to write NAME.png files into.", required=True)
     refuse_unwritable("output")
     flags.DEFINE_bool("resize", False, "Scale images whose height and width differ from the model's to fit; "
@@ -1239,7 +1255,7 @@ def _crowded_flagfile_line(line):
         if boolean_no + name in FLAGS or (boolean_no and name in FLAGS and FLAGS[name].boolean):
             return "two flags"
     first = line.lstrip("-").split("=", 1)[0].split()[0]
-    is_string = first in FLAGS and type(FLAGS[first].parser) is flags.ArgumentParser
+    is_string = first in FLAGS and type(FLAGS[first].parser) in (flags.ArgumentParser, _PathParser)
     return "a comment after its flag" if re.search(r"\s#", line) and not is_string else ""
 
 
@@ -1281,6 +1297,8 @@ def parse_flags_or_exit(argv):
     # --help lists the main module's key flags, and the scripts define theirs here: make them the script's too.
     for flag in FLAGS.flags_by_module_dict().get(__name__, []):
         FLAGS.register_key_flag_for_module(argv[0], flag)
+    # absl opens a flagfile's path as given; a shell leaves "~" after "--flagfile=" alone.
+    argv = [re.sub(r"^(--?flagfile=)(~.*)$", lambda m: m[1] + os.path.expanduser(m[2]), arg) for arg in argv]
     # Found before parsing: absl validates the flags first, and a forgotten "--flagfile=" would surface as
     # whatever validator its absence trips.
     stray = _stray_arguments(argv)
