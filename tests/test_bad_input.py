@@ -457,6 +457,10 @@ CASES = {
     "conflict micro batches per replica": (
         lambda ctx: train("--strategy=mirrored", "--cpu_devices=2", "--batch_size=100", "--micro_batches=4"),
         "--batch_size=100 over 2 replicas does not split into --micro_batches=4 equal parts on each"),
+    # Unequal shares would weigh the examples of the smaller one more.
+    "batch size over replicas": (
+        lambda ctx: train("--strategy=mirrored", "--cpu_devices=2", "--batch_size=101"),
+        "--batch_size=101 over 2 replicas does not split evenly; pass a --batch_size that is a multiple of 2"),
     "conflict init sources": (lambda ctx: train(f"--init_from={REPO}/saved_models/tf1_tutorial",
                                                 f"--init_from_tf1={REPO}/saved_models/tf1_tutorial"),
                               "--init_from and --init_from_tf1 conflict"),

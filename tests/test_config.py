@@ -1,5 +1,6 @@
 """Flags: flagfiles parse into a RunConfig and back (bad flags: tests/test_bad_input.py)."""
 
+import dataclasses
 import os
 
 import pytest
@@ -212,3 +213,13 @@ def test_op_error_reason_keeps_the_reason_only():
     assert cli.op_error_reason(error) == "Invalid PNG. Failed to initialize decoder."
     assert cli.op_error_reason(ValueError("")) == "ValueError"
 
+
+
+def test_a_resume_may_change_bfloat16_but_not_float16s_loss_scale(tmp_path):
+    # float16 wraps Adam in a loss scale, so the checkpoint holds other objects; bfloat16 keeps float32's.
+    run = config.RunConfig(model="mlp", model_dir=str(tmp_path))
+    (tmp_path / config.RUN_FLAGS_FILE).write_text(config.to_flagfile(run))
+    for policy, refused in (("mixed_bfloat16", False), ("mixed_float16", True), ("none", False)):
+        changes = config.resume_changes(dataclasses.replace(run, mixed_precision=policy, resume=True))
+        assert changes == ([f"--mixed_precision={policy} (the run's: none; float16's loss scale changes what a "
+                            f"checkpoint holds)"] if refused else []), policy

@@ -506,6 +506,14 @@ def test_a_resume_trains_with_the_learning_rate_its_flags_say(tmp_path, monkeypa
     assert _checkpoint_value(tmp_path, "optimizer/_learning_rate") == pytest.approx(0.002)
 
 
+def test_a_run_started_from_another_trains_with_its_own_learning_rate(tmp_path, monkeypatch):
+    # --init_from reads the source's Adam state, its learning rate included: fine-tuning at a lower rate must not
+    # train at the source's.
+    _train_tiny(tmp_path / "source", monkeypatch, epochs=1, learning_rate=0.01)
+    _train_tiny(tmp_path / "tuned", monkeypatch, epochs=1, learning_rate=0.0005, init_from=str(tmp_path / "source"))
+    assert _checkpoint_value(tmp_path / "tuned", "optimizer/_learning_rate") == pytest.approx(0.0005)
+
+
 def test_a_stop_in_a_resumed_epoch_names_the_step_of_the_epoch():
     callback = training.StopOnBadSteps(max_bad_steps=3, steps_per_epoch=10)
     model = types.SimpleNamespace(stop_training=False, bad_steps_in_a_row=types.SimpleNamespace(

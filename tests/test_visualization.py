@@ -265,7 +265,8 @@ def test_a_restoration_models_reconstructions_show_corrupted_restored_and_clean_
     monkeypatch.setattr(visualization, "save_grid_png", lambda path, images, rows, cols, title, row_labels: (
         captured.update(images=images, rows=rows, title=title, row_labels=row_labels)))
     loaded = restore.load_saved_model(os.path.join(REPO, "saved_models", "denoise_mnist"))
-    plots.run(loaded, ["reconstructions"], str(tmp_path), mnist_dir, grid_size=6, scatter_examples=10)
+    # A scatter size beyond the test split: reconstructions alone read only their grid's images.
+    plots.run(loaded, ["reconstructions"], str(tmp_path), mnist_dir, grid_size=6, scatter_examples=20000)
     assert captured["rows"] == 3 and captured["row_labels"] == ["corrupted", "restored", "clean"]
     corrupted, restored, clean = np.split(captured["images"], 3)
     # The restoration is nearer the clean digit than the corrupted input is.

@@ -249,7 +249,7 @@ DATA_DIR_HINT = ("an existing folder (an IDX folder such as PATH/MNIST_data, or 
 def define_model_data_dir_flag(what):
     """Defines --data_dir for the scripts that read an existing model's data (`data.model_data_dir`)."""
     define_path_flag("data_dir", "", f"{what}: MNIST_data/ IDX folder or TFDS data dir. Default: the model's own "
-                        f"--data_dir when that folder exists here, else TFDS's default.")
+                     f"--data_dir when that folder exists here, else TFDS's default.")
     require_existing_folder("data_dir", DATA_DIR_HINT)
 
 
@@ -277,7 +277,7 @@ def define_train_flags():
     flags.DEFINE_enum("model", "tf1_tutorial", MODELS, "Model preset.")
     flags.DEFINE_enum("dataset", "mnist", DATASETS, "Dataset to train on.")
     define_path_flag("data_dir", "", "A folder with the TF1 MNIST_data/ IDX .gz files (read directly), or "
-                        "a TFDS data directory. Empty: TFDS's default.")
+                     "a TFDS data directory. Empty: TFDS's default.")
     flags.DEFINE_enum("binarize", "none", BINARIZE, "none: gray levels in [0, 1]; dynamic: a fresh Bernoulli "
                       "sample of each image each epoch; static: one fixed sample.")
     flags.DEFINE_enum("corruption", "none", CORRUPTIONS, "Denoising / deblurring / enhancement: the model sees "
@@ -321,7 +321,7 @@ def define_train_flags():
                       "for tf1_tutorial, keras otherwise.")
     define_seed_flag("Seeds initialisation, data order, binarization and sampling.")
     define_path_flag("model_dir", None, "Run folder: TensorBoard logs, checkpoints, flags, metrics. "
-                        "Default: runs/NAME.")
+                     "Default: runs/NAME.")
     define_path_flag("export_dir", None, "Where the SavedModel goes at the end. Default: saved_models/NAME.")
     flags.DEFINE_bool("resume", False, "Continue from the latest checkpoint in --model_dir.")
     flags.DEFINE_bool("overwrite", False, "Empty an existing --model_dir (the folder, or a link to it, stays) and "
@@ -359,11 +359,11 @@ def define_train_flags():
     flags.DEFINE_bool("image_summaries", True, "Write sample and reconstruction images to TensorBoard each epoch, "
                       "and the test set's Embedding Projector at the end.")
     define_path_flag("init_from", "", "Start from a tfvae export (its weights, and its Adam state if it has one, "
-                        "e.g. from import_tf1.py --with_optimizer), a tfvae checkpoint prefix (runs/NAME/"
-                        "checkpoints/ckpt-N) or a run folder (runs/NAME: its latest checkpoint): continues that run "
-                        "in a new --model_dir.")
+                     "e.g. from import_tf1.py --with_optimizer), a tfvae checkpoint prefix (runs/NAME/"
+                     "checkpoints/ckpt-N) or a run folder (runs/NAME: its latest checkpoint): continues that run "
+                     "in a new --model_dir.")
     define_path_flag("init_from_tf1", "", "Start from the weights of a TF1 tutorial graph: a tf.train.Saver "
-                        "checkpoint prefix or a TF1 SavedModel folder (see scripts/import_tf1.py).")
+                     "checkpoint prefix or a TF1 SavedModel folder (see scripts/import_tf1.py).")
 
     flags.register_multi_flags_validator(
         ["cpu_devices", "strategy"], lambda f: (f["cpu_devices"] or 1) <= 1 or f["strategy"] == "mirrored",
@@ -545,9 +545,9 @@ VARIABLE_MAP_KEYS = ("encoder/hidden_0/kernel, encoder/latent_params/kernel, dec
 def define_import_tf1_flags():
     """Defines the flags of `scripts/import_tf1.py`."""
     define_path_flag("source", None, "A TF1 tf.train.Saver checkpoint prefix (e.g. model.ckpt, beside "
-                        "model.ckpt.index) or a TF1 SavedModel folder of the tutorial graph.", required=True)
+                     "model.ckpt.index) or a TF1 SavedModel folder of the tutorial graph.", required=True)
     define_path_flag("export_dir", None, "Where the tfvae SavedModel goes, e.g. saved_models/NAME.",
-                        required=True)
+                     required=True)
     refuse_existing_file("export_dir", "a folder for the SavedModel, e.g. saved_models/NAME", replaced_whole=True,
                          required=True)
     flags.register_validator(
@@ -555,13 +555,14 @@ def define_import_tf1_flags():
         message="--export_dir exists and is not a tfvae export (no tfvae.json); the export would replace it, so "
                 "remove it or choose another --export_dir")
     define_path_flag("variable_map", None, "JSON file {tfvae variable path: TF1 variable name}, for graphs "
-                        f"whose variables are not the tutorial's Variable ... Variable_7. Its keys: "
-                        f"{VARIABLE_MAP_KEYS}; import_tf1.py lists the checkpoint's names, the values.")
+                     f"whose variables are not the tutorial's Variable ... Variable_7. Its keys: "
+                     f"{VARIABLE_MAP_KEYS}; import_tf1.py lists the checkpoint's names, the values.")
     flags.DEFINE_bool("with_optimizer", False, "Also carry Adam's slots and step, so train.py --init_from="
                       "EXPORT continues the TF1 run.")
     flags.DEFINE_enum("dataset", "mnist", DATASETS, "The data the TF1 model was trained on (sets image shape "
                       "and the export's metadata).")
-    flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of the continued run (with --with_optimizer).")
+    flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate recorded in the export's tfvae.json; a run "
+                       "continued from it (train.py --init_from) trains at its own --learning_rate.")
     flags.DEFINE_float("adam_epsilon", 1e-8, "Adam epsilon of the TF1 run (AdamOptimizer's default 1e-8).")
     for name in ("learning_rate", "adam_epsilon"):
         flags.register_validator(name, _positive(name), message=f"--{name} must be a finite number > 0")
@@ -662,7 +663,7 @@ def define_classifier_flags():
                              message="--learning_rate must be a finite number > 0")
     define_seed_flag("Seeds initialisation and data order.")
     define_path_flag("export_dir", None, "Where the classifier SavedModel goes. Default: "
-                        "saved_models/DATASET_classifier (evaluate_cvae.py's default for models of that dataset).")
+                     "saved_models/DATASET_classifier (evaluate_cvae.py's default for models of that dataset).")
     require_existing_folder("data_dir", DATA_DIR_HINT)
     refuse_existing_file("export_dir", "a folder for the SavedModel", replaced_whole=True)
     # Checked before training, not when the export is written minutes later.
@@ -710,8 +711,8 @@ def define_evaluate_cvae_flags():
     """Defines the flags of `scripts/evaluate_cvae.py`."""
     define_saved_model_flag("saved_models/cvae_mnist", kind="label-conditioned tfvae SavedModel folder")
     define_path_flag("classifier", "", "The classifier export of scripts/train_classifier.py that judges the "
-                        "samples. Default: saved_models/DATASET_classifier of the model's dataset (for MNIST the "
-                        "shipped one), from here or beside the tfvae package.")
+                     "samples. Default: saved_models/DATASET_classifier of the model's dataset (for MNIST the "
+                     "shipped one), from here or beside the tfvae package.")
     require_existing_folder("classifier", "the folder of a train_classifier.py export")
     flags.DEFINE_integer("samples_per_class", 100, "Samples z ~ N(0, I) decoded per class.", lower_bound=1)
     define_seed_flag("Seeds z.")
@@ -745,7 +746,7 @@ PLOT_KINDS = ("samples", "reconstructions", "manifold", "latent_scatter", "inter
 def _define_model_source_flags():
     define_path_flag("saved_model", None, "A tfvae SavedModel folder (e.g. saved_models/tf1_tutorial).")
     define_path_flag("model_dir", None, "Instead of --saved_model: a run folder; the model is rebuilt from its "
-                        "flags.txt and its latest checkpoint restored.")
+                     "flags.txt and its latest checkpoint restored.")
     flags.register_multi_flags_validator(
         ["saved_model", "model_dir"], lambda f: bool(f["saved_model"]) != bool(f["model_dir"]),
         message="pass exactly one of --saved_model=EXPORT_DIR and --model_dir=RUN_DIR")
@@ -857,10 +858,10 @@ def define_export_flags():
     """Defines the flags of `scripts/export.py`."""
     define_path_flag("model_dir", None, "A run folder of train.py; its latest checkpoint is exported.")
     define_path_flag("saved_model", None, "Instead of --model_dir: a tfvae or classifier export to write again "
-                        "with this version's signatures (an older one lacks the input checks); its weights, "
-                        "optimizer state and other files are kept.")
+                     "with this version's signatures (an older one lacks the input checks); its weights, "
+                     "optimizer state and other files are kept.")
     define_path_flag("export_dir", None, "Where the SavedModel goes. Default: the run's --export_dir, or in "
-                        "place for --saved_model.")
+                     "place for --saved_model.")
     flags.register_multi_flags_validator(
         ["saved_model", "model_dir"], lambda f: bool(f["saved_model"]) != bool(f["model_dir"]),
         message="pass exactly one of --model_dir=RUN_DIR and --saved_model=EXPORT_DIR")
@@ -1000,8 +1001,13 @@ def resume_changes(cfg):
     def shown(value):
         return ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
 
-    return [f"--{name}={shown(getattr(cfg, name))} (the run's: {shown(getattr(run_cfg, name))})"
-            for name in RUN_DEFINING_FLAGS if getattr(cfg, name) != getattr(run_cfg, name)]
+    changes = [f"--{name}={shown(getattr(cfg, name))} (the run's: {shown(getattr(run_cfg, name))})"
+               for name in RUN_DEFINING_FLAGS if getattr(cfg, name) != getattr(run_cfg, name)]
+    # float16's loss scale wraps Adam, so its checkpoints hold other objects; bfloat16 and float32 share theirs.
+    if (cfg.mixed_precision == "mixed_float16") != (run_cfg.mixed_precision == "mixed_float16"):
+        changes.append(f"--mixed_precision={cfg.mixed_precision} (the run's: {run_cfg.mixed_precision}; float16's "
+                       f"loss scale changes what a checkpoint holds)")
+    return changes
 
 
 def run_config_of_run_folder(model_dir):
@@ -1139,7 +1145,7 @@ def define_enhance_flags():
     flags.register_validator("input", lambda path: not path or os.path.exists(path),
                              message="no such file or folder; pass an image file (PNG or JPEG) or a folder of them")
     define_path_flag("output", None, "For one input file: the file to write (.png, .jpg or .jpeg) or a folder; "
-                        "for an input folder: the folder to write NAME.png files into.", required=True)
+                     "for an input folder: the folder to write NAME.png files into.", required=True)
     refuse_unwritable("output")
     flags.DEFINE_bool("resize", False, "Scale images whose height and width differ from the model's to fit; "
                       "without it such images are refused. Outputs have the model's size.")

@@ -178,6 +178,7 @@ PLOTTERS = {
     "class_grid": plot_class_grid,
 }
 NEEDS_DATA = ("reconstructions", "latent_scatter", "interpolation")
+NEEDS_SCATTER_EXAMPLES = ("latent_scatter", "interpolation")
 # Drawn from a run's files alone: a run folder needs no checkpoint for these.
 FROM_FILES_ALONE = ("loss_curves",)
 
@@ -200,9 +201,11 @@ def run(loaded, kinds, output_dir, data_dir="", seed=0, grid_size=8, scatter_exa
     kinds, left_out = applicable_kinds(loaded, kinds, history_folder)
     inputs = dict(grid_size=grid_size, seed=seed, scatter_examples=scatter_examples, history_folder=history_folder)
     if any(kind in NEEDS_DATA for kind in kinds):
+        # Reconstructions alone draw grid_size images; the scatter and the interpolation's pairs take the rest.
+        scattered = scatter_examples > grid_size and any(kind in NEEDS_SCATTER_EXAMPLES for kind in kinds)
         inputs["x"], inputs["labels"], inputs["images_are"] = load_test_images(
-            loaded, data_dir, seed, max(scatter_examples, grid_size),
-            "scatter_examples" if scatter_examples >= grid_size else "grid_size")
+            loaded, data_dir, seed, scatter_examples if scattered else grid_size,
+            "scatter_examples" if scattered else "grid_size")
     written = {}
     for kind in kinds:
         path = os.path.join(output_dir, f"{kind}.png")

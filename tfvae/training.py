@@ -600,6 +600,8 @@ def train(model, datasets, cfg):
 
         print(legacy.initialize_model(model, init_from=cfg.init_from, init_from_tf1=cfg.init_from_tf1,
                                       dataset=cfg.dataset, image_shape=datasets.image_shape), flush=True)
+        # Adam's state read from the source holds its run's learning rate; this run's flags say this run's.
+        model.optimizer.learning_rate = cfg.learning_rate
     initial_epoch, first_step = divmod(int(state.step.numpy()), steps_per_epoch)
     first_epoch = initial_epoch
     # Read before this process's epochs are logged: a resumed run's metrics.json and export keep the whole curves.
@@ -746,10 +748,13 @@ def run(cfg):
     set_precision_policy(cfg)
     strategy = distribute.make_strategy(cfg.strategy, cfg.tpu)
     replicas = strategy.num_replicas_in_sync
-    if cfg.micro_batches > 1 and cfg.batch_size % (replicas * cfg.micro_batches):
-        raise RunConfigError(f"--batch_size={cfg.batch_size} over {replicas} replicas does not split into "
-                             f"--micro_batches={cfg.micro_batches} equal parts on each; pass a --batch_size that "
-                             f"is a multiple of {replicas * cfg.micro_batches}, or --micro_batches=1")
+    # Unequal shares would weigh examples unequally: each replica's loss is its mean over the replica count.
+    if cfg.batch_size % (replicas * cfg.micro_batches):
+        split = (f"into --micro_batches={cfg.micro_batches} equal parts on each" if cfg.micro_batches > 1
+                 else "evenly")
+        raise RunConfigError(f"--batch_size={cfg.batch_size} over {replicas} replicas does not split {split}; pass "
+                             f"a --batch_size that is a multiple of {replicas * cfg.micro_batches}"
+                             + (", or --micro_batches=1" if cfg.micro_batches > 1 else ""))
     chief = distribute.is_chief(strategy)
     keras.utils.set_random_seed(cfg.seed)  # Python, NumPy and TF: initialisation; the data has its own seeds.
     if cfg.deterministic:

@@ -74,6 +74,7 @@ class VAE(keras.Model):
         # Train batches split into this many equal parts whose passes run side by side (training.compile_model).
         self.micro_batches = 1
         self._shared_noise = None  # While a split batch is traced: its noise, drawn once for all parts.
+        self._tracing_train_terms = False  # While the train step's terms are traced (inside its gradient tape).
         # Set by training.training_batches when the train step gets index batches: makes the batch of each.
         self.batch_from_indices = None
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -127,12 +128,18 @@ class VAE(keras.Model):
         shared = shared or {"noise": None, "part": 0}
         rows = tf.shape(z_mean)[0]
         if shared["noise"] is None:
-            replica_rows = rows * parts
-            whole = tf.concat([[replica_rows * replicas], tf.shape(z_mean)[1:]], 0)
+            replica_rows = global_rows = rows * parts
+            if replicas > 1:
+                # Replica r holds the rows after those of replicas 0..r-1 (tf.distribute splits batches in order).
+                replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
+                if self._tracing_train_terms:  # Train batches split evenly (train.py refuses other batch sizes).
+                    first, global_rows = replica * replica_rows, replica_rows * replicas
+                else:  # A last, smaller evaluation batch may not (101 rows: 51 and 50): counted.
+                    rows_of = context.all_gather(tf.reshape(replica_rows, [1]), axis=0)
+                    first, global_rows = tf.reduce_sum(rows_of[:replica]), tf.reduce_sum(rows_of)
+            whole = tf.concat([[global_rows], tf.shape(z_mean)[1:]], 0)
             noise = compat.random_normal(whole, self.seed_generator, dtype=z_mean.dtype)
             if replicas > 1:
-                # Replica r holds rows [r * n, (r + 1) * n) of the global batch (tf.distribute splits batches so).
-                first = tf.cast(context.replica_id_in_sync_group, tf.int32) * replica_rows
                 noise = noise[first:first + replica_rows]
             shared["noise"] = noise
         part, shared["part"] = shared["part"], shared["part"] + 1
@@ -147,18 +154,20 @@ class VAE(keras.Model):
         rounding: the noise is drawn once for the whole batch and each part gets its rows.
         """
         parts = self.micro_batches
-        if parts == 1:
-            return self.compute_terms(batch, training=True)
-        size = batch["input"].shape[0]
-        if size is not None and size % parts:
-            raise ValueError(f"a batch of {size} examples per replica does not split into --micro_batches={parts} "
-                             f"equal parts; make the batch size per replica a multiple of it")
-        split = {key: tf.split(value, parts) for key, value in batch.items()}
-        self._shared_noise = {"noise": None, "part": 0}
+        self._tracing_train_terms = True
         try:
+            if parts == 1:
+                return self.compute_terms(batch, training=True)
+            size = batch["input"].shape[0]
+            if size is not None and size % parts:
+                raise ValueError(f"a batch of {size} examples per replica does not split into --micro_batches="
+                                 f"{parts} equal parts; make the batch size per replica a multiple of it")
+            split = {key: tf.split(value, parts) for key, value in batch.items()}
+            self._shared_noise = {"noise": None, "part": 0}
             terms = [self.compute_terms({key: split[key][i] for key in batch}, training=True) for i in range(parts)]
         finally:
             self._shared_noise = None
+            self._tracing_train_terms = False
         return {key: tf.concat([part[key] for part in terms], 0) for key in terms[0]}
 
     def call(self, inputs, training=False):
