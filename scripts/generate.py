@@ -36,7 +36,8 @@ def main(argv):
             row_labels = ([data.class_label(metadata["dataset"], int(label)) for label in labels[::cfg.cols]]
                           if cfg.label == "all" else None)
             visualization.save_grid_png(cfg.output, samples, rows, cfg.cols,
-                                        f"{export.model_name(metadata)}: samples, z ~ N(0, I), seed {cfg.seed}"
+                                        f"{export.model_name(metadata)}: {inference.decoded_images_are(metadata)}, "
+                                        f"z ~ N(0, I), seed {cfg.seed}"
                                         + (f", label {data.class_label(metadata['dataset'], int(labels[0]))}"
                                            if cfg.label not in (None, "all") else ""),
                                         row_labels=row_labels)

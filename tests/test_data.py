@@ -195,8 +195,8 @@ def test_download_hosts_are_the_mirror_and_the_sources(dataset, source, tmp_path
 
 
 @pytest.mark.parametrize("dataset, fix", [("mnist", "--data_dir=PATH/MNIST_data holding the four IDX files"),
-                                          ("cifar10", "--data_dir=a TFDS data directory where cifar10 is prepared (README: "
-                                                      "Data: prepare it online and copy the folder)")])
+                                          ("cifar10", "--data_dir=a TFDS data directory where cifar10 is prepared "
+                                                      "(README: Data: prepare it online and copy the folder)")])
 def test_unreachable_download_fails_before_tfds_starts_it(dataset, fix, tmp_path, monkeypatch, caplog):
     # TFDS would retry each file ten times with backoff (minutes); no host answering must end it at once.
     monkeypatch.setattr(data, "_download_hosts", lambda builder: [f"http://127.0.0.1:{unused_port()}"])

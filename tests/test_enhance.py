@@ -48,7 +48,9 @@ def tiny_export(tmp_path_factory, small_mnist):
 
 
 def _test_digits(mnist_dir, count):
-    return data.to_unit_float(data.load_arrays("mnist", mnist_dir, validation_size=0).test_images[:count]).numpy()
+    """`count` test digits in [0, 1]: those evaluate_restoration.py --num_examples=COUNT takes at seed 0."""
+    images = data.load_arrays("mnist", mnist_dir, validation_size=0).test_images
+    return data.to_unit_float(images[data.seeded_subset(count, len(images), 0)]).numpy()
 
 
 def _save_png(path, image):

@@ -47,12 +47,14 @@ def _dense(units, kernel, bias):
 def linear_gaussian(tmp_path_factory, mnist_dir):
     """Probabilistic PCA of MNIST as a tfvae export, with a deliberately imperfect (too wide, shrunk) encoder.
 
-    Returns (export dir, exact log p(x) `[NUM_EXAMPLES]` of the first test images, closed-form E_q log p(x|z),
-    the same model exported with the exact posterior as its encoder and one dead latent dimension, the first test
-    images `[NUM_EXAMPLES, 784]` and their exact posterior means `[NUM_EXAMPLES, LATENT_DIM + 1]`).
+    Returns (export dir, exact log p(x) `[NUM_EXAMPLES]` of the test images `evaluate.py --num_examples` takes at
+    seed 0, closed-form E_q log p(x|z), the same model exported with the exact posterior as its encoder and one dead
+    latent dimension, those test images `[NUM_EXAMPLES, 784]` and their exact posterior means
+    `[NUM_EXAMPLES, LATENT_DIM + 1]`).
     """
     train = data.load_idx_split(mnist_dir, "train")[0][:3000].reshape(3000, -1) / 255.0
-    test = data.load_idx_split(mnist_dir, "test")[0][:NUM_EXAMPLES].reshape(NUM_EXAMPLES, -1) / 255.0
+    test_images = data.load_idx_split(mnist_dir, "test")[0]
+    test = test_images[data.seeded_subset(NUM_EXAMPLES, len(test_images), 0)].reshape(NUM_EXAMPLES, -1) / 255.0
     b = train.mean(axis=0)
     eigenvalues, eigenvectors = np.linalg.eigh(np.cov(train, rowvar=False))
     order = np.argsort(eigenvalues)[::-1]
@@ -220,7 +222,7 @@ def test_numbers_depend_on_the_seed_not_on_batching(linear_gaussian, mnist_dir):
     # Each example draws its K samples from a seed of its own: batch size and samples per decoder call only
     # regroup the same arithmetic.
     loaded = restore.load_saved_model(linear_gaussian[0])
-    x, labels = evaluation.load_split(loaded.metadata, mnist_dir, "test", "none", seed=0, num_examples=60)
+    x, labels, _ = evaluation.load_split(loaded.metadata, mnist_dir, "test", "none", seed=0, num_examples=60)
     runs = {(batch_size, samples_per_batch, seed): evaluation.evaluate(
         loaded, x, labels, num_importance_samples=50, batch_size=batch_size, samples_per_batch=samples_per_batch,
         seed=seed, progress=False) for batch_size, samples_per_batch, seed in
@@ -285,12 +287,31 @@ def test_validation_split_of_a_run_without_one_is_refused(mnist_dir):
     metadata = {"dataset": "mnist", "input_shape": [784], "config": {"validation_size": 0}}
     with pytest.raises(ValueError, match="--split=test"):
         evaluation.load_split(metadata, mnist_dir, "validation", "none", 0)
-    x, labels = evaluation.load_split({**metadata, "config": {"validation_size": 100}}, mnist_dir, "validation",
-                                      "dynamic", 3, num_examples=50)
+    x, labels, split_size = evaluation.load_split({**metadata, "config": {"validation_size": 100}}, mnist_dir,
+                                                  "validation", "dynamic", 3, num_examples=50)
     assert x.shape == (50, 784) and set(np.unique(x)) <= {0.0, 1.0} and labels.shape == (50,)
-    again, _ = evaluation.load_split({**metadata, "config": {"validation_size": 100}}, mnist_dir, "validation",
-                                     "dynamic", 3, num_examples=50)
+    again, _, _ = evaluation.load_split({**metadata, "config": {"validation_size": 100}}, mnist_dir, "validation",
+                                        "dynamic", 3, num_examples=50)
     np.testing.assert_array_equal(x, again)  # the fixed-seed protocol: the same binary digits every time
+    assert split_size == 100
+
+
+def test_an_evaluation_of_n_examples_takes_n_at_random_each_binarized_as_in_the_whole_split(mnist_dir):
+    # MNIST's first test digits are easier than the rest: a quick evaluation of the first 500 came out ~2 nats
+    # better than one of all 10,000.
+    metadata = {"dataset": "mnist", "input_shape": [784]}
+    whole, whole_labels, size = evaluation.load_split(metadata, mnist_dir, "test", "dynamic", 0)
+    x, labels, _ = evaluation.load_split(metadata, mnist_dir, "test", "dynamic", 0, num_examples=300, at_random=True)
+    rows = {row.tobytes(): i for i, row in enumerate(whole)}
+    chosen = [rows[row.tobytes()] for row in x]  # Each one is a digit of the whole split, binarized alike.
+    assert size == 10000 and chosen == sorted(chosen) and chosen[-1] > 5000 and len(set(chosen)) == 300
+    np.testing.assert_array_equal(labels, whole_labels[chosen])
+    other, _, _ = evaluation.load_split(metadata, mnist_dir, "test", "dynamic", 1, num_examples=300, at_random=True)
+    assert not np.array_equal(other, x)  # Another seed, other digits.
+    first, _, _ = evaluation.load_split(metadata, mnist_dir, "test", "dynamic", 0, num_examples=300)
+    np.testing.assert_array_equal(first, whole[:300])  # Plots keep the first ones.
+    text = evaluation.describe_protocol(metadata, "test", 300, "dynamic", 0, 5, split_size=size)["data"]
+    assert text.startswith("mnist test, 300 of its 10,000 examples chosen at random with seed 0, binarized")
 
 
 def test_export_of_a_checkpoint_matches_the_trained_export_without_optimizer_slots(tiny_run, tmp_path):

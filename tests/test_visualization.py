@@ -272,3 +272,19 @@ def test_a_restoration_models_reconstructions_show_corrupted_restored_and_clean_
     # The restoration is nearer the clean digit than the corrupted input is.
     assert np.abs(restored - clean).mean() < 0.7 * np.abs(corrupted - clean).mean()
     assert "corrupted (mixed)" in captured["title"]
+
+
+def test_a_conditional_models_samples_are_one_row_per_class_and_titles_say_what_a_decoded_image_is(monkeypatch,
+                                                                                                  tmp_path):
+    captured = []
+    monkeypatch.setattr(visualization, "save_grid_png", lambda path, images, rows, cols, title, row_labels=None: (
+        captured.append(dict(shape=images.shape, rows=rows, cols=cols, title=title, row_labels=row_labels))))
+    for name in ("cvae_mnist", "mnist_best"):
+        plots.run(restore.load_saved_model(os.path.join(REPO, "saved_models", name)), ["samples"], str(tmp_path),
+                  grid_size=4)
+    conditional, autoregressive = captured
+    assert (conditional["rows"], conditional["cols"], conditional["shape"][0]) == (10, 4, 40)
+    assert conditional["row_labels"] == [f"class {c}" for c in range(10)]
+    assert conditional["title"].endswith("seed 0, one row per class")
+    # The autoregressive likelihood's mean has no closed form: its decoded image is not called a sample's mean.
+    assert "mean-field image of p(x|z)" in autoregressive["title"] and autoregressive["row_labels"] is None

@@ -289,8 +289,8 @@ def define_train_flags():
     flags.register_multi_flags_validator(["corruption", "corruption_strength"], _check_corruption_strength)
     flags.DEFINE_integer("validation_size", 5000, "Training examples held out for validation (the first ones, "
                          "as TF1's read_data_sets).", lower_bound=0)
-    flags.DEFINE_list("hidden_sizes", ["100"], "Hidden layer widths of the MLP encoder, or of the dense layers after the conv encoder's "
-                      "convolutions (--model=conv); decoders mirror them.")
+    flags.DEFINE_list("hidden_sizes", ["100"], "Hidden layer widths of the MLP encoder, or of the dense layers "
+                      "after the conv encoder's convolutions (--model=conv); decoders mirror them.")
     flags.DEFINE_integer("latent_dim", 20, "Size of z.")
     flags.DEFINE_enum("likelihood", None, LIKELIHOODS, "p(x|z): bernoulli on logits, autoregressive_bernoulli (a "
                       "PixelCNN-style decoder head), gaussian, or sse (the TF1 tutorial's sum of squared error). "
@@ -762,15 +762,15 @@ def define_evaluate_flags():
                       "--validation_size training examples of the run.")
     flags.DEFINE_integer("num_importance_samples", 1000, "K, samples of q(z|x) per example for the "
                          "importance-sampled log-likelihood.", lower_bound=1)
-    flags.DEFINE_integer("num_examples", 0, "Evaluate only the first N examples of the split; 0: all.",
-                         lower_bound=0)
+    flags.DEFINE_integer("num_examples", 0, "Evaluate N examples of the split, chosen at random with --seed "
+                         "(its first ones are easier than the rest); 0: all.", lower_bound=0)
     flags.DEFINE_integer("batch_size", 100, "Examples per batch.", lower_bound=1)
     flags.DEFINE_integer("samples_per_batch", 100, "Importance samples per decoder call; memory grows with "
                          "batch_size * samples_per_batch decoded examples, plus batch_size * "
                          "num_importance_samples * latent_dim floats of noise.", lower_bound=1)
     flags.DEFINE_enum("binarize", "auto", EVAL_BINARIZE, "Test-data protocol. auto: dynamic (a fresh Bernoulli "
                       "sample with --seed, the standard protocol) for Bernoulli models, gray levels otherwise.")
-    define_seed_flag("Seeds binarization and the samples of q(z|x).")
+    define_seed_flag("Seeds binarization, the samples of q(z|x) and the choice of --num_examples.")
     define_output_file_flag(None, "JSON file to write. Default: evaluation_SPLIT_kK_nN.json (N: --num_examples "
                             "or all; then _BINARIZE and _seedS when not the defaults) in the --saved_model or "
                             "--model_dir folder, so that a quick evaluation does not replace a thorough one.", ".json")
@@ -1186,8 +1186,9 @@ def define_restoration_flags():
     flags.DEFINE_list("corruptions", [], "Corruption kinds to measure (" + ", ".join(CORRUPTION_KINDS) + "), each "
                       "at the strength the model was trained with, else its default. Empty: the model's own kinds "
                       "(all four for mixed).")
-    flags.DEFINE_integer("num_examples", 10000, "Test images to measure on (the first ones).", lower_bound=1)
-    define_seed_flag("Seeds the corruptions.")
+    flags.DEFINE_integer("num_examples", 10000, "Test images to measure on (fewer than all: chosen at random "
+                         "with --seed).", lower_bound=1)
+    define_seed_flag("Seeds the corruptions, and the choice of images when --num_examples is fewer than all.")
     define_output_file_flag("", "Optional PNG: a few test images, clean, then corrupted and restored per kind.",
                             ".png", name="grid")
     flags.register_validator(

@@ -354,6 +354,15 @@ def to_unit_float(images):
     return tf.math.divide_no_nan(tf.cast(images, tf.float32), 255.0)
 
 
+def seeded_subset(num_examples, total, seed):
+    """Indices of `num_examples` of `total` examples, chosen at random with `seed` and kept in order; all of them
+    when `num_examples` is 0 or `total`. A split's first examples are not a fair sample (MNIST's first 500 test
+    digits score ~2 nats better than all 10,000)."""
+    if not num_examples or num_examples >= total:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).choice(total, num_examples, replace=False))
+
+
 def binarize_static(images, seed):
     """One fixed Bernoulli sample per pixel (the 'statically binarized' protocol), uint8 in {0, 255}."""
     rng = np.random.default_rng(seed)

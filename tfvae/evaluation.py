@@ -22,16 +22,20 @@ def resolve_binarize(metadata, binarize="auto"):
     return "dynamic" if metadata.get("likelihood") in config.BINARY_LIKELIHOODS else "none"
 
 
-def load_split(metadata, data_dir, split, binarize, seed, num_examples=0, num_examples_flag="num_examples"):
+def load_split(metadata, data_dir, split, binarize, seed, num_examples=0, num_examples_flag="num_examples",
+               at_random=False):
     """The images of `split` prepared for `metadata`'s model, as arrays; `num_examples_flag` names the flag that
     asked for `num_examples` in the error when the split is smaller.
 
-    Dynamic and static binarization both draw one Bernoulli sample of every gray level with numpy's seeded
-    generator, so the binary images depend on `seed` only (not on batch size): the usual "dynamically
-    binarized MNIST" test protocol.
+    Dynamic and static binarization both draw one Bernoulli sample of every gray level of the whole split with
+    numpy's seeded generator, so each binary image depends on `seed` only (not on batch size or on which
+    examples are taken): the usual "dynamically binarized MNIST" test protocol.
+
+    Args:
+      at_random: take `num_examples` chosen at random with `seed` (`data.seeded_subset`), not the first ones.
 
     Returns:
-      (x float32 `[n, *input_shape]` in [0, 1], labels int32 `[n]`).
+      (x float32 `[n, *input_shape]` in [0, 1], labels int32 `[n]`, the number of examples in the split).
     """
     validation_size = int(metadata.get("config", {}).get("validation_size", DEFAULT_VALIDATION_SIZE))
     if split == "validation" and validation_size == 0:
@@ -39,17 +43,19 @@ def load_split(metadata, data_dir, split, binarize, seed, num_examples=0, num_ex
                          "pass --split=test")
     arrays = data.load_model_arrays(metadata, data_dir, validation_size)
     images, labels = arrays.split(split)
+    split_size = len(images)
     if num_examples > len(images):
         # Else it would measure fewer examples than asked, in a file named for the number asked.
         raise ValueError(f"--{num_examples_flag}={num_examples} is more than the {len(images):,} examples of the "
                          f"{split} split; pass at most {len(images)}"
                          + (", or 0 for all" if num_examples_flag == "num_examples" else ""))
-    if num_examples:
-        images, labels = images[:num_examples], labels[:num_examples]
     if binarize in ("dynamic", "static"):
         images = data.binarize_static(images, seed)
+    if num_examples:
+        chosen = data.seeded_subset(num_examples, len(images), seed) if at_random else np.arange(num_examples)
+        images, labels = images[chosen], labels[chosen]
     x = images.astype(np.float32) / 255.0
-    return x.reshape((len(x), *metadata["input_shape"])), labels
+    return x.reshape((len(x), *metadata["input_shape"])), labels, split_size
 
 
 def likelihood_is_density(metadata, binarize):
@@ -59,15 +65,17 @@ def likelihood_is_density(metadata, binarize):
     return bool(metadata.get("likelihood_is_density", True))
 
 
-def describe_protocol(metadata, split, num_examples, binarize, seed, num_importance_samples):
-    """One sentence per number family saying how it was measured and what it may be compared with."""
+def describe_protocol(metadata, split, num_examples, binarize, seed, num_importance_samples, split_size=None):
+    """One sentence per number family saying how it was measured and what it may be compared with;
+    `split_size`, when more than `num_examples`: they were chosen at random with `seed`."""
     levels = "gray levels" if metadata.get("image_shape", [1])[-1] == 1 else "pixel values"
+    examples = (f"{num_examples} of its {split_size:,} examples chosen at random with seed {seed}"
+                if split_size and split_size > num_examples else f"{num_examples} examples")
     data_text = {
-        "dynamic": f"{metadata['dataset']} {split}, {num_examples} examples, binarized by one Bernoulli sample of "
-                   f"each gray level with seed {seed} (dynamically binarized protocol)",
-        "static": f"{metadata['dataset']} {split}, {num_examples} examples, binarized by one Bernoulli sample with "
-                  f"seed {seed}",
-        "none": f"{metadata['dataset']} {split}, {num_examples} examples, {levels} scaled to [0, 1]",
+        "dynamic": f"{metadata['dataset']} {split}, {examples}, binarized by one Bernoulli sample of each gray "
+                   f"level with seed {seed} (dynamically binarized protocol)",
+        "static": f"{metadata['dataset']} {split}, {examples}, binarized by one Bernoulli sample with seed {seed}",
+        "none": f"{metadata['dataset']} {split}, {examples}, {levels} scaled to [0, 1]",
     }[binarize]
     nll_text = (f"-log p(x) by importance sampling, log-mean-exp over K={num_importance_samples} samples of "
                 f"q(z|x) (Burda et al. 2015), nats per example; ± is the standard error over examples")
@@ -103,7 +111,8 @@ def describe_protocol(metadata, split, num_examples, binarize, seed, num_importa
                 "K samples of q(z|x), KL(q(z|x) || N(0, I)) in closed form",
         "nll": nll_text,
         "bits_per_dim": f"nll / (D ln 2), D = {input_size(metadata)} numbers per example",
-        "active_units": f"latent dimensions u with Var_x(E_q[z_u]) > {losses.ACTIVE_UNIT_THRESHOLD} (Burda et al. 2015)",
+        "active_units": f"latent dimensions u with Var_x(E_q[z_u]) > {losses.ACTIVE_UNIT_THRESHOLD} "
+                        f"(Burda et al. 2015)",
     }
 
 
@@ -285,10 +294,10 @@ def run(loaded, data_dir, split="test", num_importance_samples=1000, num_example
       "num_classes" (> 0: the likelihoods are given the label), "likelihood", "likelihood_is_density", "units".
     """
     binarize = resolve_binarize(loaded.metadata, binarize)
-    x, labels = load_split(loaded.metadata, data_dir, split, binarize, seed, num_examples)
+    x, labels, split_size = load_split(loaded.metadata, data_dir, split, binarize, seed, num_examples, at_random=True)
     results = evaluate(loaded, x, labels, num_importance_samples, batch_size, samples_per_batch, seed, progress)
     is_density = likelihood_is_density(loaded.metadata, binarize)
-    protocol = describe_protocol(loaded.metadata, split, len(x), binarize, seed, num_importance_samples)
+    protocol = describe_protocol(loaded.metadata, split, len(x), binarize, seed, num_importance_samples, split_size)
     # IDX files and TFDS order the examples differently: a number is comparable only with one from the same source.
     data_source = data.describe_source(loaded.metadata["dataset"], data.model_data_dir(loaded.metadata, data_dir))
     protocol["data"] += f"; read from {data_source}"

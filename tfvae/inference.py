@@ -84,6 +84,14 @@ def decode_samples(saved, metadata, rows, cols, seed=0, labels=None):
     return visualization.as_images(x_hat.numpy(), metadata["image_shape"])
 
 
+def decoded_images_are(metadata, z="z"):
+    """What a decoded image (`x_hat`) is, for titles: the mean of p(x|z), or for the autoregressive likelihood,
+    whose mean has no closed form, its raster-order mean-field image."""
+    if metadata.get("likelihood") == "autoregressive_bernoulli":
+        return f"mean-field image of p(x|{z})"
+    return f"mean of p(x|{z})"
+
+
 def test_images_are(metadata, seed):
     """How test images prepared as in training look, for titles: "test images" or "binarized test images (seed S)"."""
     return "test images" if metadata.get("binarize", "none") == "none" else f"binarized test images (seed {seed})"

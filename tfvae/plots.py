@@ -52,24 +52,20 @@ def _images(loaded, x):
     return visualization.as_images(np.asarray(x), loaded.metadata["image_shape"])
 
 
-def _cycle_labels(loaded, count):
-    return np.arange(count, dtype=np.int32) % loaded.num_classes if loaded.num_classes else None
-
-
-def _decoded(loaded, z="z"):
-    """What a decoded image is, for titles: the mean of p(x|z), or for the autoregressive likelihood, whose mean
-    has no closed form, its raster-order mean-field image."""
-    if loaded.metadata.get("likelihood") == "autoregressive_bernoulli":
-        return f"mean-field image of p(x|{z})"
-    return f"mean of p(x|{z})"
+def _class_row_labels(loaded):
+    return [f"class {data.class_label(loaded.metadata['dataset'], c)}" for c in range(loaded.num_classes)]
 
 
 def plot_samples(loaded, path, grid_size, seed, **_):
-    z = np.random.default_rng(seed).standard_normal((grid_size * grid_size, loaded.latent_dim)).astype(np.float32)
-    labels = _cycle_labels(loaded, len(z))
-    note = ", labels cycling 0..%d" % (loaded.num_classes - 1) if loaded.num_classes else ""
-    visualization.save_grid_png(path, _images(loaded, loaded.decode(z, labels)), grid_size, grid_size,
-                                f"{_name(loaded)}: {_decoded(loaded)}, z ~ N(0, I), seed {seed}{note}")
+    """grid_size rows of grid_size; for a conditional model one row per class, each cell a z of its own (the
+    class grid holds z fixed down its columns)."""
+    rows = loaded.num_classes or grid_size
+    z = np.random.default_rng(seed).standard_normal((rows * grid_size, loaded.latent_dim)).astype(np.float32)
+    labels = np.repeat(np.arange(rows, dtype=np.int32), grid_size) if loaded.num_classes else None
+    visualization.save_grid_png(path, _images(loaded, loaded.decode(z, labels)), rows, grid_size,
+                                f"{_name(loaded)}: {inference.decoded_images_are(loaded.metadata)}, z ~ N(0, I), "
+                                f"seed {seed}" + (", one row per class" if loaded.num_classes else ""),
+                                row_labels=_class_row_labels(loaded) if loaded.num_classes else None)
 
 
 def load_test_images(loaded, data_dir, seed, count, count_flag="scatter_examples"):
@@ -80,7 +76,7 @@ def load_test_images(loaded, data_dir, seed, count, count_flag="scatter_examples
       (x float32 `[n, *input_shape]` in [0, 1], labels int32 `[n]`, a phrase naming the images for titles).
     """
     trained_on = loaded.metadata.get("binarize", "none")
-    x, labels = evaluation.load_split(loaded.metadata, data_dir, "test", trained_on, seed, count, count_flag)
+    x, labels, _ = evaluation.load_split(loaded.metadata, data_dir, "test", trained_on, seed, count, count_flag)
     return x, labels, inference.test_images_are(loaded.metadata, seed)
 
 
@@ -94,14 +90,15 @@ def plot_reconstructions(loaded, path, grid_size, x, labels, images_are, seed=0,
         restored = loaded.decode(loaded.encode(corrupted, labels[:count])[0], labels[:count])
         images = np.concatenate([_images(loaded, corrupted), _images(loaded, restored), _images(loaded, x[:count])])
         visualization.save_grid_png(path, images, 3, count, f"{_name(loaded)}: {images_are} corrupted ({kind}), "
-                                    f"restored ({_decoded(loaded, 'z_mean')}), clean",
+                                    f"restored ({inference.decoded_images_are(loaded.metadata, 'z_mean')}), clean",
                                     row_labels=["corrupted", "restored", "clean"])
         return
     z_mean, _ = loaded.encode(x[:count], labels[:count])
     reconstructions = loaded.decode(z_mean, labels[:count])
     images = np.concatenate([_images(loaded, x[:count]), _images(loaded, reconstructions)])
     visualization.save_grid_png(path, images, 2, count, f"{_name(loaded)}: {images_are} and reconstructions "
-                                f"({_decoded(loaded, 'z_mean')})", row_labels=["original", "reconstruction"])
+                                f"({inference.decoded_images_are(loaded.metadata, 'z_mean')})",
+                                row_labels=["original", "reconstruction"])
 
 
 def plot_manifold(loaded, path, grid_size, **_):
@@ -122,8 +119,10 @@ def plot_latent_scatter(loaded, path, x, labels, scatter_examples, images_are, *
     n = min(scatter_examples, len(x))
     z_mean = encode_all(loaded, x[:n], labels[:n])
     how = "" if loaded.latent_dim <= 2 else f", PCA of {loaded.latent_dim}-D"
+    # The encoder of a conditional model is given the label, so z holds the style and the classes overlap.
+    given = "\nclasses overlap: given the label, z holds the style" if loaded.num_classes else ""
     visualization.save_latent_scatter_png(path, z_mean, labels[:n],
-                                          f"{_name(loaded)}: z_mean of {n} {images_are} by label{how}",
+                                          f"{_name(loaded)}: z_mean of {n} {images_are} by label{how}{given}",
                                           lambda label: data.class_label(loaded.metadata["dataset"], label))
 
 
@@ -164,8 +163,7 @@ def plot_class_grid(loaded, path, grid_size, seed, **_):
     labels = np.repeat(np.arange(classes, dtype=np.int32), grid_size)
     visualization.save_grid_png(path, _images(loaded, loaded.decode(z, labels)), classes, grid_size,
                                 f"{_name(loaded)}: one row per class, same z per column",
-                                row_labels=[f"class {data.class_label(loaded.metadata['dataset'], c)}"
-                                            for c in range(classes)])
+                                row_labels=_class_row_labels(loaded))
 
 
 PLOTTERS = {

@@ -35,7 +35,8 @@ def _summary(psnr, ssim):
 
 
 def evaluate_restoration(saved_model, data_dir, kinds=(), num_examples=10000, seed=0):
-    """Measures restoration on the first `num_examples` test images of the model's dataset.
+    """Measures restoration on `num_examples` test images of the model's dataset (all, or chosen at random with
+    `seed`: `data.seeded_subset`).
 
     Each kind corrupts the clean images (seeded, as in training); "corrupted" compares the corrupted images with
     the clean ones, "restored" the model's reconstructions of the corrupted images. "clean_input" is the
@@ -46,7 +47,7 @@ def evaluate_restoration(saved_model, data_dir, kinds=(), num_examples=10000, se
       data_dir: MNIST_data/ IDX folder or TFDS data dir.
       kinds: corruption kinds to measure; empty: see `kinds_to_measure`.
       num_examples: test images used.
-      seed: seeds the corruptions.
+      seed: seeds the corruptions and the choice of images.
 
     Returns:
       (results dict ready for JSON, grid images `[rows * min(GRID_COLUMNS, n), H, W, C]`, row labels).
@@ -58,7 +59,8 @@ def evaluate_restoration(saved_model, data_dir, kinds=(), num_examples=10000, se
         # Else it would measure fewer images than asked, and say so only inside the JSON.
         raise ValueError(f"--num_examples={num_examples} is more than the {len(arrays.test_images):,} test images of "
                          f"{metadata['dataset']}; pass at most {len(arrays.test_images)}")
-    images, labels = arrays.test_images[:num_examples], arrays.test_labels[:num_examples]
+    chosen = data.seeded_subset(num_examples, len(arrays.test_images), seed)
+    images, labels = arrays.test_images[chosen], arrays.test_labels[chosen]
     clean = data.to_unit_float(images).numpy()
     restored_clean = enhance.restore_images(saved, metadata, clean)
     results = {
