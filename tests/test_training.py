@@ -514,6 +514,26 @@ def test_a_run_started_from_another_trains_with_its_own_learning_rate(tmp_path, 
     assert _checkpoint_value(tmp_path / "tuned", "optimizer/_learning_rate") == pytest.approx(0.0005)
 
 
+def test_a_run_folder_starts_a_run_across_float16s_loss_scale_with_its_adam_state(tmp_path, monkeypatch):
+    # The resume error's advice for --mixed_precision=mixed_float16 (training.make_optimizer wraps Adam in a loss
+    # scale): --init_from the run folder, in both directions.
+    from tfvae.compat import keras
+
+    _train_tiny(tmp_path / "float32", monkeypatch, epochs=1)
+    steps = _checkpoint_value(tmp_path / "float32", "optimizer/_iterations")
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        _train_tiny(tmp_path / "float16", monkeypatch, epochs=1, mixed_precision="mixed_float16",
+                    init_from=str(tmp_path / "float32"))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    # Adam went on counting from the source's steps (a float16 step that overflows is skipped, not counted).
+    continued = _checkpoint_value(tmp_path / "float16", "optimizer/inner_optimizer/_iterations")
+    assert steps < continued <= 2 * steps
+    _train_tiny(tmp_path / "back", monkeypatch, epochs=1, init_from=str(tmp_path / "float16"))
+    assert continued < _checkpoint_value(tmp_path / "back", "optimizer/_iterations") <= continued + steps
+
+
 def test_a_stop_in_a_resumed_epoch_names_the_step_of_the_epoch():
     callback = training.StopOnBadSteps(max_bad_steps=3, steps_per_epoch=10)
     model = types.SimpleNamespace(stop_training=False, bad_steps_in_a_row=types.SimpleNamespace(

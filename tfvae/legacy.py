@@ -344,15 +344,30 @@ def initialize_model(model, init_from="", init_from_tf1="", dataset="", image_sh
     from tfvae import restore  # Here: restore imports modules that import this one.
 
     if has_optimizer:
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer) if root_optimizer else \
-            tf.train.Checkpoint(model=model)
+        saved = children["optimizer"] if root_optimizer else _children(graph, children["model"])["optimizer"]
+        saved_scaled, scaled = "inner_optimizer" in _children(graph, saved), hasattr(model.optimizer, "inner_optimizer")
+        if saved_scaled != scaled and not root_optimizer:  # In an export Adam is the model's: it cannot be moved.
+            raise TF1ImportError(f"{unfit}: its Adam state was exported {'with' if saved_scaled else 'without'} "
+                                 f"float16's loss scale; pass the --mixed_precision it was trained with, or --init_from "
+                                 f"the run folder it was exported from")
+        unread = []
         try:
-            checkpoint.read(prefix).expect_partial().assert_existing_objects_matched()
+            if saved_scaled == scaled:
+                checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer) if root_optimizer else \
+                    tf.train.Checkpoint(model=model)
+                checkpoint.read(prefix).expect_partial().assert_existing_objects_matched()
+            else:
+                unread = _read_across_loss_scale(model, prefix, saved_scaled)
+        except restore.DamagedCheckpoint as e:
+            raise _unreadable(prefix, e) from None
         except export.VARIABLE_READ_ERRORS as e:
             if export.is_damaged(e):  # Other flags would not help.
                 raise _unreadable(prefix, export.describe_read_error(e)) from None
             raise TF1ImportError(f"{unfit} ({export.describe_read_error(e)}); pass the flags of the run that "
                                  f"wrote it") from None
+        if unread:
+            raise TF1ImportError(f"{unfit} (it has no value for {', '.join(unread[:3])}); pass the flags of the run "
+                                 f"that wrote it")
         model.repair_kl_weight()
         return f"Initialised weights and Adam state at step {int(model.optimizer.iterations)} from {init_from}"
     try:  # The weights only; the model's Adam state, built already, starts afresh.
@@ -366,6 +381,20 @@ def initialize_model(model, init_from="", init_from_tf1="", dataset="", image_sh
                              f"that wrote it")
     model.repair_kl_weight()
     return f"Initialised weights from {init_from}"
+
+
+def _read_across_loss_scale(model, prefix, saved_scaled):
+    """Reads a train.py checkpoint of the other side of float16's loss scale, which wraps Adam
+    (training.make_optimizer): the saved Adam state is one level down (or up) from where `model`'s is; the scale
+    itself starts afresh. Returns the paths of the weights and slots it held no value for."""
+    from tfvae import restore  # Here: restore imports modules that import this one.
+
+    adam = model.optimizer if saved_scaled else model.optimizer.inner_optimizer
+    target = tf.train.Checkpoint(inner_optimizer=adam) if saved_scaled else adam
+    # The model also holds its own (wrapped or unwrapped) optimizer, which the saved one does not match in form:
+    # every weight and Adam slot is checked read instead.
+    expected = [v for v in [*model.weights, *adam.variables] if tf.as_dtype(v.dtype).is_floating]
+    return restore.read_every_variable({"model": model, "optimizer": target}, expected, prefix)
 
 
 def _refuse_other_images(init_from, dataset, image_shape):
