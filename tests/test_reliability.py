@@ -87,6 +87,22 @@ def test_an_absurd_learning_rate_stops_the_run_with_a_clear_error(tmp_path, mnis
     assert not os.path.exists(tmp_path / "run" / "metrics.json")
     # ...and no checkpoint of its unfinished epoch: the last good checkpoint stays the last one.
     assert tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints")) is None
+    assert _epoch_loss_steps(tmp_path / "run" / "train") == [0]  # The unfinished epoch, for plots of the run.
+    # Started again at a sane rate: TensorBoard draws one value per epoch, not the unfinished epoch's beside it.
+    result = run_script("train.py", f"--flagfile={tmp_path}/run/flags.txt", "--resume", "--learning_rate=1e-3",
+                        "--epochs=1", f"--model_dir={tmp_path}/run", f"--export_dir={tmp_path}/export")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "TensorBoard: removed the" in result.stdout and "for epoch 1 on, which this one logs again" in result.stdout
+    assert _epoch_loss_steps(tmp_path / "run" / "train") == [0]
+
+
+def _epoch_loss_steps(log_dir):
+    """The steps of every `epoch_loss` event in the event files of `log_dir`, in file order."""
+    from tensorboard.compat.proto import event_pb2
+
+    return [event.step for path in sorted(log_dir.glob("events.out.tfevents.*"))
+            for event in map(event_pb2.Event.FromString, (r.numpy() for r in tf.data.TFRecordDataset(str(path))))
+            for value in event.summary.value if value.tag == "epoch_loss"]
 
 
 def test_clip_grad_norm_bounds_what_adam_sees():

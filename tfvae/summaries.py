@@ -302,6 +302,49 @@ def _hparams_event_files(log_dir):
     return found
 
 
+# A run's folders of events logged per epoch at Keras' epoch index: train/ and validation/ (Keras' TensorBoard
+# callback), images/ (training.ImageSummaries) and latent/ (LatentSummaries).
+EPOCH_LOG_DIRS = ("train", "validation", "images", "latent")
+
+
+def drop_epochs_from(model_dir, first_epoch):
+    """Removes from the run's event files what earlier processes logged for epoch index `first_epoch` and later,
+    which a run resumed from the checkpoint of `first_epoch` done epochs logs again: e.g. the unfinished epoch of a
+    run stopped for non-finite steps. TensorBoard would draw both values at one step.
+
+    Returns:
+      The number of events removed.
+    """
+    from tensorboard.compat.proto import event_pb2  # Only this path needs it.
+
+    removed = 0
+    for subdir in EPOCH_LOG_DIRS:
+        folder = os.path.join(model_dir, subdir)
+        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            path = os.path.join(folder, name)
+            if not name.startswith("events.out.tfevents.") or not os.path.isfile(path):
+                continue
+            records = []
+            try:
+                for record in tf.data.TFRecordDataset(path):
+                    records.append(record.numpy())
+            except tf.errors.DataLossError:  # A file cut short by a crash: its whole records are kept.
+                pass
+            events = [event_pb2.Event.FromString(record) for record in records]
+            kept = [record for record, event in zip(records, events)
+                    if not (event.HasField("summary") and event.step >= first_epoch)]
+            if len(kept) < len(records):
+                artifacts.write_bytes_with(path, lambda tmp, kept=kept: _write_records(tmp, kept))
+                removed += len(records) - len(kept)
+    return removed
+
+
+def _write_records(path, records):
+    with tf.io.TFRecordWriter(path) as writer:
+        for record in records:
+            writer.write(record)
+
+
 def make_callbacks(cfg, datasets):
     """The callbacks of this module for a training run writing under `cfg.model_dir`."""
     held_out = datasets.validation if cfg.validation_size else datasets.test

@@ -604,6 +604,11 @@ def train(model, datasets, cfg):
         model.optimizer.learning_rate = cfg.learning_rate
     initial_epoch, first_step = divmod(int(state.step.numpy()), steps_per_epoch)
     first_epoch = initial_epoch
+    if cfg.resume:  # What an earlier process logged past the checkpoint is logged again from here.
+        removed = summaries.drop_epochs_from(cfg.model_dir, first_epoch)
+        if removed:
+            print(f"TensorBoard: removed the {removed} events an earlier process logged for epoch {first_epoch + 1} "
+                  f"on, which this one logs again", flush=True)
     # Read before this process's epochs are logged: a resumed run's metrics.json and export keep the whole curves.
     earlier_history = summaries.history_before(cfg.model_dir, first_epoch) if first_epoch else {}
     earlier_epoch_seconds = summaries.epoch_seconds_before(cfg.model_dir) if first_epoch else {}
