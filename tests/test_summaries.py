@@ -90,6 +90,28 @@ def test_hparams_hold_the_flags_and_test_metrics_sit_beside_them(tiny_run):
     assert 60 < test["loss"] < 400 and test["negative_elbo"] == pytest.approx(test["loss"], rel=1e-5)  # beta 1.
 
 
+def test_the_hparams_table_shows_the_negative_elbo_and_the_flags_a_sweep_varies_first(tiny_run):
+    # TensorBoard shows the first five flags and metrics of the experiment until others are ticked.
+    from tensorboard.plugins.hparams import metadata
+
+    model_dir, _ = tiny_run
+    accumulator = event_accumulator.EventAccumulator(model_dir)
+    accumulator.Reload()
+    experiment = metadata.parse_experiment_plugin_data(
+        accumulator.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.EXPERIMENT_TAG])
+    # TensorBoard orders them by `differs`, then by name.
+    shown = sorted(experiment.hparam_infos, key=lambda h: (not h.differs, h.name))[:5]
+    assert [h.name for h in shown] == ["beta", "latent_dim", "learning_rate", "likelihood", "model"]
+    assert set(session_start(model_dir).hparams) <= {h.name for h in experiment.hparam_infos}  # Every column.
+    shown = [(m.name.group, m.name.tag) for m in experiment.metric_infos][:5]
+    assert shown == [("", "test/negative_elbo"), ("", "test/loss"), ("validation", "epoch_negative_elbo"),
+                     ("validation", "epoch_loss"), ("", "test/kl")]
+    # Each names a series the run wrote.
+    root, validation = _accumulator(model_dir), _accumulator(os.path.join(model_dir, "validation"))
+    assert {"test/negative_elbo", "test/loss", "test/kl"} <= set(root.Tags()["tensors"])
+    assert {"epoch_negative_elbo", "epoch_loss"} <= set(validation.Tags()["tensors"])
+
+
 def test_a_runs_hparams_are_those_of_its_latest_process_and_other_event_files_stay(tmp_path):
     """A resumed run writes its flags again; the earlier processes' HParams files go (those of tfvae before
     2026-12-04 too, recognised by their contents), files with anything else stay."""

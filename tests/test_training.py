@@ -95,6 +95,21 @@ def test_a_restoration_models_images_show_corrupted_restored_and_clean_rows(tmp_
     np.testing.assert_allclose(rows[1], np.round(clean[0].reshape(28, 28) * 255), atol=1)
 
 
+def test_a_conditional_models_sample_image_has_one_row_per_class(tmp_path):
+    from tfvae.models import build_model
+
+    model = build_model(config.RunConfig(model="cvae", hidden_sizes=(8,), latent_dim=2, likelihood="bernoulli"),
+                        (28, 28, 1))
+    originals = {"input": tf.zeros([3, 784]), "target": tf.zeros([3, 784]), "label": tf.constant([0, 1, 2])}
+    callback = training.ImageSummaries(str(tmp_path), (28, 28, 1), originals, seed=0)
+    callback.set_model(model)
+    callback.on_epoch_end(0)
+    samples = _event_tags(str(tmp_path))["samples"]
+    grid = tf.io.decode_png(tf.make_ndarray(samples.tensor)[2]).numpy()
+    assert grid.shape[:2] == (10 * 29 - 1, 4 * 29 - 1)  # Rows of classes 0-9, labels never wrapping mid-row.
+    assert samples.metadata.summary_description == "One row per class, 0 at the top"
+
+
 def test_resume_continues_at_the_saved_epoch(short_run, tmp_path):
     first = json.load(open(os.path.join(short_run["model_dir"], "metrics.json")))["history"]
     result = run_script("train.py", *short_run["args"], "--epochs=2", "--resume",

@@ -348,8 +348,8 @@ def initialize_model(model, init_from="", init_from_tf1="", dataset="", image_sh
         saved_scaled, scaled = "inner_optimizer" in _children(graph, saved), hasattr(model.optimizer, "inner_optimizer")
         if saved_scaled != scaled and not root_optimizer:  # In an export Adam is the model's: it cannot be moved.
             raise TF1ImportError(f"{unfit}: its Adam state was exported {'with' if saved_scaled else 'without'} "
-                                 f"float16's loss scale; pass the --mixed_precision it was trained with, or --init_from "
-                                 f"the run folder it was exported from")
+                                 f"float16's loss scale; pass the --mixed_precision it was trained with, or "
+                                 f"--init_from the run folder it was exported from")
         unread = []
         try:
             if saved_scaled == scaled:

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfvae import artifacts, losses
+from tfvae import artifacts, config, losses
 from tfvae.compat import keras
 
 METRICS_FILE = "metrics.json"
@@ -268,11 +268,60 @@ class HParamsSummary(keras.callbacks.Callback):
 
         earlier = _hparams_event_files(self.log_dir)
         with writing_to(self.log_dir, filename_suffix=HPARAMS_SUFFIX):
+            tf.summary.experimental.write_raw_pb(hparams_experiment().SerializeToString(), step=0)
             # The run folder names the trial: unique under one logdir, unlike --name.
             hp.hparams(hparams_of(self.cfg), trial_id=os.path.basename(os.path.normpath(self.cfg.model_dir)))
         # A resumed run's flags replace those of its earlier processes: TensorBoard shows the first it reads.
         for path in earlier:
             os.remove(path)
+        if earlier:
+            print("TensorBoard: a TensorBoard started before this process keeps showing the flags it first read for "
+                  "this run in HParams; restart it to see these", flush=True)
+
+
+# The HParams table's metrics in the order shown: what compares runs first (the negative ELBO, whatever the objective
+# trained), speed last. (tag, run folder under the run or None for the run itself, column name).
+HPARAMS_METRICS = (
+    ("test/negative_elbo", None, "test negative ELBO"),
+    ("test/loss", None, "test loss"),
+    ("epoch_negative_elbo", "validation", "validation negative ELBO"),
+    ("epoch_loss", "validation", "validation loss"),
+    ("test/kl", None, "test KL"),
+    ("test/reconstruction", None, "test reconstruction"),
+    ("epoch_kl", "validation", "validation KL"),
+    ("epoch_reconstruction", "validation", "validation reconstruction"),
+    ("active_units", "latent", "active units"),
+    ("epoch_loss", "train", "train loss"),
+    ("epoch_kl", "train", "train KL"),
+    ("epoch_reconstruction", "train", "train reconstruction"),
+    ("epoch_grad_norm", "train", "gradient norm"),
+    ("epoch_bad_steps", "train", "skipped steps"),
+    ("epoch_examples_per_second", "train", "examples/s"),
+)
+# The flags the HParams table shows until others are ticked: those a sweep varies most.
+HPARAMS_SHOWN = ("model", "likelihood", "latent_dim", "beta", "learning_rate")
+
+
+def hparams_experiment():
+    """The HParams experiment every run writes (a `summary_pb2.Summary`): every flag a row may hold, and the
+    metrics in HPARAMS_METRICS' order. The same in every run, so whichever run TensorBoard takes it from (it takes
+    one) orders the table, whose first five flags and metrics are shown until others are ticked.
+
+    TensorBoard lists a written experiment's flags by `differs`, then by name, where it would otherwise mark those
+    whose values differ between runs: HPARAMS_SHOWN are marked so.
+    """
+    from tensorboard.plugins.hparams import api as hp, plugin_data_pb2  # Only this path needs them.
+
+    names = [field.name for field in dataclasses.fields(config.RunConfig) if field.name not in HPARAMS_EXCLUDED]
+    summary = hp.hparams_config_pb(hparams=[hp.HParam(name) for name in names],
+                                   metrics=[hp.Metric(tag, group=group, display_name=shown)
+                                            for tag, group, shown in HPARAMS_METRICS])
+    plugin_data = summary.value[0].metadata.plugin_data
+    content = plugin_data_pb2.HParamsPluginData.FromString(plugin_data.content)
+    for info in content.experiment.hparam_infos:
+        info.differs = info.name in HPARAMS_SHOWN
+    plugin_data.content = content.SerializeToString()
+    return summary
 
 
 HPARAMS_SUFFIX = ".hparams"

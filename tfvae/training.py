@@ -239,8 +239,11 @@ class ImageSummaries(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         model = self.model
-        z = np.random.default_rng(self.seed).standard_normal((GRID_ROWS * GRID_COLS, model.latent_dim))
-        labels = np.arange(GRID_ROWS * GRID_COLS, dtype=np.int32) % max(getattr(model, "num_classes", 1), 1)
+        classes = getattr(model, "num_classes", 0)
+        sample_rows = classes or GRID_ROWS  # A conditional model's grid: one row per class.
+        z = np.random.default_rng(self.seed).standard_normal((sample_rows * GRID_COLS, model.latent_dim))
+        labels = (np.repeat(np.arange(sample_rows, dtype=np.int32), GRID_COLS) if classes
+                  else np.zeros(len(z), np.int32))
         samples = model.likelihood(model.decode(tf.constant(z, tf.float32), tf.constant(labels)))
         reconstructions = model({"input": self.originals["input"], "label": self.originals["label"]})
         as_images = lambda x: visualization.as_images(x, self.image_shape)  # noqa: E731
@@ -251,7 +254,8 @@ class ImageSummaries(keras.callbacks.Callback):
             tag, rows = "originals_over_reconstructions", [self.originals["target"], reconstructions]
         tiles = np.concatenate([as_images(row) for row in rows])
         with self.writer.as_default(step=epoch):  # Keras' epoch index, the step of its epoch scalars.
-            tf.summary.image("samples", visualization.tile_images(as_images(samples), GRID_ROWS, GRID_COLS)[None])
+            tf.summary.image("samples", visualization.tile_images(as_images(samples), sample_rows, GRID_COLS)[None],
+                             description="One row per class, 0 at the top" if classes else None)
             tf.summary.image(tag, visualization.tile_images(tiles, len(rows), len(tiles) // len(rows))[None])
         self.writer.flush()
 
