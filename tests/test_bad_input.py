@@ -442,6 +442,9 @@ CASES = {
         lambda ctx: train(f"--flagfile={REPO}/configs/tf1_tutorial.flags", "--strategy=mirrored", "--cpu_devices=2",
                           f"--data_dir={ctx['mnist']}", "--model_dir={out}/run", "--export_dir={out}/export"),
         "--strategy=mirrored and multi_worker_mirrored run one step per execution"),
+    # Keras would quietly train without XLA, and the run's files would say XLA.
+    "conflict jit deterministic": (lambda ctx: train("--jit_compile", "--deterministic"),
+                                   "--jit_compile and --deterministic conflict"),
     "conflict micro batches": (lambda ctx: train("--batch_size=100", "--micro_batches=3"),
                                "--batch_size must be a multiple of --micro_batches (equal parts)"),
     "zero micro batches": (lambda ctx: train("--micro_batches=0"), "--micro_batches must be > 0"),
@@ -557,6 +560,11 @@ CASES = {
     # An --init_from that does not fit is found after the run folder is made: the folder must go again.
     "init from another model": (lambda ctx: train(f"--init_from={REPO}/saved_models/cvae_mnist"),
                                 "does not fit this model"),
+    # What the source lacks is named by path, not cut from TensorFlow's list of Python objects mid-word.
+    "init from another likelihood": (
+        lambda ctx: train(f"--flagfile={REPO}/configs/tf1_tutorial.flags", "--likelihood=gaussian", "--learn_variance",
+                          f"--init_from={REPO}/saved_models/tf1_tutorial", f"--data_dir={ctx['mnist']}"),
+        "does not fit this model (it has no value for "),
     # The same into a run folder that is a link to an empty folder: the link and its folder stay, empty.
     "init from another model into a linked run folder": (init_into_linked_run_folder_case, "does not fit this model"),
     "classifier missing data dir": (lambda ctx: ("train_classifier.py", ["--data_dir=/nonexistent/MNIST_data",

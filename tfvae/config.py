@@ -369,6 +369,11 @@ def define_train_flags():
         ["cpu_devices", "strategy"], lambda f: (f["cpu_devices"] or 1) <= 1 or f["strategy"] == "mirrored",
         message="--cpu_devices splits the CPU into devices for --strategy=mirrored, which is not set; add it or drop "
                 "--cpu_devices")
+    # Keras' model_supports_jit says no under tf.config.experimental.enable_op_determinism.
+    flags.register_multi_flags_validator(
+        ["jit_compile", "deterministic"], lambda f: not (f["jit_compile"] and f["deterministic"]),
+        message="--jit_compile and --deterministic conflict: Keras compiles nothing with XLA under op determinism "
+                "(it would train without XLA); drop one")
     # XLA-compiled steps on logical CPU devices read a variable of the other replica's device and fail (TensorFlow
     # 2.21); on GPUs XLA and mirrored work together.
     flags.register_multi_flags_validator(
@@ -769,7 +774,8 @@ def define_evaluate_flags():
                          "batch_size * samples_per_batch decoded examples, plus batch_size * "
                          "num_importance_samples * latent_dim floats of noise.", lower_bound=1)
     flags.DEFINE_enum("binarize", "auto", EVAL_BINARIZE, "Test-data protocol. auto: dynamic (a fresh Bernoulli "
-                      "sample with --seed, the standard protocol) for Bernoulli models, gray levels otherwise.")
+                      "sample with --seed, the standard protocol) for Bernoulli models and models trained on binary "
+                      "images, gray levels otherwise.")
     define_seed_flag("Seeds binarization, the samples of q(z|x) and the choice of --num_examples.")
     define_output_file_flag(None, "JSON file to write. Default: evaluation_SPLIT_kK_nN.json (N: --num_examples "
                             "or all; then _BINARIZE and _seedS when not the defaults) in the --saved_model or "

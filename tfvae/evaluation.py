@@ -16,10 +16,13 @@ DEFAULT_VALIDATION_SIZE = 5000
 
 
 def resolve_binarize(metadata, binarize="auto"):
-    """The test-data protocol: "auto" is dynamic binarization for Bernoulli models, gray levels otherwise."""
+    """The test-data protocol: "auto" is dynamic binarization for Bernoulli models and for models trained on binary
+    images, gray levels otherwise."""
     if binarize != "auto":
         return binarize
-    return "dynamic" if metadata.get("likelihood") in config.BINARY_LIKELIHOODS else "none"
+    binary = (metadata.get("likelihood") in config.BINARY_LIKELIHOODS
+              or metadata.get("binarize", "none") in ("dynamic", "static"))
+    return "dynamic" if binary else "none"
 
 
 def load_split(metadata, data_dir, split, binarize, seed, num_examples=0, num_examples_flag="num_examples",
@@ -99,6 +102,8 @@ def describe_protocol(metadata, split, num_examples, binarize, seed, num_importa
     elif binarize == "none":
         nll_text += (f"; a continuous density of [0, 1]-scaled {levels}, not comparable with numbers on binarized "
                      f"data nor with discrete (8-bit) bits/dim")
+        if metadata.get("binarize", "none") != "none":
+            nll_text += "; the model was trained on binary images, evaluated on gray levels"
     elif metadata.get("binarize") == "none":
         nll_text += "; the model was trained on gray levels, evaluated on binary images"
     if metadata.get("corruption", "none") != "none":

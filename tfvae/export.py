@@ -57,6 +57,11 @@ def describe_read_error(error):
     """One line on why saved variables could not be read (a `VARIABLE_READ_ERRORS` error)."""
     if isinstance(error, IndexError):
         return "its data file is shorter than its index says: truncated or damaged"
+    # TensorFlow's "not bound to checkpointed values" lists each variable's repr: their paths say what is missing.
+    missing = re.findall(r"<Variable path=([^,\s]+)", str(error))
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        return f"it has no value for {', '.join(missing[:3])}{more}"
     return cli.op_error_reason(error)[:200]
 
 
