@@ -334,11 +334,8 @@ def _hparams_event_files(log_dir):
     from tensorboard.plugins.hparams import metadata as hparams_metadata
 
     found = []
-    for name in sorted(os.listdir(log_dir)) if os.path.isdir(log_dir) else []:
-        path = os.path.join(log_dir, name)
-        if not name.startswith("events.out.tfevents.") or not os.path.isfile(path):
-            continue
-        if name.endswith(HPARAMS_SUFFIX):
+    for path in _event_files(log_dir):
+        if path.endswith(HPARAMS_SUFFIX):
             found.append(path)
             continue
         try:
@@ -368,11 +365,7 @@ def drop_epochs_from(model_dir, first_epoch):
 
     removed = 0
     for subdir in EPOCH_LOG_DIRS:
-        folder = os.path.join(model_dir, subdir)
-        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-            path = os.path.join(folder, name)
-            if not name.startswith("events.out.tfevents.") or not os.path.isfile(path):
-                continue
+        for path in _event_files(os.path.join(model_dir, subdir)):
             records = []
             try:
                 for record in tf.data.TFRecordDataset(path):
@@ -386,6 +379,13 @@ def drop_epochs_from(model_dir, first_epoch):
                 artifacts.write_bytes_with(path, lambda tmp, kept=kept: _write_records(tmp, kept))
                 removed += len(records) - len(kept)
     return removed
+
+
+def _event_files(folder):
+    """The paths of the TensorBoard event files directly in `folder`, by name (so by the time they were begun)."""
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    return [os.path.join(folder, name) for name in names
+            if name.startswith("events.out.tfevents.") and os.path.isfile(os.path.join(folder, name))]
 
 
 def _write_records(path, records):
