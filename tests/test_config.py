@@ -43,7 +43,7 @@ def test_data_dir_is_recorded_absolute(tmp_path):
 
 
 def test_written_flagfile_reads_back_the_same_config(tmp_path):
-    cfg = _parse("--model=mlp", "--hidden_sizes=400,200", "--latent_dim=7", "--jit_compile",
+    cfg = _parse("--model=mlp", "--hidden_sizes=400,200", "--latent_dim=7", "--noimage_summaries",
                  f"--model_dir={tmp_path}/a", "--binarize=dynamic", "--checkpoint_every_steps=50", "--deterministic",
                  "--intra_op_threads=1", "--inter_op_threads=3")
     flagfile = tmp_path / "flags.txt"
