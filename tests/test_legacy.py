@@ -478,6 +478,39 @@ def test_init_from_an_export_of_weights_only(tmp_path):
     assert int(model.optimizer.iterations.numpy()) > 0
 
 
+def test_init_from_a_likelihood_with_weights_this_model_lacks_names_them(tmp_path):
+    """The other way round is refused (the model's likelihood would have no weights); this way a warm start is
+    fine, but the source's likelihood weights are left behind, which the log line says."""
+    best = os.path.join(REPO, "saved_models", "mnist_best")  # Autoregressive Bernoulli, weights only.
+    plain = preset_config(model="mlp", hidden_sizes=(512, 256), latent_dim=32, likelihood="bernoulli")
+    model = build_model(plain, (28, 28, 1))
+    training.compile_model(model, plain)
+    line = legacy.initialize_model(model, init_from=best)
+    assert line.startswith(f"Initialised weights from {best}; not used, this model has no such weights: "
+                           f"model/likelihood/"), line
+    # The autoregressive likelihood's own weights, nothing of the encoder or decoder the model took.
+    assert line.split(": ", 1)[1].split(", ") == [f"model/likelihood/{name}" for name in
+                                                  ("hidden_kernel", "hidden_bias", "output_kernel")]
+    x = np.random.default_rng(0).random((3, 784)).astype(np.float32)
+    encoded = tf.saved_model.load(best).signatures["encode"](input=tf.constant(x))
+    np.testing.assert_allclose(model.encode(tf.constant(x))[0].numpy(), encoded["z_mean"].numpy(), atol=1e-6)
+    # With Adam's state (a train.py checkpoint of a learned variance, into a fixed one): named too.
+    learned = preset_config(likelihood="gaussian", learn_variance=True)
+    source = build_model(learned, (28, 28, 1))
+    training.compile_model(source, learned)
+    source(np.zeros((1, 784), np.float32))
+    prefix = tf.train.Checkpoint(model=source, optimizer=source.optimizer).write(str(tmp_path / "run" / "ckpt-1"))
+    fixed = preset_config(likelihood="gaussian")
+    model = build_model(fixed, (28, 28, 1))
+    training.compile_model(model, fixed)
+    assert legacy.initialize_model(model, init_from=prefix) == (
+        f"Initialised weights and Adam state at step 0 from {prefix}; not used, this model has no such weights: "
+        f"model/likelihood/logvar")
+    # A source of the same model leaves nothing out, and the line says nothing more.
+    assert legacy.initialize_model(source, init_from=prefix) == (
+        f"Initialised weights and Adam state at step 0 from {prefix}")
+
+
 def test_init_from_an_export_of_other_sizes_is_refused_by_name():
     model = build_model(preset_config(hidden_sizes=(64,)), (28, 28, 1))
     model.compile(optimizer=training.make_optimizer(preset_config()))

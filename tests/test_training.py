@@ -63,6 +63,12 @@ def _event_tags(folder):
     return tags
 
 
+def _tag_steps(folder, tag):
+    """The steps of every `tag` event in the event files directly in `folder`, in the order of the files' names."""
+    return [event.step for path in sorted(glob.glob(os.path.join(folder, "events.out.tfevents.*")))
+            for event in tf.compat.v1.train.summary_iterator(path) for value in event.summary.value if value.tag == tag]
+
+
 def test_tensorboard_scalars_and_images(short_run):
     model_dir = short_run["model_dir"]
     for split in ("train", "validation"):
@@ -488,7 +494,11 @@ def test_a_metric_dropped_on_resume_and_a_finished_run_resumed_keep_every_epoch(
     # run without warm-up use (it held the warm-up line's start, ~0, which the resume below trained with).
     assert _checkpoint_kl_weight(tmp_path) == 1.0
     capsys.readouterr()
+    assert _tag_steps(tmp_path, "test/loss") == [0]
     second = _train_tiny(tmp_path, monkeypatch, epochs=2, resume=True)  # No warm-up now: no kl_weight.
+    # One test point in TensorBoard, of the final model: not the first process's beside it, joined by a line.
+    assert _tag_steps(tmp_path, "test/loss") == [1]
+    assert _tag_steps(tmp_path / "train", "epoch_loss") == [0, 1]
     lines = _epoch_lines(capsys.readouterr().out)
     assert sorted(lines) == [2] and second["epochs_run"] == [2]
     assert second["history"]["kl_weight"] == [first["history"]["kl_weight"][0], None]
@@ -509,6 +519,7 @@ def test_a_metric_dropped_on_resume_and_a_finished_run_resumed_keep_every_epoch(
     assert third["epochs_run"] == [] and third["epoch_seconds"] == second["epoch_seconds"]
     assert sorted(second["epoch_seconds"]) == [1, 2] and third["train_seconds"] < 1.0
     assert third["history"] == second["history"]
+    assert _tag_steps(tmp_path, "test/loss") == [1]  # Tested again: the value at step 1 once, not twice.
     test = third["test"]
     assert test["loss"] == pytest.approx(test["reconstruction"] + test["kl"], rel=1e-5)
 

@@ -369,7 +369,8 @@ def initialize_model(model, init_from="", init_from_tf1="", dataset="", image_sh
             raise TF1ImportError(f"{unfit} (it has no value for {', '.join(unread[:3])}); pass the flags of the run "
                                  f"that wrote it")
         model.repair_kl_weight()
-        return f"Initialised weights and Adam state at step {int(model.optimizer.iterations)} from {init_from}"
+        return (f"Initialised weights and Adam state at step {int(model.optimizer.iterations)} from {init_from}"
+                + _left_out_note(graph, children["model"], model))
     try:  # The weights only; the model's Adam state, built already, starts afresh.
         unread = restore.read_every_variable({"model": model}, model.trainable_variables, prefix)
     except restore.DamagedCheckpoint as e:
@@ -380,7 +381,32 @@ def initialize_model(model, init_from="", init_from_tf1="", dataset="", image_sh
         raise TF1ImportError(f"{unfit} (it has no value for {', '.join(unread[:3])}); pass the flags of the run "
                              f"that wrote it")
     model.repair_kl_weight()
-    return f"Initialised weights from {init_from}"
+    return f"Initialised weights from {init_from}" + _left_out_note(graph, children["model"], model)
+
+
+def _left_out_note(graph, node, model):
+    """What a source's model holds that `model` has no place for, as the end of the log line: e.g. the weights of
+    an autoregressive or learned-variance likelihood read into a plain one, which a checkpoint read skips silently.
+    Matched by name, as the read matches them; the optimizer's slots follow the weights and are not listed."""
+    left_out, seen = [], set()
+
+    def walk(node, target, path):
+        children = tf.train.TrackableView(target).children(target) if target is not None else {}
+        for child in graph.nodes[node].children:
+            if child.node_id in seen or (path == "model" and child.local_name == "optimizer"):
+                continue
+            seen.add(child.node_id)
+            child_path, child_target = f"{path}/{child.local_name}", children.get(child.local_name)
+            if child_target is None and any(attribute.name == "VARIABLE_VALUE"
+                                            for attribute in graph.nodes[child.node_id].attributes):
+                left_out.append(child_path)
+            walk(child.node_id, child_target, child_path)
+
+    walk(node, model, "model")
+    if not left_out:
+        return ""
+    shown = ", ".join(left_out[:4]) + (f" and {len(left_out) - 4} more" if len(left_out) > 4 else "")
+    return f"; not used, this model has no such weights: {shown}"
 
 
 def _read_across_loss_scale(model, prefix, saved_scaled):

@@ -351,6 +351,8 @@ def _hparams_event_files(log_dir):
 # A run's folders of events logged per epoch at Keras' epoch index: train/ and validation/ (Keras' TensorBoard
 # callback), images/ (training.ImageSummaries) and latent/ (LatentSummaries).
 EPOCH_LOG_DIRS = ("train", "validation", "images", "latent")
+# The final test metrics' tags, in the run folder itself (write_test_metrics).
+TEST_TAG_PREFIX = "test/"
 
 
 def drop_epochs_from(model_dir, first_epoch):
@@ -358,27 +360,35 @@ def drop_epochs_from(model_dir, first_epoch):
     which a run resumed from the checkpoint of `first_epoch` done epochs logs again: e.g. the unfinished epoch of a
     run stopped for non-finite steps. TensorBoard would draw both values at one step.
 
+    The test metrics (`test/NAME` in the run folder itself) go whatever their step: a resumed run tests its final
+    model again, and an earlier process's test point of fewer epochs would be joined to the new one by a line.
+
     Returns:
       The number of events removed.
     """
+    removed = sum(_drop_events(path, lambda event: event.step >= first_epoch)
+                  for subdir in EPOCH_LOG_DIRS for path in _event_files(os.path.join(model_dir, subdir)))
+    return removed + sum(
+        _drop_events(path, lambda event: any(value.tag.startswith(TEST_TAG_PREFIX) for value in event.summary.value))
+        for path in _event_files(model_dir))
+
+
+def _drop_events(path, drops):
+    """Rewrites the event file `path` without its summary events for which `drops(event)` holds (whole, or not at
+    all). Returns how many it removed."""
     from tensorboard.compat.proto import event_pb2  # Only this path needs it.
 
-    removed = 0
-    for subdir in EPOCH_LOG_DIRS:
-        for path in _event_files(os.path.join(model_dir, subdir)):
-            records = []
-            try:
-                for record in tf.data.TFRecordDataset(path):
-                    records.append(record.numpy())
-            except tf.errors.DataLossError:  # A file cut short by a crash: its whole records are kept.
-                pass
-            events = [event_pb2.Event.FromString(record) for record in records]
-            kept = [record for record, event in zip(records, events)
-                    if not (event.HasField("summary") and event.step >= first_epoch)]
-            if len(kept) < len(records):
-                artifacts.write_bytes_with(path, lambda tmp, kept=kept: _write_records(tmp, kept))
-                removed += len(records) - len(kept)
-    return removed
+    records = []
+    try:
+        for record in tf.data.TFRecordDataset(path):
+            records.append(record.numpy())
+    except tf.errors.DataLossError:  # A file cut short by a crash: its whole records are kept.
+        pass
+    events = [event_pb2.Event.FromString(record) for record in records]
+    kept = [record for record, event in zip(records, events) if not (event.HasField("summary") and drops(event))]
+    if len(kept) < len(records):
+        artifacts.write_bytes_with(path, lambda tmp: _write_records(tmp, kept))
+    return len(records) - len(kept)
 
 
 def _event_files(folder):
@@ -407,7 +417,7 @@ def write_test_metrics(model_dir, test_metrics, step):
     """Final test metrics as scalars `test/NAME` in `model_dir`, where the HParams tab reads them."""
     with writing_to(model_dir, step=step):
         for name, value in test_metrics.items():
-            tf.summary.scalar(f"test/{name}", value)
+            tf.summary.scalar(f"{TEST_TAG_PREFIX}{name}", value)
 
 
 def write_projector(log_dir, model, dataset, images, labels, count=PROJECTOR_EXAMPLES):

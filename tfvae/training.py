@@ -612,7 +612,7 @@ def train(model, datasets, cfg):
         removed = summaries.drop_epochs_from(cfg.model_dir, first_epoch)
         if removed:
             print(f"TensorBoard: removed the {removed} events an earlier process logged for epoch {first_epoch + 1} "
-                  f"on, which this one logs again", flush=True)
+                  f"on and for the test, which this one logs again", flush=True)
     # Read before this process's epochs are logged: a resumed run's metrics.json and export keep the whole curves.
     earlier_history = summaries.history_before(cfg.model_dir, first_epoch) if first_epoch else {}
     earlier_epoch_seconds = summaries.epoch_seconds_before(cfg.model_dir) if first_epoch else {}
