@@ -251,6 +251,22 @@ def test_resize_scales_height_and_width_of_a_non_square_model(tmp_path):
     assert image[:, :8].max() < 0.01 and image[:, 12:].min() > 0.99
 
 
+@pytest.mark.parametrize("page", [0, 255], ids=["dark_page", "light_page"])
+def test_resize_keeps_the_shape_of_a_wide_picture_on_its_own_background(tmp_path, page):
+    # A 24x24 square in the middle of a 30x90 page: fitted into 28x28 it is a square a third the size, not a bar
+    # squeezed to a third of its width, and the rows added above and below are the page's gray level.
+    pixels = np.full((30, 90), page, np.uint8)
+    pixels[3:27, 33:57] = 255 - page
+    path = tmp_path / "wide.png"
+    Image.fromarray(pixels).save(path)
+    image = enhance.read_image(str(path), (28, 28, 1), resize=True)[..., 0]
+    square = np.abs(image - page / 255) > 0.5
+    rows, cols = np.flatnonzero(square.any(axis=1)), np.flatnonzero(square.any(axis=0))
+    assert abs(len(rows) - len(cols)) <= 1 and 7 <= len(rows) <= 9, (rows, cols)  # Stretched: 22 rows, 8 columns.
+    assert abs((rows[0] + rows[-1]) / 2 - 13.5) <= 1 and abs((cols[0] + cols[-1]) / 2 - 13.5) <= 1
+    assert np.allclose(image[:9], page / 255) and np.allclose(image[-9:], page / 255)
+
+
 def test_invert_applies_to_the_input_and_back_to_the_output(tmp_path, monkeypatch):
     # A stand-in model that halves its input: with --invert, 1 - (1 - x) / 2 = (1 + x) / 2 comes out.
     class Halving:

@@ -1153,8 +1153,9 @@ def define_enhance_flags():
     define_path_flag("output", None, "For one input file: the file to write (.png, .jpg or .jpeg) or a folder; "
                      "for an input folder: the folder to write NAME.png files into.", required=True)
     refuse_unwritable("output")
-    flags.DEFINE_bool("resize", False, "Scale images whose height and width differ from the model's to fit; "
-                      "without it such images are refused. Outputs have the model's size.")
+    flags.DEFINE_bool("resize", False, "Scale images whose height and width differ from the model's to fit, "
+                      "keeping their shape (centred, the rest filled with their border's gray level); without it "
+                      "such images are refused. Outputs have the model's size.")
     flags.DEFINE_bool("invert", False, "Invert the image (gray levels, or each colour) before and after restoring: "
                       "for dark digits on a light background, when the model learned light on dark (MNIST).")
     flags.register_multi_flags_validator(

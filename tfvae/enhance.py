@@ -78,7 +78,8 @@ def read_image(path, image_shape, resize=False):
     Args:
       path: image file.
       image_shape: the model's (H, W, C); channels are converted (RGB <-> gray, transparency shown over white).
-      resize: scale to (H, W) when the size differs; otherwise such an image is an error.
+      resize: scale to fit (H, W), keeping the image's shape, when the size differs; otherwise such an image is an
+        error.
 
     Returns:
       float32 `[H, W, C]` in [0, 1].
@@ -95,8 +96,21 @@ def read_image(path, image_shape, resize=False):
         if not resize:
             raise EnhanceError(f"{path}: image is {image.shape[0]}x{image.shape[1]}, the model expects "
                                f"{height}x{width}x{channels}; pass --resize to scale it")
-        image = tf.image.resize(image, [height, width], method="bilinear", antialias=True)
+        image = _fit(image, height, width)
     return tf.clip_by_value(image, 0.0, 1.0).numpy()
+
+
+def _fit(image, height, width):
+    """Scales `image` to fit in (height, width) keeping its shape, centred on its own background: the median of its
+    border, so a wide or tall picture's digit is not squeezed, on dark pages and light ones alike."""
+    scale = min(height / image.shape[0], width / image.shape[1])
+    size = [max(1, min(height, round(image.shape[0] * scale))), max(1, min(width, round(image.shape[1] * scale)))]
+    scaled = tf.image.resize(image, size, method="bilinear", antialias=True)
+    pixels = image.numpy()
+    background = np.median(np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]), axis=0)
+    top, left = (height - size[0]) // 2, (width - size[1]) // 2
+    padding = [[top, height - size[0] - top], [left, width - size[1] - left], [0, 0]]
+    return tf.pad(scaled - background, padding) + background
 
 
 def untrained_for_restoration(metadata):
