@@ -29,6 +29,13 @@ def main(argv):
     print("class     " + " ".join(f"{c:>5}" for c in result["per_class"]))
     print("accuracy  " + " ".join(f"{a:5.2f}" for a in result["per_class"].values()))
     print(f"overall {result['accuracy']:.4f} of {cfg.samples_per_class} samples per class; wrote {cfg.output}")
+    judge = result["classifier_test_accuracy"]
+    print(f"judged by {classifier_dir}, right on "
+          + (f"{judge:.2%} of its test images" if judge is not None else "an unknown share of test images"))
+    if judge is None or judge < classifier.TRUSTED_TEST_ACCURACY:
+        print(f"note: a classifier right on fewer than {classifier.TRUSTED_TEST_ACCURACY:.0%} of test images "
+              f"cannot tell whether samples show their class; train one with scripts/train_classifier.py and pass "
+              f"--classifier", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -567,6 +567,12 @@ CASES = {
         "does not fit this model (it has no value for "),
     # The same into a run folder that is a link to an empty folder: the link and its folder stay, empty.
     "init from another model into a linked run folder": (init_into_linked_run_folder_case, "does not fit this model"),
+    # One step an epoch on the whole split trained a classifier right on 8.8% of test images, and exported it.
+    "classifier batch beyond the data": (lambda ctx: ("train_classifier.py", [f"--data_dir={ctx['mnist']}",
+                                                                              "--batch_size=100000",
+                                                                              "--export_dir={out}/classifier"]),
+                                         "--batch_size=100000 is more than the 55000 training examples of mnist "
+                                         "(--validation_size=5000 held out); pass a smaller --batch_size"),
     "classifier missing data dir": (lambda ctx: ("train_classifier.py", ["--data_dir=/nonexistent/MNIST_data",
                                                                          "--export_dir={out}/classifier"]),
                                     "no such folder; pass an existing folder"),

@@ -262,12 +262,40 @@ def test_shipped_cvae_draws_the_requested_digits(tmp_path):
     result = run_script("evaluate_cvae.py", f"--saved_model={tmp_path / 'cvae'}", "--samples_per_class=50",
                         cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().endswith(f"wrote {output}")
+    lines = result.stdout.strip().splitlines()
+    assert lines[-2].endswith(f"wrote {output}")
     report = json.load(open(output))
     assert os.path.samefile(report["classifier"], SHIPPED_CLASSIFIER)
+    # The judge's own accuracy is on screen, not only in the JSON.
+    judge = json.load(open(os.path.join(SHIPPED_CLASSIFIER, "classifier.json")))["test_accuracy"]
+    assert lines[-1].endswith(f", right on {judge:.2%} of its test images") and "note:" not in result.stderr
     assert sorted(report["per_class"], key=int) == [str(c) for c in range(10)]
     assert report["accuracy"] >= 0.9
     assert min(report["per_class"].values()) >= 0.7
     assert np.sum(report["confusion"]) == 500
     metrics = json.load(open(os.path.join(SHIPPED_CVAE, "metrics.json")))
     assert metrics["test"]["loss"] < 110
+
+
+def test_a_weak_classifier_is_named_and_many_samples_are_judged_in_chunks(tmp_path, monkeypatch):
+    """A classifier that is mostly wrong (e.g. trained with a batch the size of the data) cannot judge samples: the
+    script says so. Samples beyond one chunk are decoded and judged chunk by chunk, as one call would."""
+    shutil.copytree(SHIPPED_CLASSIFIER, tmp_path / "weak")
+    metadata = json.load(open(tmp_path / "weak" / "classifier.json"))
+    json.dump({**metadata, "test_accuracy": 0.0882}, open(tmp_path / "weak" / "classifier.json", "w"))
+    result = run_script("evaluate_cvae.py", f"--saved_model={SHIPPED_CVAE}", f"--classifier={tmp_path / 'weak'}",
+                        "--samples_per_class=3", f"--output={tmp_path / 'report.json'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("right on 8.82% of its test images")
+    assert "note: a classifier right on fewer than 95% of test images cannot tell whether samples show their " \
+           "class; train one with scripts/train_classifier.py and pass --classifier" in result.stderr
+
+    from tfvae import export, inference
+
+    saved, cvae_metadata = export.load_saved_model(SHIPPED_CVAE)
+    labels = np.repeat(np.arange(10, dtype=np.int32), 5)
+    whole = inference.decode_samples(saved, cvae_metadata, 10, 5, seed=3, labels=labels)
+    monkeypatch.setattr(inference, "DECODE_CHUNK", 7)
+    chunks = list(inference.decoded_sample_chunks(saved, cvae_metadata, 50, seed=3, labels=labels))
+    assert [len(chunk) for chunk in chunks] == [7] * 7 + [1]
+    np.testing.assert_allclose(np.concatenate(chunks), whole, atol=1e-5)

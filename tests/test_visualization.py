@@ -81,6 +81,21 @@ def test_class_grid_and_pca_scatter_of_a_conditional_export(conditional_export, 
         assert_valid_png(tmp_path / f"{kind}.png")
 
 
+def test_interpolation_pairs_do_not_follow_the_scatter_and_share_a_conditional_models_class(conditional_export,
+                                                                                             mnist_dir, tmp_path):
+    loaded = restore.load_saved_model(conditional_export)
+    drawn = {}
+    for scatter_examples in (10, 2000):
+        written, _ = plots.run(loaded, ["interpolation", "latent_scatter"], str(tmp_path / str(scatter_examples)),
+                               data_dir=mnist_dir, scatter_examples=scatter_examples)
+        drawn[scatter_examples] = open(written["interpolation"], "rb").read()
+    assert drawn[10] == drawn[2000]  # Before: other pairs with each --scatter_examples, some of two classes.
+    labels = np.repeat(np.arange(10), 2)  # Two examples of each class: each pair is of one.
+    for conditional in (True, False):
+        for a, b in plots.interpolation_pairs(labels, conditional, seed=0):
+            assert a != b and (labels[a] == labels[b]) == conditional
+
+
 def test_inapplicable_kinds_are_refused_before_any_file_is_written(conditional_export, tmp_path):
     loaded = restore.load_saved_model(conditional_export)
     with pytest.raises(ValueError, match="2-D latent"):
@@ -103,9 +118,11 @@ def test_history_is_read_from_event_files_when_metrics_json_is_missing(tiny_run,
     with pytest.raises(ValueError, match="no metrics.json"):
         summaries.read_history(str(tmp_path))
     # Without a checkpoint (a run stopped or diverged in its first epoch), its curves still draw from its files.
-    result = run_script("plot.py", f"--model_dir={copy}", "--kinds=loss_curves", f"--output_dir={tmp_path / 'plots'}")
+    result = run_script("plot.py", f"--model_dir={copy}", "--kinds=loss_curves,loss_curves",
+                        f"--output_dir={tmp_path / 'plots'}")
     assert result.returncode == 0, result.stderr
     assert os.listdir(tmp_path / "plots") == ["loss_curves.png"]
+    assert result.stdout.count("loss_curves.png") == 1  # A kind asked for twice is drawn once.
     assert_valid_png(tmp_path / "plots" / "loss_curves.png")
     result = run_script("plot.py", f"--model_dir={copy}", "--kinds=loss_curves,samples",
                         f"--output_dir={tmp_path / 'more'}")

@@ -598,8 +598,9 @@ def define_export_tflite_flags():
     define_output_file_flag("model.tflite", "The .tflite file to write.", ".tflite")
     flags.DEFINE_enum("quantize", "none", ("none", "dynamic"), "none: float32; dynamic: int8 weights, float "
                       "activations (about 4x smaller, less exact).")
+    # Both models' outputs of every input are held at once: 10,000 MNIST inputs take ~100 MB.
     flags.DEFINE_integer("check_examples", 256, "Random inputs compared between LiteRT and the SavedModel.",
-                         lower_bound=1)
+                         lower_bound=1, upper_bound=10000)
     _quiet_absl_logging()
 
 
@@ -712,6 +713,10 @@ def shipped_path(path):
     return beside_package if os.path.exists(beside_package) else path
 
 
+# A million samples of ten classes take minutes; beyond, their z alone would fill memory.
+MAX_SAMPLES_PER_CLASS = 100000
+
+
 def define_evaluate_cvae_flags():
     """Defines the flags of `scripts/evaluate_cvae.py`."""
     define_saved_model_flag("saved_models/cvae_mnist", kind="label-conditioned tfvae SavedModel folder")
@@ -719,7 +724,8 @@ def define_evaluate_cvae_flags():
                      "samples. Default: saved_models/DATASET_classifier of the model's dataset (for MNIST the "
                      "shipped one), from here or beside the tfvae package.")
     require_existing_folder("classifier", "the folder of a train_classifier.py export")
-    flags.DEFINE_integer("samples_per_class", 100, "Samples z ~ N(0, I) decoded per class.", lower_bound=1)
+    flags.DEFINE_integer("samples_per_class", 100, "Samples z ~ N(0, I) decoded per class.", lower_bound=1,
+                         upper_bound=MAX_SAMPLES_PER_CLASS)
     define_seed_flag("Seeds z.")
     define_output_file_flag("", "JSON file to write: overall and per-class accuracy, confusion matrix. Default: "
                             "class_accuracy_nN_seedS.json (N: --samples_per_class) in the --saved_model folder.",
@@ -744,6 +750,8 @@ def evaluate_cvae_config_from_flags():
 
 
 EVAL_BINARIZE = ("auto",) + BINARIZE
+# plot.py's interpolation draws its pairs (with --seed) from this many first test images, whatever else it draws.
+PLOT_INTERPOLATION_POOL = 1000
 PLOT_KINDS = ("samples", "reconstructions", "manifold", "latent_scatter", "interpolation", "loss_curves",
               "class_grid")
 
@@ -835,7 +843,8 @@ def define_plot_flags():
     define_seed_flag("Seeds z ~ N(0, I), binarization and the choice of test images.")
     flags.DEFINE_integer("grid_size", 8, "Rows and columns of sample and manifold grids.", lower_bound=2,
                          upper_bound=32)
-    flags.DEFINE_integer("scatter_examples", 5000, "Test examples in the latent scatter.", lower_bound=10)
+    flags.DEFINE_integer("scatter_examples", 5000, "Test examples in the latent scatter (the interpolation draws its "
+                         f"pairs from the first {PLOT_INTERPOLATION_POOL:,} whatever this is).", lower_bound=10)
     flags.register_validator(
         "kinds", lambda kinds: bool(kinds) and all(k in PLOT_KINDS + ("all",) for k in kinds),
         message=f"--kinds must be 'all' or a comma-separated subset of {','.join(PLOT_KINDS)}")
@@ -856,7 +865,7 @@ class PlotConfig:
 
 def plot_config_from_flags():
     values = _flag_values(PlotConfig)
-    values["kinds"] = tuple(values["kinds"])
+    values["kinds"] = tuple(dict.fromkeys(values["kinds"]))  # Each kind once, in the order asked.
     return PlotConfig(**values)
 
 

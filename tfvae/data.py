@@ -534,6 +534,14 @@ def make_batch_from_indices(images, labels, *, binarize="none", flatten=False, c
     return batch_from_indices
 
 
+def refuse_batches_beyond(arrays, batch_size, dataset, validation_size):
+    """Refuses a `--batch_size` larger than the training examples: no whole batch at all, or one that is the whole
+    split, whose single step per epoch trains next to nothing."""
+    if len(arrays.train_images) < batch_size:
+        raise DataError(f"--batch_size={batch_size} is more than the {len(arrays.train_images)} training examples "
+                        f"of {dataset} (--validation_size={validation_size} held out); pass a smaller --batch_size")
+
+
 def make_datasets(cfg, corrupt_fn=None):
     """Loads `cfg.dataset` and returns train / validation / test pipelines.
 
@@ -541,10 +549,7 @@ def make_datasets(cfg, corrupt_fn=None):
     so every evaluation sees the same binary images.
     """
     arrays = load_arrays(cfg.dataset, cfg.data_dir, cfg.validation_size)
-    if len(arrays.train_images) < cfg.batch_size:  # Training drops the last partial batch: no batch at all.
-        raise DataError(f"--batch_size={cfg.batch_size} is more than the {len(arrays.train_images)} training examples "
-                        f"of {cfg.dataset} (--validation_size={cfg.validation_size} held out); pass a smaller "
-                        f"--batch_size")
+    refuse_batches_beyond(arrays, cfg.batch_size, cfg.dataset, cfg.validation_size)  # Training drops partial batches.
     if cfg.binarize == "static":
         arrays = ImageArrays(**{
             field.name: binarize_static(getattr(arrays, field.name), cfg.seed + i)

@@ -76,12 +76,23 @@ def parse_labels(label, num_classes, rows, cols):
 
 def decode_samples(saved, metadata, rows, cols, seed=0, labels=None):
     """Decodes z ~ N(0, I) (seeded) through the `decode` signature. Returns `[rows*cols, H, W, C]` in [0, 1]."""
-    z = np.random.default_rng(seed).standard_normal((rows * cols, metadata["latent_dim"])).astype(np.float32)
-    inputs = {"z": tf.constant(z)}
-    if labels is not None:
-        inputs["label"] = tf.constant(labels)
-    x_hat = saved.signatures["decode"](**inputs)["x_hat"]
-    return visualization.as_images(x_hat.numpy(), metadata["image_shape"])
+    return np.concatenate(list(decoded_sample_chunks(saved, metadata, rows * cols, seed, labels)))
+
+
+# Samples decoded per call: the images of a chunk are all a caller holds at once (31 MB of MNIST).
+DECODE_CHUNK = 10000
+
+
+def decoded_sample_chunks(saved, metadata, count, seed=0, labels=None):
+    """`decode_samples` of `count` samples, yielded DECODE_CHUNK at a time: the same z, drawn at once, and so the
+    same images."""
+    z = np.random.default_rng(seed).standard_normal((count, metadata["latent_dim"])).astype(np.float32)
+    for start in range(0, count, DECODE_CHUNK):
+        inputs = {"z": tf.constant(z[start:start + DECODE_CHUNK])}
+        if labels is not None:
+            inputs["label"] = tf.constant(labels[start:start + DECODE_CHUNK])
+        x_hat = saved.signatures["decode"](**inputs)["x_hat"]
+        yield visualization.as_images(x_hat.numpy(), metadata["image_shape"])
 
 
 def decoded_images_are(metadata, z="z"):

@@ -126,16 +126,24 @@ def plot_latent_scatter(loaded, path, x, labels, scatter_examples, images_are, *
                                           lambda label: data.class_label(loaded.metadata["dataset"], label))
 
 
-def plot_interpolation(loaded, path, x, labels, seed, images_are, **_):
+def interpolation_pairs(labels, conditional, seed):
+    """INTERPOLATION_PAIRS (a, b) indices into the first PLOT_INTERPOLATION_POOL examples, chosen with `seed`:
+    the same pairs whatever else a plot.py run draws. A conditional model decodes with one label, so its pairs
+    share it (the path morphs style, not class); an unconditional model's pairs are of two classes."""
+    labels = labels[:config.PLOT_INTERPOLATION_POOL]
     rng = np.random.default_rng(seed)
-    rows = []
+    pairs = []
     for _ in range(INTERPOLATION_PAIRS):
-        a = int(rng.integers(len(x)))
-        # A conditional model decodes with one label, so its pairs share it (the path morphs style, not class);
-        # an unconditional model's pairs are of two classes.
-        pair_with = labels == labels[a] if loaded.num_classes else labels != labels[a]
-        others = np.flatnonzero(pair_with & (np.arange(len(x)) != a))
-        b = int(rng.choice(others)) if len(others) else int(rng.integers(len(x)))
+        a = int(rng.integers(len(labels)))
+        pair_with = labels == labels[a] if conditional else labels != labels[a]
+        others = np.flatnonzero(pair_with & (np.arange(len(labels)) != a))
+        pairs.append((a, int(rng.choice(others)) if len(others) else int(rng.integers(len(labels)))))
+    return pairs
+
+
+def plot_interpolation(loaded, path, x, labels, seed, images_are, **_):
+    rows = []
+    for a, b in interpolation_pairs(labels, bool(loaded.num_classes), seed):
         z_mean, _ = loaded.encode(x[[a, b]], labels[[a, b]])
         z_mean = z_mean.numpy()
         t = np.linspace(0.0, 1.0, INTERPOLATION_STEPS, dtype=np.float32)[:, None]
@@ -176,7 +184,6 @@ PLOTTERS = {
     "class_grid": plot_class_grid,
 }
 NEEDS_DATA = ("reconstructions", "latent_scatter", "interpolation")
-NEEDS_SCATTER_EXAMPLES = ("latent_scatter", "interpolation")
 # Drawn from a run's files alone: a run folder needs no checkpoint for these.
 FROM_FILES_ALONE = ("loss_curves",)
 
@@ -199,11 +206,16 @@ def run(loaded, kinds, output_dir, data_dir="", seed=0, grid_size=8, scatter_exa
     kinds, left_out = applicable_kinds(loaded, kinds, history_folder)
     inputs = dict(grid_size=grid_size, seed=seed, scatter_examples=scatter_examples, history_folder=history_folder)
     if any(kind in NEEDS_DATA for kind in kinds):
-        # Reconstructions alone draw grid_size images; the scatter and the interpolation's pairs take the rest.
-        scattered = scatter_examples > grid_size and any(kind in NEEDS_SCATTER_EXAMPLES for kind in kinds)
+        # The first test images, as many as the kinds drawn take: reconstructions grid_size, the scatter
+        # scatter_examples, the interpolation its pool.
+        counts = {"grid_size": grid_size}
+        if "latent_scatter" in kinds:
+            counts["scatter_examples"] = scatter_examples
+        if "interpolation" in kinds:
+            counts["interpolation"] = config.PLOT_INTERPOLATION_POOL
+        count_flag = max(counts, key=counts.get)
         inputs["x"], inputs["labels"], inputs["images_are"] = load_test_images(
-            loaded, data_dir, seed, scatter_examples if scattered else grid_size,
-            "scatter_examples" if scattered else "grid_size")
+            loaded, data_dir, seed, counts[count_flag], count_flag)
     written = {}
     for kind in kinds:
         path = os.path.join(output_dir, f"{kind}.png")

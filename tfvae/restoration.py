@@ -67,9 +67,12 @@ def evaluate_restoration(saved_model, data_dir, kinds=(), num_examples=10000, se
         "saved_model": saved_model,
         "model_name": export.model_name(metadata),
         "dataset": metadata["dataset"],
+        # IDX files and TFDS order the test images differently, so the seeded subset differs between them.
+        "data_source": data.describe_source(metadata["dataset"], data.model_data_dir(metadata, data_dir)),
         "split": "test",
         "num_examples": len(images),
         "seed": seed,
+        "psnr_db_means": "the mean over images of each image's PSNR (not the PSNR of the mean squared error)",
         "trained_corruption": metadata.get("corruption", "none"),
         "trained_corruption_strength": metadata.get("corruption_strength", 0.0),
         "trained_corruption_strength_unit": CORRUPTION_UNITS.get(metadata.get("corruption", "none"), ""),
