@@ -353,7 +353,7 @@ FLAG_CASES = ("unknown flag", "wrong type", "zero batch size", "missing flagfile
               "flagfile not utf-8", "model dir where no folder can be made", "resume with another batch size",
               "infinite learning rate", "negative seed", "generate negative seed", "flagfile that includes itself",
               "flagfiles that include each other", "import_tf1 empty export dir", "export dir is the working folder",
-              "reexport into a folder holding the working folder", "generate empty output")
+              "reexport into a folder holding the working folder", "generate empty output", "enhance without output")
 
 # name -> (function of the test's folders -> (script, args)), text the one error line must hold.
 CASES = {
@@ -696,6 +696,10 @@ CASES = {
     "xla over logical cpus": (lambda ctx: train("--strategy=mirrored", "--cpu_devices=2", "--jit_compile",
                                                 "--steps_per_execution=1"),
                               "--jit_compile cannot run over --cpu_devices"),
+    # absl's own words were "flag --output=None: Flag --output must have a value other than None".
+    "enhance without output": (lambda ctx: ("enhance.py", [f"--saved_model={REPO}/saved_models/denoise_mnist",
+                                                           f"--input={REPO}/docs/images/noisy_digit.png"]),
+                               "error: --output is required; see --help"),
     "enhance output of another kind": (enhance_output_case("{out}/restored.gif"),
                                        "--output must end in .png, .jpg or .jpeg, or name an existing folder"),
     "restoration more examples than the test split": (

@@ -283,9 +283,12 @@ def test_a_weak_classifier_is_named_and_many_samples_are_judged_in_chunks(tmp_pa
     shutil.copytree(SHIPPED_CLASSIFIER, tmp_path / "weak")
     metadata = json.load(open(tmp_path / "weak" / "classifier.json"))
     json.dump({**metadata, "test_accuracy": 0.0882}, open(tmp_path / "weak" / "classifier.json", "w"))
-    result = run_script("evaluate_cvae.py", f"--saved_model={SHIPPED_CVAE}", f"--classifier={tmp_path / 'weak'}",
-                        "--samples_per_class=3", f"--output={tmp_path / 'report.json'}")
+    shutil.copytree(SHIPPED_CVAE, tmp_path / "cvae")
+    result = run_script("evaluate_cvae.py", f"--saved_model={tmp_path / 'cvae'}", f"--classifier={tmp_path / 'weak'}",
+                        "--samples_per_class=3")
     assert result.returncode == 0, result.stderr[-2000:]
+    # Named by its judge, beside the shipped judge's report of the same samples, not over it.
+    assert (tmp_path / "cvae" / "class_accuracy_n3_seed0_by_weak.json").is_file()
     assert result.stdout.strip().endswith("right on 8.82% of its test images")
     assert "note: a classifier right on fewer than 95% of test images cannot tell whether samples show their " \
            "class; train one with scripts/train_classifier.py and pass --classifier" in result.stderr

@@ -172,6 +172,12 @@ def test_history_of_a_run_resumed_past_an_older_metrics_json(tmp_path):
     json.dump({"history": {"loss": [358.7, 223.8], "val_loss": [240.6, 215.2]}, "epochs_run": [1, 2]},
               open(tmp_path / "metrics.json", "w"))
     assert summaries.read_history(str(tmp_path))["loss"] == pytest.approx([358.7, 223.8, 207.4])
+    # The loss curves' test point is of a run of the epochs drawn: this metrics.json's test is of 2, not 3.
+    metrics = json.load(open(tmp_path / "metrics.json"))
+    json.dump({**metrics, "test": {"loss": 210.0}}, open(tmp_path / "metrics.json", "w"))
+    assert summaries.read_final_test(str(tmp_path), 2) == {"loss": 210.0}
+    assert summaries.read_final_test(str(tmp_path), 3) is None
+    assert summaries.read_final_test(str(tmp_path / "train"), 3) is None  # No metrics.json.
     before = summaries.history_before(str(tmp_path), 3)
     assert before["val_loss"] == pytest.approx([240.6, 215.2, 205.0])
     # Keras' History has no learning rate: neither has a resumed run's metrics.json (it had one None per new epoch).
@@ -262,17 +268,20 @@ def test_loss_curves_show_the_negative_elbo_beside_another_objective_and_name_ep
     history = {"loss": [220.0, 170.0], "val_loss": [177.0, 165.0], "val_negative_elbo": [170.5, 159.1],
                "kl": [8.0, 6.0], "val_kl": [6.5, float("inf")], "reconstruction": [200.0, 160.0],
                "bad_steps": [0.0, 2.0]}
-    visualization.save_loss_curves_png("unused.png", history, "run")
-    panels = {ax.get_title(): [t.get_text() for t in ax.get_legend().get_texts()]
+    visualization.save_loss_curves_png("unused.png", history, "run", test={"loss": 166.0, "kl": 6.2})
+    titles = {title: name for name, title in visualization.PANEL_TITLES.items()}  # Titled by what they show.
+    panels = {titles[ax.get_title()]: [t.get_text() for t in ax.get_legend().get_texts()]
               for ax in figures[0].axes if ax.get_legend()}
-    assert panels["loss"] == ["train", "validation", "validation negative ELBO"]
-    assert panels["kl"] == ["train", "validation (not finite in epoch 2)"]
+    # The final model's test point beside the curves, in the panels it has a value for.
+    assert panels["loss"] == ["train", "validation", "validation negative ELBO", "test (final model)"]
+    assert panels["kl"] == ["train", "validation (not finite in epoch 2)", "test (final model)"]
+    assert panels["reconstruction"] == ["train"]
     assert panels["bad_steps"] == ["train"]
     # The negative ELBO is the loss (beta 1): no second line; no skipped step: no bad_steps panel.
     figures.clear()
     visualization.save_loss_curves_png("unused.png", {**history, "val_negative_elbo": history["val_loss"],
                                                       "bad_steps": [0.0, 0.0]}, "run")
-    panels = {ax.get_title(): [t.get_text() for t in ax.get_legend().get_texts()]
+    panels = {titles[ax.get_title()]: [t.get_text() for t in ax.get_legend().get_texts()]
               for ax in figures[0].axes if ax.get_legend()}
     assert panels["loss"] == ["train", "validation"] and "bad_steps" not in panels
 

@@ -728,7 +728,8 @@ def define_evaluate_cvae_flags():
                          upper_bound=MAX_SAMPLES_PER_CLASS)
     define_seed_flag("Seeds z.")
     define_output_file_flag("", "JSON file to write: overall and per-class accuracy, confusion matrix. Default: "
-                            "class_accuracy_nN_seedS.json (N: --samples_per_class) in the --saved_model folder.",
+                            "class_accuracy_nN_seedS.json (N: --samples_per_class; with --classifier=DIR, "
+                            "class_accuracy_nN_seedS_by_DIR.json) in the --saved_model folder.",
                             ".json")
     _quiet_absl_logging()
 
@@ -744,8 +745,11 @@ class EvaluateCVAEConfig:
 
 def evaluate_cvae_config_from_flags():
     values = _flag_values(EvaluateCVAEConfig)
+    # Another judge's report is another file: named by the --classifier's folder.
+    judge = f"_by_{os.path.basename(os.path.normpath(values['classifier']))}" if values["classifier"] else ""
     values["output"] = _output_beside_model(
-        values, values["saved_model"], f"class_accuracy_n{values['samples_per_class']}_seed{values['seed']}.json")
+        values, values["saved_model"],
+        f"class_accuracy_n{values['samples_per_class']}_seed{values['seed']}{judge}.json")
     return EvaluateCVAEConfig(**values)
 
 
@@ -1356,6 +1360,9 @@ def parse_flags_or_exit(argv):
         # absl shows a list flag's value as Python's ['32', '64']: shown as typed, 32,64.
         lines = [re.sub(r"=\[((?:'[^']*'(?:, )?)*)\]", lambda m: "=" + ",".join(re.findall(r"'([^']*)'", m[1])), line)
                  for line in lines]
+        # A required flag left out: absl says "flag --output=None: Flag --output must have a value other than None".
+        lines = [re.sub(r"^flag --(\w+)=None: Flag --\1 must have a value other than None$",
+                        r"--\1 is required", line) for line in lines]
         message = "; ".join(line for line in lines if line)
         print(f"error: {message}; see --help", file=sys.stderr)
         sys.exit(2)

@@ -160,7 +160,9 @@ def plot_loss_curves(loaded, path, history_folder, **_):
     trained_on = loaded.metadata.get("binarize", "none")  # The curves are of the training data.
     is_density = evaluation.likelihood_is_density(loaded.metadata, trained_on)
     units = "nats per example" if is_density else "loss per example"
-    visualization.save_loss_curves_png(path, history, f"{_name(loaded)}: training curves", units)
+    epochs = max(len(values) for values in history.values())
+    visualization.save_loss_curves_png(path, history, f"{_name(loaded)}: training curves", units,
+                                       test=summaries.read_final_test(history_folder, epochs))
 
 
 def plot_class_grid(loaded, path, grid_size, seed, **_):

@@ -36,6 +36,18 @@ def read_history(folder):
     return history
 
 
+def read_final_test(folder, epochs):
+    """The test metrics of `folder/metrics.json` ({"loss": ..., "kl": ...}) when they are of a run of `epochs`
+    epochs (those of the history read_history gave); None otherwise: no file, an older or shorter run's, unreadable."""
+    try:
+        with open(os.path.join(folder, METRICS_FILE), encoding="utf-8") as f:
+            metrics = json.load(f)
+        test, losses = metrics.get("test"), metrics.get("history", {}).get("loss", [])
+    except (OSError, ValueError, AttributeError):
+        return None
+    return test if isinstance(test, dict) and len(losses) == epochs else None
+
+
 def _epochs_with_a_loss(history):
     return sum(value is not None for value in history.get("loss", []))
 

@@ -149,13 +149,22 @@ def _differs(values, others):
         for a, b in zip(values, others))
 
 
-def save_loss_curves_png(path, history, title, units="nats per example"):
+# The loss curves' panels by what they show, not by their metric's name.
+PANEL_TITLES = {"loss": "loss", "reconstruction": "reconstruction, -log p(x|z)", "kl": "KL(q(z|x) || p(z))",
+                "grad_norm": "gradient norm (global L2)", "examples_per_second": "training speed",
+                "learning_rate": "learning rate", "bad_steps": "skipped (non-finite) steps"}
+PANEL_UNITS = {"grad_norm": "L2 norm, mean over steps", "examples_per_second": "examples per second",
+               "bad_steps": "steps per epoch"}
+
+
+def save_loss_curves_png(path, history, title, units="nats per example", test=None):
     """Plots per-epoch curves of `history` ({"loss": [...], "val_loss": [...], "kl": [...], ...}; None = not logged).
 
     One panel per quantity (loss, reconstruction, kl, then grad_norm and examples_per_second when logged, the
     learning rate when it changed, and bad_steps when a step was skipped), training solid and validation dashed;
     the loss panel adds the validation negative ELBO where the loss is another objective (--beta, --free_bits,
     iwae). A value that is not finite (a diverged run) cannot be drawn: its series' legend names the epochs.
+    `test` (the final model's test metrics, {"loss": ...}) adds a point at the last epoch of each panel it has.
     """
     names = [k for k in ("loss", "reconstruction", "kl") if k in history]
     names += sorted(k for k in history if not k.startswith("val_") and k not in names
@@ -187,14 +196,17 @@ def save_loss_curves_png(path, history, title, units="nats per example"):
                     label += f" (not finite in epoch {', '.join(not_finite)})"
                 epochs = np.arange(1, len(values) + 1)
                 ax.plot(epochs, values, style, marker="o" if len(values) < 20 else None, markersize=3, label=label)
+        if test and isinstance(test.get(name), (int, float)) and np.isfinite(test[name]):
+            ax.plot([num_epochs], [test[name]], "k*", markersize=9, label="test (final model)")
         # Whole epochs only, one tick at least: with fewer than two integers in view matplotlib falls back to
         # fractional ticks.
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_xlim(0.5, num_epochs + 0.5)
         ax.set_xlabel("epoch")
         # The KL is between two densities of z, in nats whatever p(x|z) is.
-        ax.set_ylabel("nats per example" if name == "kl" else units if name in ("loss", "reconstruction") else name)
-        ax.set_title(name)
+        ax.set_ylabel("nats per example" if name == "kl" else units if name in ("loss", "reconstruction") else
+                      PANEL_UNITS.get(name, name))
+        ax.set_title(PANEL_TITLES.get(name, name))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
