@@ -8,8 +8,9 @@ import tensorflow as tf
 
 from tfvae import artifacts, cli, config, export
 
-# What a folder of inputs is scanned for; a single input file may be any format tf.io.decode_image reads.
-IMAGE_EXTENSIONS = config.IMAGE_SUFFIXES
+# What tf.io.decode_image reads (a GIF's first frame), and so what a folder of inputs is scanned for; outputs are
+# PNG or JPEG (config.IMAGE_SUFFIXES).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 OUTPUT_ENCODERS = {".png": tf.io.encode_png, ".jpg": tf.io.encode_jpeg, ".jpeg": tf.io.encode_jpeg}
 RESTORE_BATCH = 256
 
@@ -22,7 +23,7 @@ def plan_outputs(input_path, output_path):
     """Pairs each input image with the file its restoration goes to, before any work is done.
 
     Args:
-      input_path: an image file, or a folder whose .png/.jpg/.jpeg files are all restored.
+      input_path: an image file, or a folder whose IMAGE_EXTENSIONS files are all restored.
       output_path: for a file: a .png/.jpg/.jpeg file or an existing folder; for a folder: a folder (created).
 
     Returns:
@@ -73,7 +74,7 @@ def _to_channels(image, channels):
 
 
 def read_image(path, image_shape, resize=False):
-    """Reads a PNG or JPEG (gray, gray+alpha, RGB or RGBA; 8 or 16 bit) as the model's input image.
+    """Reads a PNG, JPEG, BMP or GIF (gray, gray+alpha, RGB or RGBA; 8 or 16 bit) as the model's input image.
 
     Args:
       path: image file.
@@ -89,8 +90,8 @@ def read_image(path, image_shape, resize=False):
         image = tf.io.decode_image(tf.io.read_file(path), channels=0, dtype=tf.float32, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.PermissionDeniedError) as e:
         # The decoder's own words are what helps.
-        raise EnhanceError(f"{path}: not a readable PNG or JPEG image ({cli.op_error_reason(e)}); replace or "
-                           f"remove it") from None
+        raise EnhanceError(f"{path}: not a readable PNG, JPEG, BMP or GIF image ({cli.op_error_reason(e)}); "
+                           f"replace or remove it") from None
     image = _to_channels(image, channels)
     if tuple(image.shape[:2]) != (height, width):
         if not resize:
