@@ -44,12 +44,15 @@ def save_grid_png(path, images, rows, cols, title, row_labels=None):
     """Saves a titled grid of `[rows*cols, H, W, C]` images in [0, 1] as a PNG (atomically)."""
     grid = tile_images(images, rows, cols)
     height = images.shape[1]
-    fig, ax = plt.subplots(figsize=(max(3.0, cols * 0.75), max(3.0, rows * 0.75 + 0.6)), dpi=100)
+    width = max(3.0, cols * 0.75)
+    fig, ax = plt.subplots(figsize=(width, max(3.0, rows * 0.75 + 0.6)), dpi=100)
     _show_grid(ax, grid)
-    ax.set_title(title, fontsize=10)
+    # Text grows with a wide grid (64 columns are 48 inches), where 10 points would be a speck above it.
+    scale = max(1.0, width / 8)
+    ax.set_title(title, fontsize=10 * scale)
     ax.set_xticks([])
     if row_labels:
-        ax.set_yticks([r * (height + 1) + height / 2 for r in range(rows)], row_labels, fontsize=8)
+        ax.set_yticks([r * (height + 1) + height / 2 for r in range(rows)], row_labels, fontsize=8 * scale)
     else:
         ax.set_yticks([])
     fig.tight_layout()
