@@ -233,5 +233,6 @@ def evaluate_conditional_samples(saved, metadata, classify, classifier_metadata,
         "confusion_axes": "rows: the requested label; columns: the class the classifier saw",
         "samples_per_class": samples_per_class,
         "seed": seed,
+        "images_judged": f"the {inference.decoded_images_are(metadata)} of each z ~ N(0, I), with the requested label",
         "classifier_test_accuracy": classifier_metadata.get("test_accuracy"),
     }

@@ -106,7 +106,8 @@ def plot_manifold(loaded, path, grid_size, **_):
     labels = np.zeros(len(z), np.int32) if loaded.num_classes else None
     note = ", class 0" if loaded.num_classes else ""
     visualization.save_manifold_png(path, _images(loaded, loaded.decode(z, labels)), values,
-                                    f"{_name(loaded)}: decoded 2-D latent manifold{note}")
+                                    f"{_name(loaded)}: 2-D latent manifold, "
+                                    f"{inference.decoded_images_are(loaded.metadata)}{note}")
 
 
 def encode_all(loaded, x, labels, batch_size=500):
