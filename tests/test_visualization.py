@@ -288,8 +288,9 @@ def test_loss_curves_show_the_negative_elbo_beside_another_objective_and_name_ep
 
 def test_a_restoration_models_reconstructions_show_corrupted_restored_and_clean_rows(mnist_dir, tmp_path, monkeypatch):
     captured = {}
-    monkeypatch.setattr(visualization, "save_grid_png", lambda path, images, rows, cols, title, row_labels: (
-        captured.update(images=images, rows=rows, title=title, row_labels=row_labels)))
+    monkeypatch.setattr(visualization, "save_grid_png", lambda path, images, rows, cols, title, row_labels,
+                        col_labels: captured.update(images=images, rows=rows, title=title, row_labels=row_labels,
+                                                    col_labels=col_labels))
     loaded = restore.load_saved_model(os.path.join(REPO, "saved_models", "denoise_mnist"))
     # A scatter size beyond the test split: reconstructions alone read only their grid's images.
     plots.run(loaded, ["reconstructions"], str(tmp_path), mnist_dir, grid_size=6, scatter_examples=20000)
@@ -297,7 +298,13 @@ def test_a_restoration_models_reconstructions_show_corrupted_restored_and_clean_
     corrupted, restored, clean = np.split(captured["images"], 3)
     # The restoration is nearer the clean digit than the corrupted input is.
     assert np.abs(restored - clean).mean() < 0.7 * np.abs(corrupted - clean).mean()
-    assert "corrupted (mixed)" in captured["title"]
+    # Trained on a mix, it is shown each kind of the mix in turn, each column named: before, columns were drawn at
+    # random, some left clean, none named.
+    assert "corrupted (mixed, one kind per column)" in captured["title"]
+    assert captured["col_labels"] == ["left clean", "gaussian_noise", "gaussian_blur", "mask", "downsample",
+                                      "left clean"]
+    np.testing.assert_array_equal(corrupted[0], clean[0])
+    assert all(np.abs(corrupted[i] - clean[i]).mean() > 0.01 for i in range(1, 5))
 
 
 def test_a_conditional_models_samples_are_one_row_per_class_and_titles_say_what_a_decoded_image_is(monkeypatch,

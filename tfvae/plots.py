@@ -84,14 +84,21 @@ def plot_reconstructions(loaded, path, grid_size, x, labels, images_are, seed=0,
     count = min(grid_size, len(x))
     kind = loaded.metadata.get("corruption", "none")
     if kind != "none":  # A restoration model: what it was trained on, corrupted in, restored out, the clean target.
-        corrupted = corruption.corrupt(tf.constant(x[:count], tf.float32), kind,
-                                       loaded.metadata.get("corruption_strength"), tf.constant([seed, 3], tf.int64),
-                                       image_shape=tuple(loaded.metadata["image_shape"])).numpy()
+        clean = tf.constant(x[:count], tf.float32)
+        strength, seed_pair = loaded.metadata.get("corruption_strength"), tf.constant([seed, 3], tf.int64)
+        image_shape, columns = tuple(loaded.metadata["image_shape"]), None
+        if kind == "mixed":  # Each column one of the kinds it was trained on, named below it.
+            corrupted, columns = corruption.corrupt_one_kind_each(clean, strength, seed_pair, image_shape)
+            columns = ["left clean" if column == "none" else column for column in columns]
+        else:
+            corrupted = corruption.corrupt(clean, kind, strength, seed_pair, image_shape=image_shape)
+        corrupted = corrupted.numpy()
         restored = loaded.decode(loaded.encode(corrupted, labels[:count])[0], labels[:count])
         images = np.concatenate([_images(loaded, corrupted), _images(loaded, restored), _images(loaded, x[:count])])
-        visualization.save_grid_png(path, images, 3, count, f"{_name(loaded)}: {images_are} corrupted ({kind}), "
+        how = f"{kind}, one kind per column" if columns else kind
+        visualization.save_grid_png(path, images, 3, count, f"{_name(loaded)}: {images_are} corrupted ({how}), "
                                     f"restored ({inference.decoded_images_are(loaded.metadata, 'z_mean')}), clean",
-                                    row_labels=["corrupted", "restored", "clean"])
+                                    row_labels=["corrupted", "restored", "clean"], col_labels=columns)
         return
     z_mean, _ = loaded.encode(x[:count], labels[:count])
     reconstructions = loaded.decode(z_mean, labels[:count])

@@ -40,8 +40,9 @@ def _show_grid(ax, grid):
               interpolation="nearest")
 
 
-def save_grid_png(path, images, rows, cols, title, row_labels=None):
-    """Saves a titled grid of `[rows*cols, H, W, C]` images in [0, 1] as a PNG (atomically)."""
+def save_grid_png(path, images, rows, cols, title, row_labels=None, col_labels=None):
+    """Saves a titled grid of `[rows*cols, H, W, C]` images in [0, 1] as a PNG (atomically), with optional labels
+    of its rows (left) and columns (below)."""
     grid = tile_images(images, rows, cols)
     height = images.shape[1]
     width = max(3.0, cols * 0.75)
@@ -50,7 +51,11 @@ def save_grid_png(path, images, rows, cols, title, row_labels=None):
     # Text grows with a wide grid (64 columns are 48 inches), where 10 points would be a speck above it.
     scale = max(1.0, width / 8)
     ax.set_title(title, fontsize=10 * scale)
-    ax.set_xticks([])
+    if col_labels:
+        ax.set_xticks([c * (images.shape[2] + 1) + images.shape[2] / 2 for c in range(cols)], col_labels,
+                      fontsize=8 * scale, rotation=90)
+    else:
+        ax.set_xticks([])
     if row_labels:
         ax.set_yticks([r * (height + 1) + height / 2 for r in range(rows)], row_labels, fontsize=8 * scale)
     else:
