@@ -535,8 +535,8 @@ def make_batch_from_indices(images, labels, *, binarize="none", flatten=False, c
 
 
 def refuse_batches_beyond(arrays, batch_size, dataset, validation_size):
-    """Refuses a `--batch_size` larger than the training examples: no whole batch at all, or one that is the whole
-    split, whose single step per epoch trains next to nothing."""
+    """Refuses a `--batch_size` larger than the training examples: train.py, which drops partial batches, would have
+    none, and Keras' fit (the classifier) one partial batch an epoch, which trains next to nothing."""
     if len(arrays.train_images) < batch_size:
         raise DataError(f"--batch_size={batch_size} is more than the {len(arrays.train_images)} training examples "
                         f"of {dataset} (--validation_size={validation_size} held out); pass a smaller --batch_size")

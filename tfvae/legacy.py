@@ -388,21 +388,26 @@ def _left_out_note(graph, node, model):
     """What a source's model holds that `model` has no place for, as the end of the log line: e.g. the weights of
     an autoregressive or learned-variance likelihood read into a plain one, which a checkpoint read skips silently.
     Matched by name, as the read matches them; the optimizer's slots follow the weights and are not listed."""
-    left_out, seen = [], set()
+    matched, unmatched, visited = set(), {}, set()
 
     def walk(node, target, path):
         children = tf.train.TrackableView(target).children(target) if target is not None else {}
         for child in graph.nodes[node].children:
-            if child.node_id in seen or (path == "model" and child.local_name == "optimizer"):
+            child_target = children.get(child.local_name)
+            # A node is visited once as matched and once as not: it may be reachable under several names.
+            key = (child.node_id, child_target is not None)
+            if key in visited or (path == "model" and child.local_name == "optimizer"):
                 continue
-            seen.add(child.node_id)
-            child_path, child_target = f"{path}/{child.local_name}", children.get(child.local_name)
-            if child_target is None and any(attribute.name == "VARIABLE_VALUE"
-                                            for attribute in graph.nodes[child.node_id].attributes):
-                left_out.append(child_path)
-            walk(child.node_id, child_target, child_path)
+            visited.add(key)
+            if any(attribute.name == "VARIABLE_VALUE" for attribute in graph.nodes[child.node_id].attributes):
+                if child_target is None:
+                    unmatched.setdefault(child.node_id, f"{path}/{child.local_name}")
+                else:
+                    matched.add(child.node_id)
+            walk(child.node_id, child_target, f"{path}/{child.local_name}")
 
     walk(node, model, "model")
+    left_out = [path for node_id, path in unmatched.items() if node_id not in matched]
     if not left_out:
         return ""
     shown = ", ".join(left_out[:4]) + (f" and {len(left_out) - 4} more" if len(left_out) > 4 else "")
