@@ -89,7 +89,7 @@ def test_a_restoration_models_images_show_corrupted_restored_and_clean_rows(tmp_
     clean = np.random.default_rng(0).random((5, 784), np.float32)
     corrupted = np.where(clean > 0.9, 1.0, clean * 0.5).astype(np.float32)
     originals = {"input": tf.constant(corrupted), "target": tf.constant(clean), "label": tf.zeros([5], tf.int32)}
-    callback = training.ImageSummaries(str(tmp_path), (28, 28, 1), originals, seed=0, restoring=True)
+    callback = training.ImageSummaries(str(tmp_path), (28, 28, 1), originals, seed=0, corruption_kind="mask")
     callback.set_model(model)
     callback.on_epoch_end(0)
     images = _event_tags(str(tmp_path))
@@ -99,6 +99,30 @@ def test_a_restoration_models_images_show_corrupted_restored_and_clean_rows(tmp_
     rows = [grid[29 * r:29 * r + 28, :28, 0] for r in (0, 2)]  # The first column's corrupted and clean digits.
     np.testing.assert_allclose(rows[0], np.round(corrupted[0].reshape(28, 28) * 255), atol=1)
     np.testing.assert_allclose(rows[1], np.round(clean[0].reshape(28, 28) * 255), atol=1)
+
+
+def test_a_mixed_restoration_models_image_shows_each_kind_in_turn_and_names_the_columns(tmp_path):
+    from tfvae.models import build_model
+
+    model = build_model(config.RunConfig(model="mlp", hidden_sizes=(8,), latent_dim=2, likelihood="bernoulli"),
+                        (28, 28, 1))
+    clean = np.random.default_rng(0).random((6, 784), np.float32)
+    # The pipeline's random draw of kinds, which the image replaces with one kind per column in turn.
+    originals = {"input": tf.zeros([6, 784]), "target": tf.constant(clean), "label": tf.zeros([6], tf.int32)}
+    callback = training.ImageSummaries(str(tmp_path), (28, 28, 1), originals, seed=0, corruption_kind="mixed",
+                                       corruption_strength=1.0)
+    callback.set_model(model)
+    callback.on_epoch_end(0)
+    image = _event_tags(str(tmp_path))["corrupted_over_restored_over_clean"]
+    assert image.metadata.summary_description == ("Columns, left to right: left clean, gaussian_noise, gaussian_blur, "
+                                                  "mask, downsample, left clean")
+    grid = tf.io.decode_png(tf.make_ndarray(image.tensor)[2]).numpy()[..., 0].astype(int)
+    corrupted = [grid[:28, 29 * c:29 * c + 28] for c in range(6)]
+    as_png = [np.round(image_.reshape(28, 28) * 255) for image_ in clean]
+    for column in (0, 5):  # Left clean.
+        np.testing.assert_allclose(corrupted[column], as_png[column], atol=1)
+    for column in (1, 2, 3, 4):
+        assert np.abs(corrupted[column] - as_png[column]).mean() > 10, column
 
 
 def test_a_conditional_models_sample_image_has_one_row_per_class(tmp_path):

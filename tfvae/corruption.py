@@ -108,12 +108,14 @@ def _mixed(images, strength, seed):
 
 def corrupt_one_kind_each(x, strength, seed, image_shape):
     """What "mixed" at `strength` does to images, one choice per image in turn: image i is left clean (i % 5 == 0)
-    or gets KINDS[i % 5 - 1] at its mixed strength, so a grid shows each. Returns (images like x, the kinds)."""
+    or gets KINDS[i % 5 - 1] at its mixed strength, so a grid shows each. Returns (images like x, a name for each
+    image's column: "left clean" or the kind)."""
     strengths = kind_strengths("mixed", strength)
     choices = ["none", *strengths]
     kinds = [choices[i % len(choices)] for i in range(len(x))]
-    return tf.concat([corrupt(x[i:i + 1], kind, None if kind == "none" else strengths[kind], seed, image_shape)
-                      for i, kind in enumerate(kinds)], axis=0), kinds
+    corrupted = tf.concat([corrupt(x[i:i + 1], kind, None if kind == "none" else strengths[kind], seed, image_shape)
+                           for i, kind in enumerate(kinds)], axis=0)
+    return corrupted, ["left clean" if kind == "none" else kind for kind in kinds]
 
 
 def corrupt(x, kind, strength, seed, image_shape=None):

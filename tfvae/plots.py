@@ -89,7 +89,6 @@ def plot_reconstructions(loaded, path, grid_size, x, labels, images_are, seed=0,
         image_shape, columns = tuple(loaded.metadata["image_shape"]), None
         if kind == "mixed":  # Each column one of the kinds it was trained on, named below it.
             corrupted, columns = corruption.corrupt_one_kind_each(clean, strength, seed_pair, image_shape)
-            columns = ["left clean" if column == "none" else column for column in columns]
         else:
             corrupted = corruption.corrupt(clean, kind, strength, seed_pair, image_shape=image_shape)
         corrupted = corrupted.numpy()

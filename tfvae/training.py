@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfvae import artifacts, cli, config, data, distribute, export, optimizers, summaries, visualization
+from tfvae import artifacts, cli, config, corruption, data, distribute, export, optimizers, summaries, visualization
 from tfvae.models import likelihoods
 
 GRID_ROWS = GRID_COLS = 4
@@ -227,15 +227,21 @@ class EpochLine(keras.callbacks.Callback):
 
 class ImageSummaries(keras.callbacks.Callback):
     """Each epoch: a 4x4 grid decoded from a fixed z, and fixed originals above their reconstructions; for a
-    restoration model (--corruption), the corrupted inputs above their restorations above the clean images."""
+    restoration model (--corruption), the corrupted inputs above their restorations above the clean images, and for
+    --corruption=mixed each kind of the mix in turn, one per column, named in the image's description."""
 
-    def __init__(self, log_dir, image_shape, originals, seed, restoring=False):
+    def __init__(self, log_dir, image_shape, originals, seed, corruption_kind="none", corruption_strength=None):
         super().__init__()
         self.writer = summaries.EventWriter(log_dir)
         self.image_shape = image_shape
         self.originals = originals
         self.seed = seed
-        self.restoring = restoring
+        self.restoring = corruption_kind != "none"
+        self.columns = None
+        if corruption_kind == "mixed":  # The pipeline's draw could leave out a kind, or show some twice, unnamed.
+            inputs, self.columns = corruption.corrupt_one_kind_each(
+                originals["target"], corruption_strength, tf.constant([seed, 3], tf.int64), image_shape)
+            self.originals = dict(originals, input=inputs)
 
     def on_epoch_end(self, epoch, logs=None):
         model = self.model
@@ -256,7 +262,9 @@ class ImageSummaries(keras.callbacks.Callback):
         with self.writer.as_default(step=epoch):  # Keras' epoch index, the step of its epoch scalars.
             tf.summary.image("samples", visualization.tile_images(as_images(samples), sample_rows, GRID_COLS)[None],
                              description="One row per class, 0 at the top" if classes else None)
-            tf.summary.image(tag, visualization.tile_images(tiles, len(rows), len(tiles) // len(rows))[None])
+            tf.summary.image(tag, visualization.tile_images(tiles, len(rows), len(tiles) // len(rows))[None],
+                             description=("Columns, left to right: " + ", ".join(self.columns)
+                                          if self.columns else None))
         self.writer.flush()
 
     def on_train_end(self, logs=None):
@@ -631,7 +639,7 @@ def train(model, datasets, cfg):
         callbacks.insert(0, KLWarmup(cfg.kl_warmup_epochs, steps_per_epoch))
     if cfg.image_summaries:
         callbacks.append(ImageSummaries(os.path.join(cfg.model_dir, "images"), datasets.image_shape,
-                                        datasets.preview, cfg.seed, restoring=cfg.corruption != "none"))
+                                        datasets.preview, cfg.seed, cfg.corruption, cfg.corruption_strength))
     callbacks += summaries.make_callbacks(cfg, datasets)  # KL histograms, active units, HParams.
     callbacks.append(checkpoints)  # Last: at an epoch end it saves, and may stop, after the others logged it.
     verbose = 1 if sys.stdout.isatty() else 0
@@ -740,7 +748,7 @@ def set_thread_pools(cfg):
 
 def run(cfg):
     """The whole job of `scripts/train.py`: data, model, training, export. Returns the metrics."""
-    from tfvae import corruption, legacy  # Local import keeps `--help` fast.
+    from tfvae import legacy  # Local import keeps `--help` fast.
     from tfvae.models import build_model
 
     changes = config.resume_changes(cfg) if cfg.resume else []
