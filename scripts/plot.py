@@ -1,5 +1,5 @@
-"""Draws a trained VAE: samples, reconstructions, 2-D manifold, latent scatter, interpolations, loss curves, class
-grid (conditional models), one PNG per kind.
+"""Draws a trained VAE: samples, reconstructions, 2-D manifold, latent scatter, interpolations, latent traversals,
+loss curves, class grid (conditional models), one PNG per kind.
 
     python scripts/plot.py --saved_model=saved_models/mnist_best --data_dir=PATH/MNIST_data --output_dir=plots
     python scripts/plot.py --model_dir=runs/mnist_best --kinds=loss_curves,latent_scatter

@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import REPO, run_script
-from tfvae import data, export, inference, plots, restore, summaries, visualization
+from conftest import REPO, run_script, write_idx
+from tfvae import data, evaluation, export, inference, plots, restore, summaries, visualization
 from tfvae.compat import keras
 from tfvae.models import likelihoods
 from tfvae.models.base import VAE
@@ -63,7 +63,7 @@ def test_every_plot_kind_of_a_trained_2d_run(tiny_run, mnist_dir, tmp_path):
     result = run_script("plot.py", f"--model_dir={model_dir}", f"--data_dir={mnist_dir}", "--grid_size=5",
                         "--scatter_examples=500", f"--output_dir={tmp_path}")
     assert result.returncode == 0, result.stderr
-    kinds = {"samples", "reconstructions", "manifold", "latent_scatter", "interpolation", "loss_curves"}
+    kinds = {"samples", "reconstructions", "manifold", "latent_scatter", "interpolation", "traversal", "loss_curves"}
     assert {f[:-4] for f in os.listdir(tmp_path)} == kinds  # No class grid: not conditional; no temp files left.
     assert "Skipped class_grid: the class grid needs a conditional model" in result.stdout
     for kind in kinds:
@@ -72,12 +72,12 @@ def test_every_plot_kind_of_a_trained_2d_run(tiny_run, mnist_dir, tmp_path):
 
 def test_class_grid_and_pca_scatter_of_a_conditional_export(conditional_export, mnist_dir, tmp_path):
     result = run_script("plot.py", f"--saved_model={conditional_export}", f"--data_dir={mnist_dir}",
-                        "--kinds=class_grid,latent_scatter,samples,interpolation", "--scatter_examples=300",
+                        "--kinds=class_grid,latent_scatter,samples,interpolation,traversal", "--scatter_examples=300",
                         f"--output_dir={tmp_path}")
     assert result.returncode == 0, result.stderr
     with Image.open(tmp_path / "class_grid.png") as image:
         assert image.size[1] > image.size[0] * 0.8  # ten rows of eight: taller than wide-ish
-    for kind in ("class_grid", "latent_scatter", "samples", "interpolation"):
+    for kind in ("class_grid", "latent_scatter", "samples", "interpolation", "traversal"):
         assert_valid_png(tmp_path / f"{kind}.png")
 
 
@@ -94,6 +94,64 @@ def test_interpolation_pairs_do_not_follow_the_scatter_and_share_a_conditional_m
     for conditional in (True, False):
         for a, b in plots.interpolation_pairs(labels, conditional, seed=0):
             assert a != b and (labels[a] == labels[b]) == conditional
+
+
+def test_traversal_dimensions_are_ordered_by_their_mean_kl():
+    z_mean = np.array([[0.0, 2.0, 0.0], [0.0, -2.0, 0.0]])
+    z_logvar = np.array([[0.0, 0.0, np.log(0.25)], [0.0, 0.0, np.log(0.25)]])
+    dimensions, kl = plots.traversal_dimensions(z_mean, z_logvar, 2)
+    # KL(N(mu, s^2) || N(0, 1)) = (mu^2 + s^2 - log s^2 - 1) / 2.
+    np.testing.assert_allclose(kl, [0.0, 2.0, 0.5 * (0.25 - np.log(0.25) - 1.0)])
+    assert list(dimensions) == [1, 2]
+
+
+def test_a_traversal_decodes_one_images_z_mean_with_one_dimension_per_row_set_to_each_column(mnist_dir, tmp_path,
+                                                                                          monkeypatch):
+    captured = {}
+    monkeypatch.setattr(visualization, "save_grid_png", lambda path, images, rows, cols, title, row_labels,
+                        col_labels: captured.update(images=images, rows=rows, cols=cols, title=title,
+                                                    row_labels=row_labels, col_labels=col_labels))
+    export_dir = os.path.join(REPO, "saved_models", "conv_mnist")
+    plots.run(restore.load_saved_model(export_dir), ["traversal"], str(tmp_path), mnist_dir, seed=1, grid_size=5)
+    assert (captured["rows"], captured["cols"]) == (5, 5)  # Five of the 16 dimensions, five values each.
+    assert captured["col_labels"] == ["-1.64", "-0.60", "0.00", "0.60", "1.64"]  # 5%, 27.5%, ... of N(0, 1)
+    kls = [float(label.split("KL ")[1].split(",")[0]) for label in captured["row_labels"]]
+    assert kls == sorted(kls, reverse=True) and kls[-1] > 0.5  # The dimensions the model uses, most first.
+    # Decoded again through the export's own signatures: the image the title names, each row its dimension.
+    index = int(captured["title"].split("test image ")[1].split()[0].rstrip(","))
+    metadata = json.load(open(os.path.join(export_dir, "tfvae.json")))
+    x, _, _ = evaluation.load_split(metadata, mnist_dir, "test", metadata["binarize"], 1, num_examples=index + 1)
+    saved = tf.saved_model.load(export_dir)
+    z_mean = saved.signatures["encode"](input=tf.constant(x[index:index + 1]))["z_mean"].numpy()[0]
+    for row, label in enumerate(captured["row_labels"]):
+        dimension = int(label.split("]")[0][2:])
+        assert f"here {z_mean[dimension]:+.2f}" in label
+        z = np.repeat(z_mean[None], 5, axis=0)
+        z[:, dimension] = visualization.gaussian_quantile_grid(5)[1]  # The labels are rounded; the values are not.
+        expected = saved.signatures["decode"](z=tf.constant(z, tf.float32))["x_hat"].numpy()
+        np.testing.assert_allclose(captured["images"][row * 5:(row + 1) * 5].reshape(5, -1),
+                                   expected.reshape(5, -1), atol=1e-5)
+    first_row = captured["images"][:5]
+    assert np.abs(first_row[0] - first_row[-1]).mean() > 0.02  # The dimension of most KL changes the digit.
+
+
+def test_pool_plots_take_a_test_split_smaller_than_their_pool_and_flags_beyond_it_are_named(conditional_export,
+                                                                                            tmp_path):
+    folder = tmp_path / "MNIST_data"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, magic, array in [("train-images-idx3-ubyte.gz", 2051, rng.integers(0, 256, (20, 28, 28))),
+                               ("train-labels-idx1-ubyte.gz", 2049, rng.integers(0, 10, 20)),
+                               ("t10k-images-idx3-ubyte.gz", 2051, rng.integers(0, 256, (30, 28, 28))),
+                               ("t10k-labels-idx1-ubyte.gz", 2049, np.arange(30) % 10)]:
+        write_idx(str(folder / name), magic, array)
+    loaded = restore.load_saved_model(conditional_export)
+    loaded.metadata["config"] = dict(loaded.metadata["config"], validation_size=5)
+    written, _ = plots.run(loaded, ["interpolation", "traversal"], str(tmp_path / "plots"), str(folder))
+    assert sorted(written) == ["interpolation", "traversal"]  # From the 30 test images there are.
+    with pytest.raises(ValueError, match=r"--scatter_examples=40 is more than the 30 examples of the test split"):
+        plots.run(loaded, ["interpolation", "latent_scatter"], str(tmp_path / "more"), str(folder),
+                  scatter_examples=40)
 
 
 def test_inapplicable_kinds_are_refused_before_any_file_is_written(conditional_export, tmp_path):
@@ -203,7 +261,7 @@ def test_plots_show_test_images_as_the_model_was_trained_on_them(conditional_exp
     # trained on binarized digits binary ones; the titles say which.
     loaded = restore.load_saved_model(conditional_export)
     loaded.metadata["binarize"] = binarize
-    x, labels, images_are = plots.load_test_images(loaded, mnist_dir, seed=3, count=20)
+    x, labels, images_are = plots.load_test_images(loaded, mnist_dir, seed=3, asked={"grid_size": 20})
     gray_levels = np.unique(x)
     assert x.shape == (20, 784) and len(labels) == 20
     if binarize == "none":

@@ -755,9 +755,10 @@ def evaluate_cvae_config_from_flags():
 
 EVAL_BINARIZE = ("auto",) + BINARIZE
 # plot.py's interpolation draws its pairs (with --seed) from this many first test images, whatever else it draws.
-PLOT_INTERPOLATION_POOL = 1000
-PLOT_KINDS = ("samples", "reconstructions", "manifold", "latent_scatter", "interpolation", "loss_curves",
-              "class_grid")
+# The first test images the interpolation draws its pairs from and the traversal its image and dimensions' KL.
+PLOT_POOL = 1000
+PLOT_KINDS = ("samples", "reconstructions", "manifold", "latent_scatter", "interpolation", "traversal",
+              "loss_curves", "class_grid")
 
 
 def _define_model_source_flags():
@@ -845,10 +846,10 @@ def define_plot_flags():
     refuse_existing_file("output_dir", "a folder for the PNG files (created if missing)")
     define_model_data_dir_flag("Test images")
     define_seed_flag("Seeds z ~ N(0, I), binarization and the choice of test images.")
-    flags.DEFINE_integer("grid_size", 8, "Rows and columns of sample and manifold grids.", lower_bound=2,
+    flags.DEFINE_integer("grid_size", 8, "Rows and columns of sample, manifold and traversal grids.", lower_bound=2,
                          upper_bound=32)
-    flags.DEFINE_integer("scatter_examples", 5000, "Test examples in the latent scatter (the interpolation draws its "
-                         f"pairs from the first {PLOT_INTERPOLATION_POOL:,} whatever this is).", lower_bound=10)
+    flags.DEFINE_integer("scatter_examples", 5000, "Test examples in the latent scatter (the interpolation and the "
+                         f"traversal draw from the first {PLOT_POOL:,} whatever this is).", lower_bound=10)
     flags.register_validator(
         "kinds", lambda kinds: bool(kinds) and all(k in PLOT_KINDS + ("all",) for k in kinds),
         message=f"--kinds must be 'all' or a comma-separated subset of {','.join(PLOT_KINDS)}")

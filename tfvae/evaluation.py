@@ -47,11 +47,8 @@ def load_split(metadata, data_dir, split, binarize, seed, num_examples=0, num_ex
     arrays = data.load_model_arrays(metadata, data_dir, validation_size)
     images, labels = arrays.split(split)
     split_size = len(images)
-    if num_examples > len(images):
-        # Else it would measure fewer examples than asked, in a file named for the number asked.
-        raise ValueError(f"--{num_examples_flag}={num_examples} is more than the {len(images):,} examples of the "
-                         f"{split} split; pass at most {len(images)}"
-                         + (", or 0 for all" if num_examples_flag == "num_examples" else ""))
+    # Else it would measure fewer examples than asked, in a file named for the number asked.
+    refuse_more_than(split_size, num_examples, num_examples_flag, split)
     if binarize in ("dynamic", "static"):
         images = data.binarize_static(images, seed)
     if num_examples:
@@ -59,6 +56,13 @@ def load_split(metadata, data_dir, split, binarize, seed, num_examples=0, num_ex
         images, labels = images[chosen], labels[chosen]
     x = images.astype(np.float32) / 255.0
     return x.reshape((len(x), *metadata["input_shape"])), labels, split_size
+
+
+def refuse_more_than(split_size, count, count_flag, split="test"):
+    """Raises ValueError naming `--count_flag` when it asks for more than the split's `split_size` examples."""
+    if count > split_size:
+        raise ValueError(f"--{count_flag}={count} is more than the {split_size:,} examples of the {split} split; "
+                         f"pass at most {split_size}" + (", or 0 for all" if count_flag == "num_examples" else ""))
 
 
 def likelihood_is_density(metadata, binarize):

@@ -68,16 +68,21 @@ def plot_samples(loaded, path, grid_size, seed, **_):
                                 row_labels=_class_row_labels(loaded) if loaded.num_classes else None)
 
 
-def load_test_images(loaded, data_dir, seed, count, count_flag="scatter_examples"):
-    """The first `count` test images prepared as the model was trained on them (binarized, seeded, if it was);
-    `count_flag` is the flag that asked for them, for the error when the test split is smaller.
+def load_test_images(loaded, data_dir, seed, asked, pool=0):
+    """The first test images prepared as the model was trained on them (binarized, seeded, if it was): as many as
+    the largest count in `asked` ({flag name: count}; more than the test split is refused, naming that flag), or
+    `pool` when that is more, as far as the split goes.
 
     Returns:
       (x float32 `[n, *input_shape]` in [0, 1], labels int32 `[n]`, a phrase naming the images for titles).
     """
     trained_on = loaded.metadata.get("binarize", "none")
-    x, labels, _ = evaluation.load_split(loaded.metadata, data_dir, "test", trained_on, seed, count, count_flag)
-    return x, labels, inference.test_images_are(loaded.metadata, seed)
+    flag = max(asked, key=asked.get)
+    x, labels, split_size = evaluation.load_split(loaded.metadata, data_dir, "test", trained_on, seed,
+                                                  0 if pool > asked[flag] else asked[flag], flag)
+    evaluation.refuse_more_than(split_size, asked[flag], flag)
+    count = max(asked[flag], min(pool, split_size))
+    return x[:count], labels[:count], inference.test_images_are(loaded.metadata, seed)
 
 
 def plot_reconstructions(loaded, path, grid_size, x, labels, images_are, seed=0, **_):
@@ -117,14 +122,14 @@ def plot_manifold(loaded, path, grid_size, **_):
 
 
 def encode_all(loaded, x, labels, batch_size=500):
-    """z_mean of every example, `[n, latent_dim]`."""
-    return np.concatenate([loaded.encode(x[i:i + batch_size], labels[i:i + batch_size])[0].numpy()
-                           for i in range(0, len(x), batch_size)])
+    """(z_mean, z_logvar) of every example, each `[n, latent_dim]`."""
+    parts = [loaded.encode(x[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    return tuple(np.concatenate([part[k].numpy() for part in parts]) for k in (0, 1))
 
 
 def plot_latent_scatter(loaded, path, x, labels, scatter_examples, images_are, **_):
     n = min(scatter_examples, len(x))
-    z_mean = encode_all(loaded, x[:n], labels[:n])
+    z_mean, _ = encode_all(loaded, x[:n], labels[:n])
     how = "" if loaded.latent_dim <= 2 else f", PCA of {loaded.latent_dim}-D"
     # The encoder of a conditional model is given the label, so z holds the style and the classes overlap.
     given = "\nclasses overlap: given the label, z holds the style" if loaded.num_classes else ""
@@ -134,10 +139,10 @@ def plot_latent_scatter(loaded, path, x, labels, scatter_examples, images_are, *
 
 
 def interpolation_pairs(labels, conditional, seed):
-    """INTERPOLATION_PAIRS (a, b) indices into the first PLOT_INTERPOLATION_POOL examples, chosen with `seed`:
+    """INTERPOLATION_PAIRS (a, b) indices into the first PLOT_POOL examples, chosen with `seed`:
     the same pairs whatever else a plot.py run draws. A conditional model decodes with one label, so its pairs
     share it (the path morphs style, not class); an unconditional model's pairs are of two classes."""
-    labels = labels[:config.PLOT_INTERPOLATION_POOL]
+    labels = labels[:config.PLOT_POOL]
     rng = np.random.default_rng(seed)
     pairs = []
     for _ in range(INTERPOLATION_PAIRS):
@@ -160,6 +165,40 @@ def plot_interpolation(loaded, path, x, labels, seed, images_are, **_):
     note = " of one class, decoded with its label" if loaded.num_classes else ""
     visualization.save_interpolation_png(path, rows, f"{_name(loaded)}: linear interpolation between the "
                                          f"z_mean of two {images_are}{note}")
+
+
+def traversal_dimensions(z_mean, z_logvar, count):
+    """The `count` latent dimensions of most KL(q(z_u|x) || N(0, 1)), averaged over the examples, most first.
+
+    Returns:
+      (dimension indices int `[count]`, the mean KL of every dimension float `[latent_dim]`, nats).
+    """
+    kl = 0.5 * np.mean(np.square(z_mean) + np.exp(z_logvar) - z_logvar - 1.0, axis=0)
+    return np.argsort(-kl, kind="stable")[:count], kl
+
+
+def plot_traversal(loaded, path, grid_size, x, labels, seed, images_are, **_):
+    """One test image's z_mean with one latent dimension at a time set to `grid_size` quantiles of N(0, 1) (5% to
+    95%): a row per dimension, the dimensions of most KL over the pool first (the ones the model uses)."""
+    pool = min(config.PLOT_POOL, len(x))
+    z_mean, z_logvar = encode_all(loaded, x[:pool], labels[:pool])
+    dimensions, kl = traversal_dimensions(z_mean, z_logvar, min(loaded.latent_dim, grid_size))
+    index = int(np.random.default_rng(seed).integers(pool))
+    _, values = visualization.gaussian_quantile_grid(grid_size)
+    z = np.repeat(z_mean[index][None], len(dimensions) * grid_size, axis=0)
+    for row, dimension in enumerate(dimensions):
+        z[row * grid_size:(row + 1) * grid_size, dimension] = values
+    decoded = loaded.decode(z, np.full(len(z), labels[index], np.int32))
+    row_labels = [f"z[{d}]: KL {kl[d]:.2f}, here {z_mean[index, d]:+.2f}" for d in dimensions]
+    visualization.save_grid_png(
+        path, _images(loaded, decoded), len(dimensions), grid_size,
+        f"{_name(loaded)}: latent traversal of test image {index}"
+        + (f", decoded with its label {data.class_label(loaded.metadata['dataset'], labels[index])}"
+           if loaded.num_classes else "") + "\n"
+        f"({inference.decoded_images_are(loaded.metadata)}); each row sets one dimension\n"
+        f"to the column's N(0, 1) quantile, the others at the image's z_mean;\n"
+        f"rows by mean KL (nats) over {pool:,} {images_are}",
+        row_labels=row_labels, col_labels=[f"{round(float(v), 2) + 0.0:.2f}" for v in values])
 
 
 def plot_loss_curves(loaded, path, history_folder, **_):
@@ -189,10 +228,13 @@ PLOTTERS = {
     "manifold": plot_manifold,
     "latent_scatter": plot_latent_scatter,
     "interpolation": plot_interpolation,
+    "traversal": plot_traversal,
     "loss_curves": plot_loss_curves,
     "class_grid": plot_class_grid,
 }
-NEEDS_DATA = ("reconstructions", "latent_scatter", "interpolation")
+NEEDS_DATA = ("reconstructions", "latent_scatter", "interpolation", "traversal")
+# Drawn from the first config.PLOT_POOL test images, or all when the split is smaller.
+FROM_THE_POOL = ("interpolation", "traversal")
 # Drawn from a run's files alone: a run folder needs no checkpoint for these.
 FROM_FILES_ALONE = ("loss_curves",)
 
@@ -215,16 +257,13 @@ def run(loaded, kinds, output_dir, data_dir="", seed=0, grid_size=8, scatter_exa
     kinds, left_out = applicable_kinds(loaded, kinds, history_folder)
     inputs = dict(grid_size=grid_size, seed=seed, scatter_examples=scatter_examples, history_folder=history_folder)
     if any(kind in NEEDS_DATA for kind in kinds):
-        # The first test images, as many as the kinds drawn take: reconstructions grid_size, the scatter
-        # scatter_examples, the interpolation its pool.
-        counts = {"grid_size": grid_size}
+        # The first test images, as many as the kinds drawn take: reconstructions --grid_size, the scatter
+        # --scatter_examples, the interpolation and the traversal the pool.
+        asked = {"grid_size": grid_size}
         if "latent_scatter" in kinds:
-            counts["scatter_examples"] = scatter_examples
-        if "interpolation" in kinds:
-            counts["interpolation"] = config.PLOT_INTERPOLATION_POOL
-        count_flag = max(counts, key=counts.get)
-        inputs["x"], inputs["labels"], inputs["images_are"] = load_test_images(
-            loaded, data_dir, seed, counts[count_flag], count_flag)
+            asked["scatter_examples"] = scatter_examples
+        pool = config.PLOT_POOL if any(kind in FROM_THE_POOL for kind in kinds) else 0
+        inputs["x"], inputs["labels"], inputs["images_are"] = load_test_images(loaded, data_dir, seed, asked, pool)
     written = {}
     for kind in kinds:
         path = os.path.join(output_dir, f"{kind}.png")
