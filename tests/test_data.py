@@ -75,6 +75,7 @@ def test_an_idx_split_without_examples_is_refused_when_read(tmp_path):
     (dict(images_magic=2049), "wrong IDX magic number 2049"),
     (dict(train_labels=np.zeros(19)), "has 20 images but train-labels-idx1-ubyte.gz has 19 labels"),
     (dict(train_labels=np.full(20, 12)), "label 12 outside [0, 10)"),
+    (dict(train_labels=np.full(20, 10)), "label 10 outside [0, 10)"),  # The first label past the classes.
 ])
 def test_broken_idx_files_name_the_file(tmp_path, breakage, message):
     with pytest.raises(data.DataError) as error:
@@ -472,3 +473,28 @@ def test_a_models_data_folder_that_is_gone_is_named_in_the_warning_and_in_the_er
     caplog.clear()
     arrays = data.load_model_arrays({"dataset": "mnist", "config": {"data_dir": mnist_dir}}, "", validation_size=10)
     assert len(arrays.test_images) == 10000 and not caplog.records
+
+
+def test_idx_images_of_another_size_are_refused(tmp_path):
+    # Else 32x32 images would train as MNIST's 28x28, rows wrapped.
+    rng = np.random.default_rng(0)
+    folder = _fake_mnist_dir(tmp_path)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", 2051, rng.integers(0, 256, (20, 32, 32)))
+    with pytest.raises(data.DataError, match=r"item shape \(32, 32\), expected \(28, 28\)"):
+        data.load_arrays("mnist", folder, validation_size=5)
+
+
+def test_each_split_draws_its_own_binarization(tmp_path):
+    # Identical gray images everywhere: a split reusing another's seed would give it the same binary images.
+    folder = _fake_mnist_dir(tmp_path)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", 2051, np.full((20, 28, 28), 128))
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", 2051, np.full((10, 28, 28), 128))
+    static = data.make_datasets(config.RunConfig(model="mlp", data_dir=folder, validation_size=5, batch_size=5,
+                                                 binarize="static")).arrays
+    assert set(np.unique(static.train_images)) == {0, 255}
+    assert not np.array_equal(static.validation_images, static.train_images[:5])
+    assert not np.array_equal(static.test_images[:5], static.train_images[:5])
+    dynamic = data.make_datasets(config.RunConfig(model="mlp", data_dir=folder, validation_size=5, batch_size=5,
+                                                  binarize="dynamic"))
+    validation, test = (next(iter(pipeline))["input"].numpy() for pipeline in (dynamic.validation, dynamic.test))
+    assert not np.array_equal(validation, test[:5])

@@ -137,3 +137,16 @@ def test_autoregressive_export_serves_in_a_fresh_process(autoregressive_run):
     result = run_script(None, code, autoregressive_run["autoregressive_bernoulli"],
                         env={"PYTHONPATH": "", "PYTHONNOUSERSITE": "1"}, cwd="/")
     assert result.returncode == 0 and result.stdout.startswith("ok"), result.stderr[-2000:]
+
+
+def test_a_right_edge_pixel_sees_nothing_past_the_edge():
+    neighbours = likelihoods.causal_neighbourhood((4, 5), 3)
+    # Pixel (1, 4) = 9: (0, 3), (0, 4), (0, 5) past the right edge -> the padding index 20, and (1, 3).
+    assert neighbours[9].tolist() == [3, 4, 20, 8]
+    # Every neighbour of every pixel lies within the kernel's square, before the pixel in raster order.
+    for i, row in enumerate(likelihoods.causal_neighbourhood((6, 7), 5)):
+        r, c = divmod(i, 7)
+        for n in row:
+            if n != 42:
+                nr, nc = divmod(int(n), 7)
+                assert abs(nr - r) <= 2 and abs(nc - c) <= 2 and (nr, nc) < (r, c)

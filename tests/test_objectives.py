@@ -206,3 +206,13 @@ BAD_FLAGS = {
 @pytest.mark.parametrize("case", sorted(BAD_FLAGS))
 def test_bad_objective_flags_fail_in_one_line_and_write_nothing(case, tmp_path):
     assert_train_flags_fail_cleanly(*BAD_FLAGS[case], tmp_path)
+
+
+def test_the_objective_scales_the_kl_by_the_weight_it_is_given():
+    cfg = config.RunConfig(model="mlp", hidden_sizes=(32,), latent_dim=3, likelihood="bernoulli", beta=2.0, seed=3)
+    model = build_model(cfg, (28, 28, 1))
+    x = (np.random.default_rng(0).random((8, 784)) < 0.3).astype(np.float32)
+    terms = model.compute_terms({"input": x, "target": x, "label": np.zeros(8, np.int32)})
+    for weight in (0.0, 0.25):  # A KL warm-up's weights: the loss differentiated is recon + beta * weight * KL.
+        np.testing.assert_allclose(model.objective(terms, weight).numpy(),
+                                   terms["reconstruction"].numpy() + 2.0 * weight * terms["kl"].numpy(), rtol=1e-6)

@@ -437,3 +437,37 @@ def test_only_bad_steps_in_a_row_stop_the_run(bad_batches, stops_after, steps_pe
         again = training.StopOnBadSteps(max_bad_steps=3)
         model.fit(_batches(np.nan_to_num(x)), epochs=1, callbacks=[again], verbose=0, shuffle=False)
         assert again.stopped_at is None
+
+
+@tf.custom_gradient
+def _infinite_gradient_where(logits, flag):
+    def grad(upstream):
+        return upstream + tf.where(flag[:, None] > 0, np.inf, 0.0), tf.zeros_like(flag)
+    return tf.identity(logits), grad
+
+
+def test_a_finite_loss_with_a_non_finite_gradient_is_skipped():
+    # The poisoned-input tests make the loss NaN too; here only the gradient is not finite.
+    from tfvae.models.base import VAE
+
+    cfg = config.RunConfig(model="mlp", hidden_sizes=(16,), latent_dim=2, likelihood="bernoulli", adam="keras")
+    model = build_model(cfg, (28, 28, 1))
+    model.decode = lambda z, label=None, training=False: _infinite_gradient_where(
+        VAE.decode(model, z, label, training), tf.cast(label, tf.float32))
+    model.compile(optimizer=training.make_optimizer(cfg))
+    x = np.random.default_rng(0).random((300, 784)).astype(np.float32)
+    labels = np.zeros(300, np.int32)
+    labels[150] = 1  # In the second batch: its loss is finite, its gradient infinite.
+    steps = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            steps.append(([v.numpy().copy() for v in self.model.trainable_variables],
+                          int(self.model.optimizer.iterations.numpy()), float(logs["bad_steps"])))
+
+    dataset = tf.data.Dataset.from_tensor_slices({"input": x, "target": x, "label": labels}).batch(100)
+    history = model.fit(dataset, epochs=1, verbose=0, shuffle=False, callbacks=[Record()])
+    assert [s[1] for s in steps] == [1, 1, 2] and [s[2] for s in steps] == [0, 1, 1]
+    for before, after in zip(steps[0][0], steps[1][0]):
+        np.testing.assert_array_equal(before, after)
+    assert all(np.isfinite(w).all() for w in steps[-1][0]) and np.isfinite(history.history["loss"][0])
