@@ -33,12 +33,12 @@ def main(argv):
         else:
             labels, rows = inference.parse_labels(cfg.label, metadata.get("num_classes", 0), cfg.rows, cfg.cols)
             samples = inference.decode_samples(saved, metadata, rows, cfg.cols, cfg.seed, labels)
-            row_labels = ([data.class_label(metadata["dataset"], int(label)) for label in labels[::cfg.cols]]
+            row_labels = ([data.class_label(metadata, int(label)) for label in labels[::cfg.cols]]
                           if cfg.label == "all" else None)
             visualization.save_grid_png(cfg.output, samples, rows, cfg.cols,
                                         f"{export.model_name(metadata)}: {inference.decoded_images_are(metadata)}, "
                                         f"z ~ N(0, I), seed {cfg.seed}"
-                                        + (f", label {data.class_label(metadata['dataset'], int(labels[0]))}"
+                                        + (f", label {data.class_label(metadata, int(labels[0]))}"
                                            if cfg.label not in (None, "all") else ""),
                                         row_labels=row_labels)
     except (export.ExportError, data.DataError, ValueError) as e:

@@ -407,3 +407,29 @@ def test_a_restoration_models_protocol_says_it_is_measured_on_clean_inputs():
     data_text = evaluation.describe_protocol(denoising, "test", 10, "dynamic", 0, 5)["data"]
     assert data_text.endswith("; clean inputs, although this model was trained to restore gaussian_noise-corrupted "
                               "ones (evaluate_restoration.py measures that)")
+
+
+def test_the_nll_standard_error_is_the_spread_over_examples_over_sqrt_n(linear_gaussian):
+    _, exact_log_px, _, exact_path, test, _ = linear_gaussian
+    results = evaluation.evaluate(restore.load_saved_model(exact_path), test.astype(np.float32),
+                                  np.zeros(NUM_EXAMPLES, np.int32), num_importance_samples=3, batch_size=50,
+                                  samples_per_batch=3, progress=False)
+    # With the exact posterior every example's NLL is its exact -log p(x): the error is their std / sqrt(n).
+    assert results["nll_standard_error"] == pytest.approx(np.std(exact_log_px) / math.sqrt(NUM_EXAMPLES), rel=1e-3)
+
+
+def test_a_gaussian_models_numbers_are_labelled_continuous_on_binary_images_too():
+    # Before, a Gaussian evaluated on binarized digits printed nats and discrete "bits" without a word.
+    metadata = {"likelihood": "gaussian", "binarize": "dynamic", "image_shape": [28, 28, 1], "input_shape": [784],
+                "dataset": "mnist"}
+    protocol = evaluation.describe_protocol(metadata, "test", 100, "dynamic", 0, 10)
+    assert "continuous density" in protocol["nll"] and "values at 0 and 1 alone" in protocol["nll"]
+    assert "trained on" not in protocol["nll"]
+    assert "trained on binary images, evaluated on gray levels" in evaluation.describe_protocol(
+        metadata, "test", 100, "none", 0, 10)["nll"]
+    results = dict(negative_elbo=-900.0, reconstruction=-910.0, kl=10.0, num_importance_samples=10, nll=-905.0,
+                   nll_standard_error=1.0, bits_per_dim=-1.665, active_units=2, latent_dim=2, kl_per_dimension=[5, 5],
+                   likelihood="gaussian", likelihood_is_density=True, binarize="dynamic", num_classes=0)
+    assert "bits (continuous)" in evaluation.format_table(results, protocol)
+    bernoulli = dict(results, likelihood="bernoulli")
+    assert "bits (continuous)" not in evaluation.format_table(bernoulli, protocol)

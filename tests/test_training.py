@@ -462,7 +462,7 @@ def test_a_run_stopped_while_its_model_is_built_leaves_no_run_folder(stop, tmp_p
     # for an existing run folder afterwards.
     import tfvae.models
 
-    def interrupted(cfg, image_shape):
+    def interrupted(cfg, image_shape, num_classes=None):
         assert os.path.isfile(os.path.join(cfg.model_dir, "flags.txt"))
         raise stop()
 
@@ -844,3 +844,22 @@ def test_an_export_the_disk_refuses_after_training_names_the_command_that_export
         f"--model_dir={model_dir} --export_dir=PATH")
     assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
     assert json.load(open(model_dir / "metrics.json"))["test"]["loss"] > 0
+
+
+def test_the_first_warm_up_step_trains_on_the_reconstruction_alone():
+    # The reported loss is at full KL weight either way: only the weights show what the step trained on.
+    from tfvae.compat import keras
+    from tfvae.models import build_model
+
+    x = (np.random.default_rng(0).random((8, 784)) < 0.3).astype(np.float32)
+    dataset = tf.data.Dataset.from_tensor_slices({"input": x, "target": x, "label": np.zeros(8, np.int32)}).batch(8)
+    weights = {}
+    for name, beta, callbacks in (("warm-up", 1.0, [training.KLWarmup(2)]), ("beta 0", 0.0, []), ("plain", 1.0, [])):
+        cfg = config.RunConfig(model="mlp", hidden_sizes=(32,), latent_dim=3, likelihood="bernoulli", seed=3, beta=beta)
+        model = build_model(cfg, (28, 28, 1))
+        model.compile(optimizer=keras.optimizers.Adam(1e-2))
+        model.fit(dataset, epochs=1, verbose=0, shuffle=False, callbacks=callbacks)
+        weights[name] = [v.numpy() for v in model.trainable_variables]
+    for a, b in zip(weights["warm-up"], weights["beta 0"]):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert any(not np.allclose(a, b) for a, b in zip(weights["warm-up"], weights["plain"]))

@@ -276,10 +276,12 @@ def test_plots_show_test_images_as_the_model_was_trained_on_them(conditional_exp
 
 def test_plots_name_the_classes_of_datasets_whose_labels_are_not_digits():
     # The datasets' own label order (Fashion-MNIST's 9 is an ankle boot, CIFAR-10's 3 a cat); MNIST's are digits.
-    assert data.class_label("fashion_mnist", 9) == "9 ankle boot"
-    assert data.class_label("fashion_mnist", 0) == "0 T-shirt/top"
-    assert data.class_label("cifar10", 3) == "3 cat" and data.class_label("cifar10", 9) == "9 truck"
-    assert data.class_label("mnist", 7) == "7"
+    assert data.class_label({"dataset": "fashion_mnist"}, 9) == "9 ankle boot"
+    assert data.class_label({"dataset": "fashion_mnist"}, 0) == "0 T-shirt/top"
+    assert data.class_label({"dataset": "cifar10"}, 3) == "3 cat"
+    assert data.class_label({"dataset": "cifar10"}, 9) == "9 truck"
+    assert data.class_label({"dataset": "image_folder", "class_names": ["cats", "dogs"]}, 1) == "1 dogs"
+    assert data.class_label({"dataset": "mnist"}, 7) == "7"
 
 
 def test_tile_images_fills_rows_first_with_white_separators():

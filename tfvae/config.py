@@ -21,6 +21,9 @@ STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 MODELS = ("tf1_tutorial", "mlp", "conv", "cvae")
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
+# What train.py also takes: a folder of your own images (tfvae/image_folder.py).
+IMAGE_FOLDER = "image_folder"
+TRAIN_DATASETS = DATASETS + (IMAGE_FOLDER,)
 LIKELIHOODS = ("bernoulli", "autoregressive_bernoulli", "gaussian", "sse")
 # Likelihoods of binary pixels: their data are binarized and their losses are discrete nats.
 BINARY_LIKELIHOODS = ("bernoulli", "autoregressive_bernoulli")
@@ -275,9 +278,11 @@ def define_train_flags():
     flags.DEFINE_string("name", None, "Run name; the defaults of --model_dir (runs/NAME) and --export_dir "
                         "(saved_models/NAME) derive from it. Default: the model name.")
     flags.DEFINE_enum("model", "tf1_tutorial", MODELS, "Model preset.")
-    flags.DEFINE_enum("dataset", "mnist", DATASETS, "Dataset to train on.")
+    flags.DEFINE_enum("dataset", "mnist", TRAIN_DATASETS, "Dataset to train on; image_folder: your own images in "
+                      "--data_dir.")
     define_path_flag("data_dir", "", "A folder with the TF1 MNIST_data/ IDX .gz files (read directly), or "
-                     "a TFDS data directory. Empty: TFDS's default.")
+                     "a TFDS data directory. Empty: TFDS's default. With --dataset=image_folder: a folder holding "
+                     "train/ and test/, each of images or of one subfolder of images per class.")
     flags.DEFINE_enum("binarize", "none", BINARIZE, "none: gray levels in [0, 1]; dynamic: a fresh Bernoulli "
                       "sample of each image each epoch; static: one fixed sample.")
     flags.DEFINE_enum("corruption", "none", CORRUPTIONS, "Denoising / deblurring / enhancement: the model sees "
@@ -296,7 +301,8 @@ def define_train_flags():
                       "PixelCNN-style decoder head), gaussian, or sse (the TF1 tutorial's sum of squared error). "
                       "Default: sse for tf1_tutorial, bernoulli otherwise.")
     flags.DEFINE_float("gaussian_stddev", 0.1, "--likelihood=gaussian: the fixed pixel stddev, or the initial one "
-                       "with --learn_variance.")
+                       "with --learn_variance. Its log-density includes -0.5 log(2 pi stddev^2) per number (+1.38 "
+                       "nats at 0.1), so a loss can be negative.")
     flags.DEFINE_bool("learn_variance", False, "--likelihood=gaussian: learn one variance per pixel.")
     flags.DEFINE_integer("ar_kernel_size", 7, "--likelihood=autoregressive_bernoulli: each pixel sees the pixels "
                          "above and left of it within a square of this odd size.")
@@ -308,8 +314,8 @@ def define_train_flags():
                       "bound of --num_importance_samples samples; Burda et al. 2016).")
     flags.DEFINE_integer("num_importance_samples", 1, "K, samples of q(z|x) per example for --objective=iwae.")
     flags.DEFINE_float("beta", 1.0, "Weight of the KL term (beta-VAE); 1 is the ELBO.")
-    flags.DEFINE_float("kl_warmup_epochs", 0.0, "Raise the KL weight linearly from 0 to --beta over this many "
-                       "epochs (step by step); 0: no warm-up.")
+    flags.DEFINE_float("kl_warmup_epochs", 0.0, "Raise the KL's factor linearly from 0 to --beta over this many "
+                       "epochs (step by step; TensorBoard's kl_weight is the fraction of --beta); 0: no warm-up.")
     flags.DEFINE_float("free_bits", 0.0, "Nats per latent dimension below which the batch-mean KL is not "
                        "penalised (Kingma et al. 2016); 0: off.")
     flags.DEFINE_integer("epochs", 10, "Training epochs.")
@@ -424,9 +430,15 @@ def define_train_flags():
     flags.register_validator("ar_channels", _positive("ar_channels"), message="--ar_channels must be > 0")
     flags.register_multi_flags_validator(
         ["likelihood", "dataset"],
-        lambda f: f["likelihood"] != "autoregressive_bernoulli" or f["dataset"] in SINGLE_CHANNEL_DATASETS,
+        # An image folder's channels are known once it is read (training.run checks them then).
+        lambda f: f["likelihood"] != "autoregressive_bernoulli" or f["dataset"] in SINGLE_CHANNEL_DATASETS + (
+            IMAGE_FOLDER,),
         message="--likelihood=autoregressive_bernoulli models single-channel images; use --dataset="
                 + " or --dataset=".join(SINGLE_CHANNEL_DATASETS) + ", or --likelihood=bernoulli")
+    flags.register_multi_flags_validator(
+        ["dataset", "data_dir"], lambda f: f["dataset"] != IMAGE_FOLDER or bool(f["data_dir"]),
+        message=f"--dataset={IMAGE_FOLDER} reads your images from --data_dir: pass --data_dir=a folder holding "
+                f"train/ and test/, each of images or of one subfolder of images per class")
     flags.register_multi_flags_validator(
         ["objective", "free_bits"], lambda f: not (f["objective"] == "iwae" and f["free_bits"]),
         message="--free_bits clamps the KL term of --objective=elbo; the iwae bound has none, drop one of them")
@@ -757,6 +769,7 @@ EVAL_BINARIZE = ("auto",) + BINARIZE
 # plot.py's interpolation draws its pairs (with --seed) from this many first test images, whatever else it draws.
 # The first test images the interpolation draws its pairs from and the traversal its image and dimensions' KL.
 PLOT_POOL = 1000
+PLOT_SCATTER_EXAMPLES = 5000  # The latent scatter's test images unless --scatter_examples says.
 PLOT_KINDS = ("samples", "reconstructions", "manifold", "latent_scatter", "interpolation", "traversal",
               "loss_curves", "class_grid")
 
@@ -848,8 +861,9 @@ def define_plot_flags():
     define_seed_flag("Seeds z ~ N(0, I), binarization and the choice of test images.")
     flags.DEFINE_integer("grid_size", 8, "Rows and columns of sample, manifold and traversal grids.", lower_bound=2,
                          upper_bound=32)
-    flags.DEFINE_integer("scatter_examples", 5000, "Test examples in the latent scatter (the interpolation and the "
-                         f"traversal draw from the first {PLOT_POOL:,} whatever this is).", lower_bound=10)
+    flags.DEFINE_integer("scatter_examples", None, f"Test examples in the latent scatter. Default: "
+                         f"{PLOT_SCATTER_EXAMPLES:,}, or the whole test split when it is smaller (the interpolation "
+                         f"and the traversal draw from the first {PLOT_POOL:,} whatever this is).", lower_bound=10)
     flags.register_validator(
         "kinds", lambda kinds: bool(kinds) and all(k in PLOT_KINDS + ("all",) for k in kinds),
         message=f"--kinds must be 'all' or a comma-separated subset of {','.join(PLOT_KINDS)}")

@@ -15,7 +15,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfvae import cli
+from tfvae import cli, image_folder
+from tfvae.config import IMAGE_FOLDER  # Your own images: their size, channels and classes are the folder's.
 
 # The four files of the TF1 `read_data_sets` layout, by split.
 IDX_FILES = {
@@ -27,7 +28,7 @@ IDX_LABELS_MAGIC = 2049
 # Datasets whose TF1 IDX layout we read directly when `data_dir` holds it.
 IDX_DATASETS = ("mnist", "fashion_mnist")
 DATASET_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
-# Labels of every dataset tfvae reads are in [0, 10).
+# Labels of every named dataset tfvae reads are in [0, 10).
 NUM_CLASSES = 10
 PREVIEW_SIZE = 8
 
@@ -38,7 +39,8 @@ class DataError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ImageArrays:
-    """In-memory splits of one dataset. Images are uint8 `[n, H, W, C]`, labels int32 `[n]`."""
+    """In-memory splits of one dataset. Images are uint8 `[n, H, W, C]`, labels int32 `[n]`; `class_names` are an
+    image folder's (its class subfolders, () when it has none), () for the named datasets."""
 
     train_images: np.ndarray
     train_labels: np.ndarray
@@ -46,6 +48,7 @@ class ImageArrays:
     validation_labels: np.ndarray
     test_images: np.ndarray
     test_labels: np.ndarray
+    class_names: tuple = ()
 
     def split(self, name):
         return getattr(self, f"{name}_images"), getattr(self, f"{name}_labels")
@@ -276,8 +279,11 @@ def load_model_arrays(metadata, data_dir, validation_size):
 
 
 def describe_source(dataset, data_dir):
-    """Where `load_arrays(dataset, data_dir)` reads from, for a report: the IDX files of a folder or TFDS. The two
-    hold the same images in other orders, so their validation and test examples differ one by one."""
+    """Where `load_arrays(dataset, data_dir)` reads from, for a report: the IDX files of a folder or TFDS (the two
+    hold the same images in other orders, so their validation and test examples differ one by one), or an image
+    folder."""
+    if dataset == IMAGE_FOLDER:
+        return f"the image files in {os.path.abspath(data_dir)}"
     if dataset in IDX_DATASETS and has_idx_files(data_dir):
         return f"the IDX files in {os.path.abspath(data_dir)}"
     return f"TFDS {dataset} in " + (os.path.abspath(data_dir) if data_dir else "TFDS's default data folder")
@@ -291,10 +297,36 @@ CLASS_NAMES = {
 }
 
 
-def class_label(dataset, label):
-    """A label as plots show it: "7" for MNIST, "9 ankle boot" where the dataset names its classes."""
-    names = CLASS_NAMES.get(dataset)
+def class_label(metadata, label):
+    """A label of a model's data (`metadata`: an export's tfvae.json) as plots show it: "7" for MNIST, "9 ankle
+    boot" where the dataset names its classes, an image folder's class folder name."""
+    names = metadata.get("class_names") or CLASS_NAMES.get(metadata.get("dataset"))
     return f"{label} {names[label]}" if names and 0 <= label < len(names) else str(label)
+
+
+def num_classes(dataset, class_names):
+    """How many labels a conditional model of `dataset` takes: 10 for the named datasets, an image folder's classes."""
+    return len(class_names) if dataset == IMAGE_FOLDER else NUM_CLASSES
+
+
+def image_shape_of(dataset, data_dir):
+    """(H, W, C) of `dataset`'s images; an image folder's from its first training image (`image_folder.image_shape`).
+
+    Raises:
+      DataError: an image folder that is missing or laid out otherwise, naming the fix.
+    """
+    if dataset != IMAGE_FOLDER:
+        return DATASET_SHAPES[dataset]
+    try:
+        return image_folder.image_shape(_image_folder_dir(data_dir))
+    except image_folder.FolderError as e:
+        raise DataError(str(e)) from None
+
+
+def _image_folder_dir(data_dir):
+    if not data_dir:
+        raise DataError(f"--dataset={IMAGE_FOLDER} reads --data_dir: pass {image_folder.LAYOUT_HINT}")
+    return data_dir
 
 
 # The first test labels of each IDX dataset: both use the same file names, so a folder is told apart by them.
@@ -317,9 +349,17 @@ def load_arrays(dataset, data_dir, validation_size=5000):
     When `data_dir` holds the TF1 IDX files they are read directly; otherwise TFDS loads `dataset`.
     """
     if data_dir and not os.path.isdir(data_dir):
-        raise DataError(f"--data_dir={data_dir}: no such directory; pass a folder holding the IDX files "
-                        f"(MNIST_data/ layout, mnist and fashion_mnist) or a TFDS data directory")
-    if dataset in IDX_DATASETS and has_idx_files(data_dir):
+        expected = image_folder.LAYOUT_HINT if dataset == IMAGE_FOLDER else (
+            "a folder holding the IDX files (MNIST_data/ layout, mnist and fashion_mnist) or a TFDS data directory")
+        raise DataError(f"--data_dir={data_dir}: no such directory; pass {expected}")
+    class_names = ()
+    if dataset == IMAGE_FOLDER:
+        try:
+            splits, class_names = image_folder.load(_image_folder_dir(data_dir))
+        except image_folder.FolderError as e:
+            raise DataError(str(e)) from None
+        (train_images, train_labels), (test_images, test_labels) = splits["train"], splits["test"]
+    elif dataset in IDX_DATASETS and has_idx_files(data_dir):
         train_images, train_labels = load_idx_split(data_dir, "train")
         test_images, test_labels = load_idx_split(data_dir, "test")
         _check_idx_dataset(dataset, data_dir, test_labels)
@@ -331,7 +371,7 @@ def load_arrays(dataset, data_dir, validation_size=5000):
     return ImageArrays(
         train_images=train_images[validation_size:], train_labels=train_labels[validation_size:],
         validation_images=train_images[:validation_size], validation_labels=train_labels[:validation_size],
-        test_images=test_images, test_labels=test_labels)
+        test_images=test_images, test_labels=test_labels, class_names=tuple(class_names))
 
 
 def fingerprint(arrays):
@@ -340,7 +380,8 @@ def fingerprint(arrays):
     moved elsewhere."""
     digest = hashlib.sha256()
     for field in dataclasses.fields(arrays):
-        digest.update(np.ascontiguousarray(getattr(arrays, field.name)).tobytes())
+        if field.name.endswith(("_images", "_labels")):
+            digest.update(np.ascontiguousarray(getattr(arrays, field.name)).tobytes())
     return digest.hexdigest()[:16]
 
 

@@ -6,11 +6,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tfvae import artifacts, cli, config, export
+from tfvae import artifacts, cli, export
+from tfvae.image_folder import IMAGE_EXTENSIONS  # What a folder of inputs is scanned for.
 
-# What tf.io.decode_image reads (a GIF's first frame), and so what a folder of inputs is scanned for; outputs are
-# PNG or JPEG (config.IMAGE_SUFFIXES).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+# Outputs are PNG or JPEG (config.IMAGE_SUFFIXES).
 OUTPUT_ENCODERS = {".png": tf.io.encode_png, ".jpg": tf.io.encode_jpeg, ".jpeg": tf.io.encode_jpeg}
 RESTORE_BATCH = 256
 
@@ -125,7 +124,7 @@ def untrained_for_restoration(metadata):
 
 
 def restore_images(saved, metadata, images):
-    """Runs images through the SavedModel's `reconstruct` signature (x_hat = mean of p(x | z_mean)).
+    """Runs images through the SavedModel's `reconstruct` signature (x_hat of z_mean, as `VAE.call`).
 
     Args:
       saved: a loaded tfvae SavedModel.

@@ -103,11 +103,16 @@ def describe_protocol(metadata, split, num_examples, binarize, seed, num_importa
         nll_text = (f"NOT A DENSITY: the {metadata.get('likelihood')} term is not a normalised log-likelihood, "
                     f"so 'nll' and 'bits_per_dim' are the same K={num_importance_samples} estimator applied to "
                     f"exp(-{metadata.get('likelihood')}); compare them only between runs of that likelihood")
-    elif binarize == "none":
-        nll_text += (f"; a continuous density of [0, 1]-scaled {levels}, not comparable with numbers on binarized "
-                     f"data nor with discrete (8-bit) bits/dim")
-        if metadata.get("binarize", "none") != "none":
-            nll_text += "; the model was trained on binary images, evaluated on gray levels"
+    elif metadata.get("likelihood") not in config.BINARY_LIKELIHOODS:
+        # A Gaussian's: with its -0.5 log(2 pi sigma^2) per number, so it can be negative, and on binary images too.
+        nll_text += (f"; a continuous density of [0, 1]-scaled {levels} (with its normalising constant, so it can be "
+                     f"negative), not comparable with a Bernoulli's nats nor with discrete (8-bit) bits/dim")
+        if binarize != "none":
+            nll_text += "; here of binary images, so of the density's values at 0 and 1 alone"
+        trained_on_gray = metadata.get("binarize", "none") == "none"
+        if trained_on_gray != (binarize == "none"):
+            nll_text += (f"; the model was trained on {'gray levels' if trained_on_gray else 'binary images'}, "
+                         f"evaluated on {'binary images' if trained_on_gray else 'gray levels'}")
     elif metadata.get("binarize") == "none":
         nll_text += "; the model was trained on gray levels, evaluated on binary images"
     if metadata.get("corruption", "none") != "none":
@@ -272,8 +277,9 @@ def evaluate(loaded, x, labels, num_importance_samples=1000, batch_size=100, sam
 def format_table(results, protocol):
     """The main numbers as an aligned text table, each with the protocol it was measured under."""
     units = "nats" if results.get("likelihood_is_density", True) else "not nats"
-    # Of [0, 1]-scaled pixels a density is continuous: its bits/dim are not those of 8-bit (discrete) pixels.
-    bits_unit = "not bits" if units != "nats" else "bits (continuous)" if results.get("binarize") == "none" else "bits"
+    # A Gaussian's density is continuous: its bits/dim are not those of 8-bit (discrete) pixels.
+    continuous = results.get("likelihood") not in config.BINARY_LIKELIHOODS
+    bits_unit = "not bits" if units != "nats" else "bits (continuous)" if continuous else "bits"
     rows = [
         ("negative ELBO", f"{results['negative_elbo']:.3f}", units, "elbo"),
         ("  reconstruction", f"{results['reconstruction']:.3f}", units, "elbo"),

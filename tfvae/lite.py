@@ -50,7 +50,7 @@ def _float32_twin(saved_model, metadata, folder):
 
     cfg = dataclasses.replace(config.run_config_from_dict(metadata["config"]), mixed_precision="none")
     keras.mixed_precision.set_global_policy("float32")
-    model = build_model(cfg, tuple(metadata["image_shape"]))
+    model = build_model(cfg, tuple(metadata["image_shape"]), metadata.get("num_classes"))
     try:
         unread = restore.read_every_variable({"model": model}, model.trainable_variables,
                                              legacy.checkpoint_prefix(saved_model))

@@ -53,7 +53,7 @@ def _images(loaded, x):
 
 
 def _class_row_labels(loaded):
-    return [f"class {data.class_label(loaded.metadata['dataset'], c)}" for c in range(loaded.num_classes)]
+    return [f"class {data.class_label(loaded.metadata, c)}" for c in range(loaded.num_classes)]
 
 
 def plot_samples(loaded, path, grid_size, seed, **_):
@@ -135,7 +135,7 @@ def plot_latent_scatter(loaded, path, x, labels, scatter_examples, images_are, *
     given = "\nclasses overlap: given the label, z holds the style" if loaded.num_classes else ""
     visualization.save_latent_scatter_png(path, z_mean, labels[:n],
                                           f"{_name(loaded)}: z_mean of {n} {images_are} by label{how}{given}",
-                                          lambda label: data.class_label(loaded.metadata["dataset"], label))
+                                          lambda label: data.class_label(loaded.metadata, label))
 
 
 def interpolation_pairs(labels, conditional, seed):
@@ -193,7 +193,7 @@ def plot_traversal(loaded, path, grid_size, x, labels, seed, images_are, **_):
     visualization.save_grid_png(
         path, _images(loaded, decoded), len(dimensions), grid_size,
         f"{_name(loaded)}: latent traversal of test image {index}"
-        + (f", decoded with its label {data.class_label(loaded.metadata['dataset'], labels[index])}"
+        + (f", decoded with its label {data.class_label(loaded.metadata, labels[index])}"
            if loaded.num_classes else "") + "\n"
         f"({inference.decoded_images_are(loaded.metadata)}); each row sets one dimension\n"
         f"to the column's N(0, 1) quantile, the others at the image's z_mean;\n"
@@ -244,8 +244,11 @@ def need_a_model(kinds):
     return any(kind not in FROM_FILES_ALONE for kind in kinds)
 
 
-def run(loaded, kinds, output_dir, data_dir="", seed=0, grid_size=8, scatter_examples=5000, on_written=None):
+def run(loaded, kinds, output_dir, data_dir="", seed=0, grid_size=8, scatter_examples=None, on_written=None):
     """Draws `kinds` ("all" or names of PLOTTERS) of `loaded` into `output_dir/KIND.png`.
+
+    `scatter_examples`: the latent scatter's test images; None for config.PLOT_SCATTER_EXAMPLES, or all when the
+    test split is smaller (a number asked for beyond the split is refused).
 
     Test images are prepared as the model was trained on them (`load_test_images`). `on_written(kind, path)` is
     called as each file is in place, so a failure later still leaves the earlier ones reported.
@@ -255,14 +258,17 @@ def run(loaded, kinds, output_dir, data_dir="", seed=0, grid_size=8, scatter_exa
     """
     history_folder = loaded.source
     kinds, left_out = applicable_kinds(loaded, kinds, history_folder)
-    inputs = dict(grid_size=grid_size, seed=seed, scatter_examples=scatter_examples, history_folder=history_folder)
+    inputs = dict(grid_size=grid_size, seed=seed, scatter_examples=scatter_examples or config.PLOT_SCATTER_EXAMPLES,
+                  history_folder=history_folder)
     if any(kind in NEEDS_DATA for kind in kinds):
         # The first test images, as many as the kinds drawn take: reconstructions --grid_size, the scatter
         # --scatter_examples, the interpolation and the traversal the pool.
         asked = {"grid_size": grid_size}
-        if "latent_scatter" in kinds:
-            asked["scatter_examples"] = scatter_examples
         pool = config.PLOT_POOL if any(kind in FROM_THE_POOL for kind in kinds) else 0
+        if "latent_scatter" in kinds and scatter_examples:
+            asked["scatter_examples"] = scatter_examples
+        elif "latent_scatter" in kinds:
+            pool = max(pool, config.PLOT_SCATTER_EXAMPLES)
         inputs["x"], inputs["labels"], inputs["images_are"] = load_test_images(loaded, data_dir, seed, asked, pool)
     written = {}
     for kind in kinds:

@@ -78,7 +78,7 @@ def load_saved_model(path):
                        owner=saved)
 
 
-def build_in_precision(cfg, image_shape):
+def build_in_precision(cfg, image_shape, num_classes=None):
     """`build_model` with the layers computing in the run's precision (a mixed-precision run's as it trained and
     exported), leaving Keras' global policy as it was for whatever the process builds next."""
     from tfvae import training  # Local: heavy.
@@ -88,7 +88,7 @@ def build_in_precision(cfg, image_shape):
     policy = keras.mixed_precision.global_policy()
     training.set_precision_policy(cfg)
     try:
-        return build_model(cfg, image_shape)
+        return build_model(cfg, image_shape, num_classes)
     finally:
         keras.mixed_precision.set_global_policy(policy)
 
@@ -125,8 +125,8 @@ def load_checkpoint(model_dir):
         # No export named: a run without a checkpoint never exported, so one there is another run's.
         raise NoCheckpoint(f"--model_dir={model_dir}: no checkpoint in {config.CHECKPOINTS_DIR}/ yet; train at "
                            f"least one epoch")
-    image_shape = data.DATASET_SHAPES[cfg.dataset]
-    model = build_in_precision(cfg, image_shape)
+    image_shape, class_names = training.data_spec_of_run(cfg)
+    model = build_in_precision(cfg, image_shape, data.num_classes(cfg.dataset, class_names))
     try:  # Only the model: the optimizer and epoch counter in the checkpoint are not needed to evaluate.
         tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
         model.repair_kl_weight()
@@ -135,7 +135,7 @@ def load_checkpoint(model_dir):
         tf.get_logger().setLevel("ERROR")
         raise ValueError(f"--model_dir={model_dir}: cannot read {latest} ({export.describe_read_error(e)}); put "
                          f"back an intact copy of that checkpoint{own_export}") from None
-    metadata = training.export_metadata(cfg, image_shape, model)
+    metadata = training.export_metadata(cfg, image_shape, model, class_names)
     metadata["checkpoint"] = os.path.abspath(latest)
     signatures = export.make_serving_functions(model, metadata["input_shape"])
     return LoadedModel(signatures=signatures, metadata=metadata, source=os.path.abspath(model_dir), owner=model)
@@ -149,10 +149,10 @@ def load_run_files(model_dir):
     Raises:
       ValueError: no such folder or no flags file, naming the fix.
     """
-    from tfvae import data, training  # Local: heavy.
+    from tfvae import training  # Local: heavy.
 
     cfg = _run_config(model_dir)
-    metadata = training.export_metadata(cfg, data.DATASET_SHAPES[cfg.dataset])
+    metadata = training.export_metadata(cfg, *training.data_spec_of_run(cfg))
     return LoadedModel(signatures={}, metadata=metadata, source=os.path.abspath(model_dir))
 
 
@@ -281,7 +281,7 @@ def reexport_saved_model(saved_model, export_dir=None):
     optimizer_at_root = any(key.startswith("optimizer/") for key in keys)
     with_optimizer = optimizer_at_root or any(key.startswith("model/optimizer/") for key in keys)
 
-    model = build_in_precision(cfg, tuple(metadata["image_shape"]))
+    model = build_in_precision(cfg, tuple(metadata["image_shape"]), metadata.get("num_classes"))
     # The export's own root: tf1_variables also holds the sampling seed's state, which is not under the model.
     objects = {"model": model, "tf1_variables": compat.backing_tf_variables(model)}
     expected = list(model.trainable_variables)

@@ -37,7 +37,7 @@ def _loss_units(cfg):
     if likelihoods.is_density(cfg.likelihood, cfg.binarize):
         units = "nats per example"
     elif cfg.likelihood == "sse":
-        units = "sum of squared error + KL nats"
+        units = "sum of squared error (not nats) + KL (nats)"
     else:
         units = f"{cfg.likelihood} cross-entropy of gray levels + KL nats (not a density: binarize the data for nats)"
     weights = [f"beta={cfg.beta:g}"] * (cfg.beta != 1.0) + [f"free_bits={cfg.free_bits:g}"] * (cfg.free_bits > 0)
@@ -117,8 +117,42 @@ def prepare_model_dir(cfg, data_record=None):
         artifacts.write_json(os.path.join(cfg.model_dir, DATA_RECORD_FILE), data_record)
 
 
-# What a run read: where from, and a fingerprint of its examples (data.fingerprint), which a --resume must match.
+# What a run read: where from, and a fingerprint of its examples (data.fingerprint), which a --resume must match;
+# the images' shape and an image folder's class names, which rebuilding the model from a checkpoint needs.
 DATA_RECORD_FILE = "data.json"
+
+
+def data_spec_of_run(cfg):
+    """(image shape (H, W, C), class names) of the data of the run in `cfg.model_dir`: a named dataset's, or the
+    image folder's as the run recorded them in DATA_RECORD_FILE.
+
+    Raises:
+      ValueError: an image-folder run whose record is missing or damaged, naming the fix.
+    """
+    if cfg.dataset != config.IMAGE_FOLDER:
+        return data.DATASET_SHAPES[cfg.dataset], ()
+    path = os.path.join(cfg.model_dir, DATA_RECORD_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            recorded = json.load(f)
+        return tuple(int(size) for size in recorded["image_shape"]), tuple(recorded["class_names"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: cannot read the image folder's shape and classes ({type(e).__name__}); use the "
+                         f"run's export (--saved_model), or re-run it") from None
+
+
+def refuse_data_the_model_cannot_take(cfg, image_shape, class_names):
+    """Raises data.DataError when an image folder's images do not fit the flags: a conditional model needs class
+    folders, the autoregressive likelihood gray images (the named datasets are checked with the flags)."""
+    if cfg.dataset != config.IMAGE_FOLDER:
+        return
+    if cfg.model == "cvae" and len(class_names) < 2:
+        raise data.DataError(f"--model=cvae learns from labels, and {cfg.data_dir} has "
+                             f"{'one class folder' if class_names else 'no class folders'}; put each class's "
+                             f"images in a subfolder of train/ and of test/, or pick another --model")
+    if cfg.likelihood == "autoregressive_bernoulli" and image_shape[-1] != 1:
+        raise data.DataError(f"--likelihood=autoregressive_bernoulli models single-channel images, and the images "
+                             f"in {cfg.data_dir} are colour; use --likelihood=bernoulli, or gray images")
 
 
 def check_resumed_data(cfg, data_record):
@@ -554,12 +588,13 @@ def restore_checkpoint(manager, model, state, steps_per_epoch):
         raise CheckpointError(f"--resume: cannot read {path} ({export.describe_read_error(e)}); {fix}") from None
 
 
-def export_metadata(cfg, image_shape, model=None):
-    """What an export needs to be used alone: shapes, latent size, likelihood, and the run's config.
+def export_metadata(cfg, image_shape, model=None, class_names=()):
+    """What an export needs to be used alone: shapes, latent size, likelihood, an image folder's class names, and
+    the run's config.
 
     Without `model`, a run's description from its flags alone (restore.load_run_files)."""
     num_classes = getattr(model, "num_classes", 0) if model is not None else (
-        data.NUM_CLASSES if cfg.model == "cvae" else 0)
+        data.num_classes(cfg.dataset, class_names) if cfg.model == "cvae" else 0)
     input_shape = [int(np.prod(image_shape))] if cfg.flatten_inputs else list(image_shape)
     return {
         "model": cfg.model,
@@ -573,6 +608,7 @@ def export_metadata(cfg, image_shape, model=None):
         "corruption_strength": cfg.corruption_strength,
         "dataset": cfg.dataset,
         "num_classes": num_classes,
+        **({"class_names": list(class_names)} if class_names else {}),
         "config": dataclasses.asdict(cfg),
     }
 
@@ -778,10 +814,13 @@ def run(cfg):
         # Also makes TF's kernels pick deterministic algorithms (e.g. reductions on GPU), at some speed cost.
         tf.config.experimental.enable_op_determinism()
     corrupt_fn = corruption.make_corrupt_fn(cfg.corruption, cfg.corruption_strength,
-                                            data.DATASET_SHAPES[cfg.dataset])
+                                            data.image_shape_of(cfg.dataset, cfg.data_dir))
     datasets = data.make_datasets(cfg, corrupt_fn=corrupt_fn)
+    class_names = datasets.arrays.class_names
+    refuse_data_the_model_cannot_take(cfg, datasets.image_shape, class_names)
     data_record = {"source": data.describe_source(cfg.dataset, cfg.data_dir),
-                   "fingerprint": data.fingerprint(datasets.arrays)}
+                   "fingerprint": data.fingerprint(datasets.arrays),
+                   "image_shape": list(datasets.image_shape), "class_names": list(class_names)}
     if cfg.resume:
         check_resumed_data(cfg, data_record)
     # Every worker takes part in saving (it can involve collectives); only the chief's files are kept.
@@ -799,7 +838,7 @@ def run(cfg):
             try:
                 prepare_model_dir(run_cfg, data_record)
                 with strategy.scope():
-                    model = build_model(cfg, datasets.image_shape)
+                    model = build_model(cfg, datasets.image_shape, data.num_classes(cfg.dataset, class_names))
                     metrics = train(model, datasets, run_cfg)
             except (legacy.TF1ImportError, KeyboardInterrupt, cli.Terminated):
                 # Stopped before its first checkpoint (an --init_from that does not fit, a Ctrl-C while it starts;
@@ -824,7 +863,8 @@ def run(cfg):
             with defer_signals(late, plan="finishing the export first"):
                 try:
                     path = export.export_saved_model(model, export_dir,
-                                                     export_metadata(cfg, datasets.image_shape, model),
+                                                     export_metadata(cfg, datasets.image_shape, model,
+                                                                     class_names),
                                                      extra_json={"metrics.json": metrics})
                 except (OSError, tf.errors.OpError) as e:
                     problem = cli.file_system_problem(e, where=f"--export_dir={export_dir}")

@@ -171,7 +171,8 @@ class VAE(keras.Model):
         return {key: tf.concat([part[key] for part in terms], 0) for key in terms[0]}
 
     def call(self, inputs, training=False):
-        """Deterministic reconstruction x_hat = mean of p(x | z_mean); `inputs` is x or a batch dict."""
+        """Deterministic reconstruction x_hat of z_mean (the likelihood's `call`: the mean of p(x | z_mean), or the
+        autoregressive likelihood's raster-order mean-field image); `inputs` is x or a batch dict."""
         x, label = (inputs["input"], inputs.get("label")) if isinstance(inputs, dict) else (inputs, None)
         z_mean, _ = self.encode(x, label, training=training)
         return self.likelihood(self.decode(z_mean, label, training=training))

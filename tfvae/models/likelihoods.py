@@ -12,7 +12,8 @@ from tfvae import losses
 
 @keras.saving.register_keras_serializable("tfvae")
 class Likelihood(keras.layers.Layer):
-    """Base class. `call(logits)` is the mean image x_hat in [0, 1]; `log_prob(x, logits)` is `[batch]`."""
+    """Base class. `call(logits)` is the image x_hat in [0, 1] (the mean of p(x|z); an autoregressive likelihood's
+    mean-field image, which has more ink than its true mean); `log_prob(x, logits)` is `[batch]`."""
 
     # Whether log_prob is a normalised density, so that losses are nats.
     is_density = True

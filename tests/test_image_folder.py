@@ -1,0 +1,168 @@
+"""--dataset=image_folder: your own images in DATA_DIR/train/ and DATA_DIR/test/, read as a dataset, trained on,
+exported and drawn; a folder laid out otherwise is refused naming the file and the fix."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import assert_train_flags_fail_cleanly, error_lines, run_script
+from tfvae import data, image_folder
+
+CLASSES = ("seven", "one", "zero")  # Sorted, they are labels 0 one, 1 seven, 2 zero.
+
+
+def write_png(path, image):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tf.io.write_file(path, tf.io.encode_png(np.asarray(image, np.uint8)))
+
+
+def digit_folder(root, mnist_dir, per_class=(60, 20)):
+    """An image folder of real MNIST digits: train/ and test/ with a class folder each for 7, 1 and 0."""
+    digits = {"train": data.load_idx_split(mnist_dir, "train"), "test": data.load_idx_split(mnist_dir, "test")}
+    for (split, (images, labels)), count in zip(digits.items(), per_class):
+        for name, digit in zip(CLASSES, (7, 1, 0)):
+            for i, image in enumerate(images[labels == digit][:count]):
+                write_png(os.path.join(root, split, name, f"{i:04d}.png"), image)
+    return str(root)
+
+
+def test_class_folders_give_sorted_labels_in_a_fixed_order_that_mixes_them(tmp_path, mnist_dir):
+    folder = digit_folder(tmp_path / "digits", mnist_dir, per_class=(30, 10))
+    arrays = data.load_arrays("image_folder", folder, validation_size=15)
+    assert arrays.class_names == ("one", "seven", "zero")
+    assert arrays.train_images.shape == (75, 28, 28, 1) and arrays.train_images.dtype == np.uint8
+    assert arrays.test_images.shape == (30, 28, 28, 1)
+    # Each image keeps its own folder's label: ones hold the least ink, zeros the most.
+    ink = [arrays.test_images[arrays.test_labels == label].mean() for label in range(3)]
+    assert ink[0] < ink[1] < ink[2]
+    # The validation split (the first training images) holds every class, not only the first folder's.
+    assert set(arrays.validation_labels) == {0, 1, 2}
+    again = data.load_arrays("image_folder", folder, validation_size=15)
+    assert data.fingerprint(again) == data.fingerprint(arrays)
+    assert data.describe_source("image_folder", folder) == f"the image files in {folder}"
+
+
+def test_an_unlabelled_folder_transparency_and_mixed_channels(tmp_path):
+    rng = np.random.default_rng(0)
+    first = rng.integers(0, 256, (8, 6, 3))  # Colour first: the dataset is colour, a gray image becomes RGB.
+    write_png(str(tmp_path / "train" / "a.png"), first)
+    write_png(str(tmp_path / "train" / "b.png"), np.full((8, 6, 1), 40))
+    write_png(str(tmp_path / "train" / "c.png"), np.concatenate([np.zeros((8, 6, 3)), np.full((8, 6, 1), 0)], -1))
+    write_png(str(tmp_path / "test" / "d.png"), first)
+    (tmp_path / "train" / "notes.txt").write_text("not an image, not read")
+    splits, class_names = image_folder.load(str(tmp_path))
+    assert class_names == ()
+    images, labels = splits["train"]
+    assert images.shape == (3, 8, 6, 3) and list(labels) == [0, 0, 0]
+    as_read = {tuple(image[0, 0]) for image in images}
+    assert tuple(first[0, 0]) in as_read
+    assert (40, 40, 40) in as_read  # Gray, repeated into three channels.
+    assert (255, 255, 255) in as_read  # Fully transparent: white, as an image viewer shows it.
+    assert image_folder.image_shape(str(tmp_path)) == (8, 6, 3)
+
+
+@pytest.mark.parametrize("layout, message", [
+    ("no_test", "has no test/ folder; pass a folder holding train/ and test/"),
+    ("empty_test", "test holds no .png, .jpg, .jpeg, .bmp, .gif images"),
+    ("loose_and_classes", "holds both images (x.png, ...) and class folders (cats, ...)"),
+    ("other_classes", "test/ has the classes ['cats'] but train/ has ['cats', 'dogs']; give both the same"),
+    ("other_size", "image is 9x9, but"),
+    ("not_an_image", "not a readable PNG, JPEG, BMP or GIF image"),
+])
+def test_a_folder_laid_out_otherwise_is_refused_naming_the_fix(tmp_path, layout, message):
+    image = np.zeros((8, 8, 1))
+    write_png(str(tmp_path / "train" / "cats" / "a.png"), image)
+    write_png(str(tmp_path / "train" / "dogs" / "b.png"), image)
+    if layout != "no_test":
+        os.makedirs(tmp_path / "test", exist_ok=True)
+    if layout not in ("no_test", "empty_test"):
+        write_png(str(tmp_path / "test" / "cats" / "c.png"), image)
+        if layout != "other_classes":
+            write_png(str(tmp_path / "test" / "dogs" / "d.png"), image)
+    if layout == "loose_and_classes":
+        write_png(str(tmp_path / "train" / "x.png"), image)
+    if layout == "other_size":
+        write_png(str(tmp_path / "test" / "dogs" / "e.png"), np.zeros((9, 9, 1)))
+    if layout == "not_an_image":
+        (tmp_path / "test" / "dogs" / "f.png").write_bytes(b"not a png")
+    with pytest.raises(data.DataError) as refused:
+        data.load_arrays("image_folder", str(tmp_path), validation_size=0)
+    assert message in str(refused.value)
+
+
+def test_a_conditional_model_of_your_own_classes_trains_exports_and_draws(tmp_path, mnist_dir):
+    folder = digit_folder(tmp_path / "digits", mnist_dir)
+    run, export = str(tmp_path / "run"), str(tmp_path / "export")
+    result = run_script("train.py", "--model=cvae", "--dataset=image_folder", f"--data_dir={folder}",
+                        "--validation_size=30", "--hidden_sizes=32", "--latent_dim=2", "--batch_size=30",
+                        "--epochs=2", f"--model_dir={run}", f"--export_dir={export}")
+    assert result.returncode == 0, result.stderr
+    with open(os.path.join(export, "tfvae.json")) as f:
+        metadata = json.load(f)
+    assert metadata["num_classes"] == 3 and metadata["class_names"] == ["one", "seven", "zero"]
+    assert metadata["image_shape"] == [28, 28, 1]
+    # The export takes labels of its three classes only, in a process without tfvae.
+    check = run_script(None, f"""
+import tensorflow as tf
+decode = tf.saved_model.load({export!r}).signatures["decode"]
+print(decode(z=tf.zeros([3, 2]), label=tf.constant([0, 1, 2]))["x_hat"].shape)
+try:
+    decode(z=tf.zeros([1, 2]), label=tf.constant([3]))
+except tf.errors.InvalidArgumentError:
+    print("label 3 refused")
+""")
+    assert check.stdout.split("\n")[:2] == ["(3, 784)", "label 3 refused"], check.stderr
+    generated = run_script("generate.py", f"--saved_model={export}", "--label=all", f"--output={tmp_path}/g.png")
+    assert generated.returncode == 0, generated.stderr
+    # From the run folder's checkpoint: rebuilt with the shape and classes its data.json recorded.
+    plotted = run_script("plot.py", f"--model_dir={run}", "--kinds=class_grid,latent_scatter",
+                         f"--output_dir={tmp_path}/plots")
+    assert plotted.returncode == 0, plotted.stderr
+    assert sorted(os.listdir(tmp_path / "plots")) == ["class_grid.png", "latent_scatter.png"]
+
+
+def test_flags_and_folders_that_do_not_fit_fail_cleanly(tmp_path_factory, tmp_path):
+    unlabelled = tmp_path_factory.mktemp("unlabelled")
+    colour = tmp_path_factory.mktemp("colour")
+    for split in ("train", "test"):
+        for i in range(4):
+            write_png(str(unlabelled / split / f"{i}.png"), np.full((8, 8, 1), 30 * i))
+            write_png(str(colour / split / "a" / f"{i}.png"), np.full((8, 8, 3), 30 * i))
+            write_png(str(colour / split / "b" / f"{i}.png"), np.full((8, 8, 3), 20 * i))
+    # A flag alone: refused with the flags (exit 2).
+    assert_train_flags_fail_cleanly(["--dataset=image_folder"],
+                                    "--dataset=image_folder reads your images from --data_dir: pass --data_dir=",
+                                    tmp_path)
+    # What the folder holds: refused once it is read (exit 1), before any run folder is written.
+    small = ["--validation_size=2", "--batch_size=2", "--hidden_sizes=4", "--latent_dim=2", "--epochs=1"]
+    for args, message in [
+        ([f"--data_dir={unlabelled}", "--model=cvae", *small],
+         f"--model=cvae learns from labels, and {unlabelled} has no class folders; put each class's images in a "
+         f"subfolder of train/ and of test/"),
+        ([f"--data_dir={colour}", "--model=mlp", "--likelihood=autoregressive_bernoulli", *small],
+         f"--likelihood=autoregressive_bernoulli models single-channel images, and the images in {colour} are "
+         f"colour; use --likelihood=bernoulli"),
+    ]:
+        result = run_script("train.py", "--dataset=image_folder", f"--model_dir={tmp_path}/run",
+                            f"--export_dir={tmp_path}/export", *args, cwd=tmp_path)
+        lines = error_lines(result)
+        assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"error: {message}"), result.stderr
+        assert os.listdir(tmp_path) == []
+
+
+def test_an_image_folder_run_trains_on_colour_images(tmp_path):
+    rng = np.random.default_rng(1)
+    for split, count in (("train", 12), ("test", 4)):
+        for i in range(count):
+            write_png(str(tmp_path / "pictures" / split / f"{i}.png"), rng.integers(0, 256, (12, 10, 3)))
+    result = run_script("train.py", "--model=conv", "--dataset=image_folder", f"--data_dir={tmp_path}/pictures",
+                        "--validation_size=4", "--batch_size=4", "--latent_dim=2", "--conv_filters=4,8",
+                        "--hidden_sizes=8", "--epochs=1", f"--model_dir={tmp_path}/run",
+                        f"--export_dir={tmp_path}/export")
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "export" / "tfvae.json") as f:
+        metadata = json.load(f)
+    assert metadata["image_shape"] == [12, 10, 3] and "class_names" not in metadata
