@@ -152,6 +152,40 @@ def test_float16_loss_scale_overflows_stay_out_of_the_gradient_norm():
     assert numbers["bad_steps"] == 0, numbers
 
 
+GRADIENT_NORM_UNDER_FLOAT16 = """
+import json
+import numpy as np, tensorflow as tf
+from tfvae import config, training
+from tfvae.compat import keras
+from tfvae.models import build_model
+
+cfg = config.RunConfig(model="mlp", hidden_sizes=(32,), latent_dim=2, likelihood="bernoulli", adam="keras")
+x = (np.random.default_rng(0).random((10 * 20, 784)) < 0.3).astype(np.float32)
+dataset = tf.data.Dataset.from_tensor_slices({"input": x, "target": x, "label": np.zeros(len(x), np.int32)}).batch(20)
+norms, weights = {}, None
+for policy in ("mixed_float16", "float32"):
+    keras.mixed_precision.set_global_policy(policy)
+    model = build_model(cfg, (28, 28, 1))
+    if weights is None:
+        weights = model.get_weights()
+    model.set_weights(weights)
+    optimizer = training.make_optimizer(cfg)
+    # 2^10 overflows no float16 gradient here: every step counts, scaled by 1,024.
+    model.compile(optimizer=keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=2.0 ** 10)
+                  if policy == "mixed_float16" else optimizer)
+    norms[policy] = model.fit(dataset, epochs=1, verbose=0, shuffle=False).history["grad_norm"][-1]
+print(json.dumps(norms))
+"""
+
+
+def test_the_gradient_norm_under_float16_is_of_the_unscaled_gradients():
+    result = run_script(None, GRADIENT_NORM_UNDER_FLOAT16)
+    assert result.returncode == 0, result.stderr[-3000:]
+    norms = json.loads(result.stdout.strip().splitlines()[-1])
+    # The same weights and data in float32: the same norm up to float16 rounding, not 1,024 times it.
+    assert 0.8 < norms["mixed_float16"] / norms["float32"] < 1.25, norms
+
+
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_trains_and_exports_float32(policy, mnist_dir, tmp_path):
     export_dir = tmp_path / "export"

@@ -122,6 +122,18 @@ except tf.errors.InvalidArgumentError:
                          f"--output_dir={tmp_path}/plots")
     assert plotted.returncode == 0, plotted.stderr
     assert sorted(os.listdir(tmp_path / "plots")) == ["class_grid.png", "latent_scatter.png"]
+    # A judge of the same classes, trained on the folder, scores the samples of each class.
+    judge = run_script("train_classifier.py", "--dataset=image_folder", f"--data_dir={folder}", "--validation_size=30",
+                       "--epochs=2", "--batch_size=30", f"--export_dir={tmp_path}/judge")
+    assert judge.returncode == 0, judge.stderr
+    with open(tmp_path / "judge" / "classifier.json") as f:
+        assert json.load(f)["class_names"] == ["one", "seven", "zero"]
+    scored = run_script("evaluate_cvae.py", f"--saved_model={export}", f"--classifier={tmp_path}/judge",
+                        "--samples_per_class=20", f"--output={tmp_path}/scores.json")
+    assert scored.returncode == 0, scored.stderr
+    with open(tmp_path / "scores.json") as f:
+        scores = json.load(f)
+    assert len(scores["per_class"]) == 3 and np.array(scores["confusion"]).sum() == 60
 
 
 def test_flags_and_folders_that_do_not_fit_fail_cleanly(tmp_path_factory, tmp_path):

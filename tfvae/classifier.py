@@ -51,7 +51,12 @@ def train_classifier(cfg):
     keras.utils.set_random_seed(cfg.seed)
     arrays = data.load_arrays(cfg.dataset, cfg.data_dir, cfg.validation_size)
     data.refuse_batches_beyond(arrays, cfg.batch_size, cfg.dataset, cfg.validation_size)
-    model = build_classifier(arrays.train_images.shape[1:], seed=cfg.seed)
+    num_classes = data.num_classes(cfg.dataset, arrays.class_names)
+    if num_classes < 2:
+        raise data.DataError(f"a classifier learns labels, and {cfg.data_dir} has "
+                             f"{'one class folder' if arrays.class_names else 'no class folders'}; put each class's "
+                             f"images in a subfolder of train/ and of test/")
+    model = build_classifier(arrays.train_images.shape[1:], num_classes, seed=cfg.seed)
     _compiled(model, cfg.learning_rate)
     validation = ((_as_unit_float(arrays.validation_images), arrays.validation_labels)
                   if cfg.validation_size else None)
@@ -66,6 +71,7 @@ def train_classifier(cfg):
     _, test_accuracy = model.evaluate(_as_unit_float(arrays.test_images), arrays.test_labels, verbose=0)
     metrics = {
         "dataset": cfg.dataset,
+        **({"class_names": list(arrays.class_names)} if arrays.class_names else {}),
         # How it was made, so a classifier that judges samples can be told apart from another.
         "data_source": data.describe_source(cfg.dataset, cfg.data_dir),
         "training": {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate,
@@ -163,7 +169,8 @@ def reexport_classifier(path, export_dir=None):
 
     metadata = {k: v for k, v in _read_metadata(path).items() if k != "format"}
     # Adam's learning rate is a variable too: the export's own is read below.
-    model = _compiled(build_classifier(metadata["image_shape"]), learning_rate=1e-3)
+    num_classes = len(metadata.get("class_names") or ()) or data.NUM_CLASSES
+    model = _compiled(build_classifier(metadata["image_shape"], num_classes), learning_rate=1e-3)
     model.optimizer.build(model.trainable_variables)
     expected = [v for v in model.variables + model.optimizer.variables if tf.as_dtype(v.dtype).is_floating]
     fix = f"train it again with scripts/train_classifier.py --export_dir={path}"
@@ -220,6 +227,10 @@ def evaluate_conditional_samples(saved, metadata, classify, classifier_metadata,
             f"the SavedModel makes {metadata['dataset']} images {metadata['image_shape']} but the classifier was "
             f"trained on {classifier_metadata['dataset']} {classifier_metadata['image_shape']}; pass a matching "
             f"--classifier")
+    if metadata.get("class_names") != classifier_metadata.get("class_names"):  # Two image folders' classes.
+        raise ClassifierError(f"the SavedModel's classes are {metadata.get('class_names')} but the classifier's "
+                              f"{classifier_metadata.get('class_names')}; train one on the same folder "
+                              f"(scripts/train_classifier.py --dataset=image_folder) and pass it as --classifier")
     requested = np.repeat(np.arange(num_classes, dtype=np.int32), samples_per_class)
     predicted = np.concatenate([classify(images) for images in inference.decoded_sample_chunks(
         saved, metadata, len(requested), seed, requested)])

@@ -273,6 +273,13 @@ def refuse_existing_file(name, what, replaced_whole=False, required=False):
     refuse_unwritable(name, beside=replaced_whole)
 
 
+def _require_data_dir_for_an_image_folder():
+    flags.register_multi_flags_validator(
+        ["dataset", "data_dir"], lambda f: f["dataset"] != IMAGE_FOLDER or bool(f["data_dir"]),
+        message=f"--dataset={IMAGE_FOLDER} reads your images from --data_dir: pass --data_dir=a folder holding "
+                f"train/ and test/, each of images or of one subfolder of images per class")
+
+
 def define_train_flags():
     """Defines the flags of `scripts/train.py` and their validators. Call once, at import of the script."""
     flags.DEFINE_string("name", None, "Run name; the defaults of --model_dir (runs/NAME) and --export_dir "
@@ -435,10 +442,7 @@ def define_train_flags():
             IMAGE_FOLDER,),
         message="--likelihood=autoregressive_bernoulli models single-channel images; use --dataset="
                 + " or --dataset=".join(SINGLE_CHANNEL_DATASETS) + ", or --likelihood=bernoulli")
-    flags.register_multi_flags_validator(
-        ["dataset", "data_dir"], lambda f: f["dataset"] != IMAGE_FOLDER or bool(f["data_dir"]),
-        message=f"--dataset={IMAGE_FOLDER} reads your images from --data_dir: pass --data_dir=a folder holding "
-                f"train/ and test/, each of images or of one subfolder of images per class")
+    _require_data_dir_for_an_image_folder()
     flags.register_multi_flags_validator(
         ["objective", "free_bits"], lambda f: not (f["objective"] == "iwae" and f["free_bits"]),
         message="--free_bits clamps the KL term of --objective=elbo; the iwae bound has none, drop one of them")
@@ -671,8 +675,10 @@ def generate_config_from_flags():
 
 def define_classifier_flags():
     """Defines the flags of `scripts/train_classifier.py`."""
-    flags.DEFINE_enum("dataset", "mnist", DATASETS, "Dataset whose labels the classifier learns.")
-    define_path_flag("data_dir", "", "MNIST_data/ IDX folder or TFDS data dir.")
+    flags.DEFINE_enum("dataset", "mnist", TRAIN_DATASETS, "Dataset whose labels the classifier learns; "
+                      "image_folder: the class folders of --data_dir, as train.py reads them.")
+    define_path_flag("data_dir", "", "MNIST_data/ IDX folder, TFDS data dir, or with --dataset=image_folder a "
+                     "folder holding train/ and test/ with one subfolder of images per class.")
     flags.DEFINE_integer("validation_size", 5000, "Training examples held out for validation.", lower_bound=0)
     flags.DEFINE_integer("epochs", 3, "Training epochs.", lower_bound=1)
     flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
@@ -683,6 +689,7 @@ def define_classifier_flags():
     define_path_flag("export_dir", None, "Where the classifier SavedModel goes. Default: "
                      "saved_models/DATASET_classifier (evaluate_cvae.py's default for models of that dataset).")
     require_existing_folder("data_dir", DATA_DIR_HINT)
+    _require_data_dir_for_an_image_folder()
     refuse_existing_file("export_dir", "a folder for the SavedModel", replaced_whole=True)
     # Checked before training, not when the export is written minutes later.
     flags.register_multi_flags_validator(
