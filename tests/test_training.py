@@ -131,13 +131,25 @@ def test_a_conditional_models_sample_image_has_one_row_per_class(tmp_path):
     model = build_model(config.RunConfig(model="cvae", hidden_sizes=(8,), latent_dim=2, likelihood="bernoulli"),
                         (28, 28, 1))
     originals = {"input": tf.zeros([3, 784]), "target": tf.zeros([3, 784]), "label": tf.constant([0, 1, 2])}
-    callback = training.ImageSummaries(str(tmp_path), (28, 28, 1), originals, seed=0)
+    callback = training.ImageSummaries(str(tmp_path / "mnist"), (28, 28, 1), originals, seed=0,
+                                       data_labels={"dataset": "mnist"})
     callback.set_model(model)
     callback.on_epoch_end(0)
-    samples = _event_tags(str(tmp_path))["samples"]
+    samples = _event_tags(str(tmp_path / "mnist"))["samples"]
     grid = tf.io.decode_png(tf.make_ndarray(samples.tensor)[2]).numpy()
     assert grid.shape[:2] == (10 * 29 - 1, 4 * 29 - 1)  # Rows of classes 0-9, labels never wrapping mid-row.
-    assert samples.metadata.summary_description == "One row per class, 0 at the top"
+    assert samples.metadata.summary_description == "One row per class, top to bottom: " + ", ".join(
+        str(digit) for digit in range(10))
+    # An image folder's rows are named by its class folders.
+    model = build_model(config.RunConfig(model="cvae", hidden_sizes=(8,), latent_dim=2, likelihood="bernoulli"),
+                        (28, 28, 1), num_classes=2)
+    originals = dict(originals, label=tf.constant([0, 1, 1]))
+    callback = training.ImageSummaries(str(tmp_path / "folder"), (28, 28, 1), originals, seed=0,
+                                       data_labels={"dataset": "image_folder", "class_names": ("cats", "dogs")})
+    callback.set_model(model)
+    callback.on_epoch_end(0)
+    samples = _event_tags(str(tmp_path / "folder"))["samples"]
+    assert samples.metadata.summary_description == "One row per class, top to bottom: 0 cats, 1 dogs"
 
 
 def test_resume_continues_at_the_saved_epoch(short_run, tmp_path):

@@ -264,8 +264,11 @@ class ImageSummaries(keras.callbacks.Callback):
     restoration model (--corruption), the corrupted inputs above their restorations above the clean images, and for
     --corruption=mixed each kind of the mix in turn, one per column, named in the image's description."""
 
-    def __init__(self, log_dir, image_shape, originals, seed, corruption_kind="none", corruption_strength=None):
+    def __init__(self, log_dir, image_shape, originals, seed, corruption_kind="none", corruption_strength=None,
+                 data_labels=None):
         super().__init__()
+        # What a label means ({"dataset", "class_names"}, as data.class_label reads them), for a conditional grid.
+        self.data_labels = data_labels or {}
         self.writer = summaries.EventWriter(log_dir)
         self.image_shape = image_shape
         self.originals = originals
@@ -295,7 +298,8 @@ class ImageSummaries(keras.callbacks.Callback):
         tiles = np.concatenate([as_images(row) for row in rows])
         with self.writer.as_default(step=epoch):  # Keras' epoch index, the step of its epoch scalars.
             tf.summary.image("samples", visualization.tile_images(as_images(samples), sample_rows, GRID_COLS)[None],
-                             description="One row per class, 0 at the top" if classes else None)
+                             description="One row per class, top to bottom: " + ", ".join(
+                                 data.class_label(self.data_labels, c) for c in range(classes)) if classes else None)
             tf.summary.image(tag, visualization.tile_images(tiles, len(rows), len(tiles) // len(rows))[None],
                              description=("Columns, left to right: " + ", ".join(self.columns)
                                           if self.columns else None))
@@ -675,7 +679,8 @@ def train(model, datasets, cfg):
         callbacks.insert(0, KLWarmup(cfg.kl_warmup_epochs, steps_per_epoch))
     if cfg.image_summaries:
         callbacks.append(ImageSummaries(os.path.join(cfg.model_dir, "images"), datasets.image_shape,
-                                        datasets.preview, cfg.seed, cfg.corruption, cfg.corruption_strength))
+                                        datasets.preview, cfg.seed, cfg.corruption, cfg.corruption_strength,
+                                        {"dataset": cfg.dataset, "class_names": datasets.arrays.class_names}))
     callbacks += summaries.make_callbacks(cfg, datasets)  # KL histograms, active units, HParams.
     callbacks.append(checkpoints)  # Last: at an epoch end it saves, and may stop, after the others logged it.
     verbose = 1 if sys.stdout.isatty() else 0
