@@ -17,7 +17,7 @@ def main(argv):
     cfg = config.evaluate_cvae_config_from_flags()
     try:
         saved, metadata = export.load_saved_model(cfg.saved_model)
-        classifier_dir = cfg.classifier or config.shipped_path(config.classifier_export_dir(metadata["dataset"]))
+        classifier_dir = cfg.classifier or classifier.default_classifier_dir(metadata)
         classify, classifier_metadata = classifier.load_classifier(classifier_dir)
         result = classifier.evaluate_conditional_samples(saved, metadata, classify, classifier_metadata,
                                                          cfg.samples_per_class, cfg.seed)

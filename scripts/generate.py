@@ -31,7 +31,8 @@ def main(argv):
             visualization.save_grid_png(cfg.output, np.concatenate(pairs), 2 * cfg.rows, cfg.cols, title,
                                         row_labels=["original", "reconstruction"] * cfg.rows)
         else:
-            labels, rows = inference.parse_labels(cfg.label, metadata.get("num_classes", 0), cfg.rows, cfg.cols)
+            labels, rows = inference.parse_labels(cfg.label, metadata.get("num_classes", 0), cfg.rows, cfg.cols,
+                                                  tuple(metadata.get("class_names") or ()))
             samples = inference.decode_samples(saved, metadata, rows, cfg.cols, cfg.seed, labels)
             row_labels = ([data.class_label(metadata, int(label)) for label in labels[::cfg.cols]]
                           if cfg.label == "all" else None)

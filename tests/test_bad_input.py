@@ -346,7 +346,7 @@ def enhance_output_case(output):
 # Cases that are bad flags, checked before any work: exit code 2 (the others may exit 1 after reading data or models).
 FLAG_CASES = ("unknown flag", "wrong type", "zero batch size", "missing flagfile", "enhance folder into an image file",
               "enhance output of another kind", "generate output is a folder", "tflite output of another kind",
-              "restoration grid of another kind", "generate label not a number", "xla over logical cpus",
+              "restoration grid of another kind", "xla over logical cpus",
               "export into a broken link", "reexport into a foreign folder", "conv filters on an mlp",
               "tflite output below a broken link", "export a run whose own export folder is foreign",
               "export a run whose own export folder is a file", "overwrite a folder that is no run",
@@ -680,10 +680,10 @@ CASES = {
                                                  "has input_shape [100], which does not hold its image_shape"),
     "reexport classifier other shapes": (reexport_classifier_case([32, 32, 3]),
                                          "its variables do not fit the classifier its classifier.json describes"),
-    "generate label not a number": (
+    "generate label not a class": (
         lambda ctx: ("generate.py", [f"--saved_model={REPO}/saved_models/cvae_mnist", "--label=seven",
                                      "--output={out}/s.png"]),
-        "--label must be a class number (e.g. 7) or 'all'"),
+        "--label=seven is not a class of this model (10 classes); pass --label=0..9 or --label=all"),
     "generate reconstruct with a label": (
         lambda ctx: ("generate.py", [f"--saved_model={REPO}/saved_models/cvae_mnist", "--reconstruct", "--label=3",
                                      "--output={out}/s.png"]),

@@ -47,21 +47,33 @@ def test_class_folders_give_sorted_labels_in_a_fixed_order_that_mixes_them(tmp_p
 
 def test_an_unlabelled_folder_transparency_and_mixed_channels(tmp_path):
     rng = np.random.default_rng(0)
-    first = rng.integers(0, 256, (8, 6, 3))  # Colour first: the dataset is colour, a gray image becomes RGB.
-    write_png(str(tmp_path / "train" / "a.png"), first)
-    write_png(str(tmp_path / "train" / "b.png"), np.full((8, 6, 1), 40))
+    colour = rng.integers(0, 256, (8, 6, 3))
+    write_png(str(tmp_path / "train" / "a.png"), np.full((8, 6, 1), 40))  # Gray first, in every order.
+    write_png(str(tmp_path / "train" / "b.png"), colour)  # One colour image: the dataset is colour.
     write_png(str(tmp_path / "train" / "c.png"), np.concatenate([np.zeros((8, 6, 3)), np.full((8, 6, 1), 0)], -1))
-    write_png(str(tmp_path / "test" / "d.png"), first)
+    write_png(str(tmp_path / "test" / "d.png"), np.full((8, 6, 1), 90))
     (tmp_path / "train" / "notes.txt").write_text("not an image, not read")
+    write_png(str(tmp_path / "train" / "._b.png"), colour[:2])  # macOS' resource fork beside a copy: skipped.
     splits, class_names = image_folder.load(str(tmp_path))
     assert class_names == ()
     images, labels = splits["train"]
     assert images.shape == (3, 8, 6, 3) and list(labels) == [0, 0, 0]
     as_read = {tuple(image[0, 0]) for image in images}
-    assert tuple(first[0, 0]) in as_read
+    assert tuple(colour[0, 0]) in as_read
     assert (40, 40, 40) in as_read  # Gray, repeated into three channels.
     assert (255, 255, 255) in as_read  # Fully transparent: white, as an image viewer shows it.
-    assert image_folder.image_shape(str(tmp_path)) == (8, 6, 3)
+    assert splits["test"][0].shape == (1, 8, 6, 3)
+
+
+def test_a_class_folders_images_may_sit_in_its_subfolders(tmp_path):
+    # As Keras' image_dataset_from_directory and torchvision's ImageFolder read them: before, they were dropped.
+    for split in ("train", "test"):
+        write_png(str(tmp_path / split / "cats" / "a.png"), np.full((4, 4, 1), 10))
+        write_png(str(tmp_path / split / "dogs" / "2024" / "march" / "b.png"), np.full((4, 4, 1), 200))
+    splits, class_names = image_folder.load(str(tmp_path))
+    images, labels = splits["train"]
+    assert class_names == ("cats", "dogs")
+    assert {(int(label), int(image[0, 0, 0])) for image, label in zip(images, labels)} == {(0, 10), (1, 200)}
 
 
 @pytest.mark.parametrize("layout, message", [
@@ -71,6 +83,7 @@ def test_an_unlabelled_folder_transparency_and_mixed_channels(tmp_path):
     ("other_classes", "test/ has the classes ['cats'] but train/ has ['cats', 'dogs']; give both the same"),
     ("other_size", "image is 9x9, but"),
     ("not_an_image", "not a readable PNG, JPEG, BMP or GIF image"),
+    ("empty_class", "dogs holds no .png, .jpg, .jpeg, .bmp, .gif images; add some, or remove the class folder"),
 ])
 def test_a_folder_laid_out_otherwise_is_refused_naming_the_fix(tmp_path, layout, message):
     image = np.zeros((8, 8, 1))
@@ -80,7 +93,10 @@ def test_a_folder_laid_out_otherwise_is_refused_naming_the_fix(tmp_path, layout,
         os.makedirs(tmp_path / "test", exist_ok=True)
     if layout not in ("no_test", "empty_test"):
         write_png(str(tmp_path / "test" / "cats" / "c.png"), image)
-        if layout != "other_classes":
+        if layout == "empty_class":
+            os.makedirs(tmp_path / "test" / "dogs" / ".ipynb_checkpoints")  # Hidden: no images of its own.
+            write_png(str(tmp_path / "test" / "dogs" / ".ipynb_checkpoints" / "d.png"), image)
+        elif layout != "other_classes":
             write_png(str(tmp_path / "test" / "dogs" / "d.png"), image)
     if layout == "loose_and_classes":
         write_png(str(tmp_path / "train" / "x.png"), image)
@@ -178,3 +194,41 @@ def test_an_image_folder_run_trains_on_colour_images(tmp_path):
     with open(tmp_path / "export" / "tfvae.json") as f:
         metadata = json.load(f)
     assert metadata["image_shape"] == [12, 10, 3] and "class_names" not in metadata
+
+
+def test_tools_refuse_a_folder_of_other_images_than_the_models(tmp_path):
+    from tfvae import restore
+
+    for name, shape, classes in (("mine", (6, 6, 1), ("a", "b")), ("other", (6, 6, 1), ("a", "b", "c")),
+                                 ("bigger", (8, 8, 1), ("a", "b"))):
+        for split in ("train", "test"):
+            for label in classes:
+                for i in range(3):
+                    write_png(str(tmp_path / name / split / label / f"{i}.png"), np.full(shape, 40 * i))
+    export = str(tmp_path / "export")
+    result = run_script("train.py", "--model=cvae", "--dataset=image_folder", f"--data_dir={tmp_path}/mine",
+                        "--validation_size=2", "--batch_size=2", "--hidden_sizes=4", "--latent_dim=2", "--epochs=1",
+                        f"--model_dir={tmp_path}/run", f"--export_dir={export}")
+    assert result.returncode == 0, result.stderr
+    metadata = restore.load_saved_model(export).metadata
+    assert len(data.load_model_arrays(metadata, "", 2).test_images) == 6  # Its own folder, as recorded.
+    for other, holds in (("other", "6x6x1 images of the classes ['a', 'b', 'c']"),
+                         ("bigger", "8x8x1 images of the classes ['a', 'b']")):
+        with pytest.raises(data.DataError) as refused:
+            data.load_model_arrays(metadata, str(tmp_path / other), 2)
+        assert str(refused.value) == (f"--data_dir={tmp_path / other} holds {holds}, but this model was trained on "
+                                      f"6x6x1 images of the classes ['a', 'b'] ({tmp_path / 'mine'}); pass that "
+                                      f"folder")
+    # The folder moved away: its new place is asked for, not TFDS's.
+    os.rename(tmp_path / "mine", tmp_path / "moved")
+    with pytest.raises(data.DataError, match="trained on the image folder .*mine, which is not here; pass --data_dir="):
+        data.load_model_arrays(metadata, "", 2)
+    judged = run_script("evaluate_cvae.py", f"--saved_model={export}", f"--output={tmp_path}/j.json", cwd=tmp_path)
+    assert judged.returncode == 1 and error_lines(judged) == [
+        f"error: no classifier of this model's image folder at saved_models/image_folder_classifier; train one with "
+        f"python scripts/train_classifier.py --dataset=image_folder --data_dir={tmp_path / 'mine'} (it goes there), "
+        f"or pass --classifier=DIR"], judged.stderr
+    evaluated = run_script("evaluate.py", f"--saved_model={export}", f"--data_dir={tmp_path}/other",
+                           "--num_importance_samples=2", f"--output={tmp_path}/e.json")
+    assert evaluated.returncode == 1 and "holds 6x6x1 images of the classes ['a', 'b', 'c']" in evaluated.stderr
+    assert not os.path.exists(tmp_path / "e.json")

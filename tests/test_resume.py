@@ -357,6 +357,14 @@ def test_a_resume_on_other_data_is_refused_and_the_same_files_moved_elsewhere_re
     assert f"(the IDX files in {tmp_path / 'data'}); pass the --data_dir it trained from" in lines[0]
     assert (run / "flags.txt").read_text() == flags_before
     assert sorted(os.listdir(run / "checkpoints")) == checkpoints_before
+    # Files of the run's own folder changed since: said so, not that the folder is another.
+    write_idx(tmp_path / "data" / "t10k-labels-idx1-ubyte.gz", 2049, (test_labels + 1) % 10)
+    edited = run_script("train.py", *args, "--epochs=2", "--resume", f"--data_dir={tmp_path / 'data'}")
+    assert edited.returncode == 2 and error_lines(edited) == [
+        f"error: --resume reads the IDX files in {tmp_path / 'data'}, whose examples changed since the run in "
+        f"--model_dir={run} trained on them (files added, removed or edited); put them back as they were, or start "
+        f"a new --model_dir"], edited.stderr[-2000:]
+    write_idx(tmp_path / "data" / "t10k-labels-idx1-ubyte.gz", 2049, test_labels)
     shutil.move(tmp_path / "data", tmp_path / "moved")  # The same files elsewhere: the same run.
     moved = run_script("train.py", *args, "--epochs=2", "--resume", f"--data_dir={tmp_path / 'moved'}")
     assert moved.returncode == 0 and "at epoch 2" in moved.stdout, moved.stderr[-2000:]

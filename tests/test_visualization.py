@@ -320,6 +320,12 @@ def test_parse_labels_gives_one_row_per_class_or_one_label_everywhere():
     with pytest.raises(ValueError, match="conditional"):
         inference.parse_labels(None, 3, rows=2, cols=2)
     assert inference.parse_labels(None, 0, rows=2, cols=2) == (None, 2)
+    # An image folder's classes by name, and named in the error.
+    labels, _ = inference.parse_labels("dogs", 2, rows=1, cols=2, class_names=("cats", "dogs"))
+    assert labels.tolist() == [1, 1]
+    with pytest.raises(ValueError, match=r"--label=cows is not a class of this model \(2 classes: 0 cats, 1 dogs\); "
+                                         r"pass --label=0..1, a class name or --label=all"):
+        inference.parse_labels("cows", 2, rows=1, cols=2, class_names=("cats", "dogs"))
 
 
 def test_loss_curves_show_the_negative_elbo_beside_another_objective_and_name_epochs_not_finite(monkeypatch):

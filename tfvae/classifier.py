@@ -9,7 +9,7 @@ from tfvae.compat import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvae import artifacts, data, export
+from tfvae import artifacts, config, data, export
 
 METADATA_FILE = "classifier.json"
 
@@ -131,6 +131,18 @@ def _compiled(model, learning_rate):
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     return model
+
+
+def default_classifier_dir(metadata):
+    """evaluate_cvae.py's judge when --classifier is not given: train_classifier.py's default export for the
+    model's dataset (config.classifier_export_dir). For an image folder none ships: the error says how to train it."""
+    path = config.shipped_path(config.classifier_export_dir(metadata["dataset"]))
+    if metadata["dataset"] == config.IMAGE_FOLDER and not os.path.isdir(path):
+        folder = (metadata.get("config") or {}).get("data_dir") or "YOUR_FOLDER"
+        raise ClassifierError(f"no classifier of this model's image folder at {path}; train one with python "
+                              f"scripts/train_classifier.py --dataset=image_folder --data_dir={folder} (it goes "
+                              f"there), or pass --classifier=DIR")
+    return path
 
 
 def _read_metadata(path):

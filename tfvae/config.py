@@ -462,7 +462,8 @@ def define_train_flags():
         message="--num_importance_samples is K of --objective=iwae; add --objective=iwae or drop it")
     flags.register_validator(
         "data_dir", lambda d: not d or os.path.isdir(d),
-        message="--data_dir must be an existing folder (e.g. PATH/MNIST_data), or empty for TFDS's default")
+        message="--data_dir must be an existing folder (e.g. PATH/MNIST_data, or your image folder), or empty for "
+                "TFDS's default")
     flags.register_multi_flags_validator(
         ["model", "corruption"], lambda f: not (f["model"] == "cvae" and f["corruption"] != "none"),
         message="--corruption trains a restoration model for enhance.py, which restores unlabelled images; use "
@@ -643,11 +644,11 @@ def define_generate_flags():
     flags.DEFINE_bool("reconstruct", False, "Instead of samples: the first test images, each row of them above a "
                       "row of their reconstructions.")
     define_model_data_dir_flag("Data for --reconstruct")
-    flags.DEFINE_string("label", None, "Conditional models: a class (e.g. 7) or 'all' for one row per class (the "
-                        "rows are then the classes, whatever --rows says).")
-    # Its range depends on the model, checked once it is loaded.
-    flags.register_validator("label", lambda label: label in (None, "all") or bool(re.fullmatch("[0-9]+", label)),
-                             message="--label must be a class number (e.g. 7) or 'all'")
+    flags.DEFINE_string("label", None, "Conditional models: a class (e.g. 7, or an image folder's class name) or "
+                        "'all' for one row per class (the rows are then the classes, whatever --rows says).")
+    # Its range and names depend on the model, checked once it is loaded.
+    flags.register_validator("label", lambda label: label is None or bool(label.strip()),
+                             message="--label must be a class number (e.g. 7), a class name or 'all'")
     flags.register_multi_flags_validator(
         ["label", "reconstruct"], lambda f: not (f["label"] is not None and f["reconstruct"]),
         message="--reconstruct reconstructs each test image with its own label; drop --label")

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfvae import cli, image_folder
+from tfvae import cli, corruption, image_folder
 from tfvae.config import IMAGE_FOLDER  # Your own images: their size, channels and classes are the folder's.
 
 # The four files of the TF1 `read_data_sets` layout, by split.
@@ -265,6 +265,9 @@ def load_model_arrays(metadata, data_dir, validation_size):
     error when TFDS cannot load it either (offline, it would otherwise not name the folder looked for)."""
     folder = model_data_dir(metadata, data_dir)
     gone = "" if folder else _recorded_data_dir(metadata)
+    if gone and metadata["dataset"] == IMAGE_FOLDER:
+        raise DataError(f"this model was trained on the image folder {gone}, which is not here; pass --data_dir=the "
+                        f"folder's new place")
     try:
         arrays = load_arrays(metadata["dataset"], folder, validation_size)
     except DataError as e:
@@ -272,10 +275,29 @@ def load_model_arrays(metadata, data_dir, validation_size):
             raise
         raise DataError(f"this model was trained from --data_dir={gone}, which is not here, so TFDS's default "
                         f"was tried: {e}") from None
+    _refuse_other_images(metadata, arrays, folder)
     if gone:
         logging.warning("this model was trained from --data_dir=%s, which is not here: read %s from TFDS's default "
                         "data folder instead, in another order (pass --data_dir to choose)", gone, metadata["dataset"])
     return arrays
+
+
+def _refuse_other_images(metadata, arrays, folder):
+    """Raises DataError when an image folder's images are not of the model's shape and classes: the model would fail
+    on them, or score them against labels that mean other classes."""
+    if metadata["dataset"] != IMAGE_FOLDER:
+        return
+    shape, names = list(arrays.train_images.shape[1:]), list(arrays.class_names)
+    trained = list(metadata.get("image_shape") or shape), list(metadata.get("class_names") or [])
+    if (shape, names) != trained:
+        raise DataError(f"--data_dir={folder} holds {_describe_images(shape, names)}, but this model was trained on "
+                        f"{_describe_images(*trained)} ({_recorded_data_dir(metadata) or 'another folder'}); pass "
+                        f"that folder")
+
+
+def _describe_images(shape, class_names):
+    return "x".join(map(str, shape)) + (f" images of the classes {class_names}" if class_names
+                                        else " images without classes")
 
 
 def describe_source(dataset, data_dir):
@@ -307,20 +329,6 @@ def class_label(metadata, label):
 def num_classes(dataset, class_names):
     """How many labels a conditional model of `dataset` takes: 10 for the named datasets, an image folder's classes."""
     return len(class_names) if dataset == IMAGE_FOLDER else NUM_CLASSES
-
-
-def image_shape_of(dataset, data_dir):
-    """(H, W, C) of `dataset`'s images; an image folder's from its first training image (`image_folder.image_shape`).
-
-    Raises:
-      DataError: an image folder that is missing or laid out otherwise, naming the fix.
-    """
-    if dataset != IMAGE_FOLDER:
-        return DATASET_SHAPES[dataset]
-    try:
-        return image_folder.image_shape(_image_folder_dir(data_dir))
-    except image_folder.FolderError as e:
-        raise DataError(str(e)) from None
 
 
 def _image_folder_dir(data_dir):
@@ -367,7 +375,9 @@ def load_arrays(dataset, data_dir, validation_size=5000):
         train_images, train_labels = _load_tfds_split(dataset, data_dir, "train")
         test_images, test_labels = _load_tfds_split(dataset, data_dir, "test")
     if not 0 <= validation_size < len(train_images):
-        raise DataError(f"--validation_size={validation_size} must be in [0, {len(train_images)}) for {dataset}")
+        # E.g. the default 5,000 of a small image folder: a tenth of its training images is a usual choice.
+        raise DataError(f"--validation_size={validation_size} must be in [0, {len(train_images)}) for {dataset}; "
+                        f"pass e.g. --validation_size={len(train_images) // 10}")
     return ImageArrays(
         train_images=train_images[validation_size:], train_labels=train_labels[validation_size:],
         validation_images=train_images[:validation_size], validation_labels=train_labels[:validation_size],
@@ -584,12 +594,16 @@ def refuse_batches_beyond(arrays, batch_size, dataset, validation_size):
 
 
 def make_datasets(cfg, corrupt_fn=None):
-    """Loads `cfg.dataset` and returns train / validation / test pipelines.
+    """Loads `cfg.dataset` and returns train / validation / test pipelines; a restoration model's (`cfg.corruption`)
+    corrupt their inputs with `corruption.make_corrupt_fn`, unless `corrupt_fn` is given.
 
     Validation and test are batched without dropping, and with dynamic binarization they draw from a fixed seed,
     so every evaluation sees the same binary images.
     """
     arrays = load_arrays(cfg.dataset, cfg.data_dir, cfg.validation_size)
+    # Made once the images are read: an image folder's shape is known only then.
+    corrupt_fn = corrupt_fn or corruption.make_corrupt_fn(cfg.corruption, cfg.corruption_strength,
+                                                          arrays.train_images.shape[1:])
     refuse_batches_beyond(arrays, cfg.batch_size, cfg.dataset, cfg.validation_size)  # Training drops partial batches.
     if cfg.binarize == "static":
         arrays = ImageArrays(**{

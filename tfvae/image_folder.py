@@ -23,8 +23,18 @@ class FolderError(ValueError):
     """The folder's layout or one of its files is unusable; the message names it and the fix."""
 
 
-def _is_image(path):
-    return os.path.isfile(path) and path.lower().endswith(IMAGE_EXTENSIONS)
+def _is_image(name):
+    # Hidden files are skipped too: macOS leaves "._name.png" resource forks beside copied images.
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _images_under(folder):
+    """Every image file under `folder`, its subfolders included (hidden ones skipped), in sorted order."""
+    found = []
+    for root, folders, names in os.walk(folder, followlinks=True):
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        found += [os.path.join(root, name) for name in sorted(names) if _is_image(name)]
+    return found
 
 
 def _split_files(data_dir, split):
@@ -34,15 +44,19 @@ def _split_files(data_dir, split):
         raise FolderError(f"--data_dir={data_dir} has no {split}/ folder; pass {LAYOUT_HINT}")
     entries = sorted(os.listdir(folder))
     classes = [name for name in entries if os.path.isdir(os.path.join(folder, name)) and not name.startswith(".")]
-    loose = [name for name in entries if _is_image(os.path.join(folder, name))]
+    loose = [name for name in entries if _is_image(name) and os.path.isfile(os.path.join(folder, name))]
     if classes and loose:
         raise FolderError(f"{folder} holds both images ({loose[0]}, ...) and class folders ({classes[0]}, ...); move "
                           f"the images into a class folder, or the class folders out")
     if not classes:
         return (), [(os.path.join(folder, name), 0) for name in loose]
-    files = [(os.path.join(folder, name, image), index) for index, name in enumerate(classes)
-             for image in sorted(os.listdir(os.path.join(folder, name)))
-             if _is_image(os.path.join(folder, name, image))]
+    files = []
+    for index, name in enumerate(classes):  # A class's images may sit in subfolders of its folder.
+        images = _images_under(os.path.join(folder, name))
+        if not images:  # Else its label would be trained on nothing and still be offered.
+            raise FolderError(f"{os.path.join(folder, name)} holds no {', '.join(IMAGE_EXTENSIONS)} images; add "
+                              f"some, or remove the class folder from train/ and test/")
+        files += [(path, index) for path in images]
     return tuple(classes), files
 
 
@@ -53,7 +67,7 @@ def scan(data_dir):
       (class names, {split: [(path, class index)]}).
 
     Raises:
-      FolderError: no train/ or test/, a split without images, or test classes that train does not have.
+      FolderError: no train/ or test/, a split or class without images, or test classes that train does not have.
     """
     class_names, files = {}, {}
     for split in SPLITS:
@@ -80,15 +94,9 @@ def _decode(path):
     return np.round(image.numpy() * 255.0).astype(np.uint8)
 
 
-def image_shape(data_dir):
-    """(H, W, C) of the dataset: the size and channels (1 for gray, 3 for colour) of train/'s first image."""
-    _, files = scan(data_dir)
-    return tuple(_decode(files["train"][0][0]).shape)
-
-
 def load(data_dir):
-    """Reads both splits into memory, each image in train/'s first image's size and channels, in the fixed shuffled
-    order of ORDER_SEED.
+    """Reads both splits into memory in the fixed shuffled order of ORDER_SEED: images of one size, in colour when
+    any image is (a gray one is repeated into three channels, losing nothing).
 
     Returns:
       ({split: (uint8 images `[n, H, W, C]`, int32 labels `[n]`)}, class names).
@@ -97,21 +105,20 @@ def load(data_dir):
       FolderError: a layout problem (`scan`), an unreadable file, or an image of another size.
     """
     class_names, files = scan(data_dir)
-    first_path = files["train"][0][0]
-    height, width, channels = _decode(first_path).shape
-    splits = {}
+    decoded = {}
     for split in SPLITS:
         order = np.random.default_rng(ORDER_SEED).permutation(len(files[split]))
         files[split] = [files[split][i] for i in order]
+        decoded[split] = [_decode(path) for path, _ in files[split]]
+    first_path, (height, width) = files["train"][0][0], decoded["train"][0].shape[:2]
+    channels = max(image.shape[-1] for split in SPLITS for image in decoded[split])
+    splits = {}
+    for split in SPLITS:
         images = np.empty((len(files[split]), height, width, channels), np.uint8)
-        for i, (path, _) in enumerate(files[split]):
-            image = _decode(path)
+        for i, ((path, _), image) in enumerate(zip(files[split], decoded[split])):
             if image.shape[:2] != (height, width):
                 raise FolderError(f"{path}: image is {image.shape[0]}x{image.shape[1]}, but {first_path} is "
                                   f"{height}x{width}; give every image of the folder one size")
-            if image.shape[-1] != channels:  # A gray image among colour ones, or back.
-                convert = tf.image.grayscale_to_rgb if channels == 3 else tf.image.rgb_to_grayscale
-                image = convert(tf.constant(image)).numpy()
-            images[i] = image
+            images[i] = image if image.shape[-1] == channels else np.repeat(image, channels, axis=-1)
         splits[split] = images, np.array([label for _, label in files[split]], np.int32)
     return splits, class_names

@@ -54,8 +54,9 @@ def signature_as_one_op(signature):
     return call
 
 
-def parse_labels(label, num_classes, rows, cols):
-    """The label of every grid cell from `--label`: None, a class number, or "all" (one row per class).
+def parse_labels(label, num_classes, rows, cols, class_names=()):
+    """The label of every grid cell from `--label`: None, a class number or name (`class_names`, an image folder's),
+    or "all" (one row per class).
 
     Returns:
       (labels int32 `[rows*cols]` or None, rows): "all" sets rows to num_classes.
@@ -68,9 +69,12 @@ def parse_labels(label, num_classes, rows, cols):
         raise ValueError("--label is only for conditional models (cvae); drop it")
     if label == "all":
         return np.repeat(np.arange(num_classes, dtype=np.int32), cols), num_classes
+    if label in class_names:
+        label = str(class_names.index(label))
     if not label.isdigit() or not 0 <= int(label) < num_classes:
-        raise ValueError(f"--label={label} is not a class of this model ({num_classes} classes); pass "
-                         f"--label=0..{num_classes - 1} or --label=all")
+        named = f": {', '.join(f'{i} {name}' for i, name in enumerate(class_names))}" if class_names else ""
+        raise ValueError(f"--label={label} is not a class of this model ({num_classes} classes{named}); pass "
+                         f"--label=0..{num_classes - 1}{', a class name' if class_names else ''} or --label=all")
     return np.full(rows * cols, int(label), np.int32), rows
 
 

@@ -165,6 +165,11 @@ def check_resumed_data(cfg, data_record):
         recorded_print, recorded_source = recorded["fingerprint"], recorded["source"]
     except (OSError, ValueError, KeyError, TypeError):  # A run of a tfvae before 2026-12-04, or no run yet.
         return
+    if recorded_print != data_record["fingerprint"] and recorded_source == data_record["source"]:
+        raise RunConfigError(
+            f"--resume reads {data_record['source']}, whose examples changed since the run in --model_dir="
+            f"{cfg.model_dir} trained on them (files added, removed or edited); put them back as they were, or start "
+            f"a new --model_dir")
     if recorded_print != data_record["fingerprint"]:
         raise RunConfigError(
             f"--resume reads {data_record['source']}, whose examples are not those the run in --model_dir="
@@ -818,9 +823,7 @@ def run(cfg):
     if cfg.deterministic:
         # Also makes TF's kernels pick deterministic algorithms (e.g. reductions on GPU), at some speed cost.
         tf.config.experimental.enable_op_determinism()
-    corrupt_fn = corruption.make_corrupt_fn(cfg.corruption, cfg.corruption_strength,
-                                            data.image_shape_of(cfg.dataset, cfg.data_dir))
-    datasets = data.make_datasets(cfg, corrupt_fn=corrupt_fn)
+    datasets = data.make_datasets(cfg)  # A restoration model's corrupted as cfg says.
     class_names = datasets.arrays.class_names
     refuse_data_the_model_cannot_take(cfg, datasets.image_shape, class_names)
     data_record = {"source": data.describe_source(cfg.dataset, cfg.data_dir),
