@@ -81,7 +81,7 @@ def test_a_class_folders_images_may_sit_in_its_subfolders(tmp_path):
     ("empty_test", "test holds no .png, .jpg, .jpeg, .bmp, .gif images"),
     ("loose_and_classes", "holds both images (x.png, ...) and class folders (cats, ...)"),
     ("other_classes", "test/ has the classes ['cats'] but train/ has ['cats', 'dogs']; give both the same"),
-    ("other_size", "image is 9x9, but"),
+    ("other_size", "image is 9x9, but"),  # And names --image_size.
     ("not_an_image", "not a readable PNG, JPEG, BMP or GIF image"),
     ("empty_class", "dogs holds no .png, .jpg, .jpeg, .bmp, .gif images; add some, or remove the class folder"),
 ])
@@ -232,3 +232,40 @@ def test_tools_refuse_a_folder_of_other_images_than_the_models(tmp_path):
                            "--num_importance_samples=2", f"--output={tmp_path}/e.json")
     assert evaluated.returncode == 1 and "holds 6x6x1 images of the classes ['a', 'b', 'c']" in evaluated.stderr
     assert not os.path.exists(tmp_path / "e.json")
+
+
+def test_image_size_brings_every_image_to_one_size_by_its_centre(tmp_path):
+    wide = np.zeros((4, 12, 1))
+    wide[:, 4:8] = 255  # A white centre square: cropped to 4x4 it is all that is left.
+    write_png(str(tmp_path / "train" / "wide.png"), wide)
+    write_png(str(tmp_path / "train" / "big.png"), np.full((16, 16, 1), 100))
+    write_png(str(tmp_path / "test" / "small.png"), np.full((2, 2, 1), 50))
+    with pytest.raises(data.DataError, match="pass --image_size=HEIGHT,WIDTH to bring every image to one size"):
+        data.load_arrays("image_folder", str(tmp_path), validation_size=0)
+    arrays = data.load_arrays("image_folder", str(tmp_path), validation_size=0, image_size=(4, 4))
+    assert arrays.train_images.shape == (2, 4, 4, 1) and arrays.test_images.shape == (1, 4, 4, 1)
+    by_mean = sorted(arrays.train_images, key=lambda image: image.mean())
+    np.testing.assert_array_equal(by_mean[0], np.full((4, 4, 1), 100))  # Shrunk, its level kept.
+    np.testing.assert_array_equal(by_mean[1], np.full((4, 4, 1), 255))  # The wide image's centre.
+    np.testing.assert_array_equal(arrays.test_images[0], np.full((4, 4, 1), 50))  # Enlarged.
+
+
+def test_a_run_with_image_size_records_it_and_its_tools_read_the_folder_so(tmp_path):
+    from tfvae import restore
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 8), ("test", 4)):
+        for i in range(count):
+            write_png(str(tmp_path / "photos" / split / f"{i}.png"), rng.integers(0, 256, (10 + i, 14, 3)))
+    result = run_script("train.py", "--model=mlp", "--dataset=image_folder", f"--data_dir={tmp_path}/photos",
+                        "--image_size=6,6", "--validation_size=2", "--batch_size=2", "--hidden_sizes=4",
+                        "--latent_dim=2", "--epochs=1", f"--model_dir={tmp_path}/run", f"--export_dir={tmp_path}/e")
+    assert result.returncode == 0, result.stderr
+    assert "--image_size=6,6" in (tmp_path / "run" / "flags.txt").read_text().splitlines()
+    metadata = restore.load_saved_model(str(tmp_path / "e")).metadata
+    assert metadata["image_shape"] == [6, 6, 3] and metadata["config"]["image_size"] == [6, 6]
+    assert data.load_model_arrays(metadata, "", 2).test_images.shape == (4, 6, 6, 3)
+    assert restore.load_checkpoint(str(tmp_path / "run")).metadata["image_shape"] == [6, 6, 3]
+    # A named dataset has its own size.
+    refused = run_script("train.py", "--image_size=6,6", f"--model_dir={tmp_path}/r2")
+    assert refused.returncode == 2 and "--image_size resizes the images of --dataset=image_folder" in refused.stderr

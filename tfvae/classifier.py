@@ -49,7 +49,7 @@ def train_classifier(cfg):
       Metrics: validation accuracy per epoch and test accuracy, fractions in [0, 1].
     """
     keras.utils.set_random_seed(cfg.seed)
-    arrays = data.load_arrays(cfg.dataset, cfg.data_dir, cfg.validation_size)
+    arrays = data.load_arrays(cfg.dataset, cfg.data_dir, cfg.validation_size, cfg.image_size)
     data.refuse_batches_beyond(arrays, cfg.batch_size, cfg.dataset, cfg.validation_size)
     num_classes = data.num_classes(cfg.dataset, arrays.class_names)
     if num_classes < 2:

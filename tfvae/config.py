@@ -75,6 +75,7 @@ class RunConfig:
     model: str = "tf1_tutorial"
     dataset: str = "mnist"
     data_dir: str = ""
+    image_size: tuple = ()
     binarize: str = "none"
     corruption: str = "none"
     corruption_strength: float = 0.0
@@ -251,8 +252,9 @@ DATA_DIR_HINT = ("an existing folder (an IDX folder such as PATH/MNIST_data, or 
 
 def define_model_data_dir_flag(what):
     """Defines --data_dir for the scripts that read an existing model's data (`data.model_data_dir`)."""
-    define_path_flag("data_dir", "", f"{what}: MNIST_data/ IDX folder or TFDS data dir. Default: the model's own "
-                     f"--data_dir when that folder exists here, else TFDS's default.")
+    define_path_flag("data_dir", "", f"{what}: MNIST_data/ IDX folder, TFDS data dir, or the image folder of an "
+                     f"--dataset=image_folder model. Default: the model's own --data_dir when that folder exists "
+                     f"here, else TFDS's default.")
     require_existing_folder("data_dir", DATA_DIR_HINT)
 
 
@@ -280,6 +282,18 @@ def _require_data_dir_for_an_image_folder():
                 f"train/ and test/, each of images or of one subfolder of images per class")
 
 
+def _define_image_size_flag():
+    flags.DEFINE_list("image_size", [], f"--dataset={IMAGE_FOLDER}: HEIGHT,WIDTH to bring every image to (its centre "
+                      f"cropped to that shape, then resized); empty: the images must all have one size.")
+    flags.register_validator(
+        "image_size", lambda size: not size or (len(size) == 2 and all(_is_positive_integer(s) for s in size)),
+        message="--image_size must be HEIGHT,WIDTH in pixels, e.g. --image_size=64,64")
+    flags.register_multi_flags_validator(
+        ["image_size", "dataset"], lambda f: not f["image_size"] or f["dataset"] == IMAGE_FOLDER,
+        message=f"--image_size resizes the images of --dataset={IMAGE_FOLDER}; the named datasets have their own "
+                f"size, so drop it")
+
+
 def define_train_flags():
     """Defines the flags of `scripts/train.py` and their validators. Call once, at import of the script."""
     flags.DEFINE_string("name", None, "Run name; the defaults of --model_dir (runs/NAME) and --export_dir "
@@ -290,6 +304,7 @@ def define_train_flags():
     define_path_flag("data_dir", "", "A folder with the TF1 MNIST_data/ IDX .gz files (read directly), or "
                      "a TFDS data directory. Empty: TFDS's default. With --dataset=image_folder: a folder holding "
                      "train/ and test/, each of images or of one subfolder of images per class.")
+    _define_image_size_flag()
     flags.DEFINE_enum("binarize", "none", BINARIZE, "none: gray levels in [0, 1]; dynamic: a fresh Bernoulli "
                       "sample of each image each epoch; static: one fixed sample.")
     flags.DEFINE_enum("corruption", "none", CORRUPTIONS, "Denoising / deblurring / enhancement: the model sees "
@@ -680,6 +695,7 @@ def define_classifier_flags():
                       "image_folder: the class folders of --data_dir, as train.py reads them.")
     define_path_flag("data_dir", "", "MNIST_data/ IDX folder, TFDS data dir, or with --dataset=image_folder a "
                      "folder holding train/ and test/ with one subfolder of images per class.")
+    _define_image_size_flag()
     flags.DEFINE_integer("validation_size", 5000, "Training examples held out for validation.", lower_bound=0)
     flags.DEFINE_integer("epochs", 3, "Training epochs.", lower_bound=1)
     flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
@@ -705,6 +721,7 @@ def define_classifier_flags():
 class ClassifierConfig:
     dataset: str
     data_dir: str
+    image_size: tuple
     validation_size: int
     epochs: int
     batch_size: int
@@ -715,6 +732,7 @@ class ClassifierConfig:
 
 def classifier_config_from_flags():
     values = _flag_values(ClassifierConfig)
+    values["image_size"] = tuple(int(s) for s in values["image_size"])
     values["export_dir"] = values["export_dir"] or classifier_export_dir(values["dataset"])
     return ClassifierConfig(**values)
 
@@ -1026,7 +1044,7 @@ def _quiet_absl_logging():
 # What a run is: a --resume keeps these as the run's flags.txt has them, since its checkpoint's step is a position in
 # that data and its weights were trained for that model and objective. Paths, speed, devices, the number of epochs,
 # the learning rate and the guards against divergence may change between restarts.
-RUN_DEFINING_FLAGS = ("model", "dataset", "binarize", "corruption", "corruption_strength", "validation_size",
+RUN_DEFINING_FLAGS = ("model", "dataset", "image_size", "binarize", "corruption", "corruption_strength", "validation_size",
                       "hidden_sizes", "latent_dim", "likelihood", "gaussian_stddev", "learn_variance",
                       "ar_kernel_size", "ar_channels", "conv_filters", "objective", "num_importance_samples", "beta",
                       "kl_warmup_epochs", "free_bits", "batch_size", "adam", "adam_epsilon", "seed")
@@ -1153,6 +1171,7 @@ def config_from_flags():
         name=name,
         hidden_sizes=tuple(int(s) for s in FLAGS.hidden_sizes),
         conv_filters=tuple(int(s) for s in FLAGS.conv_filters),
+        image_size=tuple(int(s) for s in FLAGS.image_size),
         likelihood=FLAGS.likelihood or DEFAULT_LIKELIHOOD.get(FLAGS.model, "bernoulli"),
         adam=FLAGS.adam or DEFAULT_ADAM.get(FLAGS.model, "keras"),
         # Absolute, so that the run's tools find its data from any folder (`data.model_data_dir`).

@@ -269,7 +269,8 @@ def load_model_arrays(metadata, data_dir, validation_size):
         raise DataError(f"this model was trained on the image folder {gone}, which is not here; pass --data_dir=the "
                         f"folder's new place")
     try:
-        arrays = load_arrays(metadata["dataset"], folder, validation_size)
+        arrays = load_arrays(metadata["dataset"], folder, validation_size,
+                             tuple((metadata.get("config") or {}).get("image_size") or ()))
     except DataError as e:
         if not gone:
             raise
@@ -350,11 +351,12 @@ def _check_idx_dataset(dataset, data_dir, test_labels):
                             f"names); point --data_dir at a {dataset} folder or pass --dataset={other}")
 
 
-def load_arrays(dataset, data_dir, validation_size=5000):
+def load_arrays(dataset, data_dir, validation_size=5000, image_size=()):
     """Loads the train / validation / test splits into memory.
 
     The validation split is the first `validation_size` training examples, as in TF1's `read_data_sets`.
-    When `data_dir` holds the TF1 IDX files they are read directly; otherwise TFDS loads `dataset`.
+    When `data_dir` holds the TF1 IDX files they are read directly; otherwise TFDS loads `dataset`. An image folder's
+    images are brought to `image_size` (height, width) when it is given (`image_folder.load`).
     """
     if data_dir and not os.path.isdir(data_dir):
         expected = image_folder.LAYOUT_HINT if dataset == IMAGE_FOLDER else (
@@ -363,7 +365,7 @@ def load_arrays(dataset, data_dir, validation_size=5000):
     class_names = ()
     if dataset == IMAGE_FOLDER:
         try:
-            splits, class_names = image_folder.load(_image_folder_dir(data_dir))
+            splits, class_names = image_folder.load(_image_folder_dir(data_dir), image_size)
         except image_folder.FolderError as e:
             raise DataError(str(e)) from None
         (train_images, train_labels), (test_images, test_labels) = splits["train"], splits["test"]
@@ -600,7 +602,7 @@ def make_datasets(cfg, corrupt_fn=None):
     Validation and test are batched without dropping, and with dynamic binarization they draw from a fixed seed,
     so every evaluation sees the same binary images.
     """
-    arrays = load_arrays(cfg.dataset, cfg.data_dir, cfg.validation_size)
+    arrays = load_arrays(cfg.dataset, cfg.data_dir, cfg.validation_size, cfg.image_size)
     # Made once the images are read: an image folder's shape is known only then.
     corrupt_fn = corrupt_fn or corruption.make_corrupt_fn(cfg.corruption, cfg.corruption_strength,
                                                           arrays.train_images.shape[1:])

@@ -94,9 +94,21 @@ def _decode(path):
     return np.round(image.numpy() * 255.0).astype(np.uint8)
 
 
-def load(data_dir):
-    """Reads both splits into memory in the fixed shuffled order of ORDER_SEED: images of one size, in colour when
-    any image is (a gray one is repeated into three channels, losing nothing).
+def fit(image, height, width):
+    """uint8 `[h, w, C]` -> `[height, width, C]`: its centre cropped to the target's shape, then resized (bilinear,
+    antialiased when it shrinks), as image datasets such as CelebA are brought to one size."""
+    h, w = image.shape[:2]
+    crop_h, crop_w = min(h, round(w * height / width)), min(w, round(h * width / height))
+    top, left = (h - crop_h) // 2, (w - crop_w) // 2
+    cropped = tf.constant(image[top:top + crop_h, left:left + crop_w], tf.float32)
+    resized = tf.image.resize(cropped, (height, width), antialias=True)
+    return np.clip(np.round(resized.numpy()), 0, 255).astype(np.uint8)
+
+
+def load(data_dir, image_size=()):
+    """Reads both splits into memory in the fixed shuffled order of ORDER_SEED: images of one size, or each brought
+    to `image_size` (height, width) by `fit`; in colour when any image is (a gray one is repeated into three
+    channels, losing nothing).
 
     Returns:
       ({split: (uint8 images `[n, H, W, C]`, int32 labels `[n]`)}, class names).
@@ -110,6 +122,8 @@ def load(data_dir):
         order = np.random.default_rng(ORDER_SEED).permutation(len(files[split]))
         files[split] = [files[split][i] for i in order]
         decoded[split] = [_decode(path) for path, _ in files[split]]
+        if image_size:
+            decoded[split] = [fit(image, *image_size) for image in decoded[split]]
     first_path, (height, width) = files["train"][0][0], decoded["train"][0].shape[:2]
     channels = max(image.shape[-1] for split in SPLITS for image in decoded[split])
     splits = {}
@@ -118,7 +132,8 @@ def load(data_dir):
         for i, ((path, _), image) in enumerate(zip(files[split], decoded[split])):
             if image.shape[:2] != (height, width):
                 raise FolderError(f"{path}: image is {image.shape[0]}x{image.shape[1]}, but {first_path} is "
-                                  f"{height}x{width}; give every image of the folder one size")
+                                  f"{height}x{width}; pass --image_size=HEIGHT,WIDTH to bring every image to one "
+                                  f"size, or resize them yourself")
             images[i] = image if image.shape[-1] == channels else np.repeat(image, channels, axis=-1)
         splits[split] = images, np.array([label for _, label in files[split]], np.int32)
     return splits, class_names

@@ -146,6 +146,8 @@ def _unused_hparams(cfg):
         unused.add("num_importance_samples")
     if cfg.corruption == "none":
         unused.add("corruption_strength")
+    if not cfg.image_size:
+        unused.add("image_size")
     if not cfg.init_from:
         unused.add("init_from")
     if not cfg.init_from_tf1:
