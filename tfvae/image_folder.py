@@ -98,7 +98,7 @@ def fit(image, height, width):
     """uint8 `[h, w, C]` -> `[height, width, C]`: its centre cropped to the target's shape, then resized (bilinear,
     antialiased when it shrinks), as image datasets such as CelebA are brought to one size."""
     h, w = image.shape[:2]
-    crop_h, crop_w = min(h, round(w * height / width)), min(w, round(h * width / height))
+    crop_h, crop_w = max(1, min(h, round(w * height / width))), max(1, min(w, round(h * width / height)))
     top, left = (h - crop_h) // 2, (w - crop_w) // 2
     cropped = tf.constant(image[top:top + crop_h, left:left + crop_w], tf.float32)
     resized = tf.image.resize(cropped, (height, width), antialias=True)
@@ -121,9 +121,8 @@ def load(data_dir, image_size=()):
     for split in SPLITS:
         order = np.random.default_rng(ORDER_SEED).permutation(len(files[split]))
         files[split] = [files[split][i] for i in order]
-        decoded[split] = [_decode(path) for path, _ in files[split]]
-        if image_size:
-            decoded[split] = [fit(image, *image_size) for image in decoded[split]]
+        # Each brought to size as it is read: the full-size images of a photo folder need not fit in memory at once.
+        decoded[split] = [fit(_decode(path), *image_size) if image_size else _decode(path) for path, _ in files[split]]
     first_path, (height, width) = files["train"][0][0], decoded["train"][0].shape[:2]
     channels = max(image.shape[-1] for split in SPLITS for image in decoded[split])
     splits = {}
