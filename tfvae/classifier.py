@@ -51,12 +51,9 @@ def train_classifier(cfg):
     keras.utils.set_random_seed(cfg.seed)
     arrays = data.load_arrays(cfg.dataset, cfg.data_dir, cfg.validation_size, cfg.image_size)
     data.refuse_batches_beyond(arrays, cfg.batch_size, cfg.dataset, cfg.validation_size)
-    num_classes = data.num_classes(cfg.dataset, arrays.class_names)
-    if num_classes < 2:
-        raise data.DataError(f"a classifier learns labels, and {cfg.data_dir} has "
-                             f"{'one class folder' if arrays.class_names else 'no class folders'}; put each class's "
-                             f"images in a subfolder of train/ and of test/")
-    model = build_classifier(arrays.train_images.shape[1:], num_classes, seed=cfg.seed)
+    data.refuse_unlabelled(cfg.dataset, arrays.class_names, cfg.data_dir, "a classifier learns labels")
+    model = build_classifier(arrays.train_images.shape[1:], data.num_classes(cfg.dataset, arrays.class_names),
+                             seed=cfg.seed)
     _compiled(model, cfg.learning_rate)
     validation = ((_as_unit_float(arrays.validation_images), arrays.validation_labels)
                   if cfg.validation_size else None)
@@ -181,7 +178,7 @@ def reexport_classifier(path, export_dir=None):
 
     metadata = {k: v for k, v in _read_metadata(path).items() if k != "format"}
     # Adam's learning rate is a variable too: the export's own is read below.
-    num_classes = len(metadata.get("class_names") or ()) or data.NUM_CLASSES
+    num_classes = data.num_classes(metadata["dataset"], tuple(metadata.get("class_names") or ()))
     model = _compiled(build_classifier(metadata["image_shape"], num_classes), learning_rate=1e-3)
     model.optimizer.build(model.trainable_variables)
     expected = [v for v in model.variables + model.optimizer.variables if tf.as_dtype(v.dtype).is_floating]

@@ -327,6 +327,14 @@ def class_label(metadata, label):
     return f"{label} {names[label]}" if names and 0 <= label < len(names) else str(label)
 
 
+def refuse_unlabelled(dataset, class_names, data_dir, needs, other_fix=""):
+    """Raises DataError when an image folder has fewer than two classes for what `needs` them (e.g. "--model=cvae
+    learns from labels"); `other_fix` is appended to the fix."""
+    if dataset == IMAGE_FOLDER and len(class_names) < 2:
+        raise DataError(f"{needs}, and {data_dir} has {'one class folder' if class_names else 'no class folders'}; "
+                        f"put each class's images in a subfolder of train/ and of test/{other_fix}")
+
+
 def num_classes(dataset, class_names):
     """How many labels a conditional model of `dataset` takes: 10 for the named datasets, an image folder's classes."""
     return len(class_names) if dataset == IMAGE_FOLDER else NUM_CLASSES

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tfvae import artifacts, cli, export
+from tfvae import artifacts, export, image_folder
 from tfvae.image_folder import IMAGE_EXTENSIONS  # What a folder of inputs is scanned for.
 
 # Outputs are PNG or JPEG (config.IMAGE_SUFFIXES).
@@ -62,11 +62,6 @@ def plan_outputs(input_path, output_path):
 
 
 def _to_channels(image, channels):
-    if image.shape[-1] in (2, 4):
-        # Over white, as image viewers show transparency: dark strokes on a transparent canvas stay visible (and
-        # --invert makes them light on dark, as MNIST's); the colour under a transparent pixel means nothing.
-        color, alpha = image[..., :-1], image[..., -1:]
-        image = color * alpha + (1.0 - alpha)
     if image.shape[-1] == channels:
         return image
     return tf.image.grayscale_to_rgb(image) if channels == 3 else tf.image.rgb_to_grayscale(image)
@@ -86,11 +81,9 @@ def read_image(path, image_shape, resize=False):
     """
     height, width, channels = image_shape
     try:
-        image = tf.io.decode_image(tf.io.read_file(path), channels=0, dtype=tf.float32, expand_animations=False)
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.PermissionDeniedError) as e:
-        # The decoder's own words are what helps.
-        raise EnhanceError(f"{path}: not a readable PNG, JPEG, BMP or GIF image ({cli.op_error_reason(e)}); "
-                           f"replace or remove it") from None
+        image = image_folder.decode(path)  # Transparency shown over white (and --invert makes it light on dark).
+    except image_folder.FolderError as e:
+        raise EnhanceError(str(e)) from None
     image = _to_channels(image, channels)
     if tuple(image.shape[:2]) != (height, width):
         if not resize:

@@ -82,16 +82,29 @@ def scan(data_dir):
     return class_names["train"], files
 
 
-def _decode(path):
-    """One image file as uint8 `[H, W, C]`, C 1 or 3: transparency shown over white, as image viewers show it."""
+def decode(path):
+    """One PNG, JPEG, BMP or GIF file (gray, gray+alpha, RGB or RGBA; 8 or 16 bit; a GIF's first frame) as float32
+    `[H, W, C]` in [0, 1], C 1 or 3.
+
+    Raises:
+      FolderError: the file is not a readable image, naming it.
+    """
     try:
         image = tf.io.decode_image(tf.io.read_file(path), channels=0, dtype=tf.float32, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.PermissionDeniedError) as e:
+        # The decoder's own words are what helps.
         raise FolderError(f"{path}: not a readable PNG, JPEG, BMP or GIF image ({cli.op_error_reason(e)}); replace "
                           f"or remove it") from None
     if image.shape[-1] in (2, 4):
-        image = image[..., :-1] * image[..., -1:] + (1.0 - image[..., -1:])
-    return np.round(image.numpy() * 255.0).astype(np.uint8)
+        # Over white, as image viewers show transparency: dark strokes on a transparent canvas stay visible; the
+        # colour under a transparent pixel means nothing.
+        color, alpha = image[..., :-1], image[..., -1:]
+        image = color * alpha + (1.0 - alpha)
+    return image
+
+
+def _decode(path):
+    return np.round(decode(path).numpy() * 255.0).astype(np.uint8)
 
 
 def fit(image, height, width):

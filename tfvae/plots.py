@@ -78,8 +78,8 @@ def load_test_images(loaded, data_dir, seed, asked, pool=0):
     """
     trained_on = loaded.metadata.get("binarize", "none")
     flag = max(asked, key=asked.get)
-    x, labels, split_size = evaluation.load_split(loaded.metadata, data_dir, "test", trained_on, seed,
-                                                  0 if pool > asked[flag] else asked[flag], flag)
+    # All of the split (binarized whole either way), then as many as the kinds take.
+    x, labels, split_size = evaluation.load_split(loaded.metadata, data_dir, "test", trained_on, seed)
     evaluation.refuse_more_than(split_size, asked[flag], flag)
     count = max(asked[flag], min(pool, split_size))
     return x[:count], labels[:count], inference.test_images_are(loaded.metadata, seed)

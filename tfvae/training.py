@@ -146,10 +146,9 @@ def refuse_data_the_model_cannot_take(cfg, image_shape, class_names):
     folders, the autoregressive likelihood gray images (the named datasets are checked with the flags)."""
     if cfg.dataset != config.IMAGE_FOLDER:
         return
-    if cfg.model == "cvae" and len(class_names) < 2:
-        raise data.DataError(f"--model=cvae learns from labels, and {cfg.data_dir} has "
-                             f"{'one class folder' if class_names else 'no class folders'}; put each class's "
-                             f"images in a subfolder of train/ and of test/, or pick another --model")
+    if cfg.model == "cvae":
+        data.refuse_unlabelled(cfg.dataset, class_names, cfg.data_dir, "--model=cvae learns from labels",
+                               ", or pick another --model")
     if cfg.likelihood == "autoregressive_bernoulli" and image_shape[-1] != 1:
         raise data.DataError(f"--likelihood=autoregressive_bernoulli models single-channel images, and the images "
                              f"in {cfg.data_dir} are colour; use --likelihood=bernoulli, or gray images")
