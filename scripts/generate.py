@@ -1,6 +1,7 @@
 """Draws a grid of samples (or reconstructions) from an exported SavedModel to a PNG.
 
     python scripts/generate.py --saved_model=saved_models/tf1_tutorial --output=samples.png
+    python scripts/generate.py --saved_model=saved_models/mnist_best --pixels=sample --output=drawn.png
     python scripts/generate.py --saved_model=saved_models/tf1_tutorial --reconstruct --data_dir=PATH/MNIST_data
 """
 
@@ -33,12 +34,16 @@ def main(argv):
         else:
             labels, rows = inference.parse_labels(cfg.label, metadata.get("num_classes", 0), cfg.rows, cfg.cols,
                                                   tuple(metadata.get("class_names") or ()))
-            samples = inference.decode_samples(saved, metadata, rows, cfg.cols, cfg.seed, labels)
+            if cfg.pixels == "sample":
+                samples = inference.draw_samples(saved, metadata, cfg.saved_model, rows, cfg.cols, cfg.seed, labels)
+                images_are = inference.drawn_images_are(metadata)
+            else:
+                samples = inference.decode_samples(saved, metadata, rows, cfg.cols, cfg.seed, labels)
+                images_are = inference.decoded_images_are(metadata)
             row_labels = ([data.class_label(metadata, int(label)) for label in labels[::cfg.cols]]
                           if cfg.label == "all" else None)
             visualization.save_grid_png(cfg.output, samples, rows, cfg.cols,
-                                        f"{export.model_name(metadata)}: {inference.decoded_images_are(metadata)}, "
-                                        f"z ~ N(0, I), seed {cfg.seed}"
+                                        f"{export.model_name(metadata)}: {images_are}, z ~ N(0, I), seed {cfg.seed}"
                                         + (f", label {data.class_label(metadata, int(labels[0]))}"
                                            if cfg.label not in (None, "all") else ""),
                                         row_labels=row_labels)

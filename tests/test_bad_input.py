@@ -351,7 +351,8 @@ FLAG_CASES = ("unknown flag", "wrong type", "zero batch size", "missing flagfile
               "tflite output below a broken link", "export a run whose own export folder is foreign",
               "export a run whose own export folder is a file", "overwrite a folder that is no run",
               "flagfile not utf-8", "model dir where no folder can be made", "resume with another batch size",
-              "infinite learning rate", "negative seed", "generate negative seed", "flagfile that includes itself",
+              "infinite learning rate", "negative seed", "generate negative seed",
+              "generate drawn pixels of reconstructions", "flagfile that includes itself",
               "flagfiles that include each other", "import_tf1 empty export dir", "export dir is the working folder",
               "reexport into a folder holding the working folder", "generate empty output", "enhance without output")
 
@@ -684,6 +685,15 @@ CASES = {
         lambda ctx: ("generate.py", [f"--saved_model={REPO}/saved_models/cvae_mnist", "--label=seven",
                                      "--output={out}/s.png"]),
         "--label=seven is not a class of this model (10 classes); pass --label=0..9 or --label=all"),
+    "generate drawn pixels of reconstructions": (
+        lambda ctx: ("generate.py", [f"--saved_model={REPO}/saved_models/mnist_best", "--reconstruct",
+                                     "--pixels=sample", "--output={out}/s.png"]),
+        "--reconstruct shows decoded means; drop --pixels=sample"),
+    "generate drawn pixels of the squared error": (
+        lambda ctx: ("generate.py", [f"--saved_model={REPO}/saved_models/tf1_tutorial", "--pixels=sample",
+                                     "--output={out}/s.png"]),
+        "this model's likelihood, sse (the TF1 tutorial's squared error), is no distribution to draw pixels from; "
+        "drop --pixels=sample"),
     "generate reconstruct with a label": (
         lambda ctx: ("generate.py", [f"--saved_model={REPO}/saved_models/cvae_mnist", "--reconstruct", "--label=3",
                                      "--output={out}/s.png"]),

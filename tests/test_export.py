@@ -3,6 +3,7 @@ live serving functions of a tiny untrained model (what export_saved_model saves)
 
 import os
 import shutil
+import types
 
 import numpy as np
 import pytest
@@ -137,6 +138,8 @@ def test_every_signature_takes_an_empty_batch(model_kind):
     assert shapes(functions["log_likelihood"](input=x, z=z, **label)) == {"log_px_z": (0,)}
     assert shapes(functions["log_likelihood_samples"](input=x, z=tf.zeros((3, 0, LATENT_DIM)), **label)) == {
         "log_px_z": (3, 0)}
+    seed = tf.constant(0, tf.int64)
+    assert shapes(functions["sample"](z=z, seed=seed, **label)) == {"x_sample": (0, *image_shape)}
 
 
 @pytest.mark.parametrize("model_kind", ["cvae", "conv"])
@@ -153,7 +156,8 @@ def test_a_signature_run_as_one_op_gives_its_outputs_and_keeps_its_checks(model_
     x = rng.random((3, *image_shape))  # float64, as NumPy makes it: converted to float32 as the signature does.
     inputs = {"reconstruct": {"input": x}, "encode": {"input": x}, "decode": {"z": rng.normal(size=(3, LATENT_DIM))},
               "log_likelihood": {"input": x, "z": rng.normal(size=(3, LATENT_DIM))},
-              "log_likelihood_samples": {"input": x, "z": rng.normal(size=(4, 3, LATENT_DIM))}}
+              "log_likelihood_samples": {"input": x, "z": rng.normal(size=(4, 3, LATENT_DIM))},
+              "sample": {"z": rng.normal(size=(3, LATENT_DIM)), "seed": 7}}
     for name, given in inputs.items():
         given = {**given, **label}
         expected, got = signatures[name](**given), inference.signature_as_one_op(signatures[name])(**given)
@@ -182,3 +186,34 @@ def test_a_signature_run_as_one_op_gives_its_outputs_and_keeps_its_checks(model_
     else:
         with pytest.raises(TypeError, match="got input, label"):  # As the plain call, not silently ignored.
             reconstruct(input=x[:1], label=np.array([1], np.int32))
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "autoregressive_bernoulli", "gaussian", "sse"])
+def test_sample_draws_binary_or_clipped_images_by_its_seed(likelihood):
+    cfg = config.RunConfig(model="mlp", hidden_sizes=(8,), latent_dim=LATENT_DIM, likelihood=likelihood,
+                           ar_kernel_size=3, ar_channels=4)
+    functions = export.make_serving_functions(build_model(cfg, (28, 28, 1)), [784])
+    if likelihood == "sse":  # The tutorial's squared error is no distribution: nothing to draw from.
+        assert "sample" not in functions
+        return
+    z = tf.constant(np.random.default_rng(0).normal(size=(64, LATENT_DIM)), tf.float32)
+    draw = lambda seed: functions["sample"](z=z, seed=tf.constant(seed, tf.int64))["x_sample"].numpy()  # noqa: E731
+    first, again, other = draw(1), draw(1), draw(2)
+    assert first.shape == (64, 784) and first.dtype == np.float32
+    np.testing.assert_array_equal(first, again)
+    assert (first != other).mean() > 0.1
+    if likelihood == "gaussian":  # The mean plus noise of stddev 0.1, clipped to images' [0, 1].
+        assert 0.0 <= first.min() and first.max() <= 1.0
+        x_hat = functions["decode"](z=z)["x_hat"].numpy()
+        assert 0.09 < np.std(first - x_hat) < 0.11
+    else:
+        assert set(np.unique(first)) == {0.0, 1.0}
+    with pytest.raises(tf.errors.InvalidArgumentError, match="z has NaN or inf values"):
+        functions["sample"](z=tf.fill((1, LATENT_DIM), np.nan), seed=tf.constant(0, tf.int64))
+
+
+def test_drawing_from_an_export_without_sample_names_the_fix():
+    older = types.SimpleNamespace(signatures={"decode": None})  # An export written before `sample` existed.
+    with pytest.raises(ValueError, match=r"this export has no `sample` signature \(it predates it\); write it again "
+                                         r"with `python scripts/export.py --saved_model=old/export`$"):
+        inference.draw_samples(older, {"likelihood": "bernoulli", "latent_dim": 2}, "old/export", 1, 1)

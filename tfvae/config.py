@@ -664,9 +664,16 @@ def define_generate_flags():
     # Its range and names depend on the model, checked once it is loaded.
     flags.register_validator("label", lambda label: label is None or bool(label.strip()),
                              message="--label must be a class number (e.g. 7), a class name or 'all'")
+    flags.DEFINE_enum("pixels", "mean", ("mean", "sample"), "mean: each image is the decoded mean of p(x|z) (for "
+                      "--likelihood=autoregressive_bernoulli its mean-field image); sample: each pixel drawn from "
+                      "p(x|z) (binary for Bernoulli likelihoods, the autoregressive one pixel by pixel given the "
+                      "pixels drawn before), seeded by --seed, through the export's `sample` signature.")
     flags.register_multi_flags_validator(
         ["label", "reconstruct"], lambda f: not (f["label"] is not None and f["reconstruct"]),
         message="--reconstruct reconstructs each test image with its own label; drop --label")
+    flags.register_multi_flags_validator(
+        ["pixels", "reconstruct"], lambda f: not (f["pixels"] == "sample" and f["reconstruct"]),
+        message="--reconstruct shows decoded means; drop --pixels=sample")
     _quiet_absl_logging()
 
 
@@ -680,6 +687,7 @@ class GenerateConfig:
     reconstruct: bool
     data_dir: str
     label: str
+    pixels: str
 
 
 def generate_config_from_flags():

@@ -151,6 +151,7 @@ class _ServingModule(tf.Module):
         z_spec = tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")
         z_samples_spec = tf.TensorSpec([None, None, model.latent_dim], tf.float32, name="z")
         label_spec = tf.TensorSpec([None], tf.int32, name="label")
+        seed_spec = tf.TensorSpec([], tf.int64, name="seed")
 
         encode_network, decode_network = model.encode, model.decode
         if has_convolutions(model):
@@ -193,6 +194,10 @@ class _ServingModule(tf.Module):
             logits = decode_network(checked(z, "z"), label)
             return {"x_hat": model.likelihood(logits), "logits": logits}
 
+        def sample(z, seed, label=None):
+            logits = decode_network(checked(z, "z"), label)
+            return {"x_sample": model.likelihood.sample(logits, tf.stack([seed, tf.zeros_like(seed)]))}
+
         def reconstruct(input, label=None):
             z_mean, _ = encode_network(checked(input, "input"), label)
             return {"x_hat": model.likelihood(decode_network(z_mean, label))}
@@ -215,6 +220,8 @@ class _ServingModule(tf.Module):
                                       input_signature=[x_spec, label_spec])
             self.decode = tf.function(lambda z, label: decode(z, checked_label(label, z, "z")),
                                       input_signature=[z_spec, label_spec])
+            sample_function = tf.function(lambda z, seed, label: sample(z, seed, checked_label(label, z, "z")),
+                                          input_signature=[z_spec, seed_spec, label_spec])
             self.reconstruct = tf.function(
                 lambda input, label: reconstruct(input, checked_label(label, input, "input")),
                 input_signature=[x_spec, label_spec])
@@ -227,13 +234,17 @@ class _ServingModule(tf.Module):
         else:
             self.encode = tf.function(encode, input_signature=[x_spec])
             self.decode = tf.function(decode, input_signature=[z_spec])
+            sample_function = tf.function(sample, input_signature=[z_spec, seed_spec])
             self.reconstruct = tf.function(reconstruct, input_signature=[x_spec])
             self.log_likelihood = tf.function(log_likelihood, input_signature=[x_spec, z_spec])
             self.log_likelihood_samples = tf.function(log_likelihood_samples,
                                                       input_signature=[x_spec, z_samples_spec])
+        # The tutorial's squared error is no distribution to draw from: its export has no `sample`.
+        if model.likelihood.is_density:
+            self.sample = sample_function
 
     def signatures(self):
-        return {
+        signatures = {
             "serving_default": self.reconstruct,
             "encode": self.encode,
             "decode": self.decode,
@@ -241,6 +252,9 @@ class _ServingModule(tf.Module):
             "log_likelihood": self.log_likelihood,
             "log_likelihood_samples": self.log_likelihood_samples,
         }
+        if hasattr(self, "sample"):
+            signatures["sample"] = self.sample
+        return signatures
 
 
 def make_serving_functions(model, input_shape):

@@ -83,6 +83,22 @@ def decode_samples(saved, metadata, rows, cols, seed=0, labels=None):
     return np.concatenate(list(decoded_sample_chunks(saved, metadata, rows * cols, seed, labels)))
 
 
+def draw_samples(saved, metadata, path, rows, cols, seed=0, labels=None):
+    """Images x ~ p(x|z), z ~ N(0, I), through the `sample` signature of the export at `path`: z drawn as
+    `decode_samples` draws it, the pixels by `seed` too. Returns `[rows*cols, H, W, C]` in [0, 1]."""
+    if "sample" not in saved.signatures:
+        if metadata.get("likelihood") == "sse":
+            raise ValueError("this model's likelihood, sse (the TF1 tutorial's squared error), is no distribution to "
+                             "draw pixels from; drop --pixels=sample")
+        raise ValueError(f"this export has no `sample` signature (it predates it); write it again with "
+                         f"`python scripts/export.py --saved_model={path}`")
+    z = np.random.default_rng(seed).standard_normal((rows * cols, metadata["latent_dim"])).astype(np.float32)
+    inputs = {"z": tf.constant(z), "seed": tf.constant(seed, tf.int64)}
+    if labels is not None:
+        inputs["label"] = tf.constant(labels)
+    return visualization.as_images(saved.signatures["sample"](**inputs)["x_sample"].numpy(), metadata["image_shape"])
+
+
 # Samples decoded per call: the images of a chunk are all a caller holds at once (31 MB of MNIST).
 DECODE_CHUNK = 10000
 
@@ -97,6 +113,15 @@ def decoded_sample_chunks(saved, metadata, count, seed=0, labels=None):
             inputs["label"] = tf.constant(labels[start:start + DECODE_CHUNK])
         x_hat = saved.signatures["decode"](**inputs)["x_hat"]
         yield visualization.as_images(x_hat.numpy(), metadata["image_shape"])
+
+
+def drawn_images_are(metadata, z="z"):
+    """What a drawn image (`x_sample`) is, for titles."""
+    if metadata.get("likelihood") == "autoregressive_bernoulli":
+        return f"x ~ p(x|{z}) drawn pixel by pixel"
+    if metadata.get("likelihood") == "gaussian":
+        return f"x ~ p(x|{z}) clipped to [0, 1]"
+    return f"x ~ p(x|{z})"
 
 
 def decoded_images_are(metadata, z="z"):

@@ -13,7 +13,8 @@ from tfvae import losses
 @keras.saving.register_keras_serializable("tfvae")
 class Likelihood(keras.layers.Layer):
     """Base class. `call(logits)` is the image x_hat in [0, 1] (the mean of p(x|z); an autoregressive likelihood's
-    mean-field image, which has more ink than its true mean); `log_prob(x, logits)` is `[batch]`."""
+    mean-field image, which has more ink than its true mean); `log_prob(x, logits)` is `[batch]`; `sample(logits,
+    seed)` draws an image x ~ p(x|z) (densities only)."""
 
     # Whether log_prob is a normalised density, so that losses are nats.
     is_density = True
@@ -24,6 +25,10 @@ class Likelihood(keras.layers.Layer):
         return tf.sigmoid(logits)
 
     def log_prob(self, x, logits):
+        raise NotImplementedError
+
+    def sample(self, logits, seed):
+        """One image drawn from p(x|z) per example, shaped as `logits`, by the stateless `seed` (int `[2]`)."""
         raise NotImplementedError
 
     def log_prob_samples(self, x, logits):
@@ -43,6 +48,10 @@ class Bernoulli(Likelihood):
 
     def log_prob(self, x, logits):
         return losses.bernoulli_log_prob(x, logits)
+
+    def sample(self, logits, seed):
+        # Pixel i is 1 where uniform_i < p_i: the autoregressive likelihood draws from the same uniforms.
+        return tf.cast(tf.random.stateless_uniform(tf.shape(logits), seed) < tf.sigmoid(logits), logits.dtype)
 
 
 @keras.saving.register_keras_serializable("tfvae")
@@ -70,13 +79,19 @@ class Gaussian(Likelihood):
                 shape=tuple(logits_shape[1:]), name="logvar",
                 initializer=keras.initializers.Constant(2.0 * math.log(self.stddev)))
 
-    def log_prob(self, x, logits):
+    def _logvar(self, logits):
         if self.learn_variance:
             # Bounded below so a pixel that is always 0 cannot drive the density to infinity.
-            logvar = tf.maximum(self.logvar, -9.0) + tf.zeros_like(logits)
-        else:
-            logvar = tf.fill(tf.shape(logits), 2.0 * math.log(self.stddev))
-        return losses.gaussian_log_prob(x, tf.sigmoid(logits), logvar)
+            return tf.maximum(self.logvar, -9.0) + tf.zeros_like(logits)
+        return tf.fill(tf.shape(logits), 2.0 * math.log(self.stddev))
+
+    def log_prob(self, x, logits):
+        return losses.gaussian_log_prob(x, tf.sigmoid(logits), self._logvar(logits))
+
+    def sample(self, logits, seed):
+        # Clipped to [0, 1], the range of images: the density itself puts a little mass outside it.
+        noise = tf.random.stateless_normal(tf.shape(logits), seed, dtype=logits.dtype)
+        return tf.clip_by_value(tf.sigmoid(logits) + tf.exp(0.5 * self._logvar(logits)) * noise, 0.0, 1.0)
 
     def get_config(self):
         return {**super().get_config(), "stddev": self.stddev, "learn_variance": self.learn_variance}
@@ -111,8 +126,8 @@ class AutoregressiveBernoulli(Likelihood):
     left of pixel i within a `kernel_size` square, the receptive field of a type-A masked convolution. The decoder
     draws the global shape from z; a_i models what a factorised Bernoulli cannot, the local dependence between
     neighbouring pixels of a stroke, as in PixelVAE (Gulrajani et al. 2017). log_prob needs one pass; x_hat is a
-    raster-order pass that feeds each pixel's probability to the pixels after it (the mean-field image).
-    Single-channel images only.
+    raster-order pass that feeds each pixel's probability to the pixels after it (the mean-field image), and
+    `sample` the same pass feeding each pixel's drawn value (ancestral sampling, exact). Single-channel images only.
     """
 
     binary_data = True
@@ -153,18 +168,26 @@ class AutoregressiveBernoulli(Likelihood):
         logits_flat += self._context_logits(x_flat, self.neighbours)[None]
         return tf.reduce_sum(x_flat * logits_flat - tf.math.softplus(logits_flat), axis=-1)  # As bernoulli_log_prob.
 
-    def call(self, logits):
+    def _raster_pass(self, logits, pixel_value):
+        """Pixels in raster order, each `pixel_value(i, p_i)` for p_i = sigmoid(logits_i + a_i(pixels before i))."""
         flat_shape = [tf.shape(logits)[0], self.num_pixels]
         logits_flat = tf.reshape(logits, flat_shape)
 
-        def next_pixel(i, x_hat):
-            context = self._context_logits(x_hat, self.neighbours[i][None])[:, 0]
-            probability = tf.sigmoid(logits_flat[:, i] + context)
-            return i + 1, x_hat + probability[:, None] * tf.one_hot(i, self.num_pixels, dtype=x_hat.dtype)
+        def next_pixel(i, x):
+            context = self._context_logits(x, self.neighbours[i][None])[:, 0]
+            value = pixel_value(i, tf.sigmoid(logits_flat[:, i] + context))
+            return i + 1, x + value[:, None] * tf.one_hot(i, self.num_pixels, dtype=x.dtype)
 
-        _, x_hat = tf.while_loop(lambda i, _: i < self.num_pixels, next_pixel,
-                                 (tf.constant(0), tf.zeros_like(logits_flat)))
-        return tf.reshape(x_hat, tf.shape(logits))
+        _, x = tf.while_loop(lambda i, _: i < self.num_pixels, next_pixel,
+                             (tf.constant(0), tf.zeros_like(logits_flat)))
+        return tf.reshape(x, tf.shape(logits))
+
+    def call(self, logits):
+        return self._raster_pass(logits, lambda i, probability: probability)
+
+    def sample(self, logits, seed):
+        uniform = tf.reshape(tf.random.stateless_uniform(tf.shape(logits), seed), [-1, self.num_pixels])
+        return self._raster_pass(logits, lambda i, probability: tf.cast(uniform[:, i] < probability, logits.dtype))
 
     def get_config(self):
         return {**super().get_config(), "image_shape": list(self.image_shape), "kernel_size": self.kernel_size,
