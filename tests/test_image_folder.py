@@ -269,3 +269,36 @@ def test_a_run_with_image_size_records_it_and_its_tools_read_the_folder_so(tmp_p
     # A named dataset has its own size.
     refused = run_script("train.py", "--image_size=6,6", f"--model_dir={tmp_path}/r2")
     assert refused.returncode == 2 and "--image_size resizes the images of --dataset=image_folder" in refused.stderr
+
+
+@pytest.mark.parametrize("kind, orientation", [("png", value) for value in range(1, 9)] + [("jpg", 6)])
+def test_a_photo_is_read_upright_as_its_exif_orientation_says(tmp_path, kind, orientation):
+    # TensorFlow's decoders ignore EXIF: a phone's portrait photo would be read on its side. PIL's exif_transpose
+    # is the reference for all eight orientations.
+    from PIL import Image, ImageOps
+    stored = np.zeros((48, 32, 3), np.uint8)
+    stored[:24, :16] = (250, 0, 0)  # One red corner and one green edge: every turn and mirror looks different.
+    stored[:, 24:] = (0, 250, 0)  # In whole 8x8 blocks, which JPEG keeps nearly exactly.
+    path = str(tmp_path / f"photo.{kind}")
+    exif = Image.Exif()
+    exif[image_folder.EXIF_ORIENTATION_TAG] = orientation
+    Image.fromarray(stored).save(path, exif=exif, **({"quality": 100, "subsampling": 0} if kind == "jpg" else {}))
+    with Image.open(path) as photo:
+        expected = np.asarray(ImageOps.exif_transpose(photo), np.float32) / 255.0
+    decoded = image_folder.decode(path).numpy()
+    assert decoded.shape == expected.shape == ((48, 32, 3) if orientation < 5 else (32, 48, 3))
+    np.testing.assert_allclose(decoded, expected, atol=3 / 255 if kind == "jpg" else 0)
+
+
+def test_files_that_are_no_image_it_reads_are_skipped_with_a_warning(tmp_path, caplog):
+    for split in ("train", "test"):
+        write_png(str(tmp_path / split / "cats" / "a.png"), np.full((4, 4, 1), 9))
+    (tmp_path / "train" / "cats" / "b.webp").write_bytes(b"RIFF")
+    (tmp_path / "train" / "cats" / "deeper").mkdir()
+    (tmp_path / "train" / "cats" / "deeper" / "c.tif").write_bytes(b"II*")
+    (tmp_path / "test" / "cats" / ".DS_Store").write_bytes(b"")  # Hidden: not worth a word.
+    with caplog.at_level("WARNING"):
+        splits, class_names = image_folder.load(str(tmp_path))
+    assert class_names == ("cats",) and len(splits["train"][0]) == 1
+    assert f"{tmp_path}: skipped 2 files that are no .png, .jpg, .jpeg, .bmp, .gif image (e.g. " in caplog.text
+    assert "b.webp); convert them to PNG to use them" in caplog.text

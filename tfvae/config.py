@@ -1053,9 +1053,10 @@ def _quiet_absl_logging():
 # that data and its weights were trained for that model and objective. Paths, speed, devices, the number of epochs,
 # the learning rate and the guards against divergence may change between restarts.
 RUN_DEFINING_FLAGS = ("model", "dataset", "image_size", "binarize", "corruption", "corruption_strength",
-                      "validation_size", "hidden_sizes", "latent_dim", "likelihood", "gaussian_stddev", "learn_variance",
-                      "ar_kernel_size", "ar_channels", "conv_filters", "objective", "num_importance_samples", "beta",
-                      "kl_warmup_epochs", "free_bits", "batch_size", "adam", "adam_epsilon", "seed")
+                      "validation_size", "hidden_sizes", "latent_dim", "likelihood", "gaussian_stddev",
+                      "learn_variance", "ar_kernel_size", "ar_channels", "conv_filters", "objective",
+                      "num_importance_samples", "beta", "kl_warmup_epochs", "free_bits", "batch_size", "adam",
+                      "adam_epsilon", "seed")
 
 
 def resume_changes(cfg):

@@ -2,10 +2,13 @@
 the images themselves or one subfolder of images per class, as Keras' `image_dataset_from_directory` and
 torchvision's `ImageFolder` lay them out."""
 
+import io
 import os
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
+from PIL import Image
 
 from tfvae import cli
 
@@ -15,6 +18,18 @@ SPLITS = ("train", "test")
 ORDER_SEED = 0
 # What tf.io.decode_image reads (a GIF's first frame).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+# EXIF's orientation tag: how to turn the stored pixels upright. TensorFlow's decoders ignore it, so a camera's
+# portrait photo would be read lying on its side. Each maps an [H, W, C] array as PIL's ImageOps.exif_transpose does.
+EXIF_ORIENTATION_TAG = 0x0112
+UPRIGHT = {
+    2: lambda a: a[:, ::-1],  # mirrored left-right
+    3: lambda a: a[::-1, ::-1],  # upside down
+    4: lambda a: a[::-1],  # mirrored top-bottom
+    5: lambda a: a.transpose(1, 0, 2),  # mirrored along the main diagonal
+    6: lambda a: np.rot90(a, -1),  # stored turned 90 degrees anticlockwise: turned clockwise
+    7: lambda a: np.rot90(a, 2).transpose(1, 0, 2),  # mirrored along the other diagonal
+    8: lambda a: np.rot90(a, 1),  # stored turned clockwise: turned anticlockwise
+}
 LAYOUT_HINT = ("a folder holding train/ and test/, each of images or of one subfolder of images per class "
                "(README: Data)")
 
@@ -28,23 +43,34 @@ def _is_image(name):
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _images_under(folder):
-    """Every image file under `folder`, its subfolders included (hidden ones skipped), in sorted order."""
+def _is_other_file(name):
+    """A visible file that is not an image this reads (a .webp, .tif, a notes.txt): skipped, but counted."""
+    return not name.startswith(".") and not _is_image(name)
+
+
+def _images_under(folder, skipped):
+    """Every image file under `folder`, its subfolders included (hidden ones skipped), in sorted order; other
+    visible files are appended to `skipped`."""
     found = []
     for root, folders, names in os.walk(folder, followlinks=True):
         folders[:] = sorted(name for name in folders if not name.startswith("."))
         found += [os.path.join(root, name) for name in sorted(names) if _is_image(name)]
+        skipped += [os.path.join(root, name) for name in sorted(names) if _is_other_file(name)]
     return found
 
 
-def _split_files(data_dir, split):
-    """(class names, [(path, class index)]) of one split folder, in sorted order."""
+def _split_files(data_dir, split, skipped):
+    """(class names, [(path, class index)]) of one split folder, in sorted order; visible files that are no image
+    this reads are appended to `skipped`."""
     folder = os.path.join(data_dir, split)
     if not os.path.isdir(folder):
         raise FolderError(f"--data_dir={data_dir} has no {split}/ folder; pass {LAYOUT_HINT}")
     entries = sorted(os.listdir(folder))
     classes = [name for name in entries if os.path.isdir(os.path.join(folder, name)) and not name.startswith(".")]
-    loose = [name for name in entries if _is_image(name) and os.path.isfile(os.path.join(folder, name))]
+    # Not isfile: a broken link is refused by name when it is read, as one in a class folder is.
+    loose = [name for name in entries if _is_image(name) and not os.path.isdir(os.path.join(folder, name))]
+    skipped += [os.path.join(folder, name) for name in entries
+                if _is_other_file(name) and not os.path.isdir(os.path.join(folder, name))]
     if classes and loose:
         raise FolderError(f"{folder} holds both images ({loose[0]}, ...) and class folders ({classes[0]}, ...); move "
                           f"the images into a class folder, or the class folders out")
@@ -52,7 +78,7 @@ def _split_files(data_dir, split):
         return (), [(os.path.join(folder, name), 0) for name in loose]
     files = []
     for index, name in enumerate(classes):  # A class's images may sit in subfolders of its folder.
-        images = _images_under(os.path.join(folder, name))
+        images = _images_under(os.path.join(folder, name), skipped)
         if not images:  # Else its label would be trained on nothing and still be offered.
             raise FolderError(f"{os.path.join(folder, name)} holds no {', '.join(IMAGE_EXTENSIONS)} images; add "
                               f"some, or remove the class folder from train/ and test/")
@@ -63,15 +89,17 @@ def _split_files(data_dir, split):
 def scan(data_dir):
     """The files of both splits and the class names (sorted subfolder names of train/, () when unlabelled).
 
+    Other visible files (a .webp, a notes.txt) are skipped, and a warning names how many and one of them.
+
     Returns:
       (class names, {split: [(path, class index)]}).
 
     Raises:
       FolderError: no train/ or test/, a split or class without images, or test classes that train does not have.
     """
-    class_names, files = {}, {}
+    class_names, files, skipped = {}, {}, []
     for split in SPLITS:
-        class_names[split], files[split] = _split_files(data_dir, split)
+        class_names[split], files[split] = _split_files(data_dir, split, skipped)
         if not files[split]:
             raise FolderError(f"{os.path.join(data_dir, split)} holds no {', '.join(IMAGE_EXTENSIONS)} images; "
                               f"pass {LAYOUT_HINT}")
@@ -79,22 +107,41 @@ def scan(data_dir):
         # Labels are indices into the sorted class names, so both splits must name the same classes.
         raise FolderError(f"{data_dir}: test/ has the classes {list(class_names['test'])} but train/ has "
                           f"{list(class_names['train'])}; give both the same class folders")
+    if skipped:
+        logging.warning("%s: skipped %d files that are no %s image (e.g. %s); convert them to PNG to use them",
+                        data_dir, len(skipped), ", ".join(IMAGE_EXTENSIONS), skipped[0])
     return class_names["train"], files
+
+
+def exif_orientation(contents):
+    """The EXIF orientation tag (1-8) of an image file's bytes, 1 (upright) when it has none."""
+    head = contents[:65536]
+    if b"Exif\x00\x00" not in head and b"eXIf" not in head:  # No EXIF where JPEG or PNG keep it: spare opening it.
+        return 1
+    try:
+        with Image.open(io.BytesIO(contents)) as image:
+            return int(image.getexif().get(EXIF_ORIENTATION_TAG, 1))
+    except (OSError, ValueError, SyntaxError):  # Damaged EXIF: the pixels are still readable, as they are stored.
+        return 1
 
 
 def decode(path):
     """One PNG, JPEG, BMP or GIF file (gray, gray+alpha, RGB or RGBA; 8 or 16 bit; a GIF's first frame) as float32
-    `[H, W, C]` in [0, 1], C 1 or 3.
+    `[H, W, C]` in [0, 1], C 1 or 3, turned upright as its EXIF orientation says.
 
     Raises:
       FolderError: the file is not a readable image, naming it.
     """
     try:
-        image = tf.io.decode_image(tf.io.read_file(path), channels=0, dtype=tf.float32, expand_animations=False)
+        contents = tf.io.read_file(path)
+        image = tf.io.decode_image(contents, channels=0, dtype=tf.float32, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.PermissionDeniedError) as e:
         # The decoder's own words are what helps.
         raise FolderError(f"{path}: not a readable PNG, JPEG, BMP or GIF image ({cli.op_error_reason(e)}); replace "
                           f"or remove it") from None
+    orientation = exif_orientation(contents.numpy())
+    if orientation in UPRIGHT:
+        image = tf.constant(np.ascontiguousarray(UPRIGHT[orientation](image.numpy())))
     if image.shape[-1] in (2, 4):
         # Over white, as image viewers show transparency: dark strokes on a transparent canvas stay visible; the
         # colour under a transparent pixel means nothing.
