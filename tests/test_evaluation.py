@@ -414,8 +414,10 @@ def test_the_nll_standard_error_is_the_spread_over_examples_over_sqrt_n(linear_g
     results = evaluation.evaluate(restore.load_saved_model(exact_path), test.astype(np.float32),
                                   np.zeros(NUM_EXAMPLES, np.int32), num_importance_samples=3, batch_size=50,
                                   samples_per_batch=3, progress=False)
-    # With the exact posterior every example's NLL is its exact -log p(x): the error is their std / sqrt(n).
-    assert results["nll_standard_error"] == pytest.approx(np.std(exact_log_px) / math.sqrt(NUM_EXAMPLES), rel=1e-3)
+    # With the exact posterior every example's NLL is its exact -log p(x): the error is their sample std / sqrt(n)
+    # (ddof=1: the population std, 0.25% smaller at 200 examples, would fail this).
+    assert results["nll_standard_error"] == pytest.approx(
+        np.std(exact_log_px, ddof=1) / math.sqrt(NUM_EXAMPLES), rel=5e-4)
 
 
 def test_a_gaussian_models_numbers_are_labelled_continuous_on_binary_images_too():

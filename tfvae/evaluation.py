@@ -252,7 +252,8 @@ def evaluate(loaded, x, labels, num_importance_samples=1000, batch_size=100, sam
     seconds = time.perf_counter() - start
 
     nll = totals["nll"] / n
-    nll_std = math.sqrt(max(totals["nll_squared"] / n - nll ** 2, 0.0))
+    # The sample standard deviation (n - 1): the population one understates the error, by 0.25% at 200 examples.
+    nll_std = math.sqrt(max((totals["nll_squared"] - n * nll ** 2) / max(n - 1, 1), 0.0))
     reconstruction = totals["reconstruction"] / n
     kl_per_dimension = kl_per_dim_sum / n
     z_mean_variance = np.maximum(z_mean_sq_sum / n - np.square(z_mean_sum / n), 0.0)

@@ -240,7 +240,7 @@ class _ServingModule(tf.Module):
             self.log_likelihood_samples = tf.function(log_likelihood_samples,
                                                       input_signature=[x_spec, z_samples_spec])
         # The tutorial's squared error is no distribution to draw from: its export has no `sample`.
-        if model.likelihood.is_density:
+        if model.likelihood.can_sample:
             self.sample = sample_function
 
     def signatures(self):

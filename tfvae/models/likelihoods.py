@@ -31,6 +31,11 @@ class Likelihood(keras.layers.Layer):
         """One image drawn from p(x|z) per example, shaped as `logits`, by the stateless `seed` (int `[2]`)."""
         raise NotImplementedError
 
+    @property
+    def can_sample(self):
+        """Whether `sample` is implemented: not for the tutorial's squared error, which is no distribution."""
+        return type(self).sample is not Likelihood.sample
+
     def log_prob_samples(self, x, logits):
         """log p(x|z_s) of each example under S decodings: x `[batch, ...]`, logits `[S, batch, ...]` -> `[S, batch]`.
 
