@@ -96,6 +96,18 @@ def test_interpolation_pairs_do_not_follow_the_scatter_and_share_a_conditional_m
             assert a != b and (labels[a] == labels[b]) == conditional
 
 
+def test_interpolation_rows_are_named_by_the_classes_of_their_ends():
+    labels = np.array([7, 1, 9, 9, 0], np.int32)
+    pairs = [(0, 1), (2, 4), (2, 3)]
+    assert plots.interpolation_row_labels({"dataset": "mnist"}, labels, pairs) == ["7 -> 1", "9 -> 0", "9"]
+    fashion = plots.interpolation_row_labels({"dataset": "fashion_mnist"}, labels, pairs)
+    assert fashion[1] == "9 ankle boot -> 0 T-shirt/top"
+    folder = {"dataset": "image_folder", "class_names": ["cats", "dogs"]}
+    assert plots.interpolation_row_labels(folder, np.array([1, 0]), [(0, 1)]) == ["1 dogs -> 0 cats"]
+    # An unlabelled folder's labels are all 0: its rows stay numbered.
+    assert plots.interpolation_row_labels({"dataset": "image_folder", "class_names": []}, labels, pairs) is None
+
+
 def test_traversal_dimensions_are_ordered_by_their_mean_kl():
     z_mean = np.array([[0.0, 2.0, 0.0], [0.0, -2.0, 0.0]])
     z_logvar = np.array([[0.0, 0.0, np.log(0.25)], [0.0, 0.0, np.log(0.25)]])

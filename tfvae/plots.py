@@ -153,9 +153,19 @@ def interpolation_pairs(labels, conditional, seed):
     return pairs
 
 
+def interpolation_row_labels(metadata, labels, pairs):
+    """Each interpolation row named by the classes of its ends ("7 -> 1", "0 cats -> 1 dogs"; one class once, as a
+    conditional model's pairs share it), or None for an unlabelled image folder, whose rows are then numbered."""
+    if data.num_classes(metadata.get("dataset"), metadata.get("class_names") or ()) < 2:
+        return None
+    ends = [[data.class_label(metadata, int(labels[i])) for i in pair] for pair in pairs]
+    return [" -> ".join(names) if names[0] != names[1] else names[0] for names in ends]
+
+
 def plot_interpolation(loaded, path, x, labels, seed, images_are, **_):
     rows = []
-    for a, b in interpolation_pairs(labels, bool(loaded.num_classes), seed):
+    pairs = interpolation_pairs(labels, bool(loaded.num_classes), seed)
+    for a, b in pairs:
         z_mean, _ = loaded.encode(x[[a, b]], labels[[a, b]])
         z_mean = z_mean.numpy()
         t = np.linspace(0.0, 1.0, INTERPOLATION_STEPS, dtype=np.float32)[:, None]
@@ -164,7 +174,8 @@ def plot_interpolation(loaded, path, x, labels, seed, images_are, **_):
         rows.append(np.concatenate([_images(loaded, x[[a]]), _images(loaded, steps), _images(loaded, x[[b]])]))
     note = " of one class, decoded with its label" if loaded.num_classes else ""
     visualization.save_interpolation_png(path, rows, f"{_name(loaded)}: linear interpolation between the "
-                                         f"z_mean of two {images_are}{note}")
+                                         f"z_mean of two {images_are}{note}",
+                                         interpolation_row_labels(loaded.metadata, labels, pairs))
 
 
 def traversal_dimensions(z_mean, z_logvar, count):

@@ -132,8 +132,9 @@ def save_latent_scatter_png(path, z_mean, labels, title, label_names=str):
     _save_figure(fig, path)
 
 
-def save_interpolation_png(path, rows, title):
-    """Saves interpolation rows: each `[steps + 2, H, W, C]` is original A, decoded steps, original B."""
+def save_interpolation_png(path, rows, title, row_labels=None):
+    """Saves interpolation rows: each `[steps + 2, H, W, C]` is original A, decoded steps, original B; rows are
+    labelled by `row_labels` or "pair N"."""
     steps = len(rows[0])
     images = np.concatenate(rows)
     grid = tile_images(images, len(rows), steps)
@@ -144,8 +145,8 @@ def save_interpolation_png(path, rows, title):
     ax.set_xticks(np.arange(steps) * (width + 1) + width / 2,
                   ["A"] + [f"{t:.2f}" for t in fractions] + ["B"], fontsize=7)
     ax.set_xlabel("original A | decoded (1 - t) z_A + t z_B, t as marked | original B")
-    ax.set_yticks([r * (height + 1) + height / 2 for r in range(len(rows))], [f"pair {r + 1}" for r in
-                                                                               range(len(rows))], fontsize=7)
+    ax.set_yticks([r * (height + 1) + height / 2 for r in range(len(rows))],
+                  row_labels or [f"pair {r + 1}" for r in range(len(rows))], fontsize=7)
     ax.set_title(title, fontsize=10)
     _save_figure(fig, path)
 
