@@ -245,9 +245,9 @@ def test_history_of_a_run_resumed_past_an_older_metrics_json(tmp_path):
     # The loss curves' test point is of a run of the epochs drawn: this metrics.json's test is of 2, not 3.
     metrics = json.load(open(tmp_path / "metrics.json"))
     json.dump({**metrics, "test": {"loss": 210.0}}, open(tmp_path / "metrics.json", "w"))
-    assert summaries.read_final_test(str(tmp_path), 2) == {"loss": 210.0}
-    assert summaries.read_final_test(str(tmp_path), 3) is None
-    assert summaries.read_final_test(str(tmp_path / "train"), 3) is None  # No metrics.json.
+    assert summaries.read_final_test(str(tmp_path), 2) == ({"loss": 210.0}, 2)  # Of the last epoch.
+    assert summaries.read_final_test(str(tmp_path), 3) == (None, None)
+    assert summaries.read_final_test(str(tmp_path / "train"), 3) == (None, None)  # No metrics.json.
     before = summaries.history_before(str(tmp_path), 3)
     assert before["val_loss"] == pytest.approx([240.6, 215.2, 205.0])
     # Keras' History has no learning rate: neither has a resumed run's metrics.json (it had one None per new epoch).

@@ -16,6 +16,8 @@ from tfvae import artifacts
 # The resolved flags train.py writes first into every run folder (`to_flagfile`), and its checkpoints' folder there.
 RUN_FLAGS_FILE = "flags.txt"
 CHECKPOINTS_DIR = "checkpoints"
+# Where --keep_best keeps the weights of the epoch of lowest validation loss, beside the checkpoints.
+BEST_DIR = "best"
 
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
@@ -121,6 +123,8 @@ class RunConfig:
     mixed_precision: str = "none"
     max_bad_steps: int = 20
     clip_grad_norm: float = 0.0
+    early_stopping_patience: int = 0
+    keep_best: bool = False
 
     @property
     def flatten_inputs(self):
@@ -377,6 +381,16 @@ def define_train_flags():
                          "never see them); this many in a row stop the run with an error.")
     flags.DEFINE_float("clip_grad_norm", 0.0, "Scale gradients down to this global L2 norm when larger; 0: no "
                        "clipping.")
+    flags.DEFINE_integer("early_stopping_patience", 0, "Stop once this many epochs in a row have not lowered the "
+                         "validation loss (then test and export as after the last epoch); 0: train all --epochs.",
+                         lower_bound=0)
+    flags.DEFINE_bool("keep_best", False, "Test and export the weights of the epoch of lowest validation loss (kept "
+                      "in --model_dir/best) instead of the last epoch's.")
+    for name in ("early_stopping_patience", "keep_best"):
+        flags.register_multi_flags_validator(
+            [name, "validation_size"], lambda f, name=name: not f[name] or f["validation_size"] != 0,
+            message=f"--{name} judges epochs by their validation loss, and --validation_size=0 holds out none; "
+                    f"hold out some (e.g. --validation_size=5000) or drop --{name}")
     flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in --model_dir/checkpoints.")
     flags.DEFINE_integer("checkpoint_every_steps", 0, "Also save a checkpoint every this many train steps, so "
                          "--resume after a crash or kill loses at most that many; 0: only at epoch ends. With "
@@ -1050,13 +1064,14 @@ def _quiet_absl_logging():
 
 
 # What a run is: a --resume keeps these as the run's flags.txt has them, since its checkpoint's step is a position in
-# that data and its weights were trained for that model and objective. Paths, speed, devices, the number of epochs,
-# the learning rate and the guards against divergence may change between restarts.
+# that data and its weights were trained for that model and objective (and --keep_best: its best/ folder knows only
+# the epochs run with it). Paths, speed, devices, the number of epochs, the early stopping patience, the learning
+# rate and the guards against divergence may change between restarts.
 RUN_DEFINING_FLAGS = ("model", "dataset", "image_size", "binarize", "corruption", "corruption_strength",
                       "validation_size", "hidden_sizes", "latent_dim", "likelihood", "gaussian_stddev",
                       "learn_variance", "ar_kernel_size", "ar_channels", "conv_filters", "objective",
                       "num_importance_samples", "beta", "kl_warmup_epochs", "free_bits", "batch_size", "adam",
-                      "adam_epsilon", "seed")
+                      "adam_epsilon", "seed", "keep_best")
 
 
 def resume_changes(cfg):

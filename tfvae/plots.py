@@ -218,8 +218,9 @@ def plot_loss_curves(loaded, path, history_folder, **_):
     is_density = evaluation.likelihood_is_density(loaded.metadata, trained_on)
     units = "nats per example" if is_density else "loss per example"
     epochs = max(len(values) for values in history.values())
-    visualization.save_loss_curves_png(path, history, f"{_name(loaded)}: training curves", units,
-                                       test=summaries.read_final_test(history_folder, epochs))
+    test, tested_epoch = summaries.read_final_test(history_folder, epochs)
+    visualization.save_loss_curves_png(path, history, f"{_name(loaded)}: training curves", units, test=test,
+                                       tested_epoch=tested_epoch)
 
 
 def plot_class_grid(loaded, path, grid_size, seed, **_):

@@ -104,8 +104,9 @@ def _run_config(model_dir):
     return config.run_config_of_run_folder(model_dir)
 
 
-def load_checkpoint(model_dir):
-    """Rebuilds the model of a run from `model_dir/flags.txt` and restores its latest checkpoint.
+def load_checkpoint(model_dir, best=False):
+    """Rebuilds the model of a run from `model_dir/flags.txt` and restores its latest checkpoint, or with `best` the
+    weights a --keep_best run keeps of its best epoch (when it has them).
 
     Raises:
       ValueError: no flags file or no checkpoint, naming the folder and the fix.
@@ -116,8 +117,11 @@ def load_checkpoint(model_dir):
     # The run's export, where there is one (a run stopped before its end has none).
     own_export = (f", or use the run's export instead: --saved_model={cfg.export_dir}"
                   if export.is_tfvae_export(cfg.export_dir) else "")
+    folder = config.CHECKPOINTS_DIR
+    if best and cfg.keep_best and tf.train.latest_checkpoint(os.path.join(model_dir, config.BEST_DIR)):
+        folder = config.BEST_DIR
     try:
-        latest = export.latest_checkpoint(os.path.join(model_dir, config.CHECKPOINTS_DIR))
+        latest = export.latest_checkpoint(os.path.join(model_dir, folder))
     except export.CheckpointFilesMissing as e:
         raise ValueError(f"--model_dir={model_dir}: {e}; put back an intact copy of that checkpoint"
                          f"{own_export}") from None
@@ -180,15 +184,16 @@ def run_export_dir(model_dir):
 
 
 def export_checkpoint(model_dir, export_dir=None):
-    """Exports the latest checkpoint of a run as a SavedModel: the model's weights only (no optimizer slots,
-    so a third of the size of an export of the compiled model), with the run's history in metrics.json.
+    """Exports the latest checkpoint of a run (of a --keep_best run, its best epoch's weights, as train.py exports)
+    as a SavedModel: the model's weights only (no optimizer slots, so a third of the size of an export of the
+    compiled model), with the run's history in metrics.json.
 
     Returns:
       The absolute export path.
     """
     from tfvae import summaries  # Local: reads TensorBoard files.
 
-    loaded = load_checkpoint(model_dir)
+    loaded = load_checkpoint(model_dir, best=True)
     metadata = {k: v for k, v in loaded.metadata.items() if k != "checkpoint"}
     try:
         metrics = {"history": summaries.read_history(model_dir), "checkpoint": os.path.basename(

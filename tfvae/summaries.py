@@ -37,15 +37,19 @@ def read_history(folder):
 
 
 def read_final_test(folder, epochs):
-    """The test metrics of `folder/metrics.json` ({"loss": ..., "kl": ...}) when they are of a run of `epochs`
-    epochs (those of the history read_history gave); None otherwise: no file, an older or shorter run's, unreadable."""
+    """The test metrics of `folder/metrics.json` ({"loss": ..., "kl": ...}) and the epoch whose weights they are of
+    (the last, or with --keep_best the best) when they are of a run of `epochs` epochs (those of the history
+    read_history gave); (None, None) otherwise: no file, an older or shorter run's, unreadable."""
     try:
         with open(os.path.join(folder, METRICS_FILE), encoding="utf-8") as f:
             metrics = json.load(f)
         test, losses = metrics.get("test"), metrics.get("history", {}).get("loss", [])
+        tested_epoch = metrics.get("tested_epoch", epochs)
     except (OSError, ValueError, AttributeError):
-        return None
-    return test if isinstance(test, dict) and len(losses) == epochs else None
+        return None, None
+    if not (isinstance(test, dict) and len(losses) == epochs and isinstance(tested_epoch, int)):
+        return None, None
+    return test, tested_epoch
 
 
 def _epochs_with_a_loss(history):

@@ -354,12 +354,15 @@ class Checkpoints(keras.callbacks.Callback):
     one `steps_per_execution` call.
     """
 
-    def __init__(self, manager, state, steps_per_epoch, every_steps):
+    def __init__(self, manager, state, steps_per_epoch, every_steps, stopped_inside_epoch=None):
         super().__init__()
         self.manager = manager
         self.state = state
         self.steps_per_epoch = steps_per_epoch
         self.every_steps = every_steps
+        # Whether fit was stopped inside the epoch (StopOnBadSteps), which is then not done; by default any stop,
+        # but BestEpoch stops after a whole epoch.
+        self.stopped_inside_epoch = stopped_inside_epoch or (lambda: self.model.stop_training)
         self.stop_signal = None  # Set by the signal handler; acted on at the next step boundary.
         self.signal_plan = None  # What the handler says will happen; None: the step-boundary stop.
         self._saved_step = int(state.step.numpy())
@@ -381,7 +384,7 @@ class Checkpoints(keras.callbacks.Callback):
             self.stop_if_signalled()
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.model.stop_training:  # Stopped inside the epoch (StopOnBadSteps): it is not done.
+        if self.stopped_inside_epoch():  # It is not done.
             return
         self.state.epoch.assign(epoch + 1)
         self.state.step.assign((epoch + 1) * self.steps_per_epoch)
@@ -493,6 +496,78 @@ class StopOnBadSteps(keras.callbacks.Callback):
             steps = self.params["steps"]
             self.stopped_at = (self._epoch + 1, (self.steps_per_epoch or steps) - steps + min(batch + 1, steps))
             self.model.stop_training = True
+
+
+def lowest_epoch(val_losses):
+    """The index of the lowest finite value of `val_losses` (None where an epoch logged none), the first of equal
+    ones, or None when there is none."""
+    finite = [(value, epoch) for epoch, value in enumerate(val_losses) if value is not None and np.isfinite(value)]
+    return min(finite)[1] if finite else None
+
+
+class BestEpoch(keras.callbacks.Callback):
+    """--keep_best and --early_stopping_patience: after each epoch whose validation loss is the lowest yet, saves the
+    weights to `best_manager` (when given); once `patience` epochs in a row have not lowered it, stops fit.
+
+    `val_losses` are those of the epochs before this fit (an earlier process of the run logged them), so a resumed
+    run goes on counting; the model's step count is saved too, as the epoch's.
+    """
+
+    def __init__(self, val_losses, patience, best_manager=None):
+        super().__init__()
+        self.val_losses = list(val_losses)
+        self.patience = patience
+        self.best_manager = best_manager
+        self.stopped_after = None  # Epochs done when it stopped fit.
+
+    def patience_ran_out(self):
+        best = lowest_epoch(self.val_losses)
+        return bool(self.patience) and best is not None and len(self.val_losses) - 1 - best >= self.patience
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.model.stop_training:  # StopOnBadSteps, inside the epoch: it has no validation loss.
+            return
+        self.val_losses = (self.val_losses + [None] * epoch)[:epoch] + [(logs or {}).get("val_loss")]
+        if self.best_manager is not None and lowest_epoch(self.val_losses) == epoch:
+            self.best_manager.save(checkpoint_number=epoch + 1)
+        if self.patience_ran_out():
+            self.stopped_after = epoch + 1
+            self.model.stop_training = True
+
+    def describe_stop(self):
+        best = lowest_epoch(self.val_losses)
+        return (f"Stopped early after epoch {len(self.val_losses)}: the validation loss has not gone below epoch "
+                f"{best + 1}'s {self.val_losses[best]:.4f} in the {len(self.val_losses) - 1 - best} epochs since "
+                f"(--early_stopping_patience={self.patience})")
+
+
+def make_best_manager(model, cfg):
+    """The CheckpointManager of --keep_best's weights (model_dir/best, the latest only), numbered by epoch."""
+    return tf.train.CheckpointManager(tf.train.Checkpoint(model=model),
+                                      os.path.join(cfg.model_dir, config.BEST_DIR), max_to_keep=1)
+
+
+def restore_best(best_manager, model, val_losses):
+    """Reads --keep_best's weights into `model`. Returns the line that says which epoch's they are.
+
+    Raises:
+      CheckpointError: model_dir/best holds no checkpoint, or a damaged one.
+    """
+    path = best_manager.latest_checkpoint
+    if path is None:
+        raise CheckpointError(f"--keep_best: {best_manager.directory} holds no weights of a best epoch (removed?); "
+                              f"export the latest checkpoint instead with python scripts/export.py --model_dir="
+                              f"{os.path.dirname(best_manager.directory)}")
+    try:
+        best_manager.checkpoint.restore(path).assert_existing_objects_matched()
+    except export.VARIABLE_READ_ERRORS as e:
+        raise CheckpointError(f"--keep_best: cannot read {path} ({export.describe_read_error(e)}); export the latest "
+                              f"checkpoint instead with python scripts/export.py --model_dir="
+                              f"{os.path.dirname(best_manager.directory)}") from None
+    model.repair_kl_weight()
+    epoch = int(path.rsplit("-", 1)[1])
+    loss = val_losses[epoch - 1] if epoch <= len(val_losses) and val_losses[epoch - 1] is not None else float("nan")
+    return f"Testing and exporting the weights of epoch {epoch}, of the lowest validation loss ({loss:.4f})"
 
 
 def kl_warmup_weight(epoch, warmup_epochs):
@@ -630,6 +705,7 @@ def train(model, datasets, cfg):
     """
     compile_model(model, cfg)
     steps_per_epoch = len(datasets.arrays.train_images) // cfg.batch_size
+    resume_line = None
     manager, state = make_checkpoint_manager(model, cfg)
     if cfg.resume and manager.latest_checkpoint:
         restore_checkpoint(manager, model, state, steps_per_epoch)
@@ -646,9 +722,9 @@ def train(model, datasets, cfg):
         if epoch >= cfg.epochs:  # Stopped after its last step, before the test pass and export.
             done = "its epoch is done" if epoch == 1 else f"its {epoch} epochs are done"
             print(f"Resuming from {manager.latest_checkpoint}: {done}; testing and exporting", flush=True)
-        else:
-            print(f"Resuming from {manager.latest_checkpoint} at epoch {epoch + 1}"
-                  + (f", step {step_in_epoch + 1} of {steps_per_epoch}" if step_in_epoch else ""), flush=True)
+        else:  # Said once the history tells whether it had stopped early.
+            resume_line = (f"Resuming from {manager.latest_checkpoint} at epoch {epoch + 1}"
+                           + (f", step {step_in_epoch + 1} of {steps_per_epoch}" if step_in_epoch else ""))
     elif cfg.resume:  # The same command for the first start and every restart (a preemptible job) stays valid.
         print(f"--resume: no checkpoint in {manager.directory} yet; starting at step 0", flush=True)
     if not (cfg.resume and manager.latest_checkpoint) and (cfg.init_from or cfg.init_from_tf1):
@@ -660,19 +736,27 @@ def train(model, datasets, cfg):
         model.optimizer.learning_rate = cfg.learning_rate
     initial_epoch, first_step = divmod(int(state.step.numpy()), steps_per_epoch)
     first_epoch = initial_epoch
+    # Read before this process's epochs are logged: a resumed run's metrics.json and export keep the whole curves.
+    earlier_history = summaries.history_before(cfg.model_dir, first_epoch) if first_epoch else {}
+    best_manager = make_best_manager(model, cfg) if cfg.keep_best else None
+    best_epoch = BestEpoch(earlier_history.get("val_loss", [None] * first_epoch), cfg.early_stopping_patience,
+                           best_manager)
+    if resume_line and best_epoch.patience_ran_out() and not first_step:
+        resume_line = f"Resuming from {manager.latest_checkpoint}: it stopped early; testing and exporting"
+    if resume_line:
+        print(resume_line, flush=True)
     if cfg.resume:  # What an earlier process logged past the checkpoint is logged again from here.
         removed = summaries.drop_epochs_from(cfg.model_dir, first_epoch)
         if removed:
             print(f"TensorBoard: removed the {removed} events an earlier process logged for epoch {first_epoch + 1} "
                   f"on and for the test, which this one logs again", flush=True)
-    # Read before this process's epochs are logged: a resumed run's metrics.json and export keep the whole curves.
-    earlier_history = summaries.history_before(cfg.model_dir, first_epoch) if first_epoch else {}
     earlier_epoch_seconds = summaries.epoch_seconds_before(cfg.model_dir) if first_epoch else {}
 
     epoch_line = EpochLine(cfg.batch_size)
-    checkpoints = Checkpoints(manager, state, steps_per_epoch, cfg.checkpoint_every_steps)
-    tensorboard = EpochTensorBoard(log_dir=cfg.model_dir, write_graph=False, profile_batch=0)
     stop_on_bad_steps = StopOnBadSteps(cfg.max_bad_steps, steps_per_epoch)
+    checkpoints = Checkpoints(manager, state, steps_per_epoch, cfg.checkpoint_every_steps,
+                              stopped_inside_epoch=lambda: stop_on_bad_steps.stopped_at is not None)
+    tensorboard = EpochTensorBoard(log_dir=cfg.model_dir, write_graph=False, profile_batch=0)
     callbacks = [
         stop_on_bad_steps,  # Before Checkpoints: a diverged epoch is stopped, not checkpointed as done.
         DataEpoch(datasets.train_epoch),
@@ -686,6 +770,9 @@ def train(model, datasets, cfg):
                                         datasets.preview, cfg.seed, cfg.corruption, cfg.corruption_strength,
                                         {"dataset": cfg.dataset, "class_names": datasets.arrays.class_names}))
     callbacks += summaries.make_callbacks(cfg, datasets)  # KL histograms, active units, HParams.
+    if cfg.keep_best or cfg.early_stopping_patience:
+        # Before Checkpoints: a signal stops fit in its epoch end, and the epoch's best weights are saved first.
+        callbacks.append(best_epoch)
     callbacks.append(checkpoints)  # Last: at an epoch end it saves, and may stop, after the others logged it.
     verbose = 1 if sys.stdout.isatty() else 0
     if verbose:
@@ -709,13 +796,16 @@ def train(model, datasets, cfg):
         try:
             # DataEpoch sets the epoch for the epochs after the first; tf-keras makes the first one's iterator
             # before any callback runs.
+            if best_epoch.patience_ran_out() and not first_step:  # Resumed after it stopped early.
+                best_epoch.stopped_after = initial_epoch
             if first_step and initial_epoch < cfg.epochs:
                 datasets.train_epoch.assign(initial_epoch)
                 partial = model.fit(training_batches(model, datasets, cfg, first_step), initial_epoch=initial_epoch,
                                     epochs=initial_epoch + 1, **fit_args)
                 history = dict(partial.history)
                 initial_epoch += 1
-            if initial_epoch < cfg.epochs and stop_on_bad_steps.stopped_at is None:
+            if (initial_epoch < cfg.epochs and stop_on_bad_steps.stopped_at is None
+                    and best_epoch.stopped_after is None):
                 datasets.train_epoch.assign(initial_epoch)
                 rest = model.fit(training_batches(model, datasets, cfg), initial_epoch=initial_epoch,
                                  epochs=cfg.epochs, **fit_args)
@@ -736,17 +826,25 @@ def train(model, datasets, cfg):
                    f"--clip_grad_norm, or check the data, then --resume" if manager.latest_checkpoint else
                    "no checkpoint was saved yet; lower --learning_rate, set --clip_grad_norm, or check the data, "
                    "then start again with --overwrite"))
+        last_epoch = best_epoch.stopped_after or cfg.epochs  # The epochs the run trained, all told.
+        if best_epoch.stopped_after is not None:
+            print(best_epoch.describe_stop(), flush=True)
+        val_losses = best_epoch.val_losses
+        tested_epoch = last_epoch
+        if cfg.keep_best:
+            print(restore_best(best_manager, model, val_losses), flush=True)
+            tested_epoch = int(best_manager.latest_checkpoint.rsplit("-", 1)[1])
         test_metrics = model.evaluate(datasets.test, verbose=0, return_dict=True)
         order = ["loss", "reconstruction", "kl"]  # The tutorial's order, whatever order Keras returns them in.
         # The negative ELBO only where it is not the loss printed first (metrics.json and TensorBoard always have it).
         hidden = [] if _loss_is_not_the_elbo(cfg) else ["negative_elbo"]
         names = [k for k in order if k in test_metrics] + sorted(k for k in test_metrics if k not in order + hidden)
         print("Test " + " ".join(f"{k}: {test_metrics[k]:.4f}" for k in names), flush=True)
-        summaries.write_test_metrics(cfg.model_dir, test_metrics, step=cfg.epochs - 1)  # The last epoch's step.
+        summaries.write_test_metrics(cfg.model_dir, test_metrics, step=tested_epoch - 1)  # That epoch's step.
         if cfg.image_summaries:
             summaries.write_projector(os.path.join(cfg.model_dir, summaries.PROJECTOR_DIR), model, datasets.test,
                                       *datasets.arrays.split("test"))
-        epochs_run = list(range(first_epoch + 1, cfg.epochs + 1))
+        epochs_run = list(range(first_epoch + 1, last_epoch + 1))
         whole_history = {name: earlier_history.get(name, [None] * first_epoch)
                          + list(history.get(name, [None] * len(epochs_run)))
                          for name in {*earlier_history, *history}}
@@ -758,6 +856,8 @@ def train(model, datasets, cfg):
             # Theirs, and those an earlier process of the run timed and kept in its metrics.json.
             "epoch_seconds": dict(sorted({**earlier_epoch_seconds, **epoch_line.epoch_seconds}.items())),
             "test": {k: float(v) for k, v in test_metrics.items()},
+            "tested_epoch": tested_epoch,  # Whose weights were tested and exported: the last, or with --keep_best.
+            **({"stopped_early_after_epoch": best_epoch.stopped_after} if best_epoch.stopped_after else {}),
             "train_seconds": train_seconds,  # This process's training, over epochs_run.
             "units": _loss_units(cfg),
         }

@@ -166,14 +166,15 @@ PANEL_UNITS = {"grad_norm": "L2 norm, mean over steps", "examples_per_second": "
                "bad_steps": "steps per epoch"}
 
 
-def save_loss_curves_png(path, history, title, units="nats per example", test=None):
+def save_loss_curves_png(path, history, title, units="nats per example", test=None, tested_epoch=None):
     """Plots per-epoch curves of `history` ({"loss": [...], "val_loss": [...], "kl": [...], ...}; None = not logged).
 
     One panel per quantity (loss, reconstruction, kl, then grad_norm and examples_per_second when logged, the
     learning rate when it changed, and bad_steps when a step was skipped), training solid and validation dashed;
     the loss panel adds the validation negative ELBO where the loss is another objective (--beta, --free_bits,
     iwae). A value that is not finite (a diverged run) cannot be drawn: its series' legend names the epochs.
-    `test` (the final model's test metrics, {"loss": ...}) adds a point at the last epoch of each panel it has.
+    `test` (the final model's test metrics, {"loss": ...}) adds a point at the last epoch of each panel it has, or
+    at `tested_epoch` when the model tested is that epoch's (--keep_best).
     """
     names = [k for k in ("loss", "reconstruction", "kl") if k in history]
     names += sorted(k for k in history if not k.startswith("val_") and k not in names
@@ -206,7 +207,9 @@ def save_loss_curves_png(path, history, title, units="nats per example", test=No
                 epochs = np.arange(1, len(values) + 1)
                 ax.plot(epochs, values, style, marker="o" if len(values) < 20 else None, markersize=3, label=label)
         if test and isinstance(test.get(name), (int, float)) and np.isfinite(test[name]):
-            ax.plot([num_epochs], [test[name]], "k*", markersize=9, label="test (final model)")
+            kept = tested_epoch is not None and tested_epoch != num_epochs
+            ax.plot([tested_epoch if kept else num_epochs], [test[name]], "k*", markersize=9,
+                    label=f"test (epoch {tested_epoch}'s weights, the best)" if kept else "test (final model)")
         # Whole epochs only, one tick at least: with fewer than two integers in view matplotlib falls back to
         # fractional ticks.
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))

@@ -1,0 +1,109 @@
+"""--early_stopping_patience and --keep_best: a real run on few MNIST digits overfits, stops once its validation loss
+has not gone down for the patience, and tests and exports the weights of its best epoch; resumed, it stays stopped
+unless given more patience; export.py --model_dir exports the same weights."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import assert_train_flags_fail_cleanly, run_script, write_idx
+from tfvae import data, restore, training
+
+PATIENCE = 2
+
+
+def test_the_lowest_epoch_skips_epochs_without_a_finite_loss_and_takes_the_first_of_equals():
+    assert training.lowest_epoch([None, 3.0, 2.0, 2.0, float("nan"), 5.0]) == 2
+    assert training.lowest_epoch([None, float("inf")]) is None
+    stopper = training.BestEpoch([4.0, 3.0, 3.5], patience=2)
+    assert not stopper.patience_ran_out()  # One epoch since the best.
+    stopper.val_losses.append(3.0)  # Equal is not lower.
+    assert stopper.patience_ran_out()
+    assert not training.BestEpoch([4.0, 3.0, 3.5, 3.6], patience=0).patience_ran_out()  # 0: never stops.
+
+
+@pytest.fixture(scope="module")
+def overfit_run(tmp_path_factory, mnist_dir):
+    """1,000 training digits (and 500 for validation) under a 512-wide MLP at a high learning rate: the validation
+    loss stops going down after about 20 epochs of the 60 allowed."""
+    root = tmp_path_factory.mktemp("early_stopping")
+    folder = root / "MNIST_data"
+    folder.mkdir()
+    for split, count in (("train", 1500), ("test", 300)):
+        images, labels = data.load_idx_split(mnist_dir, split)
+        images_file, labels_file = data.IDX_FILES[split]
+        write_idx(folder / images_file, data.IDX_IMAGES_MAGIC, images[:count, :, :, 0])
+        write_idx(folder / labels_file, data.IDX_LABELS_MAGIC, labels[:count])
+    args = ["--model=mlp", "--likelihood=bernoulli", "--binarize=static", f"--data_dir={folder}",
+            "--validation_size=500", "--hidden_sizes=512", "--latent_dim=20", "--batch_size=50",
+            "--learning_rate=0.003", "--epochs=60", f"--early_stopping_patience={PATIENCE}", "--keep_best",
+            "--noimage_summaries", f"--model_dir={root / 'run'}", f"--export_dir={root / 'export'}"]
+    result = run_script("train.py", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {"root": root, "run": str(root / "run"), "export": str(root / "export"), "stdout": result.stdout}
+
+
+def _metrics(folder):
+    return json.load(open(os.path.join(folder, "metrics.json")))
+
+
+def _reconstruct(signatures, x):
+    return signatures["reconstruct"](input=tf.constant(x))["x_hat"].numpy()
+
+
+def test_a_run_stops_once_its_validation_loss_has_not_gone_down_for_the_patience(overfit_run):
+    metrics = _metrics(overfit_run["run"])
+    val_losses = metrics["history"]["val_loss"]
+    stopped = metrics["stopped_early_after_epoch"]
+    best = int(np.argmin(val_losses)) + 1
+    assert stopped < 60 and len(val_losses) == stopped and metrics["epochs_run"] == list(range(1, stopped + 1))
+    assert stopped - best == PATIENCE and metrics["tested_epoch"] == best
+    assert min(val_losses[:-PATIENCE]) < val_losses[0] - 50  # It learned before it stopped.
+    assert f"Stopped early after epoch {stopped}: the validation loss has not gone below epoch {best}'s" in (
+        overfit_run["stdout"])
+    assert f"Testing and exporting the weights of epoch {best}, of the lowest validation loss" in overfit_run["stdout"]
+    assert sorted(os.listdir(os.path.join(overfit_run["run"], "best"))) == [
+        "checkpoint", f"ckpt-{best}.data-00000-of-00001", f"ckpt-{best}.index"]
+
+
+def test_the_export_holds_the_best_epochs_weights_not_the_last(overfit_run):
+    x = data.load_idx_split(os.path.join(overfit_run["root"], "MNIST_data"), "test")[0][:8].reshape(8, 784) / 255.0
+    x = x.astype(np.float32)
+    exported = _reconstruct(tf.saved_model.load(overfit_run["export"]).signatures, x)
+    best = _reconstruct(restore.load_checkpoint(overfit_run["run"], best=True).signatures, x)
+    last = _reconstruct(restore.load_checkpoint(overfit_run["run"]).signatures, x)
+    np.testing.assert_allclose(exported, best, atol=1e-6)
+    assert np.abs(exported - last).max() > 1e-3
+    # The export's test numbers are the best weights': evaluated again here on the same test digits.
+    assert _metrics(overfit_run["export"])["test"] == _metrics(overfit_run["run"])["test"]
+    # export.py --model_dir writes the weights train.py exported, not the latest checkpoint's.
+    again = str(overfit_run["root"] / "again")
+    result = run_script("export.py", f"--model_dir={overfit_run['run']}", f"--export_dir={again}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    np.testing.assert_allclose(_reconstruct(tf.saved_model.load(again).signatures, x), exported, atol=1e-6)
+
+
+def test_a_stopped_run_resumes_stopped_unless_given_more_patience(overfit_run):
+    stopped = _metrics(overfit_run["run"])["stopped_early_after_epoch"]
+    result = run_script("train.py", f"--flagfile={overfit_run['run']}/flags.txt", "--resume")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "it stopped early; testing and exporting" in result.stdout and "Epoch:" not in result.stdout
+    assert _metrics(overfit_run["run"])["stopped_early_after_epoch"] == stopped
+    result = run_script("train.py", f"--flagfile={overfit_run['run']}/flags.txt", "--resume",
+                        f"--early_stopping_patience={PATIENCE + 3}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"at epoch {stopped + 1}" in result.stdout and f"Epoch: {stopped + 1} " in result.stdout
+    metrics = _metrics(overfit_run["run"])
+    assert metrics.get("stopped_early_after_epoch", 60) > stopped
+    assert metrics["tested_epoch"] == int(np.argmin(metrics["history"]["val_loss"])) + 1
+
+
+@pytest.mark.parametrize("flag", ["--early_stopping_patience=3", "--keep_best"])
+def test_judging_epochs_needs_a_validation_split(flag, tmp_path):
+    name = flag[2:].split("=")[0]
+    assert_train_flags_fail_cleanly([flag, "--validation_size=0"],
+                                    f"--{name} judges epochs by their validation loss, and --validation_size=0 "
+                                    f"holds out none", tmp_path)
