@@ -302,3 +302,17 @@ def test_files_that_are_no_image_it_reads_are_skipped_with_a_warning(tmp_path, c
     assert class_names == ("cats",) and len(splits["train"][0]) == 1
     assert f"{tmp_path}: skipped 2 files that are no .png, .jpg, .jpeg, .bmp, .gif image (e.g. " in caplog.text
     assert "b.webp); convert them to PNG to use them" in caplog.text
+
+
+def test_an_image_folder_holds_out_a_tenth_for_validation_unless_told(tmp_path, mnist_dir):
+    # The flag's default, 5,000, is more than a small folder's 90 training images: a tenth is held out instead.
+    folder = digit_folder(tmp_path / "digits", mnist_dir, per_class=(30, 10))
+    small = ["--dataset=image_folder", f"--data_dir={folder}", "--model=mlp", "--likelihood=bernoulli",
+             "--hidden_sizes=8", "--latent_dim=2", "--batch_size=10", "--epochs=1", "--noimage_summaries"]
+    for name, extra, held_out in (("default", [], 9), ("set", ["--validation_size=30"], 30)):
+        run = tmp_path / name
+        result = run_script("train.py", *small, *extra, f"--model_dir={run}", f"--export_dir={tmp_path / 'x' / name}")
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert f"--validation_size={held_out}\n" in (run / "flags.txt").read_text()
+        history = json.load(open(run / "metrics.json"))["history"]
+        assert len(history["val_loss"]) == 1  # Validated on them.

@@ -319,7 +319,8 @@ def define_train_flags():
         for kind, (low, high) in CORRUPTION_RANGE.items()) + ".")
     flags.register_multi_flags_validator(["corruption", "corruption_strength"], _check_corruption_strength)
     flags.DEFINE_integer("validation_size", 5000, "Training examples held out for validation (the first ones, "
-                         "as TF1's read_data_sets).", lower_bound=0)
+                         "as TF1's read_data_sets); unless set, for --dataset=image_folder a tenth of train/'s "
+                         "images, 5000 at most.", lower_bound=0)
     flags.DEFINE_list("hidden_sizes", ["100"], "Hidden layer widths of the MLP encoder, or of the dense layers "
                       "after the conv encoder's convolutions (--model=conv); decoders mirror them.")
     flags.DEFINE_integer("latent_dim", 20, "Size of z.")
@@ -718,7 +719,8 @@ def define_classifier_flags():
     define_path_flag("data_dir", "", "MNIST_data/ IDX folder, TFDS data dir, or with --dataset=image_folder a "
                      "folder holding train/ and test/ with one subfolder of images per class.")
     _define_image_size_flag()
-    flags.DEFINE_integer("validation_size", 5000, "Training examples held out for validation.", lower_bound=0)
+    flags.DEFINE_integer("validation_size", 5000, "Training examples held out for validation; unless set, for "
+                         "--dataset=image_folder a tenth of train/'s images, 5000 at most.", lower_bound=0)
     flags.DEFINE_integer("epochs", 3, "Training epochs.", lower_bound=1)
     flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
     flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
@@ -752,8 +754,23 @@ class ClassifierConfig:
     export_dir: str
 
 
+def _default_validation_size(values):
+    """`values["validation_size"]`, or for an image folder where the flag was not set, a tenth of its training
+    images (at least one of two or more), at most the flag's default: 5,000 of a folder of 2,000 would be refused."""
+    if values["dataset"] != IMAGE_FOLDER or FLAGS["validation_size"].present:
+        return values["validation_size"]
+    from tfvae import image_folder  # Local: it imports TensorFlow, which --help does without.
+
+    try:
+        count = len(image_folder.scan(values["data_dir"], warn=False)[1]["train"])
+    except image_folder.FolderError:  # Reading the folder says what is wrong with it, in its own words.
+        return values["validation_size"]
+    return min(values["validation_size"], max(1, count // 10) if count > 1 else 0)
+
+
 def classifier_config_from_flags():
     values = _flag_values(ClassifierConfig)
+    values["validation_size"] = _default_validation_size(values)
     values["image_size"] = tuple(int(s) for s in values["image_size"])
     values["export_dir"] = values["export_dir"] or classifier_export_dir(values["dataset"])
     return ClassifierConfig(**values)
@@ -1204,6 +1221,7 @@ def config_from_flags():
         export_dir=FLAGS.export_dir or default_run_dirs(name)[1])
     if FLAGS.corruption_strength is None:  # The kind's default, written out so the run's flagfile shows it.
         values["corruption_strength"] = DEFAULT_CORRUPTION_STRENGTH.get(FLAGS.corruption, 0.0)
+    values["validation_size"] = _default_validation_size(values)
     return RunConfig(**values)
 
 

@@ -86,10 +86,10 @@ def _split_files(data_dir, split, skipped):
     return tuple(classes), files
 
 
-def scan(data_dir):
+def scan(data_dir, warn=True):
     """The files of both splits and the class names (sorted subfolder names of train/, () when unlabelled).
 
-    Other visible files (a .webp, a notes.txt) are skipped, and a warning names how many and one of them.
+    Other visible files (a .webp, a notes.txt) are skipped, and (with `warn`) a warning names how many and one.
 
     Returns:
       (class names, {split: [(path, class index)]}).
@@ -107,7 +107,7 @@ def scan(data_dir):
         # Labels are indices into the sorted class names, so both splits must name the same classes.
         raise FolderError(f"{data_dir}: test/ has the classes {list(class_names['test'])} but train/ has "
                           f"{list(class_names['train'])}; give both the same class folders")
-    if skipped:
+    if skipped and warn:
         logging.warning("%s: skipped %d files that are no %s image (e.g. %s); convert them to PNG to use them",
                         data_dir, len(skipped), ", ".join(IMAGE_EXTENSIONS), skipped[0])
     return class_names["train"], files
