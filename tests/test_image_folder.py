@@ -316,3 +316,18 @@ def test_an_image_folder_holds_out_a_tenth_for_validation_unless_told(tmp_path, 
         assert f"--validation_size={held_out}\n" in (run / "flags.txt").read_text()
         history = json.load(open(run / "metrics.json"))["history"]
         assert len(history["val_loss"]) == 1  # Validated on them.
+
+
+def test_class_folders_named_in_either_unicode_form_are_one_class(tmp_path):
+    # macOS may store "café" decomposed (NFD: "e" and a combining accent); copied beside a composed twin, both
+    # splits must still name the same class, in composed form.
+    import unicodedata
+    composed, decomposed = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    assert composed != decomposed
+    write_png(str(tmp_path / "train" / composed / "a.png"), np.full((4, 4, 1), 9))
+    write_png(str(tmp_path / "train" / "bar" / "b.png"), np.full((4, 4, 1), 9))
+    write_png(str(tmp_path / "test" / decomposed / "c.png"), np.full((4, 4, 1), 9))
+    write_png(str(tmp_path / "test" / "bar" / "d.png"), np.full((4, 4, 1), 9))
+    class_names, files = image_folder.scan(str(tmp_path))
+    assert class_names == ("bar", composed)
+    assert sorted(label for _, label in files["test"]) == [0, 1]

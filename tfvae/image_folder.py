@@ -4,6 +4,7 @@ torchvision's `ImageFolder` lay them out."""
 
 import io
 import os
+import unicodedata
 
 import numpy as np
 import tensorflow as tf
@@ -65,7 +66,9 @@ def _split_files(data_dir, split, skipped):
     folder = os.path.join(data_dir, split)
     if not os.path.isdir(folder):
         raise FolderError(f"--data_dir={data_dir} has no {split}/ folder; pass {LAYOUT_HINT}")
-    entries = sorted(os.listdir(folder))
+    # Sorted by their names in Unicode's composed form (NFC): macOS may write "é" as "e" and an accent (NFD), and
+    # a folder copied from there must still name the same class as its twin in the other split.
+    entries = sorted(os.listdir(folder), key=lambda name: unicodedata.normalize("NFC", name))
     classes = [name for name in entries if os.path.isdir(os.path.join(folder, name)) and not name.startswith(".")]
     # Not isfile: a broken link is refused by name when it is read, as one in a class folder is.
     loose = [name for name in entries if _is_image(name) and not os.path.isdir(os.path.join(folder, name))]
@@ -83,7 +86,7 @@ def _split_files(data_dir, split, skipped):
             raise FolderError(f"{os.path.join(folder, name)} holds no {', '.join(IMAGE_EXTENSIONS)} images; add "
                               f"some, or remove the class folder from train/ and test/")
         files += [(path, index) for path in images]
-    return tuple(classes), files
+    return tuple(unicodedata.normalize("NFC", name) for name in classes), files
 
 
 def scan(data_dir, warn=True):
