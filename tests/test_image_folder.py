@@ -3,6 +3,7 @@ exported and drawn; a folder laid out otherwise is refused naming the file and t
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -301,7 +302,7 @@ def test_files_that_are_no_image_it_reads_are_skipped_with_a_warning(tmp_path, c
         splits, class_names = image_folder.load(str(tmp_path))
     assert class_names == ("cats",) and len(splits["train"][0]) == 1
     assert f"{tmp_path}: skipped 2 files that are no .png, .jpg, .jpeg, .bmp, .gif image (e.g. " in caplog.text
-    assert "b.webp); convert them to PNG to use them" in caplog.text
+    assert "b.webp); convert any images among them to PNG to use them" in caplog.text
 
 
 def test_an_image_folder_holds_out_a_tenth_for_validation_unless_told(tmp_path, mnist_dir):
@@ -331,3 +332,59 @@ def test_class_folders_named_in_either_unicode_form_are_one_class(tmp_path):
     class_names, files = image_folder.scan(str(tmp_path))
     assert class_names == ("bar", composed)
     assert sorted(label for _, label in files["test"]) == [0, 1]
+
+
+@pytest.mark.parametrize("link, target, message", [
+    ("train/cats/up", "..", "train/cats/up is a link back to a folder it is in, so its images would be read over"),
+    ("train/cats/deeper/self", ".", "train/cats/deeper/self is a link back to a folder it is in"),
+    ("train/cats/dogs", "../dogs", "train/cats/dogs is a link into another class's folder"),
+    ("train/birds", "/nonexistent/birds", "train/birds is a broken link (to /nonexistent/birds); restore what it"),
+    ("train/cats/c.png", "/nonexistent/c.png", "train/cats/c.png is a broken link (to /nonexistent/c.png)"),
+])
+def test_links_that_loop_cross_classes_or_lead_nowhere_are_refused_by_name(tmp_path, link, target, message):
+    # os.walk follows a link to a folder above it round and round: 48 images were read as 21,648, some with the
+    # other class's label. A broken link to a class folder passed for a skipped file, dropping the class.
+    for split in ("train", "test"):
+        for name in ("cats", "dogs"):
+            write_png(str(tmp_path / split / name / "a.png"), np.full((4, 4, 1), 9))
+    (tmp_path / "train" / "cats" / "deeper").mkdir()
+    os.symlink(target, tmp_path / link)
+    with pytest.raises(image_folder.FolderError, match=re.escape(message)):
+        image_folder.scan(str(tmp_path))
+
+
+def test_a_link_to_images_elsewhere_is_followed(tmp_path):
+    for split in ("train", "test"):
+        write_png(str(tmp_path / split / "cats" / "a.png"), np.full((4, 4, 1), 9))
+    write_png(str(tmp_path / "elsewhere" / "b.png"), np.full((4, 4, 1), 9))
+    os.symlink(tmp_path / "elsewhere", tmp_path / "train" / "cats" / "more")
+    assert len(image_folder.scan(str(tmp_path))[1]["train"]) == 2
+
+
+@pytest.mark.parametrize("where", ["after the pixels", "imagemagick text"])
+def test_a_png_turned_by_exif_anywhere_in_it_is_read_upright(tmp_path, where):
+    # The eXIf chunk may follow the pixel data (the PNG spec allows it), past any prefix one would search; ImageMagick
+    # keeps EXIF in a text chunk instead.
+    import struct
+    import zlib
+    from PIL import Image, ImageOps, PngImagePlugin
+    rng = np.random.default_rng(0)
+    stored = rng.integers(0, 256, (300, 200, 3), dtype=np.uint8)  # Noise: ~180 kB of pixel data before the chunk.
+    exif = Image.Exif()
+    exif[image_folder.EXIF_ORIENTATION_TAG] = 6
+    path = str(tmp_path / "photo.png")
+    if where == "after the pixels":
+        Image.fromarray(stored).save(path)
+        payload = exif.tobytes()
+        chunk = struct.pack(">I", len(payload)) + b"eXIf" + payload + struct.pack(">I", zlib.crc32(b"eXIf" + payload))
+        contents = open(path, "rb").read()
+        open(path, "wb").write(contents[:-12] + chunk + contents[-12:])  # Before IEND, after IDAT.
+    else:
+        text = PngImagePlugin.PngInfo()
+        hex_exif = (b"Exif\x00\x00" + exif.tobytes()).hex()
+        text.add_text("Raw profile type exif", f"\nexif\n{len(hex_exif) // 2:8d}\n{hex_exif}\n", zip=True)
+        Image.fromarray(stored).save(path, pnginfo=text)
+    with Image.open(path) as photo:
+        expected = np.asarray(ImageOps.exif_transpose(photo), np.float32) / 255.0
+    assert expected.shape == (200, 300, 3)  # PIL's reference turns it: the file does say orientation 6.
+    np.testing.assert_allclose(image_folder.decode(path).numpy(), expected, atol=1e-6)  # x/255 rounds either way.

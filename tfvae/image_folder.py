@@ -49,11 +49,38 @@ def _is_other_file(name):
     return not name.startswith(".") and not _is_image(name)
 
 
+def _refuse_broken_links(folder, names):
+    """A link whose target is gone would pass for a skipped file (a class folder) or fail as an unreadable image."""
+    for name in names:
+        path = os.path.join(folder, name)
+        if not name.startswith(".") and os.path.islink(path) and not os.path.exists(path):
+            raise FolderError(f"{path} is a broken link (to {os.readlink(path)}); restore what it points to, or "
+                              f"remove it")
+
+
 def _images_under(folder, skipped):
-    """Every image file under `folder`, its subfolders included (hidden ones skipped), in sorted order; other
-    visible files are appended to `skipped`."""
+    """Every image file under `folder` (a class folder), its subfolders included (hidden ones skipped, links
+    followed), in sorted order; other visible files are appended to `skipped`.
+
+    Raises:
+      FolderError: a link back to a folder it is in (os.walk would follow it round and round, each lap's images
+        read again) or into another class's folder (its images would be read twice, once with the wrong label), or
+        a broken link.
+    """
     found = []
+    split_folder, class_folder = os.path.realpath(os.path.dirname(folder)), os.path.realpath(folder)
     for root, folders, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        above = os.path.relpath(root, folder).split(os.sep)
+        ancestors = {os.path.realpath(os.path.join(folder, *above[:depth])) for depth in range(len(above))}
+        if root != folder and (real in ancestors or os.path.commonpath([real, class_folder]) == real):
+            raise FolderError(f"{root} is a link back to a folder it is in, so its images would be read over and "
+                              f"over; remove the link")
+        if os.path.commonpath([real, split_folder]) == split_folder and os.path.commonpath(
+                [real, class_folder]) != class_folder:
+            raise FolderError(f"{root} is a link into another class's folder ({real}), whose images would be read "
+                              f"twice, once with this class's label; remove the link")
+        _refuse_broken_links(root, folders + names)
         folders[:] = sorted(name for name in folders if not name.startswith("."))
         found += [os.path.join(root, name) for name in sorted(names) if _is_image(name)]
         skipped += [os.path.join(root, name) for name in sorted(names) if _is_other_file(name)]
@@ -69,6 +96,7 @@ def _split_files(data_dir, split, skipped):
     # Sorted by their names in Unicode's composed form (NFC): macOS may write "é" as "e" and an accent (NFD), and
     # a folder copied from there must still name the same class as its twin in the other split.
     entries = sorted(os.listdir(folder), key=lambda name: unicodedata.normalize("NFC", name))
+    _refuse_broken_links(folder, entries)
     classes = [name for name in entries if os.path.isdir(os.path.join(folder, name)) and not name.startswith(".")]
     # Not isfile: a broken link is refused by name when it is read, as one in a class folder is.
     loose = [name for name in entries if _is_image(name) and not os.path.isdir(os.path.join(folder, name))]
@@ -111,15 +139,16 @@ def scan(data_dir, warn=True):
         raise FolderError(f"{data_dir}: test/ has the classes {list(class_names['test'])} but train/ has "
                           f"{list(class_names['train'])}; give both the same class folders")
     if skipped and warn:
-        logging.warning("%s: skipped %d files that are no %s image (e.g. %s); convert them to PNG to use them",
-                        data_dir, len(skipped), ", ".join(IMAGE_EXTENSIONS), skipped[0])
+        logging.warning("%s: skipped %d files that are no %s image (e.g. %s); convert any images among them to "
+                        "PNG to use them", data_dir, len(skipped), ", ".join(IMAGE_EXTENSIONS), skipped[0])
     return class_names["train"], files
 
 
 def exif_orientation(contents):
     """The EXIF orientation tag (1-8) of an image file's bytes, 1 (upright) when it has none."""
-    head = contents[:65536]
-    if b"Exif\x00\x00" not in head and b"eXIf" not in head:  # No EXIF where JPEG or PNG keep it: spare opening it.
+    # JPEG's APP1 block, PNG's eXIf chunk (before or after the pixels) or ImageMagick's text chunk: without one,
+    # spare opening the file again.
+    if not any(marker in contents for marker in (b"Exif\x00\x00", b"eXIf", b"Raw profile type exif")):
         return 1
     try:
         with Image.open(io.BytesIO(contents)) as image:
