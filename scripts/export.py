@@ -1,4 +1,5 @@
-"""Exports the latest checkpoint of a run as a SavedModel (weights only), e.g. after stopping a long training;
+"""Exports the latest checkpoint of a run (a --keep_best run's best epoch's weights, as train.py exports them) as a
+SavedModel (weights only), e.g. after stopping a long training;
 or writes an older tfvae or classifier export again with this version's signatures, its weights and files unchanged.
 
     python scripts/export.py --model_dir=runs/mnist_best --export_dir=saved_models/mnist_best
@@ -18,11 +19,11 @@ def main(argv):
     from tfvae import export, restore
 
     try:
-        path, replaced = restore.write_export(config.export_config_from_flags())
+        path, replaced, read = restore.write_export(config.export_config_from_flags())
     except (export.ExportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    print(f"Exported SavedModel to {path}")
+    print(f"Exported SavedModel to {path}" + (f" from {read}" if read else ""))
     if replaced:
         print(f"It replaced {replaced}; pass --export_dir=PATH to keep both")
 

@@ -23,6 +23,11 @@ def test_the_lowest_epoch_skips_epochs_without_a_finite_loss_and_takes_the_first
     stopper.val_losses.append(3.0)  # Equal is not lower.
     assert stopper.patience_ran_out()
     assert not training.BestEpoch([4.0, 3.0, 3.5, 3.6], patience=0).patience_ran_out()  # 0: never stops.
+    # A run that has trained all its --epochs did not stop early, whatever its patience says.
+    assert not training.BestEpoch([4.0, 3.0, 3.5, 3.6], patience=2, epochs=4).patience_ran_out()
+    assert training.BestEpoch([4.0, 3.0, 3.5, 3.6], patience=2, epochs=5).patience_ran_out()
+    assert training.BestEpoch([4.0, 3.0, 3.5], patience=1).why_stopped() == (
+        "the validation loss has not gone below epoch 2's 3.0000 in the 1 epoch since (--early_stopping_patience=1)")
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +79,7 @@ def test_the_export_holds_the_best_epochs_weights_not_the_last(overfit_run):
     x = x.astype(np.float32)
     exported = _reconstruct(tf.saved_model.load(overfit_run["export"]).signatures, x)
     best = _reconstruct(restore.load_checkpoint(overfit_run["run"], best=True).signatures, x)
-    last = _reconstruct(restore.load_checkpoint(overfit_run["run"]).signatures, x)
+    last = _reconstruct(restore.load_checkpoint(overfit_run["run"], best=False).signatures, x)
     np.testing.assert_allclose(exported, best, atol=1e-6)
     assert np.abs(exported - last).max() > 1e-3
     # The export's test numbers are the best weights': evaluated again here on the same test digits.
@@ -83,14 +88,33 @@ def test_the_export_holds_the_best_epochs_weights_not_the_last(overfit_run):
     again = str(overfit_run["root"] / "again")
     result = run_script("export.py", f"--model_dir={overfit_run['run']}", f"--export_dir={again}")
     assert result.returncode == 0, result.stderr[-2000:]
+    best_epoch = _metrics(overfit_run["run"])["tested_epoch"]
+    assert result.stdout.strip() == (f"Exported SavedModel to {again} from best/ckpt-{best_epoch}, the weights of "
+                                     f"epoch {best_epoch} (--keep_best)")
     np.testing.assert_allclose(_reconstruct(tf.saved_model.load(again).signatures, x), exported, atol=1e-6)
+    assert _metrics(again)["tested_epoch"] == best_epoch and _metrics(again)["checkpoint"] == f"best/ckpt-{best_epoch}"
+
+
+def test_the_best_weights_test_as_a_run_of_that_many_epochs_tests_its_own(overfit_run):
+    # The test pass draws z from the sampling RNG: the best epoch's state is kept with its weights, so the epochs
+    # after it change nothing in the test numbers.
+    best_epoch = _metrics(overfit_run["run"])["tested_epoch"]
+    flags = (overfit_run["root"] / "run" / "flags.txt").read_text().split()
+    flags = [flag for flag in flags if not flag.startswith(("--epochs", "--early_stopping", "--keep_best",
+                                                            "--nokeep_best", "--model_dir", "--export_dir"))]
+    short = overfit_run["root"] / "short"
+    result = run_script("train.py", *flags, f"--epochs={best_epoch}", f"--model_dir={short}/run",
+                        f"--export_dir={short}/export")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _metrics(f"{short}/run")["test"] == _metrics(overfit_run["run"])["test"]
 
 
 def test_a_stopped_run_resumes_stopped_unless_given_more_patience(overfit_run):
     stopped = _metrics(overfit_run["run"])["stopped_early_after_epoch"]
     result = run_script("train.py", f"--flagfile={overfit_run['run']}/flags.txt", "--resume")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "it stopped early; testing and exporting" in result.stdout and "Epoch:" not in result.stdout
+    assert "the validation loss has not gone below epoch" in result.stdout and "Epoch:" not in result.stdout
+    assert "; testing and exporting" in result.stdout and "Stopped early" not in result.stdout
     assert _metrics(overfit_run["run"])["stopped_early_after_epoch"] == stopped
     result = run_script("train.py", f"--flagfile={overfit_run['run']}/flags.txt", "--resume",
                         f"--early_stopping_patience={PATIENCE + 3}")

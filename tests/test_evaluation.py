@@ -325,7 +325,7 @@ def test_an_evaluation_of_n_examples_takes_n_at_random_each_binarized_as_in_the_
 
 def test_export_of_a_checkpoint_matches_the_trained_export_without_optimizer_slots(tiny_run, tmp_path):
     model_dir, export_dir = tiny_run
-    path = restore.export_checkpoint(model_dir, str(tmp_path / "re_export"))
+    path, _ = restore.export_checkpoint(model_dir, str(tmp_path / "re_export"))
     fresh, trained = restore.load_saved_model(path), restore.load_saved_model(export_dir)
     x = np.random.default_rng(0).random((5, 784)).astype(np.float32)
     np.testing.assert_allclose(fresh.encode(x)[0], trained.encode(x)[0], rtol=1e-6)

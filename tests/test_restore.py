@@ -61,7 +61,8 @@ def test_a_run_folder_loads_with_its_latest_checkpoints_weights(run_folder):
     expected = np.sum(x * np.log(p) + (1 - x) * np.log1p(-p), axis=1)
     np.testing.assert_allclose(loaded.log_likelihood(x, z), expected, rtol=1e-5)
     # The same numbers through the export of that checkpoint, loaded by `load` as a SavedModel.
-    path = restore.export_checkpoint(cfg.model_dir)
+    path, read = restore.export_checkpoint(cfg.model_dir)
+    assert read == os.path.join("checkpoints", "ckpt-2")
     assert path == os.path.abspath(cfg.export_dir)  # The run's --export_dir when none is given.
     exported = restore.load(saved_model=path)
     assert exported.source == path and "checkpoint" not in exported.metadata
@@ -84,7 +85,7 @@ def test_an_exported_checkpoint_carries_the_runs_history_and_names_its_checkpoin
     history = {"loss": [3.5, 2.25], "val_loss": [3.0, None]}
     with open(os.path.join(cfg.model_dir, "metrics.json"), "w") as f:
         json.dump({"history": history, "epochs_run": [1, 2]}, f)
-    path = restore.export_checkpoint(cfg.model_dir, str(tmp_path / "elsewhere"))
+    path, _ = restore.export_checkpoint(cfg.model_dir, str(tmp_path / "elsewhere"))
     assert path == str(tmp_path / "elsewhere") and not os.path.exists(cfg.export_dir)
     assert json.load(open(os.path.join(path, "metrics.json"))) == {"history": history, "checkpoint": "ckpt-2"}
     metadata = export.load_metadata(path)

@@ -322,7 +322,7 @@ def test_resuming_with_fewer_epochs_than_trained_is_refused_and_changes_nothing(
     assert result.returncode == 2, result.stderr[-3000:]
     assert error_lines(result) == [
         f"error: --epochs=1 is fewer than the run in --model_dir={tmp_path}/run has trained ({EPOCHS} epochs); pass "
-        f"--epochs={EPOCHS} or more to resume it, or export its latest checkpoint with python scripts/export.py "
+        f"--epochs={EPOCHS} or more to resume it, or export it as it is with python scripts/export.py "
         f"--model_dir={tmp_path}/run"]
     assert (tmp_path / "run" / "flags.txt").read_text() == flags_before
     assert {path for path in map(str, (tmp_path / "run").rglob("*"))} == set(before)

@@ -955,7 +955,8 @@ def plot_config_from_flags():
 
 def define_export_flags():
     """Defines the flags of `scripts/export.py`."""
-    define_path_flag("model_dir", None, "A run folder of train.py; its latest checkpoint is exported.")
+    define_path_flag("model_dir", None, "A run folder of train.py; its latest checkpoint is exported (a --keep_best "
+                     "run's best epoch's weights, as train.py exports them).")
     define_path_flag("saved_model", None, "Instead of --model_dir: a tfvae or classifier export to write again "
                      "with this version's signatures (an older one lacks the input checks); its weights, "
                      "optimizer state and other files are kept.")

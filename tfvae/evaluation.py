@@ -292,7 +292,8 @@ def format_table(results, protocol):
     ]
     width = max(len(r[0]) for r in rows)
     value_width = max(len(r[1]) for r in rows)
-    lines = [f"{results.get('source', '')}", f"data: {protocol['data']}"]
+    lines = [f"{results.get('source', '')}" + (f" ({results['checkpoint']})" if results.get("checkpoint") else ""),
+             f"data: {protocol['data']}"]
     lines += [f"{name:<{width}}  {value:>{value_width}}  {unit:<8}" for name, value, unit, _ in rows]
     top = np.argsort(results["kl_per_dimension"])[::-1][:8]
     lines.append("KL per dimension (largest): " + ", ".join(
@@ -320,6 +321,8 @@ def run(loaded, data_dir, split="test", num_importance_samples=1000, num_example
     results.update(
         protocol=protocol, data_source=data_source,
         split=split, binarize=binarize, seed=seed, source=loaded.source, model=loaded.metadata.get("model"),
+        # A run folder's: which of its checkpoints (a --keep_best run's best epoch's, as it tested and exported).
+        **({"checkpoint": loaded.metadata["checkpoint"]} if "checkpoint" in loaded.metadata else {}),
         num_classes=loaded.num_classes,
         likelihood=loaded.metadata.get("likelihood"), likelihood_is_density=is_density,
         units="nats per example" if is_density else "not a density: -log of exp(-loss) per example",

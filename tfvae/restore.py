@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from tfvae import compat, config, export
 
@@ -104,9 +105,9 @@ def _run_config(model_dir):
     return config.run_config_of_run_folder(model_dir)
 
 
-def load_checkpoint(model_dir, best=False):
+def load_checkpoint(model_dir, best=True):
     """Rebuilds the model of a run from `model_dir/flags.txt` and restores its latest checkpoint, or with `best` the
-    weights a --keep_best run keeps of its best epoch (when it has them).
+    weights a --keep_best run keeps of its best epoch (when it has them): those it tests and exports.
 
     Raises:
       ValueError: no flags file or no checkpoint, naming the folder and the fix.
@@ -118,8 +119,12 @@ def load_checkpoint(model_dir, best=False):
     own_export = (f", or use the run's export instead: --saved_model={cfg.export_dir}"
                   if export.is_tfvae_export(cfg.export_dir) else "")
     folder = config.CHECKPOINTS_DIR
-    if best and cfg.keep_best and tf.train.latest_checkpoint(os.path.join(model_dir, config.BEST_DIR)):
-        folder = config.BEST_DIR
+    if best and cfg.keep_best:
+        if tf.train.latest_checkpoint(os.path.join(model_dir, config.BEST_DIR)):
+            folder = config.BEST_DIR
+        else:
+            logging.warning("--model_dir=%s is a --keep_best run, but %s/ holds no weights of a best epoch (none "
+                            "validated yet, or removed): reading its latest checkpoint", model_dir, config.BEST_DIR)
     try:
         latest = export.latest_checkpoint(os.path.join(model_dir, folder))
     except export.CheckpointFilesMissing as e:
@@ -141,6 +146,8 @@ def load_checkpoint(model_dir, best=False):
                          f"back an intact copy of that checkpoint{own_export}") from None
     metadata = training.export_metadata(cfg, image_shape, model, class_names)
     metadata["checkpoint"] = os.path.abspath(latest)
+    if folder == config.BEST_DIR:
+        metadata["tested_epoch"] = int(latest.rsplit("-", 1)[1])
     signatures = export.make_serving_functions(model, metadata["input_shape"])
     return LoadedModel(signatures=signatures, metadata=metadata, source=os.path.abspath(model_dir), owner=model)
 
@@ -189,20 +196,28 @@ def export_checkpoint(model_dir, export_dir=None):
     compiled model), with the run's history in metrics.json.
 
     Returns:
-      The absolute export path.
+      (the absolute export path, the checkpoint it read, relative to `model_dir`).
     """
     from tfvae import summaries  # Local: reads TensorBoard files.
 
-    loaded = load_checkpoint(model_dir, best=True)
-    metadata = {k: v for k, v in loaded.metadata.items() if k != "checkpoint"}
+    loaded = load_checkpoint(model_dir)
+    metadata = {k: v for k, v in loaded.metadata.items() if k not in ("checkpoint", "tested_epoch")}
+    checkpoint = os.path.basename(loaded.metadata["checkpoint"])
+    best = {}
+    if "tested_epoch" in loaded.metadata:  # A --keep_best run's: its best epoch's weights, as train.py exports.
+        checkpoint = os.path.join(config.BEST_DIR, checkpoint)
+        best = {"tested_epoch": loaded.metadata["tested_epoch"]}
     try:
-        metrics = {"history": summaries.read_history(model_dir), "checkpoint": os.path.basename(
-            loaded.metadata["checkpoint"])}
+        metrics = {"history": summaries.read_history(model_dir), "checkpoint": checkpoint, **best}
     except ValueError:
         metrics = {}
     # The run's config as load_checkpoint read it, its folders absolute.
-    return export.export_saved_model(loaded.owner, export_dir or metadata["config"]["export_dir"], metadata,
+    path = export.export_saved_model(loaded.owner, export_dir or metadata["config"]["export_dir"], metadata,
                                      extra_json={"metrics.json": metrics} if metrics else None)
+    read = os.path.relpath(loaded.metadata["checkpoint"], os.path.abspath(model_dir))
+    if best:
+        read += f", the weights of epoch {best['tested_epoch']} (--keep_best)"
+    return path, read
 
 
 def write_export(cfg):
@@ -210,7 +225,8 @@ def write_export(cfg):
     export written again, to `cfg.export_dir` (default: the run's own --export_dir, or in place).
 
     Returns:
-      (the absolute export path, a description of another run's export it replaced, or None).
+      (the absolute export path, a description of another run's export it replaced or None, the checkpoint of a
+      run it read or None).
     """
     from tfvae import classifier  # Local: only this path needs it.
 
@@ -221,13 +237,14 @@ def write_export(cfg):
     replaced = None
     if target and os.path.realpath(target) != os.path.realpath(source):
         replaced = export.describe_other_export(target, cfg.model_dir)
+    read = None
     if cfg.saved_model and classifier.is_classifier_export(cfg.saved_model):
         path = classifier.reexport_classifier(cfg.saved_model, cfg.export_dir)
     elif cfg.saved_model:
         path = reexport_saved_model(cfg.saved_model, cfg.export_dir)
     else:
-        path = export_checkpoint(cfg.model_dir, cfg.export_dir)
-    return path, replaced
+        path, read = export_checkpoint(cfg.model_dir, cfg.export_dir)
+    return path, replaced, read
 
 
 class DamagedCheckpoint(ValueError):

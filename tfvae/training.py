@@ -513,16 +513,18 @@ class BestEpoch(keras.callbacks.Callback):
     run goes on counting; the model's step count is saved too, as the epoch's.
     """
 
-    def __init__(self, val_losses, patience, best_manager=None):
+    def __init__(self, val_losses, patience, best_manager=None, epochs=None):
         super().__init__()
         self.val_losses = list(val_losses)
         self.patience = patience
         self.best_manager = best_manager
+        self.epochs = epochs  # The run's --epochs: a run that trained them all did not stop early.
         self.stopped_after = None  # Epochs done when it stopped fit.
 
     def patience_ran_out(self):
         best = lowest_epoch(self.val_losses)
-        return bool(self.patience) and best is not None and len(self.val_losses) - 1 - best >= self.patience
+        return (bool(self.patience) and best is not None and len(self.val_losses) - 1 - best >= self.patience
+                and (self.epochs is None or len(self.val_losses) < self.epochs))
 
     def on_epoch_end(self, epoch, logs=None):
         if self.model.stop_training:  # StopOnBadSteps, inside the epoch: it has no validation loss.
@@ -534,16 +536,21 @@ class BestEpoch(keras.callbacks.Callback):
             self.stopped_after = epoch + 1
             self.model.stop_training = True
 
-    def describe_stop(self):
+    def why_stopped(self):
+        """Why the run stops after the epochs of `val_losses`, once `patience_ran_out`."""
         best = lowest_epoch(self.val_losses)
-        return (f"Stopped early after epoch {len(self.val_losses)}: the validation loss has not gone below epoch "
-                f"{best + 1}'s {self.val_losses[best]:.4f} in the {len(self.val_losses) - 1 - best} epochs since "
-                f"(--early_stopping_patience={self.patience})")
+        since = len(self.val_losses) - 1 - best
+        return (f"the validation loss has not gone below epoch {best + 1}'s {self.val_losses[best]:.4f} in the "
+                f"{since} epoch{'s' if since > 1 else ''} since (--early_stopping_patience={self.patience})")
 
 
 def make_best_manager(model, cfg):
-    """The CheckpointManager of --keep_best's weights (model_dir/best, the latest only), numbered by epoch."""
-    return tf.train.CheckpointManager(tf.train.Checkpoint(model=model),
+    """The CheckpointManager of --keep_best's weights (model_dir/best, the latest only), numbered by epoch.
+
+    With the sampling RNG's state after that epoch: tested on them, the weights give the test numbers a run of that
+    many epochs would, however many epochs followed.
+    """
+    return tf.train.CheckpointManager(tf.train.Checkpoint(model=model, rng=model.seed_generator.state),
                                       os.path.join(cfg.model_dir, config.BEST_DIR), max_to_keep=1)
 
 
@@ -717,8 +724,8 @@ def train(model, datasets, cfg):
             trained = f"{epoch} epochs" + (f" and {step_in_epoch} steps" if step_in_epoch else "")
             raise RunConfigError(
                 f"--epochs={cfg.epochs} is fewer than the run in --model_dir={cfg.model_dir} has trained ({trained}); "
-                f"pass --epochs={epoch + bool(step_in_epoch)} or more to resume it, or export its latest checkpoint "
-                f"with python scripts/export.py --model_dir={cfg.model_dir}")
+                f"pass --epochs={epoch + bool(step_in_epoch)} or more to resume it, or export it as it is with "
+                f"python scripts/export.py --model_dir={cfg.model_dir}")
         if epoch >= cfg.epochs:  # Stopped after its last step, before the test pass and export.
             done = "its epoch is done" if epoch == 1 else f"its {epoch} epochs are done"
             print(f"Resuming from {manager.latest_checkpoint}: {done}; testing and exporting", flush=True)
@@ -740,9 +747,10 @@ def train(model, datasets, cfg):
     earlier_history = summaries.history_before(cfg.model_dir, first_epoch) if first_epoch else {}
     best_manager = make_best_manager(model, cfg) if cfg.keep_best else None
     best_epoch = BestEpoch(earlier_history.get("val_loss", [None] * first_epoch), cfg.early_stopping_patience,
-                           best_manager)
+                           best_manager, cfg.epochs)
     if resume_line and best_epoch.patience_ran_out() and not first_step:
-        resume_line = f"Resuming from {manager.latest_checkpoint}: it stopped early; testing and exporting"
+        resume_line = (f"Resuming from {manager.latest_checkpoint}: {best_epoch.why_stopped()}; testing and "
+                       f"exporting")
     if resume_line:
         print(resume_line, flush=True)
     if cfg.resume:  # What an earlier process logged past the checkpoint is logged again from here.
@@ -827,8 +835,8 @@ def train(model, datasets, cfg):
                    "no checkpoint was saved yet; lower --learning_rate, set --clip_grad_norm, or check the data, "
                    "then start again with --overwrite"))
         last_epoch = best_epoch.stopped_after or cfg.epochs  # The epochs the run trained, all told.
-        if best_epoch.stopped_after is not None:
-            print(best_epoch.describe_stop(), flush=True)
+        if best_epoch.stopped_after is not None and best_epoch.stopped_after > first_epoch:  # Not said on resume.
+            print(f"Stopped early after epoch {best_epoch.stopped_after}: {best_epoch.why_stopped()}", flush=True)
         val_losses = best_epoch.val_losses
         tested_epoch = last_epoch
         if cfg.keep_best:
