@@ -98,8 +98,7 @@ def _split_files(data_dir, split, skipped):
     entries = sorted(os.listdir(folder), key=lambda name: unicodedata.normalize("NFC", name))
     _refuse_broken_links(folder, entries)
     classes = [name for name in entries if os.path.isdir(os.path.join(folder, name)) and not name.startswith(".")]
-    # Not isfile: a broken link is refused by name when it is read, as one in a class folder is.
-    loose = [name for name in entries if _is_image(name) and not os.path.isdir(os.path.join(folder, name))]
+    loose = [name for name in entries if _is_image(name) and os.path.isfile(os.path.join(folder, name))]
     skipped += [os.path.join(folder, name) for name in entries
                 if _is_other_file(name) and not os.path.isdir(os.path.join(folder, name))]
     if classes and loose:
