@@ -510,7 +510,7 @@ class BestEpoch(keras.callbacks.Callback):
     weights to `best_manager` (when given); once `patience` epochs in a row have not lowered it, stops fit.
 
     `val_losses` are those of the epochs before this fit (an earlier process of the run logged them), so a resumed
-    run goes on counting; the model's step count is saved too, as the epoch's.
+    run goes on counting. `epochs`, the run's --epochs: a run that trains them all has not stopped early.
     """
 
     def __init__(self, val_losses, patience, best_manager=None, epochs=None):
@@ -804,7 +804,8 @@ def train(model, datasets, cfg):
         try:
             # DataEpoch sets the epoch for the epochs after the first; tf-keras makes the first one's iterator
             # before any callback runs.
-            if best_epoch.patience_ran_out() and not first_step:  # Resumed after it stopped early.
+            # Resumed after it stopped early, or with a patience that has run out since its best epoch.
+            if best_epoch.patience_ran_out() and not first_step:
                 best_epoch.stopped_after = initial_epoch
             if first_step and initial_epoch < cfg.epochs:
                 datasets.train_epoch.assign(initial_epoch)
