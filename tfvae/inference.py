@@ -115,21 +115,27 @@ def decoded_sample_chunks(saved, metadata, count, seed=0, labels=None):
         yield visualization.as_images(x_hat.numpy(), metadata["image_shape"])
 
 
+def _given(metadata, z):
+    """What p(x|...) is conditioned on: z, and a conditional model's label y."""
+    return f"{z}, y" if metadata.get("num_classes") else z
+
+
 def drawn_images_are(metadata, z="z"):
     """What a drawn image (`x_sample`) is, for titles."""
+    given = _given(metadata, z)
     if metadata.get("likelihood") == "autoregressive_bernoulli":
-        return f"x ~ p(x|{z}) drawn pixel by pixel"
+        return f"x ~ p(x|{given}) drawn pixel by pixel"
     if metadata.get("likelihood") == "gaussian":
-        return f"x ~ p(x|{z}) clipped to [0, 1]"
-    return f"x ~ p(x|{z})"
+        return f"x ~ p(x|{given}) clipped to [0, 1]"
+    return f"x ~ p(x|{given})"
 
 
 def decoded_images_are(metadata, z="z"):
     """What a decoded image (`x_hat`) is, for titles: the mean of p(x|z), or for the autoregressive likelihood,
     whose mean has no closed form, its raster-order mean-field image."""
     if metadata.get("likelihood") == "autoregressive_bernoulli":
-        return f"mean-field image of p(x|{z})"
-    return f"mean of p(x|{z})"
+        return f"mean-field image of p(x|{_given(metadata, z)})"
+    return f"mean of p(x|{_given(metadata, z)})"
 
 
 def test_images_are(metadata, seed):
