@@ -555,7 +555,7 @@ def make_best_manager(model, cfg):
 
 
 def restore_best(best_manager, model, val_losses):
-    """Reads --keep_best's weights into `model`. Returns the line that says which epoch's they are.
+    """Reads --keep_best's weights into `model`. Returns (their epoch, the line that says so).
 
     Raises:
       CheckpointError: model_dir/best holds no checkpoint, or a damaged one.
@@ -574,7 +574,7 @@ def restore_best(best_manager, model, val_losses):
     model.repair_kl_weight()
     epoch = int(path.rsplit("-", 1)[1])
     loss = val_losses[epoch - 1] if epoch <= len(val_losses) and val_losses[epoch - 1] is not None else float("nan")
-    return f"Testing and exporting the weights of epoch {epoch}, of the lowest validation loss ({loss:.4f})"
+    return epoch, f"Testing and exporting the weights of epoch {epoch}, of the lowest validation loss ({loss:.4f})"
 
 
 def kl_warmup_weight(epoch, warmup_epochs):
@@ -838,11 +838,10 @@ def train(model, datasets, cfg):
         last_epoch = best_epoch.stopped_after or cfg.epochs  # The epochs the run trained, all told.
         if best_epoch.stopped_after is not None and best_epoch.stopped_after > first_epoch:  # Not said on resume.
             print(f"Stopped early after epoch {best_epoch.stopped_after}: {best_epoch.why_stopped()}", flush=True)
-        val_losses = best_epoch.val_losses
         tested_epoch = last_epoch
         if cfg.keep_best:
-            print(restore_best(best_manager, model, val_losses), flush=True)
-            tested_epoch = int(best_manager.latest_checkpoint.rsplit("-", 1)[1])
+            tested_epoch, line = restore_best(best_manager, model, best_epoch.val_losses)
+            print(line, flush=True)
         test_metrics = model.evaluate(datasets.test, verbose=0, return_dict=True)
         order = ["loss", "reconstruction", "kl"]  # The tutorial's order, whatever order Keras returns them in.
         # The negative ELBO only where it is not the loss printed first (metrics.json and TensorBoard always have it).
