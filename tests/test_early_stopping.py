@@ -30,6 +30,23 @@ def test_the_lowest_epoch_skips_epochs_without_a_finite_loss_and_takes_the_first
         "the validation loss has not gone below epoch 2's 3.0000 in the 1 epoch since (--early_stopping_patience=1)")
 
 
+def test_min_delta_counts_an_epoch_as_lower_only_past_the_last_epoch_that_was():
+    # Keras' EarlyStopping rule: the reference moves only on an epoch that beat it by more than min_delta, so a slow
+    # decline counts once it adds up, and the lowest epoch (4.4, the best weights) need not be the improving one.
+    curve = [10.0, 9.0, 8.7, 8.5, None, 8.45, float("nan"), 8.3, 4.5, 4.4]
+    assert [training.improving_epoch(curve[:n], 0.25) for n in range(1, 11)] == [0, 1, 2, 2, 2, 2, 2, 7, 8, 8]
+    assert training.improving_epoch(curve, 0.0) == training.lowest_epoch(curve) == 9
+    assert training.improving_epoch([None, float("inf")], 0.25) is None
+    stopper = training.BestEpoch(curve[:5], patience=3, min_delta=0.25)
+    assert not stopper.patience_ran_out()  # Two epochs since epoch 3 (8.7); one logged no loss, which counts too.
+    stopper.val_losses = curve[:6]  # 8.45 is lower than 8.7, but not by more than 0.25.
+    assert stopper.patience_ran_out()
+    assert stopper.why_stopped() == (
+        "the validation loss has not gone below epoch 3's 8.7000 by more than 0.25 in the 3 epochs since "
+        "(--early_stopping_patience=3, --early_stopping_min_delta=0.25)")
+    assert not training.BestEpoch(curve[:6], patience=3, min_delta=0.0).patience_ran_out()  # 8.45 < 8.5 counts.
+
+
 @pytest.fixture(scope="module")
 def overfit_run(tmp_path_factory, mnist_dir):
     """1,000 training digits (and 500 for validation) under a 512-wide MLP at a high learning rate: the validation
@@ -131,3 +148,29 @@ def test_judging_epochs_needs_a_validation_split(flag, tmp_path):
     assert_train_flags_fail_cleanly([flag, "--validation_size=0"],
                                     f"--{name} judges epochs by their validation loss, and --validation_size=0 "
                                     f"holds out none", tmp_path)
+
+
+def test_min_delta_stops_sooner_on_the_same_curve_and_still_keeps_the_lowest_epoch(overfit_run, tmp_path):
+    # The same run (same seed, so the same validation losses epoch by epoch) with a min_delta: its late epochs
+    # still go down a little, which no longer counts, so it stops sooner, where the rule says on the first run's curve.
+    min_delta = 1.0
+    full_curve = _metrics(overfit_run["run"])["history"]["val_loss"]
+    flags = [flag for flag in (overfit_run["root"] / "run" / "flags.txt").read_text().split()
+             if not flag.startswith(("--model_dir", "--export_dir"))]
+    result = run_script("train.py", *flags, f"--early_stopping_min_delta={min_delta}",
+                        f"--model_dir={tmp_path}/run", f"--export_dir={tmp_path}/export")
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = _metrics(f"{tmp_path}/run")
+    curve = metrics["history"]["val_loss"]
+    np.testing.assert_allclose(curve, full_curve[:len(curve)], rtol=1e-6)
+    stopped = next(n for n in range(1, len(full_curve) + 1)
+                   if n - 1 - training.improving_epoch(full_curve[:n], min_delta) >= PATIENCE)
+    assert metrics["stopped_early_after_epoch"] == stopped == len(curve) < len(full_curve)
+    assert f"by more than 1 in the {PATIENCE} epochs since" in result.stdout
+    assert metrics["tested_epoch"] == int(np.argmin(curve)) + 1  # --keep_best: the lowest, not the improving one.
+
+
+def test_min_delta_needs_a_patience(tmp_path):
+    assert_train_flags_fail_cleanly(["--early_stopping_min_delta=0.5"],
+                                    "--early_stopping_min_delta says what counts as lower for "
+                                    "--early_stopping_patience, which is 0 (off)", tmp_path)

@@ -124,6 +124,7 @@ class RunConfig:
     max_bad_steps: int = 20
     clip_grad_norm: float = 0.0
     early_stopping_patience: int = 0
+    early_stopping_min_delta: float = 0.0
     keep_best: bool = False
 
     @property
@@ -385,6 +386,14 @@ def define_train_flags():
     flags.DEFINE_integer("early_stopping_patience", 0, "Stop once this many epochs in a row have not lowered the "
                          "validation loss (then test and export as after the last epoch); 0: train all --epochs.",
                          lower_bound=0)
+    flags.DEFINE_float("early_stopping_min_delta", 0.0, "For --early_stopping_patience: an epoch lowers the "
+                       "validation loss only when it goes more than this many nats below the last epoch that did; "
+                       "0: lower by any amount.", lower_bound=0.0)
+    flags.register_multi_flags_validator(
+        ["early_stopping_min_delta", "early_stopping_patience"],
+        lambda f: not f["early_stopping_min_delta"] or f["early_stopping_patience"],
+        message="--early_stopping_min_delta says what counts as lower for --early_stopping_patience, which is 0 "
+                "(off); set --early_stopping_patience=N or drop --early_stopping_min_delta")
     flags.DEFINE_bool("keep_best", False, "Test and export the weights of the epoch of lowest validation loss (kept "
                       "in --model_dir/best) instead of the last epoch's.")
     for name in ("early_stopping_patience", "keep_best"):
@@ -1083,8 +1092,8 @@ def _quiet_absl_logging():
 
 # What a run is: a --resume keeps these as the run's flags.txt has them, since its checkpoint's step is a position in
 # that data and its weights were trained for that model and objective (and --keep_best: its best/ folder knows only
-# the epochs run with it). Paths, speed, devices, the number of epochs, the early stopping patience, the learning
-# rate and the guards against divergence may change between restarts.
+# the epochs run with it). Paths, speed, devices, the number of epochs, the early stopping patience and min_delta, the
+# learning rate and the guards against divergence may change between restarts.
 RUN_DEFINING_FLAGS = ("model", "dataset", "image_size", "binarize", "corruption", "corruption_strength",
                       "validation_size", "hidden_sizes", "latent_dim", "likelihood", "gaussian_stddev",
                       "learn_variance", "ar_kernel_size", "ar_channels", "conv_filters", "objective",

@@ -505,25 +505,41 @@ def lowest_epoch(val_losses):
     return min(finite)[1] if finite else None
 
 
+def improving_epoch(val_losses, min_delta=0.0):
+    """The index of the last epoch of `val_losses` that lowered the validation loss: went more than `min_delta`
+    below the last epoch that did (Keras' EarlyStopping rule), or None when none has a finite loss.
+
+    With `min_delta` 0 it is `lowest_epoch`. With more, a slow decline still counts once it adds up to `min_delta`.
+    """
+    improving, reference = None, None
+    for epoch, value in enumerate(val_losses):
+        if value is not None and np.isfinite(value) and (reference is None or value < reference - min_delta):
+            improving, reference = epoch, value
+    return improving
+
+
 class BestEpoch(keras.callbacks.Callback):
     """--keep_best and --early_stopping_patience: after each epoch whose validation loss is the lowest yet, saves the
-    weights to `best_manager` (when given); once `patience` epochs in a row have not lowered it, stops fit.
+    weights to `best_manager` (when given); once `patience` epochs in a row have not lowered it (by more than
+    `min_delta`, see `improving_epoch`), stops fit. The best weights are the lowest epoch's whatever `min_delta`.
 
     `val_losses` are those of the epochs before this fit (an earlier process of the run logged them), so a resumed
     run goes on counting. `epochs`, the run's --epochs: a run that trains them all has not stopped early.
     """
 
-    def __init__(self, val_losses, patience, best_manager=None, epochs=None):
+    def __init__(self, val_losses, patience, best_manager=None, epochs=None, min_delta=0.0):
         super().__init__()
         self.val_losses = list(val_losses)
         self.patience = patience
+        self.min_delta = min_delta
         self.best_manager = best_manager
         self.epochs = epochs  # The run's --epochs: a run that trained them all did not stop early.
         self.stopped_after = None  # Epochs done when it stopped fit.
 
     def patience_ran_out(self):
-        best = lowest_epoch(self.val_losses)
-        return (bool(self.patience) and best is not None and len(self.val_losses) - 1 - best >= self.patience
+        improving = improving_epoch(self.val_losses, self.min_delta)
+        return (bool(self.patience) and improving is not None
+                and len(self.val_losses) - 1 - improving >= self.patience
                 and (self.epochs is None or len(self.val_losses) < self.epochs))
 
     def on_epoch_end(self, epoch, logs=None):
@@ -538,10 +554,13 @@ class BestEpoch(keras.callbacks.Callback):
 
     def why_stopped(self):
         """Why the run stops after the epochs of `val_losses`, once `patience_ran_out`."""
-        best = lowest_epoch(self.val_losses)
-        since = len(self.val_losses) - 1 - best
-        return (f"the validation loss has not gone below epoch {best + 1}'s {self.val_losses[best]:.4f} in the "
-                f"{since} epoch{'s' if since > 1 else ''} since (--early_stopping_patience={self.patience})")
+        improving = improving_epoch(self.val_losses, self.min_delta)
+        since = len(self.val_losses) - 1 - improving
+        by = f" by more than {self.min_delta:g}" if self.min_delta else ""
+        flags = f"--early_stopping_patience={self.patience}" + (
+            f", --early_stopping_min_delta={self.min_delta:g}" if self.min_delta else "")
+        return (f"the validation loss has not gone below epoch {improving + 1}'s {self.val_losses[improving]:.4f}{by} "
+                f"in the {since} epoch{'s' if since > 1 else ''} since ({flags})")
 
 
 def make_best_manager(model, cfg):
@@ -747,7 +766,7 @@ def train(model, datasets, cfg):
     earlier_history = summaries.history_before(cfg.model_dir, first_epoch) if first_epoch else {}
     best_manager = make_best_manager(model, cfg) if cfg.keep_best else None
     best_epoch = BestEpoch(earlier_history.get("val_loss", [None] * first_epoch), cfg.early_stopping_patience,
-                           best_manager, cfg.epochs)
+                           best_manager, cfg.epochs, cfg.early_stopping_min_delta)
     if resume_line and best_epoch.patience_ran_out() and not first_step:
         resume_line = (f"Resuming from {manager.latest_checkpoint}: {best_epoch.why_stopped()}; testing and "
                        f"exporting")
