@@ -125,6 +125,35 @@ def test_a_mixed_restoration_models_image_shows_each_kind_in_turn_and_names_the_
         assert np.abs(corrupted[column] - as_png[column]).mean() > 10, column
 
 
+def test_an_autoregressive_models_images_add_the_grid_drawn_from_p_x_given_z(tmp_path):
+    from tfvae.models import build_model
+
+    model = build_model(config.RunConfig(model="mlp", hidden_sizes=(8,), latent_dim=2,
+                                         likelihood="autoregressive_bernoulli"), (28, 28, 1))
+    originals = {"input": tf.zeros([3, 784]), "target": tf.zeros([3, 784]), "label": tf.zeros([3], tf.int32)}
+    callback = training.ImageSummaries(str(tmp_path), (28, 28, 1), originals, seed=5)
+    callback.set_model(model)
+    callback.on_epoch_end(0)
+    callback.on_epoch_end(1)
+    images = _event_tags(str(tmp_path))
+    assert set(images) == {"samples", "samples_drawn", "originals_over_reconstructions"}
+    assert images["samples"].metadata.summary_description.startswith("The mean-field images of the autoregressive")
+    assert images["samples_drawn"].metadata.summary_description.startswith("Drawn from p(x|z) pixel by pixel")
+    grids = {tag: tf.io.decode_png(tf.make_ndarray(images[tag].tensor)[2]).numpy()[..., 0]
+             for tag in ("samples", "samples_drawn")}
+    assert grids["samples_drawn"].shape == grids["samples"].shape == (4 * 29 - 1, 4 * 29 - 1)
+    tiles = [grids[tag][:28, :28].astype(int) for tag in ("samples", "samples_drawn")]
+    assert set(np.unique(tiles[1])) == {0, 255}  # Drawn pixels are black or white; the means are gray levels.
+    assert 0 < tiles[0].min() and tiles[0].max() < 255
+    # The first tile is the draw from the grid's first z with the callback's seed, whatever the epoch.
+    z = np.random.default_rng(5).standard_normal((16, 2)).astype(np.float32)
+    expected = model.likelihood.sample(model.decode(tf.constant(z), tf.zeros([16], tf.int32)),
+                                       tf.constant([5, 4], tf.int64))[0].numpy().reshape(28, 28)
+    np.testing.assert_array_equal(tiles[1], np.round(expected * 255))
+    steps = _tag_steps(str(tmp_path), "samples_drawn")
+    assert steps == [0, 1]
+
+
 def test_a_conditional_models_sample_image_has_one_row_per_class(tmp_path):
     from tfvae.models import build_model
 

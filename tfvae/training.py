@@ -266,7 +266,8 @@ class EpochLine(keras.callbacks.Callback):
 class ImageSummaries(keras.callbacks.Callback):
     """Each epoch: a 4x4 grid decoded from a fixed z, and fixed originals above their reconstructions; for a
     restoration model (--corruption), the corrupted inputs above their restorations above the clean images, and for
-    --corruption=mixed each kind of the mix in turn, one per column, named in the image's description."""
+    --corruption=mixed each kind of the mix in turn, one per column, named in the image's description. For an
+    autoregressive likelihood, whose decoded grid is a mean-field image, also the grid drawn from p(x|z)."""
 
     def __init__(self, log_dir, image_shape, originals, seed, corruption_kind="none", corruption_strength=None,
                  data_labels=None):
@@ -283,6 +284,16 @@ class ImageSummaries(keras.callbacks.Callback):
             inputs, self.columns = corruption.corrupt_one_kind_each(
                 originals["target"], corruption_strength, tf.constant([seed, 3], tf.int64), image_shape)
             self.originals = dict(originals, input=inputs)
+        self._make_images = None
+
+    def _images(self, z, labels, inputs, input_labels):
+        """(the grid's images, the same drawn from p(x|z) or None, the reconstructions), in one tf.function: an
+        autoregressive likelihood's 784-step raster pass took 2.6 s run eagerly, 0.05 s compiled."""
+        model = self.model
+        decoded = model.decode(z, labels)
+        drawn = (model.likelihood.sample(decoded, tf.constant([self.seed, 4], tf.int64))
+                 if model.likelihood.mean_field else None)
+        return model.likelihood(decoded), drawn, model({"input": inputs, "label": input_labels})
 
     def on_epoch_end(self, epoch, logs=None):
         model = self.model
@@ -291,8 +302,10 @@ class ImageSummaries(keras.callbacks.Callback):
         z = np.random.default_rng(self.seed).standard_normal((sample_rows * GRID_COLS, model.latent_dim))
         labels = (np.repeat(np.arange(sample_rows, dtype=np.int32), GRID_COLS) if classes
                   else np.zeros(len(z), np.int32))
-        samples = model.likelihood(model.decode(tf.constant(z, tf.float32), tf.constant(labels)))
-        reconstructions = model({"input": self.originals["input"], "label": self.originals["label"]})
+        if self._make_images is None:
+            self._make_images = tf.function(self._images)
+        samples, drawn, reconstructions = self._make_images(tf.constant(z, tf.float32), tf.constant(labels),
+                                                            self.originals["input"], self.originals["label"])
         as_images = lambda x: visualization.as_images(x, self.image_shape)  # noqa: E731
         if self.restoring:  # What the model is for: the corruption it sees, what it makes of it, the truth.
             tag, rows = "corrupted_over_restored_over_clean", [self.originals["input"], reconstructions,
@@ -300,10 +313,18 @@ class ImageSummaries(keras.callbacks.Callback):
         else:
             tag, rows = "originals_over_reconstructions", [self.originals["target"], reconstructions]
         tiles = np.concatenate([as_images(row) for row in rows])
+        rows_named = ["One row per class, top to bottom: " + ", ".join(
+            data.class_label(self.data_labels, c) for c in range(classes))] if classes else []
+        mean_field = ["The mean-field images of the autoregressive p(x|z), with more ink than its draws "
+                      "(samples_drawn)"] if drawn is not None else []
         with self.writer.as_default(step=epoch):  # Keras' epoch index, the step of its epoch scalars.
             tf.summary.image("samples", visualization.tile_images(as_images(samples), sample_rows, GRID_COLS)[None],
-                             description="One row per class, top to bottom: " + ", ".join(
-                                 data.class_label(self.data_labels, c) for c in range(classes)) if classes else None)
+                             description=". ".join(rows_named + mean_field) or None)
+            if drawn is not None:
+                tf.summary.image("samples_drawn",
+                                 visualization.tile_images(as_images(drawn), sample_rows, GRID_COLS)[None],
+                                 description=". ".join(rows_named + ["Drawn from p(x|z) pixel by pixel (exact), from "
+                                                                     "the z of samples, the same seed each epoch"]))
             tf.summary.image(tag, visualization.tile_images(tiles, len(rows), len(tiles) // len(rows))[None],
                              description=("Columns, left to right: " + ", ".join(self.columns)
                                           if self.columns else None))

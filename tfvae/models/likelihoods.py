@@ -20,6 +20,9 @@ class Likelihood(keras.layers.Layer):
     is_density = True
     # Whether it is normalised only over x in {0, 1} (a Bernoulli): of gray levels it is a cross-entropy.
     binary_data = False
+    # Whether `call`'s image only approximates the mean (the autoregressive one's mean field), so that pictures of
+    # what the model makes should be drawn with `sample` too.
+    mean_field = False
 
     def call(self, logits):
         return tf.sigmoid(logits)
@@ -136,6 +139,7 @@ class AutoregressiveBernoulli(Likelihood):
     """
 
     binary_data = True
+    mean_field = True
 
     def __init__(self, image_shape, kernel_size=7, channels=32, **kwargs):
         super().__init__(**kwargs)
