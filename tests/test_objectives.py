@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import assert_train_flags_fail_cleanly
-from tfvae import config, losses, training
+from tfvae import compat, config, losses, training
 from tfvae.compat import keras
 from tfvae.models import build_model, conditional, objectives
 
@@ -121,52 +121,109 @@ def test_kl_warmup_refuses_a_train_step_traced_without_it():
         model.fit(dataset, epochs=1, verbose=0, shuffle=False, callbacks=[training.KLWarmup(2)])
 
 
+# Float32 nats: the model sums 784 pixel terms of ~0.7 nats in float32 (spacing 6e-5 near 550 nats) and decodes
+# float32 z, where NumPy sums in float64; they agree within 1e-4 nats here, and 1e-3 leaves room for other CPUs'
+# summation orders. The tests below check that the terms a slip would move are far larger than this.
+NATS_ATOL = 1e-3
+
+
+def _normal_log_density(z, mean, stddev):
+    """log N(z; mean, diag(stddev^2)) summed over the last axis, written from the density itself."""
+    return np.sum(-0.5 * np.log(2 * np.pi) - np.log(stddev) - (z - mean) ** 2 / (2 * stddev ** 2), axis=-1)
+
+
+def _first_principles(model, batch, k):
+    """log p(x|z_k) and log p(z_k) - log q(z_k|x), each `[batch, K]`, and the closed-form KL `[batch]`, in float64
+    NumPy for the z_k that the model's next `compute_terms` draws.
+
+    Only the networks and the random numbers come from the model: its encoder and decoder, called directly, and eps
+    drawn from a copy of its sampling RNG's state (which stays as it is), [batch * K, latent] with each example's
+    K rows in a row, as one draw per step in `compute_terms` lays them out.
+    """
+    x = np.repeat(np.asarray(batch["target"], np.float64), k, axis=0)
+    z_mean, z_logvar = np.split(model.encoder(batch["input"]).numpy().astype(np.float64), 2, axis=-1)
+    assert np.all(np.abs(z_logvar) < 30)  # Inside the range VAE.encode clips z_logvar to.
+    rng = compat.SeedGenerator(0)
+    rng.state.assign(model.seed_generator.state.numpy())
+    eps = compat.random_normal((x.shape[0], z_mean.shape[1]), rng).numpy().astype(np.float64)
+    mean, stddev = np.repeat(z_mean, k, axis=0), np.repeat(np.exp(0.5 * z_logvar), k, axis=0)
+    z = mean + stddev * eps
+    logits = model.decoder(z.astype(np.float32)).numpy().astype(np.float64)
+    # Bernoulli: x log p + (1 - x) log(1 - p), p = sigmoid(l); log p = -log(1 + e^-l), log(1 - p) = -log(1 + e^l).
+    log_px_z = np.sum(-x * np.logaddexp(0, -logits) - (1 - x) * np.logaddexp(0, logits), axis=1)
+    log_prior_ratio = _normal_log_density(z, 0.0, 1.0) - _normal_log_density(z, mean, stddev)
+    kl = np.sum(0.5 * (z_mean ** 2 + np.exp(z_logvar) - z_logvar - 1), axis=1)
+    return log_px_z.reshape(-1, k), log_prior_ratio.reshape(-1, k), kl
+
+
+def _log_mean_exp(log_weights):
+    """log (1/K) sum_k exp(w_k) over the last axis; np.logaddexp.reduce keeps weights of -550 nats finite."""
+    return np.logaddexp.reduce(log_weights, axis=-1) - np.log(log_weights.shape[-1])
+
+
 def test_iwae_with_one_sample_is_the_elbo():
+    # K = 1: the IWAE loss is minus the single-sample ELBO at the one z drawn, -(log p(x|z) + log p(z) - log q(z|x)).
+    # The ELBO model's loss, -log p(x|z) + KL in closed form, is another estimate of the same bound: per example the
+    # two differ by log q(z|x) - log p(z) - KL, which is 0 only on average.
     batch = _batch()
     elbo_model = build_model(_mlp(), (28, 28, 1))
     iwae_model = build_model(_mlp(objective="iwae", num_importance_samples=1), (28, 28, 1))
     assert isinstance(iwae_model, objectives.IWAE)
     iwae_model.set_weights(elbo_model.get_weights())
-    # Same seed, same eps; the analytic KL and its Monte Carlo estimate differ, the single-sample bound does not.
-    elbo_terms, iwae_terms = elbo_model.compute_terms(batch), iwae_model.compute_terms(batch)
-    np.testing.assert_allclose(iwae_terms["reconstruction"], elbo_terms["reconstruction"], rtol=1e-6)
-    log_ratio = iwae_terms["log_prior_ratio"][:, 0].numpy()
-    np.testing.assert_allclose(iwae_model.objective(iwae_terms), elbo_terms["reconstruction"] - log_ratio,
-                               rtol=1e-6)
+    # Same seed, same eps: both models draw the z of these numbers.
+    log_px_z, log_prior_ratio, kl = _first_principles(iwae_model, batch, 1)
+    iwae_terms, elbo_terms = iwae_model.compute_terms(batch), elbo_model.compute_terms(batch)
+    np.testing.assert_allclose(iwae_model.objective(iwae_terms).numpy(), -(log_px_z + log_prior_ratio)[:, 0],
+                               rtol=0, atol=NATS_ATOL)
+    np.testing.assert_allclose(elbo_model.objective(elbo_terms).numpy(), -log_px_z[:, 0] + kl, rtol=0,
+                               atol=NATS_ATOL)
+    for terms in (iwae_terms, elbo_terms):  # The reported metrics: the same z's reconstruction, the same KL.
+        np.testing.assert_allclose(terms["reconstruction"].numpy(), -log_px_z[:, 0], rtol=0, atol=NATS_ATOL)
+        np.testing.assert_allclose(terms["kl"].numpy(), kl, rtol=0, atol=NATS_ATOL)
+    # The two estimates differ here, so a K = 1 loss that took the closed-form KL would fail the first check.
+    assert np.abs(-log_prior_ratio[:, 0] - kl).max() > 0.1
 
 
-def test_beta_scales_the_kl_term_of_both_objectives():
-    # beta-VAE: loss = reconstruction + beta KL; the IWAE bound scales log p(z) - log q(z|x) in each weight, so with
-    # one sample it is the same beta-weighted single-sample ELBO.
+@pytest.mark.parametrize("k", [1, 4])
+def test_beta_scales_the_kl_term_of_both_objectives(k):
+    # beta-VAE: loss = reconstruction + beta KL. The IWAE bound scales log p(z_k) - log q(z_k|x) inside each weight,
+    # by beta times the warm-up weight (ImportanceWeighted's docstring): -log (1/K) sum_k exp(log p(x|z_k) + beta
+    # w (log p(z_k) - log q(z_k|x))), with K = 1 the beta-weighted single-sample ELBO.
     batch = _batch()
     elbo_model = build_model(_mlp(beta=0.5), (28, 28, 1))
-    iwae_model = build_model(_mlp(beta=0.5, objective="iwae", num_importance_samples=1), (28, 28, 1))
+    iwae_model = build_model(_mlp(beta=0.5, objective="iwae", num_importance_samples=k), (28, 28, 1))
     iwae_model.set_weights(elbo_model.get_weights())
-    terms = elbo_model.compute_terms(batch)
-    assert elbo_model.beta == iwae_model.beta == 0.5 and np.all(terms["kl"].numpy() > 0.01)
-    np.testing.assert_allclose(elbo_model.objective(terms).numpy(),
-                               terms["reconstruction"].numpy() + 0.5 * terms["kl"].numpy(), rtol=1e-6)
-    iwae_terms = iwae_model.compute_terms(batch)
-    log_ratio = iwae_terms["log_prior_ratio"][:, 0].numpy()
-    assert np.all(np.abs(log_ratio) > 0.01)
-    np.testing.assert_allclose(iwae_model.objective(iwae_terms).numpy(),
-                               iwae_terms["reconstruction"].numpy() - 0.5 * log_ratio, rtol=1e-6)
+    assert elbo_model.beta == iwae_model.beta == 0.5
+    elbo_log_px_z, _, kl = _first_principles(elbo_model, batch, 1)
+    log_px_z, log_prior_ratio, _ = _first_principles(iwae_model, batch, k)
+    terms, iwae_terms = elbo_model.compute_terms(batch), iwae_model.compute_terms(batch)
+    np.testing.assert_allclose(elbo_model.objective(terms).numpy(), -elbo_log_px_z[:, 0] + 0.5 * kl, rtol=0,
+                               atol=NATS_ATOL)
+    # A beta left out or applied twice moves the loss by 0.25 |log p(z) - log q(z|x)|, far above the tolerance.
+    assert np.abs(log_prior_ratio).max() > 0.5
+    for weight in (1.0, 0.25):
+        expected = -_log_mean_exp(log_px_z + 0.5 * weight * log_prior_ratio)
+        np.testing.assert_allclose(iwae_model.objective(iwae_terms, weight).numpy(), expected, rtol=0,
+                                   atol=NATS_ATOL, err_msg=f"warm-up weight {weight}")
 
 
 def test_iwae_bound_is_at_least_the_elbo_on_the_same_batch():
     batch = _batch(16)
-    elbo_model = build_model(_mlp(), (28, 28, 1))
     iwae_model = build_model(_mlp(objective="iwae", num_importance_samples=50), (28, 28, 1))
-    iwae_model.set_weights(elbo_model.get_weights())
+    log_px_z, log_prior_ratio, kl = _first_principles(iwae_model, batch, 50)
     terms = iwae_model.compute_terms(batch)
-    assert terms["log_px_z"].shape == (16, 50)
+    assert terms["log_px_z"].shape == terms["log_prior_ratio"].shape == (16, 50)
     iwae_bound = -iwae_model.objective(terms).numpy()
-    # Jensen on the very same 50 samples: log mean exp >= mean.
-    assert np.all(iwae_bound >= tf.reduce_mean(iwae_model.log_weights(terms), axis=1).numpy() - 1e-4)
-    # Against the ELBO with analytic KL, averaged over 50 draws: tighter by a clear margin on average.
-    elbo = -np.mean([elbo_model.objective(elbo_model.compute_terms(batch)).numpy() for _ in range(50)], axis=0)
+    log_weights = log_px_z + log_prior_ratio
+    np.testing.assert_allclose(iwae_bound, _log_mean_exp(log_weights), rtol=0, atol=NATS_ATOL)
+    np.testing.assert_allclose(terms["reconstruction"].numpy(), -np.mean(log_px_z, axis=1), rtol=0, atol=NATS_ATOL)
+    np.testing.assert_allclose(terms["kl"].numpy(), kl, rtol=0, atol=NATS_ATOL)
+    # Jensen on the very same 50 samples: log mean exp >= mean, here by a clear margin (a mean in place of the
+    # log-mean-exp would fail the check above).
+    assert np.all(iwae_bound >= np.mean(log_weights, axis=1) + 0.1)
+    # Against the ELBO with closed-form KL averaged over the same 50 draws: tighter by a clear margin on average.
+    elbo = np.mean(log_px_z, axis=1) - kl
     assert np.mean(iwae_bound) > np.mean(elbo) + 0.1
-    assert np.all(np.isfinite(iwae_bound))
 
 
 def test_conditional_iwae_composes_both_hooks():
