@@ -2,6 +2,7 @@
 uninterrupted run's exact weights; --deterministic runs repeat exactly; SIGTERM saves at the step and says how to
 resume."""
 
+import json
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, error_lines, flip_first_bytes, run_script
+from tfvae import config
 
 # The tutorial recipe, shrunk: 10,000 training images in batches of 100, 2 epochs of 100 steps.
 STEPS_PER_EPOCH, EPOCHS, EVERY = 100, 2, 30
@@ -119,6 +121,11 @@ def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(reference, m
           f"{killed_after} of {FINAL_STEP} (epoch {epoch + 1}, step {step} of {STEPS_PER_EPOCH}); the resumed "
           f"process ran steps {killed_after + 1}-{FINAL_STEP}; max |weight diff| vs uninterrupted = {diff}")
     assert diff == 0
+    # The epoch it was killed in logs the train metrics of all its steps, as the uninterrupted run does.
+    histories = [json.load(open(os.path.join(folder, "run", "metrics.json")))["history"]
+                 for folder in (reference, run_dir)]
+    assert histories[0].pop("examples_per_second") and histories[1].pop("examples_per_second")  # Timings differ.
+    assert "loss" in histories[0] and histories[0] == histories[1]
 
 
 def test_sigterm_saves_at_the_step_it_stopped_and_resume_finishes(reference, mnist_dir, tmp_path):
@@ -284,7 +291,8 @@ def test_a_checkpoint_whose_bytes_changed_is_told_damaged_not_of_another_run(tmp
     from tfvae import training
 
     state = training.TrainState(step=tf.Variable(10, dtype=tf.int64), epoch=tf.Variable(1, dtype=tf.int64))
-    checkpoint = tf.train.Checkpoint(step=state.step, epoch=state.epoch, weights=tf.Variable(tf.ones([1000])))
+    checkpoint = tf.train.Checkpoint(step=state.step, epoch=state.epoch, weights=tf.Variable(tf.ones([1000])),
+                                     train_metrics={"loss": [tf.Variable(0.0)]})
     manager = tf.train.CheckpointManager(checkpoint, str(tmp_path / "checkpoints"), max_to_keep=1)
     prefix = manager.save(checkpoint_number=10)
     flip_first_bytes(prefix)
@@ -300,7 +308,7 @@ def test_a_checkpoint_without_a_value_the_model_now_has_says_to_resume_with_the_
     def manager_of(**extra):
         state = training.TrainState(step=tf.Variable(10, dtype=tf.int64), epoch=tf.Variable(1, dtype=tf.int64))
         checkpoint = tf.train.Checkpoint(step=state.step, epoch=state.epoch, weights=tf.Variable(tf.ones([3])),
-                                         **extra)
+                                         train_metrics={"loss": [tf.Variable(0.0)]}, **extra)
         return tf.train.CheckpointManager(checkpoint, str(tmp_path / "run" / "checkpoints"), max_to_keep=1), state
 
     saved, _ = manager_of()
@@ -368,3 +376,42 @@ def test_a_resume_on_other_data_is_refused_and_the_same_files_moved_elsewhere_re
     shutil.move(tmp_path / "data", tmp_path / "moved")  # The same files elsewhere: the same run.
     moved = run_script("train.py", *args, "--epochs=2", "--resume", f"--data_dir={tmp_path / 'moved'}")
     assert moved.returncode == 0 and "at epoch 2" in moved.stdout, moved.stderr[-2000:]
+
+
+def test_a_checkpoint_from_before_train_metrics_resumes_without_them(tmp_path):
+    """Checkpoints written before they held the train metrics' sums still resume (restore_checkpoint says so)."""
+    from tfvae import training
+    from tfvae.models import build_model
+
+    cfg = config.RunConfig(model="mlp", hidden_sizes=(8,), latent_dim=2, model_dir=str(tmp_path))
+    old_model = build_model(cfg, (28, 28, 1))
+    training.compile_model(old_model, cfg)
+    old_state = training.TrainState(step=tf.Variable(7, dtype=tf.int64), epoch=tf.Variable(0, dtype=tf.int64))
+    old_model.loss_tracker.update_state([5.0])
+    older = training._run_checkpoint(old_model, old_state, train_metrics=False)
+    tf.train.CheckpointManager(older, str(tmp_path / "checkpoints"), max_to_keep=1).save(checkpoint_number=7)
+    assert "train_metrics" not in {name.split("/")[0] for name, _ in
+                                   tf.train.list_variables(str(tmp_path / "checkpoints" / "ckpt-7"))}
+
+    model = build_model(cfg, (28, 28, 1))
+    training.compile_model(model, cfg)
+    manager, state = training.make_checkpoint_manager(model, cfg)
+    assert training.restore_checkpoint(manager, model, state, steps_per_epoch=10) is False
+    assert int(state.step.numpy()) == 7
+    for old, new in zip(old_model.weights, model.weights):
+        np.testing.assert_array_equal(old.numpy(), new.numpy())
+    # The run's checkpoints now hold them: a resumed epoch starts from the sums of its steps before.
+    model.loss_tracker.update_state([4.0, 7.0])
+    manager.save(checkpoint_number=8)
+    again = build_model(cfg, (28, 28, 1))
+    training.compile_model(again, cfg)
+    manager, state = training.make_checkpoint_manager(again, cfg)
+    assert training.restore_checkpoint(manager, again, state, steps_per_epoch=10) is True
+    again.reset_metrics()  # As fit does before each epoch.
+    callback = training.ResumedEpochMetrics(manager.latest_checkpoint)
+    callback.set_model(again)
+    callback.on_epoch_begin(0)
+    assert [float(v.numpy()) for v in again.loss_tracker.variables] == [11.0, 2.0]
+    again.reset_metrics()
+    callback.on_epoch_begin(1)  # The epochs after the resumed one start from nothing.
+    assert [float(v.numpy()) for v in again.loss_tracker.variables] == [0.0, 0.0]

@@ -687,25 +687,60 @@ def make_checkpoint_manager(model, cfg):
     """
     state = TrainState(step=tf.Variable(0, dtype=tf.int64, trainable=False, name="step"),
                        epoch=tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch"))
-    # Keras 3 does not track a SeedGenerator's state for tf.train.Checkpoint; named here, the eps of a resumed
-    # run are those the uninterrupted run would have drawn.
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=state.epoch, step=state.step,
-                                     rng=model.seed_generator.state)
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(cfg.model_dir, config.CHECKPOINTS_DIR),
+    manager = tf.train.CheckpointManager(_run_checkpoint(model, state),
+                                         os.path.join(cfg.model_dir, config.CHECKPOINTS_DIR),
                                          max_to_keep=cfg.keep_checkpoints)
     return manager, state
 
 
+TRAIN_METRICS_KEY = "train_metrics"  # Where a run's checkpoints hold the train metrics' variables.
+
+
+def _train_metrics(model):
+    return {metric.name: list(metric.variables) for metric in model.metrics}
+
+
+def _run_checkpoint(model, state, train_metrics=True):
+    # Keras 3 does not track a SeedGenerator's state for tf.train.Checkpoint; named here, the eps of a resumed
+    # run are those the uninterrupted run would have drawn.
+    objects = dict(model=model, optimizer=model.optimizer, epoch=state.epoch, step=state.step,
+                   rng=model.seed_generator.state)
+    if train_metrics:  # Saved inside an epoch, the sums of its steps so far (ResumedEpochMetrics).
+        objects[TRAIN_METRICS_KEY] = _train_metrics(model)
+    return tf.train.Checkpoint(**objects)
+
+
+class ResumedEpochMetrics(keras.callbacks.Callback):
+    """A run resumed inside an epoch: puts back the train metrics' sums of the epoch's steps before the checkpoint
+    `path`, which fit has just reset, so that the epoch's train loss is that of all its steps, as the uninterrupted
+    run logs it, not of the steps after the resume alone."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.path:  # Read through the checkpoint, which knows how to spread a sum over replicas.
+            tf.train.Checkpoint(**{TRAIN_METRICS_KEY: _train_metrics(self.model)}).read(
+                self.path).expect_partial().assert_existing_objects_matched()
+            self.path = None  # The resumed epoch only.
+
+
 def restore_checkpoint(manager, model, state, steps_per_epoch):
-    """Restores the latest checkpoint of `manager`; every object of the run must be in it.
+    """Restores the latest checkpoint of `manager`; every object of the run must be in it. Returns whether it
+    holds the train metrics' sums (tfvae wrote none before, and an epoch resumed from such a checkpoint logs the
+    train loss of its steps after the resume).
 
     Raises:
       CheckpointError: the checkpoint is damaged or does not fit the model.
     """
     path = manager.latest_checkpoint
     try:
-        if "step" in {name.split("/")[0] for name, _ in tf.train.list_variables(path)}:
+        names = {name.split("/")[0] for name, _ in tf.train.list_variables(path)}
+        if TRAIN_METRICS_KEY in names:
             manager.checkpoint.restore(path).assert_existing_objects_matched()
+        elif "step" in names:
+            _run_checkpoint(model, state, train_metrics=False).restore(path).assert_existing_objects_matched()
         else:  # Written by tfvae before checkpoints held the step and RNG state: only at epoch ends.
             tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=state.epoch).restore(
                 path).assert_existing_objects_matched()
@@ -716,6 +751,7 @@ def restore_checkpoint(manager, model, state, steps_per_epoch):
                f"resume with the flags the run was trained with (--flagfile="
                f"{os.path.join(os.path.dirname(manager.directory), 'flags.txt')}), or start a new --model_dir")
         raise CheckpointError(f"--resume: cannot read {path} ({export.describe_read_error(e)}); {fix}") from None
+    return TRAIN_METRICS_KEY in names
 
 
 def export_metadata(cfg, image_shape, model=None, class_names=()):
@@ -754,8 +790,10 @@ def train(model, datasets, cfg):
     steps_per_epoch = len(datasets.arrays.train_images) // cfg.batch_size
     resume_line = None
     manager, state = make_checkpoint_manager(model, cfg)
+    resumed_metrics = None  # The checkpoint whose train metrics a resumed epoch starts from.
     if cfg.resume and manager.latest_checkpoint:
-        restore_checkpoint(manager, model, state, steps_per_epoch)
+        if restore_checkpoint(manager, model, state, steps_per_epoch):
+            resumed_metrics = manager.latest_checkpoint
         # The flags, not the checkpoint, say the learning rate: a run that diverged resumes with a lower one.
         model.optimizer.learning_rate = cfg.learning_rate
         epoch, step_in_epoch = divmod(int(state.step.numpy()), steps_per_epoch)
@@ -850,7 +888,8 @@ def train(model, datasets, cfg):
             if first_step and initial_epoch < cfg.epochs:
                 datasets.train_epoch.assign(initial_epoch)
                 partial = model.fit(training_batches(model, datasets, cfg, first_step), initial_epoch=initial_epoch,
-                                    epochs=initial_epoch + 1, **fit_args)
+                                    epochs=initial_epoch + 1, **dict(
+                                        fit_args, callbacks=[ResumedEpochMetrics(resumed_metrics), *callbacks]))
                 history = dict(partial.history)
                 initial_epoch += 1
             if (initial_epoch < cfg.epochs and stop_on_bad_steps.stopped_at is None
