@@ -628,7 +628,8 @@ CASES = {
                                                "--output_dir={out}/plots"]), "--kinds must be 'all' or"),
     "enhance missing input": (lambda ctx: ("enhance.py", [f"--saved_model={REPO}/saved_models/denoise_mnist",
                                                           "--input={in}/none.png", "--output={out}/r.png"]),
-                              "no such file or folder; pass an image file (PNG, JPEG, BMP or GIF) or a folder of them"),
+                              "no such file or folder; pass an image file (PNG, JPEG, BMP, GIF or WebP) or a folder "
+                              "of them"),
     "enhance missing export": (saved_model_case("enhance.py", ["--input={in}/digit.png", "--output={out}/r.png"],
                                                 "missing"), "no such folder"),
     "tflite foreign folder": (saved_model_case("export_tflite.py", ["--output={out}/m.tflite"], "not tfvae"),
@@ -748,7 +749,7 @@ CASES = {
         signature_case("log_likelihood_samples", "{'input': tf.zeros((2, 784)), 'z': tf.zeros((5, 1, 2))}"),
         "z and input must hold the same number of examples; got] [1] [and] [2]"),
     # Images given to enhance.py.
-    "enhance unreadable image": (enhance_image_case(broken_png), "not a readable PNG, JPEG, BMP or GIF image"),
+    "enhance unreadable image": (enhance_image_case(broken_png), "not a readable PNG, JPEG, BMP, GIF or WebP image"),
     "enhance wrong size image": (enhance_image_case(big_png),
                                  "image is 56x40, the model expects 28x28x1; pass --resize"),
 }

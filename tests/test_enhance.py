@@ -119,7 +119,7 @@ def test_bad_images_fail_in_one_line_and_write_nothing(tiny_export, tmp_path):
     result = run_script("enhance.py", f"--saved_model={tiny_export}", f"--input={inputs}",
                         f"--output={tmp_path / 'out'}")
     line = _one_line_error(result)
-    assert f"{inputs / 'broken.png'}: not a readable PNG, JPEG, BMP or GIF image" in line
+    assert f"{inputs / 'broken.png'}: not a readable PNG, JPEG, BMP, GIF or WebP image" in line
     assert not (tmp_path / "out").exists()
 
 
@@ -156,15 +156,15 @@ def test_output_paths_are_checked_before_work(tmp_path):
         enhance.plan_outputs(str(image), str(tmp_path / "out"))
 
 
-def test_a_folder_of_bmp_and_gif_images_is_read_as_a_single_one_is(tmp_path):
+def test_a_folder_of_bmp_gif_and_webp_images_is_read_as_a_single_one_is(tmp_path):
     # A single BMP was read while a folder of them was "no .png/.jpg/.jpeg files", and a mixed folder skipped them.
     pixels = np.zeros((28, 28), np.uint8)
     pixels[10:18, 12:16] = 255
-    for name in ("scan.bmp", "frame.gif", "photo.png"):
-        Image.fromarray(pixels).save(tmp_path / name)
+    for name in ("scan.bmp", "frame.gif", "photo.png", "sketch.webp"):
+        Image.fromarray(pixels).save(tmp_path / name, **({"lossless": True} if name.endswith(".webp") else {}))
     (tmp_path / "notes.txt").write_text("not an image")
     pairs = enhance.plan_outputs(str(tmp_path), str(tmp_path / "out"))
-    assert [os.path.basename(source) for source, _ in pairs] == ["frame.gif", "photo.png", "scan.bmp"]
+    assert [os.path.basename(source) for source, _ in pairs] == ["frame.gif", "photo.png", "scan.bmp", "sketch.webp"]
     for source, _ in pairs:
         np.testing.assert_allclose(enhance.read_image(source, (28, 28, 1))[..., 0], pixels / 255, atol=1e-3)
 

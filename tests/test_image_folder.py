@@ -20,6 +20,14 @@ def write_png(path, image):
     tf.io.write_file(path, tf.io.encode_png(np.asarray(image, np.uint8)))
 
 
+def write_webp(path, image, **options):
+    """uint8 `[H, W, C]` as a WebP file, lossless unless `options` say otherwise."""
+    from PIL import Image
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    image = np.asarray(image, np.uint8)
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path, **{"lossless": True, **options})
+
+
 def digit_folder(root, mnist_dir, per_class=(60, 20)):
     """An image folder of real MNIST digits: train/ and test/ with a class folder each for 7, 1 and 0."""
     digits = {"train": data.load_idx_split(mnist_dir, "train"), "test": data.load_idx_split(mnist_dir, "test")}
@@ -79,12 +87,12 @@ def test_a_class_folders_images_may_sit_in_its_subfolders(tmp_path):
 
 @pytest.mark.parametrize("layout, message", [
     ("no_test", "has no test/ folder; pass a folder holding train/ and test/"),
-    ("empty_test", "test holds no .png, .jpg, .jpeg, .bmp, .gif images"),
+    ("empty_test", "test holds no .png, .jpg, .jpeg, .bmp, .gif, .webp images"),
     ("loose_and_classes", "holds both images (x.png, ...) and class folders (cats, ...)"),
     ("other_classes", "test/ has the classes ['cats'] but train/ has ['cats', 'dogs']; give both the same"),
     ("other_size", "image is 9x9, but"),  # And names --image_size.
-    ("not_an_image", "not a readable PNG, JPEG, BMP or GIF image"),
-    ("empty_class", "dogs holds no .png, .jpg, .jpeg, .bmp, .gif images; add some, or remove the class folder"),
+    ("not_an_image", "not a readable PNG, JPEG, BMP, GIF or WebP image"),
+    ("empty_class", "dogs holds no .png, .jpg, .jpeg, .bmp, .gif, .webp images; add some, or remove the class folder"),
 ])
 def test_a_folder_laid_out_otherwise_is_refused_naming_the_fix(tmp_path, layout, message):
     image = np.zeros((8, 8, 1))
@@ -272,10 +280,11 @@ def test_a_run_with_image_size_records_it_and_its_tools_read_the_folder_so(tmp_p
     assert refused.returncode == 2 and "--image_size resizes the images of --dataset=image_folder" in refused.stderr
 
 
-@pytest.mark.parametrize("kind, orientation", [("png", value) for value in range(1, 9)] + [("jpg", 6)])
+@pytest.mark.parametrize("kind, orientation", [(kind, value) for kind in ("png", "webp") for value in range(1, 9)]
+                         + [("jpg", 6)])
 def test_a_photo_is_read_upright_as_its_exif_orientation_says(tmp_path, kind, orientation):
     # TensorFlow's decoders ignore EXIF: a phone's portrait photo would be read on its side. PIL's exif_transpose
-    # is the reference for all eight orientations.
+    # is the reference for all eight orientations. WebP keeps EXIF in a chunk of its own, without JPEG's "Exif" mark.
     from PIL import Image, ImageOps
     stored = np.zeros((48, 32, 3), np.uint8)
     stored[:24, :16] = (250, 0, 0)  # One red corner and one green edge: every turn and mirror looks different.
@@ -283,7 +292,8 @@ def test_a_photo_is_read_upright_as_its_exif_orientation_says(tmp_path, kind, or
     path = str(tmp_path / f"photo.{kind}")
     exif = Image.Exif()
     exif[image_folder.EXIF_ORIENTATION_TAG] = orientation
-    Image.fromarray(stored).save(path, exif=exif, **({"quality": 100, "subsampling": 0} if kind == "jpg" else {}))
+    options = {"jpg": {"quality": 100, "subsampling": 0}, "webp": {"lossless": True}}.get(kind, {})
+    Image.fromarray(stored).save(path, exif=exif, **options)
     with Image.open(path) as photo:
         expected = np.asarray(ImageOps.exif_transpose(photo), np.float32) / 255.0
     decoded = image_folder.decode(path).numpy()
@@ -294,15 +304,15 @@ def test_a_photo_is_read_upright_as_its_exif_orientation_says(tmp_path, kind, or
 def test_files_that_are_no_image_it_reads_are_skipped_with_a_warning(tmp_path, caplog):
     for split in ("train", "test"):
         write_png(str(tmp_path / split / "cats" / "a.png"), np.full((4, 4, 1), 9))
-    (tmp_path / "train" / "cats" / "b.webp").write_bytes(b"RIFF")
+    (tmp_path / "train" / "cats" / "b.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
     (tmp_path / "train" / "cats" / "deeper").mkdir()
     (tmp_path / "train" / "cats" / "deeper" / "c.tif").write_bytes(b"II*")
     (tmp_path / "test" / "cats" / ".DS_Store").write_bytes(b"")  # Hidden: not worth a word.
     with caplog.at_level("WARNING"):
         splits, class_names = image_folder.load(str(tmp_path))
     assert class_names == ("cats",) and len(splits["train"][0]) == 1
-    assert f"{tmp_path}: skipped 2 files that are no .png, .jpg, .jpeg, .bmp, .gif image (e.g. " in caplog.text
-    assert "b.webp); convert any images among them to PNG to use them" in caplog.text
+    assert f"{tmp_path}: skipped 2 files that are no .png, .jpg, .jpeg, .bmp, .gif, .webp image (e.g. " in caplog.text
+    assert "b.heic); convert any images among them to PNG to use them" in caplog.text
 
 
 def test_an_image_folder_holds_out_a_tenth_for_validation_unless_told(tmp_path, mnist_dir):
@@ -388,3 +398,98 @@ def test_a_png_turned_by_exif_anywhere_in_it_is_read_upright(tmp_path, where):
         expected = np.asarray(ImageOps.exif_transpose(photo), np.float32) / 255.0
     assert expected.shape == (200, 300, 3)  # PIL's reference turns it: the file does say orientation 6.
     np.testing.assert_allclose(image_folder.decode(path).numpy(), expected, atol=1e-6)  # x/255 rounds either way.
+
+
+def test_a_webp_is_read_as_pil_reads_it_with_transparency_over_white(tmp_path):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    colour = rng.integers(0, 256, (8, 6, 3))
+    see_through = rng.integers(0, 256, (8, 6, 4))
+    see_through[0, 0, 3], see_through[0, 1, 3] = 0, 255  # One fully transparent pixel, one opaque.
+    write_webp(str(tmp_path / "colour.webp"), colour)
+    write_webp(str(tmp_path / "see_through.webp"), see_through)
+    with Image.open(tmp_path / "colour.webp") as image:
+        np.testing.assert_array_equal(np.asarray(image), colour)  # Lossless: PIL reads back what was written.
+    np.testing.assert_array_equal(np.round(image_folder.decode(str(tmp_path / "colour.webp")).numpy() * 255), colour)
+    with Image.open(tmp_path / "see_through.webp") as image:
+        assert image.mode == "RGBA"
+        stored = np.asarray(image) / 255
+    expected = stored[..., :3] * stored[..., 3:] + (1 - stored[..., 3:])
+    decoded = image_folder.decode(str(tmp_path / "see_through.webp")).numpy()
+    assert decoded.shape == (8, 6, 3)
+    np.testing.assert_allclose(decoded, expected, atol=1e-6)
+    np.testing.assert_array_equal(decoded[0, 0], (1, 1, 1))  # Fully transparent: white.
+    np.testing.assert_allclose(decoded[0, 1], see_through[0, 1, :3] / 255, atol=1e-6)
+
+
+def test_gray_webps_are_a_gray_dataset_beside_gray_pngs_until_a_colour_image_joins(tmp_path):
+    # WebP has no gray mode: a gray picture comes back as three channels, equal when lossless and up to one level
+    # apart when lossy. Read as colour, a folder of gray WebPs would be a colour dataset.
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (16, 12, 1))
+    write_webp(str(tmp_path / "train" / "lossless.webp"), gray)
+    write_webp(str(tmp_path / "train" / "lossy.webp"), gray, lossless=False, quality=75)
+    write_png(str(tmp_path / "train" / "scan.png"), np.full((16, 12, 1), 70))
+    half_transparent = np.concatenate([gray, np.full((16, 12, 1), 128)], -1)  # Gray+alpha, stored as RGBA.
+    write_webp(str(tmp_path / "test" / "faded.webp"), half_transparent)
+    with Image.open(tmp_path / "train" / "lossy.webp") as image:
+        lossy_rgb = np.asarray(image).astype(int)
+        lossy_gray = np.asarray(image.convert("L")).astype(int)
+    assert 0 < np.ptp(lossy_rgb, axis=-1).max() <= 1  # What the rule must tolerate.
+    splits, _ = image_folder.load(str(tmp_path))
+    train = splits["train"][0]
+    assert train.shape == (3, 16, 12, 1) and splits["test"][0].shape == (1, 16, 12, 1)
+    assert sum((image == gray).all() for image in train) == 1  # Lossless: exactly.
+    assert sum((image == 70).all() for image in train) == 1  # The PNG.
+    lossy = [image for image in train if not (image == gray).all() and not (image == 70).all()]
+    assert np.abs(lossy[0][..., 0].astype(int) - lossy_gray).max() <= 1  # PIL's luma of the same RGB.
+    np.testing.assert_allclose(splits["test"][0][0], gray * 128 / 255 + 127, atol=0.5)  # Over white.
+    # Channels two levels apart are colour, and one colour image makes the dataset colour.
+    tinted = np.concatenate([gray, gray, np.minimum(gray + 2, 255)], -1)
+    write_webp(str(tmp_path / "train" / "tinted.webp"), tinted)
+    assert image_folder.decode(str(tmp_path / "train" / "tinted.webp")).shape == (16, 12, 3)
+    splits, _ = image_folder.load(str(tmp_path))
+    assert splits["train"][0].shape == (4, 16, 12, 3)
+    assert any((image == np.repeat(gray, 3, -1)).all() for image in splits["train"][0])  # Gray, repeated.
+    assert any((image == tinted).all() for image in splits["train"][0])
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_an_animated_webp_is_read_as_its_first_frame(tmp_path, mode):
+    # As a GIF is. TensorFlow 2.21's decoder writes an RGB animation's first frame as RGBA into an RGB-sized buffer
+    # and aborts the process (free(): corrupted unsorted chunks), so PIL reads animations.
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (32, 24, len(mode)), dtype=np.uint8) for _ in range(3)]
+    path = str(tmp_path / "clip.webp")
+    Image.fromarray(frames[0], mode).save(path, save_all=True, lossless=True, duration=100,
+                                          append_images=[Image.fromarray(frame, mode) for frame in frames[1:]])
+    with Image.open(path) as clip:
+        assert clip.n_frames == 3
+        first = np.asarray(clip) / 255
+    if mode == "RGBA":
+        first = first[..., :3] * first[..., 3:] + (1 - first[..., 3:])
+    decoded = image_folder.decode(path).numpy()
+    assert decoded.shape == (32, 24, 3)
+    np.testing.assert_allclose(decoded, first, atol=1e-6)
+    np.testing.assert_allclose(decoded, frames[0][..., :3] / 255 if mode == "RGB" else first, atol=1e-6)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "truncated animation", "header only"])
+def test_a_damaged_webp_is_refused_in_one_line_naming_it(tmp_path, damage):
+    from PIL import Image
+    frames = [Image.fromarray(np.full((16, 16, 3), value, np.uint8)) for value in (10, 200)]
+    whole = tmp_path / "whole.webp"
+    frames[0].save(whole, lossless=True, **({"save_all": True, "append_images": frames[1:]} if "animation" in damage
+                                           else {}))
+    contents = whole.read_bytes()
+    for split in ("train", "test"):
+        write_png(str(tmp_path / "folder" / split / "a.png"), np.zeros((16, 16, 1)))
+    damaged = tmp_path / "folder" / "train" / "b.webp"
+    damaged.write_bytes(contents[:12] if damage == "header only" else contents[:len(contents) // 2])
+    with pytest.raises(image_folder.FolderError) as refused:
+        image_folder.load(str(tmp_path / "folder"))
+    message = str(refused.value)
+    assert message.startswith(f"{damaged}: not a readable PNG, JPEG, BMP, GIF or WebP image (")
+    assert message.endswith("); replace or remove it") and "\n" not in message

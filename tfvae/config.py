@@ -1254,11 +1254,11 @@ def to_flagfile(cfg):
 def define_enhance_flags():
     """Defines the flags of `scripts/enhance.py`."""
     define_saved_model_flag("saved_models/denoise_mnist")
-    define_path_flag("input", None, "An image file (PNG, JPEG, BMP or GIF; gray or RGB) or a folder of them.",
+    define_path_flag("input", None, "An image file (PNG, JPEG, BMP, GIF or WebP; gray or RGB) or a folder of them.",
                      required=True)
     flags.register_validator("input", lambda path: not path or os.path.exists(path),
-                             message="no such file or folder; pass an image file (PNG, JPEG, BMP or GIF) or a folder "
-                                     "of them")
+                             message="no such file or folder; pass an image file (PNG, JPEG, BMP, GIF or WebP) or a "
+                                     "folder of them")
     define_path_flag("output", None, "For one input file: the file to write (.png, .jpg or .jpeg) or a folder; "
                      "for an input folder: the folder to write NAME.png files into.", required=True)
     refuse_unwritable("output")

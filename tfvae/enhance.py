@@ -68,7 +68,7 @@ def _to_channels(image, channels):
 
 
 def read_image(path, image_shape, resize=False):
-    """Reads a PNG, JPEG, BMP or GIF (gray, gray+alpha, RGB or RGBA; 8 or 16 bit) as the model's input image.
+    """Reads a PNG, JPEG, BMP, GIF or WebP (gray, gray+alpha, RGB or RGBA; 8 or 16 bit) as the model's input image.
 
     Args:
       path: image file.

@@ -17,8 +17,14 @@ SPLITS = ("train", "test")
 # Files are read in one fixed shuffled order: the validation split (the first training images) and a plot's first
 # test images then mix the classes, where sorted class folders would give them one class.
 ORDER_SEED = 0
-# What tf.io.decode_image reads (a GIF's first frame).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+# What `decode` reads (of an animated GIF or WebP, the first frame).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+# WebP has no gray mode: a gray picture is stored as RGB, and lossy WebP's YUV -> RGB rounding leaves its channels up
+# to one level apart (measured at qualities 1-100). A WebP whose channels are that close everywhere is read as gray,
+# else a folder of gray WebPs (or gray WebPs among gray PNGs) would become a colour dataset of three equal channels.
+WEBP_GRAY_SPREAD = 1.5 / 255
+# ITU-R BT.601 luma, the Y plane lossy WebP stores; its weights sum to 1, unlike tf.image.rgb_to_grayscale's.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 # EXIF's orientation tag: how to turn the stored pixels upright. TensorFlow's decoders ignore it, so a camera's
 # portrait photo would be read lying on its side. Each maps an [H, W, C] array as PIL's ImageOps.exif_transpose does.
 EXIF_ORIENTATION_TAG = 0x0112
@@ -45,7 +51,7 @@ def _is_image(name):
 
 
 def _is_other_file(name):
-    """A visible file that is not an image this reads (a .webp, .tif, a notes.txt): skipped, but counted."""
+    """A visible file that is not an image this reads (a .tif, a .heic, a notes.txt): skipped, but counted."""
     return not name.startswith(".") and not _is_image(name)
 
 
@@ -119,7 +125,7 @@ def _split_files(data_dir, split, skipped):
 def scan(data_dir, warn=True):
     """The files of both splits and the class names (sorted subfolder names of train/, () when unlabelled).
 
-    Other visible files (a .webp, a notes.txt) are skipped, and (with `warn`) a warning names how many and one.
+    Other visible files (a .tif, a notes.txt) are skipped, and (with `warn`) a warning names how many and one.
 
     Returns:
       (class names, {split: [(path, class index)]}).
@@ -145,9 +151,9 @@ def scan(data_dir, warn=True):
 
 def exif_orientation(contents):
     """The EXIF orientation tag (1-8) of an image file's bytes, 1 (upright) when it has none."""
-    # JPEG's APP1 block, PNG's eXIf chunk (before or after the pixels) or ImageMagick's text chunk: without one,
-    # spare opening the file again.
-    if not any(marker in contents for marker in (b"Exif\x00\x00", b"eXIf", b"Raw profile type exif")):
+    # JPEG's APP1 block, PNG's eXIf chunk (before or after the pixels), ImageMagick's text chunk or WebP's EXIF chunk:
+    # without one, spare opening the file again.
+    if not any(marker in contents for marker in (b"Exif\x00\x00", b"eXIf", b"Raw profile type exif", b"EXIF")):
         return 1
     try:
         with Image.open(io.BytesIO(contents)) as image:
@@ -156,21 +162,46 @@ def exif_orientation(contents):
         return 1
 
 
+def _is_webp(contents):
+    return contents[:4] == b"RIFF" and contents[8:12] == b"WEBP"
+
+
+def _is_animated_webp(contents):
+    # The animation bit of the VP8X chunk's flags, where libwebp (and so TensorFlow) looks for it.
+    return _is_webp(contents) and contents[12:16] == b"VP8X" and len(contents) > 20 and bool(contents[20] & 0x02)
+
+
+def _decode_pixels(contents):
+    """float32 `[H, W, C]` in [0, 1] of an image file's bytes, C as stored (1-4)."""
+    if _is_animated_webp(contents):
+        # TensorFlow 2.21 copies an animation's RGBA frame into an RGB-sized buffer when the file has no alpha flag:
+        # a heap overflow that aborts the process. PIL's decoder (libwebp too) gives the first frame safely.
+        with Image.open(io.BytesIO(contents)) as image:
+            pixels = np.asarray(image.convert("RGBA" if image.mode == "RGBA" else "RGB"))
+    elif _is_webp(contents):  # TensorFlow's WebP decoder takes no float dtype.
+        pixels = tf.io.decode_image(contents, channels=0, expand_animations=False)
+    else:  # A float dtype keeps a 16-bit PNG's precision.
+        return tf.io.decode_image(contents, channels=0, dtype=tf.float32, expand_animations=False)
+    return tf.image.convert_image_dtype(pixels, tf.float32)
+
+
 def decode(path):
-    """One PNG, JPEG, BMP or GIF file (gray, gray+alpha, RGB or RGBA; 8 or 16 bit; a GIF's first frame) as float32
-    `[H, W, C]` in [0, 1], C 1 or 3, turned upright as its EXIF orientation says.
+    """One PNG, JPEG, BMP, GIF or WebP file (gray, gray+alpha, RGB or RGBA; 8 or 16 bit; an animation's first frame)
+    as float32 `[H, W, C]` in [0, 1], C 1 or 3, turned upright as its EXIF orientation says. A WebP whose channels
+    are equal (to within WEBP_GRAY_SPREAD) is gray, C 1.
 
     Raises:
       FolderError: the file is not a readable image, naming it.
     """
     try:
-        contents = tf.io.read_file(path)
-        image = tf.io.decode_image(contents, channels=0, dtype=tf.float32, expand_animations=False)
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.PermissionDeniedError) as e:
+        contents = tf.io.read_file(path).numpy()
+        image = _decode_pixels(contents)
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.PermissionDeniedError,
+            OSError, SyntaxError, ValueError) as e:  # The last three: PIL's (an animated WebP).
         # The decoder's own words are what helps.
-        raise FolderError(f"{path}: not a readable PNG, JPEG, BMP or GIF image ({cli.op_error_reason(e)}); replace "
-                          f"or remove it") from None
-    orientation = exif_orientation(contents.numpy())
+        raise FolderError(f"{path}: not a readable PNG, JPEG, BMP, GIF or WebP image ({cli.op_error_reason(e)}); "
+                          f"replace or remove it") from None
+    orientation = exif_orientation(contents)
     if orientation in UPRIGHT:
         image = tf.constant(np.ascontiguousarray(UPRIGHT[orientation](image.numpy())))
     if image.shape[-1] in (2, 4):
@@ -178,6 +209,10 @@ def decode(path):
         # colour under a transparent pixel means nothing.
         color, alpha = image[..., :-1], image[..., -1:]
         image = color * alpha + (1.0 - alpha)
+    # After the transparency: the colour libwebp leaves under a transparent pixel need not be gray.
+    if _is_webp(contents) and image.shape[-1] == 3:
+        if tf.reduce_max(tf.reduce_max(image, -1) - tf.reduce_min(image, -1)) <= WEBP_GRAY_SPREAD:
+            image = tf.reduce_sum(image * LUMA_WEIGHTS, axis=-1, keepdims=True)
     return image
 
 
