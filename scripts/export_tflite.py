@@ -39,6 +39,12 @@ def main(argv):
     else:
         print("(int8 weights change the outputs: judge the differences above, or the quantized model's images, "
               "against your task)")
+    missing = lite.left_out(cfg.saved_model)
+    if missing:
+        why_sample = ("; sample draws stateless random numbers, which LiteRT has no op for" if "sample" in missing
+                      else "")
+        print(f"Not in the LiteRT model: {', '.join(missing)} (run {'them' if len(missing) > 1 else 'it'} from the "
+              f"SavedModel{why_sample})")
     weights = {"none": "float32 weights", "dynamic": "int8 weights, float activations"}[cfg.quantize]
     print(f"Wrote {cfg.output} ({size} bytes, {weights})")
 

@@ -455,6 +455,20 @@ def test_gray_webps_are_a_gray_dataset_beside_gray_pngs_until_a_colour_image_joi
     assert any((image == tinted).all() for image in splits["train"][0])
 
 
+def test_gray_gifs_are_gray_and_a_colour_gif_is_colour(tmp_path):
+    # GIF has no gray mode either: TensorFlow decodes every GIF as RGB, three equal channels for a gray one.
+    from PIL import Image
+    gray = np.random.default_rng(1).integers(0, 256, (10, 8), dtype=np.uint8)
+    Image.fromarray(gray, "L").save(tmp_path / "gray.gif")
+    assert tf.io.decode_image(open(tmp_path / "gray.gif", "rb").read(), expand_animations=False).shape == (10, 8, 3)
+    read = image_folder.decode(str(tmp_path / "gray.gif")).numpy()
+    assert read.shape == (10, 8, 1)
+    np.testing.assert_array_equal(np.round(read[..., 0] * 255), gray)
+    colour = np.stack([gray, gray, 255 - gray], -1)
+    Image.fromarray(colour, "RGB").save(tmp_path / "colour.gif")
+    assert image_folder.decode(str(tmp_path / "colour.gif")).shape == (10, 8, 3)
+
+
 @pytest.mark.parametrize("mode", ["RGB", "RGBA"])
 def test_an_animated_webp_is_read_as_its_first_frame(tmp_path, mode):
     # As a GIF is. TensorFlow 2.21's decoder writes an RGB animation's first frame as RGBA into an RGB-sized buffer

@@ -311,7 +311,8 @@ def define_train_flags():
                      "train/ and test/, each of images or of one subfolder of images per class.")
     _define_image_size_flag()
     flags.DEFINE_enum("binarize", "none", BINARIZE, "none: gray levels in [0, 1]; dynamic: a fresh Bernoulli "
-                      "sample of each image each epoch; static: one fixed sample.")
+                      "sample of each image each epoch; static: one fixed sample (a colour image's channels are each "
+                      "drawn on their own, so its pixels take 8 colours).")
     flags.DEFINE_enum("corruption", "none", CORRUPTIONS, "Denoising / deblurring / enhancement: the model sees "
                       "images corrupted this way (seeded, inside tf.data) and learns to reconstruct the clean ones. "
                       "mixed: each image is left clean or gets one of the four kinds, drawn uniformly.")

@@ -19,9 +19,10 @@ SPLITS = ("train", "test")
 ORDER_SEED = 0
 # What `decode` reads (of an animated GIF or WebP, the first frame).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-# WebP has no gray mode: a gray picture is stored as RGB, and lossy WebP's YUV -> RGB rounding leaves its channels up
-# to one level apart (measured at qualities 1-100). A WebP whose channels are that close everywhere is read as gray,
-# else a folder of gray WebPs (or gray WebPs among gray PNGs) would become a colour dataset of three equal channels.
+# WebP and GIF have no gray mode: a gray picture comes back as RGB (a GIF's exactly equal), and lossy WebP's
+# YUV -> RGB rounding leaves its channels up to one level apart (measured at qualities 1-100). One whose channels are
+# that close everywhere is read as gray, else a folder of gray WebPs or GIFs (or those among gray PNGs) would become a
+# colour dataset of three equal channels.
 WEBP_GRAY_SPREAD = 1.5 / 255
 # ITU-R BT.601 luma, the Y plane lossy WebP stores; its weights sum to 1, unlike tf.image.rgb_to_grayscale's.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -187,8 +188,8 @@ def _decode_pixels(contents):
 
 def decode(path):
     """One PNG, JPEG, BMP, GIF or WebP file (gray, gray+alpha, RGB or RGBA; 8 or 16 bit; an animation's first frame)
-    as float32 `[H, W, C]` in [0, 1], C 1 or 3, turned upright as its EXIF orientation says. A WebP whose channels
-    are equal (to within WEBP_GRAY_SPREAD) is gray, C 1.
+    as float32 `[H, W, C]` in [0, 1], C 1 or 3, turned upright as its EXIF orientation says. A WebP or GIF whose
+    channels are equal (to within WEBP_GRAY_SPREAD) is gray, C 1.
 
     Raises:
       FolderError: the file is not a readable image, naming it.
@@ -197,8 +198,9 @@ def decode(path):
         contents = tf.io.read_file(path).numpy()
         image = _decode_pixels(contents)
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.PermissionDeniedError,
-            OSError, SyntaxError, ValueError) as e:  # The last three: PIL's (an animated WebP).
-        # The decoder's own words are what helps.
+            OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        # The last four are PIL's (an animated WebP; the last, one of over twice its MAX_IMAGE_PIXELS). The
+        # decoder's own words are what helps.
         raise FolderError(f"{path}: not a readable PNG, JPEG, BMP, GIF or WebP image ({cli.op_error_reason(e)}); "
                           f"replace or remove it") from None
     orientation = exif_orientation(contents)
@@ -210,7 +212,7 @@ def decode(path):
         color, alpha = image[..., :-1], image[..., -1:]
         image = color * alpha + (1.0 - alpha)
     # After the transparency: the colour libwebp leaves under a transparent pixel need not be gray.
-    if _is_webp(contents) and image.shape[-1] == 3:
+    if (_is_webp(contents) or contents[:4] == b"GIF8") and image.shape[-1] == 3:
         if tf.reduce_max(tf.reduce_max(image, -1) - tf.reduce_min(image, -1)) <= WEBP_GRAY_SPREAD:
             image = tf.reduce_sum(image * LUMA_WEIGHTS, axis=-1, keepdims=True)
     return image

@@ -7,6 +7,7 @@ import tempfile
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 from tfvae import artifacts, export
 from tfvae.compat import keras
@@ -100,6 +101,16 @@ def compare(tflite_model, saved_model, count=256, seed=0):
 # How far a float32 conversion of a float32 export may be from it: the five shipped exports came within 2.7e-5 (the
 # kernels sum in other orders). An int8 (--quantize=dynamic) or mixed-precision one is not held to it.
 FLOAT32_TOLERANCE = 1e-4
+
+
+def left_out(saved_model):
+    """The export's signatures the LiteRT model has none of, sorted: the log-likelihoods (evaluation's) and `sample`,
+    whose stateless random numbers are no LiteRT built-in op (only TensorFlow's flex delegate runs them)."""
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(saved_model, tf.saved_model.SAVED_MODEL_FILENAME_PB), "rb") as f:
+        proto.ParseFromString(f.read())
+    return sorted(name for name in proto.meta_graphs[0].signature_def
+                  if name not in SIGNATURES and not name.startswith("__") and name != "serving_default")
 
 
 def export_tflite(saved_model, output, quantize="none", count=256):
