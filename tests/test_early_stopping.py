@@ -177,3 +177,11 @@ def test_min_delta_needs_a_patience(tmp_path):
     assert_train_flags_fail_cleanly(["--early_stopping_min_delta=0.5"],
                                     "--early_stopping_min_delta says what counts as lower for "
                                     "--early_stopping_patience, which is 0 (off)", tmp_path)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_min_delta_must_be_finite(value, tmp_path):
+    # NaN and infinity passed the lower bound: nothing ever counted as lower, so a run stopped after its first
+    # `patience` epochs saying "by more than nan".
+    assert_train_flags_fail_cleanly([f"--early_stopping_min_delta={value}", "--early_stopping_patience=2"],
+                                    "--early_stopping_min_delta must be a finite number >= 0", tmp_path)

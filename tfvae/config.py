@@ -465,7 +465,7 @@ def define_train_flags():
     flags.register_validator(
         "conv_filters", lambda sizes: bool(sizes) and all(_is_positive_integer(s) for s in sizes),
         message="--conv_filters must be a comma-separated list of positive integers, e.g. --conv_filters=32,64")
-    for name in ("beta", "kl_warmup_epochs", "free_bits", "clip_grad_norm"):
+    for name in ("beta", "kl_warmup_epochs", "free_bits", "clip_grad_norm", "early_stopping_min_delta"):
         flags.register_validator(name, _finite_non_negative, message=f"--{name} must be a finite number >= 0")
     flags.register_validator("checkpoint_every_steps", lambda steps: steps >= 0,
                              message="--checkpoint_every_steps must be >= 0")
