@@ -507,3 +507,22 @@ def test_a_damaged_webp_is_refused_in_one_line_naming_it(tmp_path, damage):
     message = str(refused.value)
     assert message.startswith(f"{damaged}: not a readable PNG, JPEG, BMP, GIF or WebP image (")
     assert message.endswith("); replace or remove it") and "\n" not in message
+
+
+def test_a_model_trained_on_gray_gifs_in_colour_reads_them_in_colour_again(tmp_path):
+    # tfvae before 2026-12-05 read a gray GIF as three equal channels: a run or export of such a folder records
+    # HxWx3, and its tools (evaluate.py, plot.py, --resume) must read the same folder as it trained on it.
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(0)
+    for split in image_folder.SPLITS:
+        os.makedirs(tmp_path / split)
+        for i in range(3):
+            PILImage.fromarray(rng.integers(0, 256, (6, 5), dtype=np.uint8)).save(tmp_path / split / f"{i}.gif")
+    gray, _ = image_folder.load(str(tmp_path))
+    colour, _ = image_folder.load(str(tmp_path), channels=3)
+    assert gray["train"][0].shape[-1] == 1 and colour["train"][0].shape[-1] == 3
+    np.testing.assert_array_equal(colour["train"][0], np.repeat(gray["train"][0], 3, axis=-1))
+    metadata = {"dataset": "image_folder", "image_shape": [6, 5, 3], "class_names": [],
+                "config": {"data_dir": str(tmp_path)}}
+    assert data.load_model_arrays(metadata, "", 1).train_images.shape[1:] == (6, 5, 3)

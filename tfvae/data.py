@@ -269,8 +269,10 @@ def load_model_arrays(metadata, data_dir, validation_size):
         raise DataError(f"this model was trained on the image folder {gone}, which is not here; pass --data_dir=the "
                         f"folder's new place")
     try:
+        # In colour when the model was: a folder of gray GIFs read in colour before 2026-12-05 is read so again.
+        channels = (metadata.get("image_shape") or [1])[-1] if metadata["dataset"] == IMAGE_FOLDER else 1
         arrays = load_arrays(metadata["dataset"], folder, validation_size,
-                             tuple((metadata.get("config") or {}).get("image_size") or ()))
+                             tuple((metadata.get("config") or {}).get("image_size") or ()), channels)
     except DataError as e:
         if not gone:
             raise
@@ -359,12 +361,13 @@ def _check_idx_dataset(dataset, data_dir, test_labels):
                             f"names); point --data_dir at a {dataset} folder or pass --dataset={other}")
 
 
-def load_arrays(dataset, data_dir, validation_size=5000, image_size=()):
+def load_arrays(dataset, data_dir, validation_size=5000, image_size=(), channels=1):
     """Loads the train / validation / test splits into memory.
 
     The validation split is the first `validation_size` training examples, as in TF1's `read_data_sets`.
     When `data_dir` holds the TF1 IDX files they are read directly; otherwise TFDS loads `dataset`. An image folder's
-    images are brought to `image_size` (height, width) when it is given (`image_folder.load`).
+    images are brought to `image_size` (height, width) when it is given, with at least `channels` channels
+    (`image_folder.load`).
     """
     if data_dir and not os.path.isdir(data_dir):
         expected = image_folder.LAYOUT_HINT if dataset == IMAGE_FOLDER else (
@@ -373,7 +376,7 @@ def load_arrays(dataset, data_dir, validation_size=5000, image_size=()):
     class_names = ()
     if dataset == IMAGE_FOLDER:
         try:
-            splits, class_names = image_folder.load(_image_folder_dir(data_dir), image_size)
+            splits, class_names = image_folder.load(_image_folder_dir(data_dir), image_size, channels)
         except image_folder.FolderError as e:
             raise DataError(str(e)) from None
         (train_images, train_labels), (test_images, test_labels) = splits["train"], splits["test"]
@@ -603,14 +606,14 @@ def refuse_batches_beyond(arrays, batch_size, dataset, validation_size):
                         f"of {dataset} (--validation_size={validation_size} held out); pass a smaller --batch_size")
 
 
-def make_datasets(cfg, corrupt_fn=None):
+def make_datasets(cfg, corrupt_fn=None, channels=1):
     """Loads `cfg.dataset` and returns train / validation / test pipelines; a restoration model's (`cfg.corruption`)
     corrupt their inputs with `corruption.make_corrupt_fn`, unless `corrupt_fn` is given.
 
     Validation and test are batched without dropping, and with dynamic binarization they draw from a fixed seed,
     so every evaluation sees the same binary images.
     """
-    arrays = load_arrays(cfg.dataset, cfg.data_dir, cfg.validation_size, cfg.image_size)
+    arrays = load_arrays(cfg.dataset, cfg.data_dir, cfg.validation_size, cfg.image_size, channels)
     # Made once the images are read: an image folder's shape is known only then.
     corrupt_fn = corrupt_fn or corruption.make_corrupt_fn(cfg.corruption, cfg.corruption_strength,
                                                           arrays.train_images.shape[1:])

@@ -233,10 +233,13 @@ def fit(image, height, width):
     return np.clip(np.round(resized.numpy()), 0, 255).astype(np.uint8)
 
 
-def load(data_dir, image_size=()):
+def load(data_dir, image_size=(), channels=1):
     """Reads both splits into memory in the fixed shuffled order of ORDER_SEED: images of one size, or each brought
     to `image_size` (height, width) by `fit`; in colour when any image is (a gray one is repeated into three
     channels, losing nothing).
+
+    `channels`: at least this many (3: a model trained on the folder in colour reads it in colour, as tfvae before
+    2026-12-05 read gray GIFs, with three equal channels).
 
     Returns:
       ({split: (uint8 images `[n, H, W, C]`, int32 labels `[n]`)}, class names).
@@ -252,7 +255,7 @@ def load(data_dir, image_size=()):
         # Each brought to size as it is read: the full-size images of a photo folder need not fit in memory at once.
         decoded[split] = [fit(_decode(path), *image_size) if image_size else _decode(path) for path, _ in files[split]]
     first_path, (height, width) = files["train"][0][0], decoded["train"][0].shape[:2]
-    channels = max(image.shape[-1] for split in SPLITS for image in decoded[split])
+    channels = max(channels, *(image.shape[-1] for split in SPLITS for image in decoded[split]))
     splits = {}
     for split in SPLITS:
         images = np.empty((len(files[split]), height, width, channels), np.uint8)

@@ -154,6 +154,17 @@ def refuse_data_the_model_cannot_take(cfg, image_shape, class_names):
                              f"in {cfg.data_dir} are colour; use --likelihood=bernoulli, or gray images")
 
 
+def _recorded_channels(cfg):
+    """The channels of the image folder the run in `cfg.model_dir` recorded in DATA_RECORD_FILE; 1 without one."""
+    if cfg.dataset != config.IMAGE_FOLDER:
+        return 1
+    try:
+        with open(os.path.join(cfg.model_dir, DATA_RECORD_FILE), encoding="utf-8") as f:
+            return int(json.load(f)["image_shape"][-1])
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return 1
+
+
 def check_resumed_data(cfg, data_record):
     """Raises RunConfigError when a --resume reads other examples than the run in `cfg.model_dir` trained on (another
     folder's files, or TFDS's order for the IDX files'): its epochs and validation curves would mix two datasets. The
@@ -1009,7 +1020,10 @@ def run(cfg):
     if cfg.deterministic:
         # Also makes TF's kernels pick deterministic algorithms (e.g. reductions on GPU), at some speed cost.
         tf.config.experimental.enable_op_determinism()
-    datasets = data.make_datasets(cfg)  # A restoration model's corrupted as cfg says.
+    # A resumed image-folder run reads its folder with the channels it trained on: tfvae before 2026-12-05 read a
+    # gray GIF as three equal channels.
+    channels = _recorded_channels(cfg) if cfg.resume else 1
+    datasets = data.make_datasets(cfg, channels=channels)  # A restoration model's corrupted as cfg says.
     class_names = datasets.arrays.class_names
     refuse_data_the_model_cannot_take(cfg, datasets.image_shape, class_names)
     data_record = {"source": data.describe_source(cfg.dataset, cfg.data_dir),
