@@ -163,6 +163,7 @@ def test_a_folder_of_bmp_gif_and_webp_images_is_read_as_a_single_one_is(tmp_path
     for name in ("scan.bmp", "frame.gif", "photo.png", "sketch.webp"):
         Image.fromarray(pixels).save(tmp_path / name, **({"lossless": True} if name.endswith(".webp") else {}))
     (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "._scan.webp").write_bytes(b"\x00\x05\x16\x07")  # A macOS resource fork: hidden, skipped.
     pairs = enhance.plan_outputs(str(tmp_path), str(tmp_path / "out"))
     assert [os.path.basename(source) for source, _ in pairs] == ["frame.gif", "photo.png", "scan.bmp", "sketch.webp"]
     for source, _ in pairs:

@@ -459,7 +459,7 @@ def test_prepare_model_dir_with_overwrite_keeps_the_held_folder_and_what_its_lin
     assert (elsewhere / "data.bin").read_text() == "not the run's"
 
 
-def _synthetic_arrays(dataset, data_dir, validation_size=5000, image_size=()):
+def _synthetic_arrays(dataset, data_dir, validation_size=5000, image_size=(), channels=1):  # As load_arrays.
     images = np.random.default_rng(0).integers(0, 256, (TINY_TRAIN + validation_size + TINY_TEST, 28, 28, 1),
                                                dtype=np.uint8)
     labels = np.arange(len(images), dtype=np.int32) % 10

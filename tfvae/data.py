@@ -613,7 +613,7 @@ def make_datasets(cfg, corrupt_fn=None, channels=1):
     Validation and test are batched without dropping, and with dynamic binarization they draw from a fixed seed,
     so every evaluation sees the same binary images.
     """
-    arrays = load_arrays(cfg.dataset, cfg.data_dir, cfg.validation_size, cfg.image_size, channels)
+    arrays = load_arrays(cfg.dataset, cfg.data_dir, cfg.validation_size, cfg.image_size, channels=channels)
     # Made once the images are read: an image folder's shape is known only then.
     corrupt_fn = corrupt_fn or corruption.make_corrupt_fn(cfg.corruption, cfg.corruption_strength,
                                                           arrays.train_images.shape[1:])

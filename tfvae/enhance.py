@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfvae import artifacts, export, image_folder
-from tfvae.image_folder import IMAGE_EXTENSIONS  # What a folder of inputs is scanned for.
+from tfvae.image_folder import IMAGE_EXTENSIONS, is_image  # What a folder of inputs is scanned for.
 
 # Outputs are PNG or JPEG (config.IMAGE_SUFFIXES).
 OUTPUT_ENCODERS = {".png": tf.io.encode_png, ".jpg": tf.io.encode_jpeg, ".jpeg": tf.io.encode_jpeg}
@@ -29,8 +29,9 @@ def plan_outputs(input_path, output_path):
       A list of (input file, output file), sorted by input name.
     """
     if os.path.isdir(input_path):
-        names = sorted(n for n in os.listdir(input_path)
-                       if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(input_path, n)))
+        # As an image folder is read: hidden files (macOS's "._name.png" resource forks) are skipped.
+        names = sorted(name for name in os.listdir(input_path)
+                       if is_image(name) and os.path.isfile(os.path.join(input_path, name)))
         if not names:
             raise EnhanceError(f"--input={input_path}: no {'/'.join(IMAGE_EXTENSIONS)} files in this folder")
         if os.path.exists(output_path) and not os.path.isdir(output_path):

@@ -46,14 +46,15 @@ class FolderError(ValueError):
     """The folder's layout or one of its files is unusable; the message names it and the fix."""
 
 
-def _is_image(name):
+def is_image(name):
+    """Whether a file name is one of the images read here (enhance.py scans an input folder with it too)."""
     # Hidden files are skipped too: macOS leaves "._name.png" resource forks beside copied images.
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def _is_other_file(name):
     """A visible file that is not an image this reads (a .tif, a .heic, a notes.txt): skipped, but counted."""
-    return not name.startswith(".") and not _is_image(name)
+    return not name.startswith(".") and not is_image(name)
 
 
 def _refuse_broken_links(folder, names):
@@ -89,7 +90,7 @@ def _images_under(folder, skipped):
                               f"twice, once with this class's label; remove the link")
         _refuse_broken_links(root, folders + names)
         folders[:] = sorted(name for name in folders if not name.startswith("."))
-        found += [os.path.join(root, name) for name in sorted(names) if _is_image(name)]
+        found += [os.path.join(root, name) for name in sorted(names) if is_image(name)]
         skipped += [os.path.join(root, name) for name in sorted(names) if _is_other_file(name)]
     return found
 
@@ -105,7 +106,7 @@ def _split_files(data_dir, split, skipped):
     entries = sorted(os.listdir(folder), key=lambda name: unicodedata.normalize("NFC", name))
     _refuse_broken_links(folder, entries)
     classes = [name for name in entries if os.path.isdir(os.path.join(folder, name)) and not name.startswith(".")]
-    loose = [name for name in entries if _is_image(name) and os.path.isfile(os.path.join(folder, name))]
+    loose = [name for name in entries if is_image(name) and os.path.isfile(os.path.join(folder, name))]
     skipped += [os.path.join(folder, name) for name in entries
                 if _is_other_file(name) and not os.path.isdir(os.path.join(folder, name))]
     if classes and loose:

@@ -326,8 +326,8 @@ class ImageSummaries(keras.callbacks.Callback):
         tiles = np.concatenate([as_images(row) for row in rows])
         rows_named = ["One row per class, top to bottom: " + ", ".join(
             data.class_label(self.data_labels, c) for c in range(classes))] if classes else []
-        mean_field = ["The mean-field images of the autoregressive p(x|z), with more ink than its draws "
-                      "(samples_drawn)"] if drawn is not None else []
+        mean_field = ["The mean-field images of the autoregressive p(x|z), not draws from it (samples_drawn "
+                      "draws them)"] if drawn is not None else []
         with self.writer.as_default(step=epoch):  # Keras' epoch index, the step of its epoch scalars.
             tf.summary.image("samples", visualization.tile_images(as_images(samples), sample_rows, GRID_COLS)[None],
                              description=". ".join(rows_named + mean_field) or None)
