@@ -526,3 +526,11 @@ def test_a_model_trained_on_gray_gifs_in_colour_reads_them_in_colour_again(tmp_p
     metadata = {"dataset": "image_folder", "image_shape": [6, 5, 3], "class_names": [],
                 "config": {"data_dir": str(tmp_path)}}
     assert data.load_model_arrays(metadata, "", 1).train_images.shape[1:] == (6, 5, 3)
+    # train.py --resume reads the folder with the channels its run recorded; a new run, as the images are.
+    from tfvae import config, training
+    cfg = config.RunConfig(dataset="image_folder", data_dir=str(tmp_path), model_dir=str(tmp_path / "run"))
+    assert training._recorded_channels(cfg) == 1
+    os.makedirs(cfg.model_dir)
+    with open(os.path.join(cfg.model_dir, training.DATA_RECORD_FILE), "w") as f:
+        json.dump({"image_shape": [6, 5, 3], "class_names": []}, f)
+    assert training._recorded_channels(cfg) == 3

@@ -159,9 +159,8 @@ def _recorded_channels(cfg):
     if cfg.dataset != config.IMAGE_FOLDER:
         return 1
     try:
-        with open(os.path.join(cfg.model_dir, DATA_RECORD_FILE), encoding="utf-8") as f:
-            return int(json.load(f)["image_shape"][-1])
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return data_spec_of_run(cfg)[0][-1]
+    except (ValueError, IndexError):  # No run yet, or a record without a shape.
         return 1
 
 
