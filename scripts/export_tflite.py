@@ -1,5 +1,5 @@
 """Converts a tfvae SavedModel's encode, decode and reconstruct signatures to LiteRT (TFLite) and checks them
-against it.
+against it; a conditional model's class names go beside the .tflite file, in NAME.labels.txt.
 
     python scripts/export_tflite.py --saved_model=saved_models/tf1_tutorial --output=model.tflite [--quantize=dynamic]
 """
@@ -47,6 +47,8 @@ def main(argv):
               f"SavedModel{why_sample})")
     weights = {"none": "float32 weights", "dynamic": "int8 weights, float activations"}[cfg.quantize]
     print(f"Wrote {cfg.output} ({size} bytes, {weights})")
+    if lite.class_names(export.load_metadata(cfg.saved_model)):
+        print(f"Wrote {lite.labels_path(cfg.output)} (the class names, one per line: line i is label i)")
 
 
 if __name__ == "__main__":

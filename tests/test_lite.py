@@ -116,6 +116,23 @@ def test_export_tflite_script_prints_every_difference_and_the_file_it_wrote(pair
     assert lines[-1] == f"Wrote {output} ({os.path.getsize(output)} bytes, float32 weights)"
 
 
+def test_a_conditional_models_class_names_are_written_beside_its_tflite_file(pairs, tmp_path):
+    # A .tflite file has no place for them, and LiteRT's `label` input is their index.
+    cfg = config.RunConfig(model="cvae", dataset="image_folder", hidden_sizes=(8,), latent_dim=2,
+                           likelihood="bernoulli")
+    model = build_model(cfg, IMAGE_SHAPE, 2)
+    pets = export.export_saved_model(model, str(tmp_path / "pets"),
+                                     training.export_metadata(cfg, IMAGE_SHAPE, model, class_names=("cats", "dogs")))
+    lite.export_tflite(pets, str(tmp_path / "out" / "pets.tflite"), count=4)
+    assert sorted(os.listdir(tmp_path / "out")) == ["pets.labels.txt", "pets.tflite"]
+    assert (tmp_path / "out" / "pets.labels.txt").read_text() == "cats\ndogs\n"
+    # MNIST's classes are the digits; a model without labels gets no file.
+    lite.export_tflite(pairs("cvae")[0], str(tmp_path / "digits.tflite"), count=4)
+    assert (tmp_path / "digits.labels.txt").read_text().split() == [str(digit) for digit in range(10)]
+    lite.export_tflite(pairs("mlp")[0], str(tmp_path / "vae.tflite"), count=4)
+    assert not (tmp_path / "vae.labels.txt").exists()
+
+
 def test_export_tflite_writes_nothing_when_a_float32_conversion_strays_from_the_savedmodel(pairs, tmp_path,
                                                                                          monkeypatch):
     a, _ = pairs("mlp")

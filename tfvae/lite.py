@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from tfvae import artifacts, export
+from tfvae import artifacts, data, export
 from tfvae.compat import keras
 
 # reconstruct is encode then decode in one call (for the denoising models, the restoration); the converter stores
@@ -113,9 +113,24 @@ def left_out(saved_model):
                   if name not in SIGNATURES and not name.startswith("__") and name != "serving_default")
 
 
+def labels_path(output):
+    """Where `export_tflite` writes a conditional model's class names beside the .tflite file `output`."""
+    return os.path.splitext(output)[0] + ".labels.txt"
+
+
+def class_names(metadata):
+    """A conditional export's class names in label order (what a LiteRT caller's `label` means: an image folder's
+    class folders, a dataset's names, or the digits), or () for a model without labels."""
+    classes = metadata.get("num_classes") or 0
+    names = metadata.get("class_names") or data.CLASS_NAMES.get(metadata.get("dataset")) or ()
+    return tuple(names) if len(names) == classes else tuple(str(label) for label in range(classes))
+
+
 def export_tflite(saved_model, output, quantize="none", count=256):
     """The job of `scripts/export_tflite.py`. Returns (differences as `compare`, file size in bytes); writes nothing
-    when a float32 conversion of a float32 export is further than `FLOAT32_TOLERANCE` from it."""
+    when a float32 conversion of a float32 export is further than `FLOAT32_TOLERANCE` from it. A conditional model's
+    class names go to `labels_path(output)`, one per line, with the .tflite file or not at all: a .tflite file has
+    no place for them, and the `label` input is their index."""
     tflite_model = convert(saved_model, quantize)
     differences = compare(tflite_model, saved_model, count)
     precision = (export.load_metadata(saved_model).get("config") or {}).get("mixed_precision", "none")
@@ -130,5 +145,10 @@ def export_tflite(saved_model, output, quantize="none", count=256):
         with open(path, "wb") as f:
             f.write(tflite_model)
 
-    artifacts.write_bytes_with(output, write)
+    def write_labels(path):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("".join(f"{name}\n" for name in names))
+
+    names = class_names(export.load_metadata(saved_model))
+    artifacts.write_all_or_none([(output, write)] + ([(labels_path(output), write_labels)] if names else []))
     return differences, os.path.getsize(output)
