@@ -30,7 +30,8 @@ def main(argv):
     for name, outputs in differences.items():
         for key, diff in outputs.items():
             print(f"{name}/{key}: max |LiteRT - SavedModel| = {diff:.3g} on {cfg.check_examples} inputs")
-    precision = (export.load_metadata(cfg.saved_model).get("config") or {}).get("mixed_precision", "none")
+    metadata = export.load_metadata(cfg.saved_model)
+    precision = (metadata.get("config") or {}).get("mixed_precision", "none")
     if precision != "none":
         print(f"(the SavedModel's layers compute in {precision}, the LiteRT model's in float32: the differences are "
               f"mostly the SavedModel's rounding)")
@@ -47,7 +48,7 @@ def main(argv):
               f"SavedModel{why_sample})")
     weights = {"none": "float32 weights", "dynamic": "int8 weights, float activations"}[cfg.quantize]
     print(f"Wrote {cfg.output} ({size} bytes, {weights})")
-    if lite.class_names(export.load_metadata(cfg.saved_model)):
+    if lite.class_names(metadata):
         print(f"Wrote {lite.labels_path(cfg.output)} (the class names, one per line: line i is label i)")
 
 

@@ -133,7 +133,8 @@ def export_tflite(saved_model, output, quantize="none", count=256):
     no place for them, and the `label` input is their index."""
     tflite_model = convert(saved_model, quantize)
     differences = compare(tflite_model, saved_model, count)
-    precision = (export.load_metadata(saved_model).get("config") or {}).get("mixed_precision", "none")
+    metadata = export.load_metadata(saved_model)
+    precision = (metadata.get("config") or {}).get("mixed_precision", "none")
     worst, name, key = max((diff, name, key) for name, outputs in differences.items() for key, diff in outputs.items())
     if quantize == "none" and precision == "none" and not worst <= FLOAT32_TOLERANCE:  # NaN fails too.
         raise export.ExportError(
@@ -149,6 +150,6 @@ def export_tflite(saved_model, output, quantize="none", count=256):
         with open(path, "w", encoding="utf-8") as f:
             f.write("".join(f"{name}\n" for name in names))
 
-    names = class_names(export.load_metadata(saved_model))
+    names = class_names(metadata)
     artifacts.write_all_or_none([(output, write)] + ([(labels_path(output), write_labels)] if names else []))
     return differences, os.path.getsize(output)
